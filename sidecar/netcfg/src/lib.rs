@@ -1,0 +1,1 @@
+//! Netns-scoped network configuration (see issue 3).

@@ -1,0 +1,1 @@
+//! Sans-IO SoftEther protocol (in progress).

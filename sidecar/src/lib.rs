@@ -1,0 +1,1 @@
+//! softether-sidecar library.

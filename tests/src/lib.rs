@@ -1,0 +1,1 @@
+//! Test lab harness (in progress).
