@@ -1,1 +1,5 @@
 //! Sans-IO SoftEther protocol (in progress).
+pub mod pack;
+pub mod password;
+pub(crate) mod prng;
+pub mod sha0;
