@@ -3,3 +3,6 @@ pub mod pack;
 pub mod password;
 pub(crate) mod prng;
 pub mod sha0;
+pub mod error;
+pub mod http;
+pub mod rsa;
