@@ -1,0 +1,145 @@
+//! The only place in this crate that talks to the kernel through `unsafe`: the TUN/TAP ioctls
+//! and registering an fd with tokio's reactor.
+//!
+//! Everything here takes and returns `OwnedFd`/`BorrowedFd`, so no raw fd escapes this module.
+#![allow(unsafe_code)]
+
+use std::ffi::CStr;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+
+use nix::fcntl::{open, OFlag};
+use nix::sys::stat::Mode;
+use tokio::io::unix::AsyncFd;
+
+/// `IFNAMSIZ` including the trailing NUL: interface names are at most 15 bytes.
+pub const IFNAMSIZ: usize = libc::IFNAMSIZ;
+
+// <linux/if_tun.h>: TUNSETIFF = _IOW('T', 202, int), TUNSETPERSIST = _IOW('T', 203, int),
+// TUNGETIFF = _IOR('T', 210, unsigned int). The "int" size in the request code is historical:
+// the kernel reads and writes a whole `struct ifreq` through the pointer for SETIFF (it copies
+// the chosen name back), hence the read-write wrapper with a `*mut` argument.
+nix::ioctl_readwrite_bad!(
+    tunsetiff,
+    nix::request_code_write!(b'T', 202, std::mem::size_of::<libc::c_int>()),
+    libc::ifreq
+);
+nix::ioctl_read_bad!(
+    tungetiff,
+    nix::request_code_read!(b'T', 210, std::mem::size_of::<libc::c_uint>()),
+    libc::ifreq
+);
+nix::ioctl_write_int_bad!(
+    tunsetpersist,
+    nix::request_code_write!(b'T', 203, std::mem::size_of::<libc::c_int>())
+);
+
+/// Open `/dev/net/tun` non-blocking and close-on-exec. The TAP is created in the network
+/// namespace of the calling thread at [`tun_set_iff`] time.
+pub fn open_tun() -> io::Result<OwnedFd> {
+    Ok(open(
+        c"/dev/net/tun",
+        OFlag::O_RDWR | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK,
+        Mode::empty(),
+    )?)
+}
+
+/// Flags for [`tun_set_iff`].
+#[derive(Clone, Copy, Debug)]
+pub struct TapFlags {
+    /// Fail with `EBUSY` instead of attaching when the name already exists (`IFF_TUN_EXCL`).
+    pub exclusive: bool,
+}
+
+/// `TUNSETIFF` with `IFF_TAP | IFF_NO_PI` (plus `IFF_TUN_EXCL` on request). An empty `name`
+/// lets the kernel pick `tapN`. Returns the name the kernel used.
+pub fn tun_set_iff(fd: BorrowedFd<'_>, name: &str, flags: TapFlags) -> io::Result<String> {
+    let mut req = ifreq_with_name(name)?;
+    let mut bits = libc::IFF_TAP | libc::IFF_NO_PI;
+    if flags.exclusive {
+        bits |= libc::IFF_TUN_EXCL;
+    }
+    // The three flags are below 0x8000 | 0x1000 | 0x2 and `IFF_TUN_EXCL` is 0x8000, which is
+    // exactly the sign bit of a c_short: the kernel reads the field as unsigned short.
+    req.ifr_ifru.ifru_flags = bits as u16 as libc::c_short;
+    // SAFETY: `fd` is a live descriptor (borrowed for the call); `req` is a fully initialised,
+    // exclusively borrowed ifreq on our stack for the duration of the ioctl, which reads and
+    // writes only within `sizeof(struct ifreq)`.
+    unsafe { tunsetiff(fd.as_raw_fd(), &mut req) }?;
+    name_of(&req)
+}
+
+/// `TUNGETIFF`: the interface name attached to this TAP fd.
+pub fn tun_get_name(fd: BorrowedFd<'_>) -> io::Result<String> {
+    // SAFETY: ifreq is plain old data (arrays, integers and a union of those/pointers); the
+    // all-zero bit pattern is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    // SAFETY: `fd` is live for the call; `req` is a valid, writable ifreq on our stack.
+    unsafe { tungetiff(fd.as_raw_fd(), &mut req) }?;
+    name_of(&req)
+}
+
+fn name_of(req: &libc::ifreq) -> io::Result<String> {
+    let bytes: Vec<u8> = req.ifr_name.iter().map(|&c| c as u8).collect();
+    let name = CStr::from_bytes_until_nul(&bytes)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "ifreq name not terminated"))?;
+    Ok(name.to_string_lossy().into_owned())
+}
+
+/// `TUNSETPERSIST`: keep (or stop keeping) the interface after the last fd closes.
+pub fn tun_set_persist(fd: BorrowedFd<'_>, persist: bool) -> io::Result<()> {
+    // SAFETY: `fd` is live for the call; TUNSETPERSIST takes its argument by value.
+    unsafe { tunsetpersist(fd.as_raw_fd(), libc::c_int::from(persist)) }?;
+    Ok(())
+}
+
+/// Register an fd with the current tokio reactor. Must be called inside a runtime context.
+pub fn register_async(fd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
+    // SAFETY: the AsyncFd takes ownership of the OwnedFd, so the descriptor stays open and
+    // refers to the same open file description until the AsyncFd is dropped, and
+    // `OwnedFd::as_raw_fd` always returns that same descriptor.
+    unsafe { AsyncFd::register(fd) }.map_err(|e| e.into_parts().1)
+}
+
+fn ifreq_with_name(name: &str) -> io::Result<libc::ifreq> {
+    if name.len() >= IFNAMSIZ
+        || name
+            .bytes()
+            .any(|b| b == 0 || b == b'/' || b.is_ascii_whitespace())
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("invalid interface name {name:?}"),
+        ));
+    }
+    // SAFETY: ifreq is plain old data; the all-zero bit pattern is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(name.bytes()) {
+        *dst = src as libc::c_char;
+    }
+    Ok(req)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ioctl_numbers_match_if_tun_h() {
+        let codes = [
+            nix::request_code_write!(b'T', 202, 4),
+            nix::request_code_read!(b'T', 210, 4),
+            nix::request_code_write!(b'T', 203, 4),
+        ];
+        assert_eq!(codes.map(u64::from), [0x400454ca, 0x800454d2, 0x400454cb]);
+    }
+
+    #[test]
+    fn rejects_bad_names() {
+        assert!(ifreq_with_name("0123456789abcdef").is_err());
+        assert!(ifreq_with_name("a b").is_err());
+        assert!(ifreq_with_name("a/b").is_err());
+        assert!(ifreq_with_name("").is_ok());
+        assert!(ifreq_with_name("tap0").is_ok());
+    }
+}
