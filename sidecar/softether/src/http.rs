@@ -187,10 +187,13 @@ impl HttpParser {
     }
 }
 
-/// A POST request as the C client sends it (header order is irrelevant to the server).
+/// A POST request as the C client sends it (header order is irrelevant to the server). The
+/// `Host` header is left out when `host` is empty: the C server rejects headers without value.
 pub fn post(target: &str, host: &str, content_type: &str, body: &[u8]) -> Vec<u8> {
+    let host = host.trim();
+    let host_line = if host.is_empty() { String::new() } else { format!("Host: {host}\r\n") };
     let mut out = format!(
-        "POST {target} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\n\
+        "POST {target} HTTP/1.1\r\n{host_line}Content-Type: {content_type}\r\n\
          Connection: Keep-Alive\r\nKeep-Alive: {KEEP_ALIVE}\r\nContent-Length: {}\r\n\r\n",
         body.len()
     )
@@ -262,6 +265,8 @@ mod tests {
         assert_eq!(m.body, SIGNATURE_BODY);
         assert_eq!(p.next_message().unwrap(), None);
         assert_eq!(p.take_buffered(), b"tail");
+        let no_host = post(TARGET_PACK, " ", CONTENT_TYPE_PACK, b"x");
+        assert!(!String::from_utf8_lossy(&no_host).contains("Host"));
     }
 
     #[test]

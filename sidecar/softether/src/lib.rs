@@ -1,8 +1,13 @@
 //! Sans-IO SoftEther protocol (in progress).
+pub mod error;
+pub mod handshake;
+pub mod http;
+pub mod login;
 pub mod pack;
 pub mod password;
 pub(crate) mod prng;
-pub mod sha0;
-pub mod error;
-pub mod http;
 pub mod rsa;
+pub mod sha0;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+pub mod welcome;
