@@ -1,5 +1,49 @@
-//! The CNI plugin `softether`. Work in progress: see issue 4.
+//! Entry point of the CNI plugin `softether`; see the library docs for the
+//! layers. This is the single exit point: it prints the result, or the CNI
+//! error object with exit status 1.
 
-fn main() {
-    println!(r#"{{"cniVersion":"1.0.0","supportedVersions":["0.3.0","0.3.1","0.4.0","1.0.0","1.1.0"]}}"#);
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::ExitCode;
+
+use softether_cni::cmd::{self, Output};
+use softether_cni::logging;
+use softether_cni::sidecar_client::{SidecarClient, UnixSidecarClient};
+use softether_cni::spec::{CniError, Env, ErrorCode};
+
+fn main() -> ExitCode {
+    let (stdout, status) = match run() {
+        Ok(Output::Json(value)) => (Some(value), ExitCode::SUCCESS),
+        Ok(Output::Nothing) => (None, ExitCode::SUCCESS),
+        Err(e) => {
+            logging::debug(&e);
+            (Some(e.to_json()), ExitCode::FAILURE)
+        }
+    };
+    if let Some(value) = stdout {
+        let mut out = std::io::stdout().lock();
+        // Nothing sensible is left to do if stdout is gone.
+        let _ = writeln!(out, "{value}").and_then(|()| out.flush());
+    }
+    status
+}
+
+/// Reads stdin and the environment, runs the command. Errors carry the
+/// caller's `cniVersion` when stdin had one.
+fn run() -> Result<Output, CniError> {
+    let mut stdin = Vec::new();
+    std::io::stdin()
+        .read_to_end(&mut stdin)
+        .map_err(|e| CniError::new(ErrorCode::Io, "cannot read the network config from stdin", e.to_string()))?;
+    let version = sniff_cni_version(&stdin);
+    let connect = |path: &Path| -> Box<dyn SidecarClient> { Box::new(UnixSidecarClient::new(path)) };
+    Env::from_process()
+        .and_then(|env| cmd::dispatch(&env, &stdin, &connect))
+        .map_err(|e| e.in_version(version.as_deref()))
+}
+
+/// The `cniVersion` string on stdin, if stdin is a JSON object with one.
+fn sniff_cni_version(stdin: &[u8]) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_slice(stdin).ok()?;
+    value.get("cniVersion")?.as_str().map(str::to_owned)
 }

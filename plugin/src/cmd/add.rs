@@ -1,0 +1,139 @@
+//! ADD: ask the sidecar to create the TAP in the pod netns, log in and run
+//! DHCP, then return the lease as the CNI result (chained after `prevResult`).
+//!
+//! Everything that can be checked locally (env, config, password file,
+//! prevResult) is checked before the sidecar is contacted, so persistent
+//! mistakes surface as 4/7 rather than hiding behind a transient 11.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::time::Instant;
+
+use super::{required, Output};
+use crate::netconf::{normalize_mac, resolve_login, NetConf};
+use crate::sidecar_client::{
+    AttachRequest, AttachResult, AttachmentRef, LinkSettings, SidecarClient, SidecarError,
+};
+use crate::spec::result::{Interface, IpConfig, Route};
+use crate::spec::{CniArgs, CniError, CniResult, Env, ErrorCode};
+
+pub fn run(env: &Env, conf: &NetConf, client: &mut dyn SidecarClient) -> Result<Output, CniError> {
+    let started = Instant::now();
+    let deadline = started + conf.timeout;
+    let container_id = required(&env.container_id, "CNI_CONTAINERID")?;
+    let ifname = required(&env.ifname, "CNI_IFNAME")?;
+    let netns = required(&env.netns, "CNI_NETNS")?;
+    let prev = conf.prev_result.as_ref().map(CniResult::from_prev_result).transpose()?;
+    if let Some(prev) = &prev {
+        if prev.interfaces.iter().any(|i| i.name == ifname && i.sandbox.as_deref() == Some(netns)) {
+            return Err(CniError::invalid_config(
+                format!("prevResult already has an interface {ifname:?} in {netns}"),
+                "another plugin in the chain created CNI_IFNAME; give this network a different interface name",
+            ));
+        }
+    }
+    if !env.netns_override && is_own_netns(netns) {
+        return Err(CniError::invalid_env(
+            format!("CNI_NETNS {netns} is the plugin's own network namespace"),
+            "refusing to put the VPN interface on the host; set CNI_NETNS_OVERRIDE=1 if this is intended",
+        ));
+    }
+    let cni_args = CniArgs::parse(&env.args)?;
+    let mac = match (&conf.runtime_mac, &cni_args.mac) {
+        (Some(mac), _) => Some(mac.clone()),
+        (None, Some(raw)) => Some(normalize_mac(raw).map_err(|why| {
+            CniError::invalid_env(format!("CNI_ARGS MAC={raw:?} is invalid"), format!("expected {why}"))
+        })?),
+        (None, None) => None,
+    };
+    let login = resolve_login(conf, &cni_args)?;
+    let request = AttachRequest {
+        attachment: AttachmentRef {
+            network: conf.name.clone(),
+            container_id: container_id.to_owned(),
+            ifname: ifname.to_owned(),
+        },
+        netns: netns.to_owned(),
+        login,
+        link: LinkSettings {
+            mtu: conf.mtu,
+            mac,
+            accept_default_gateway: conf.accept_default_gateway,
+            accept_static_routes: conf.accept_static_routes,
+            policy_route_table: conf.policy_route_table,
+            connmark: conf.connmark,
+        },
+        timeout_ms: deadline.saturating_duration_since(Instant::now()).as_millis() as u64,
+        pod_namespace: cni_args.pod_namespace.clone(),
+        pod_name: cni_args.pod_name.clone(),
+    };
+    let attached = client.attach(&request, deadline).map_err(|e| match e {
+        SidecarError::Refused(err) => err,
+        SidecarError::Protocol { .. } => CniError::new(ErrorCode::SidecarProtocol, e.to_string(), ""),
+        SidecarError::Timeout { .. } => CniError::try_again_later(
+            e.to_string(),
+            format!("ADD gave up after the configured timeout of {}s", conf.timeout.as_secs()),
+        ),
+        SidecarError::Unreachable { .. } | SidecarError::Io { .. } => {
+            CniError::try_again_later(e.to_string(), "")
+        }
+    })?;
+    let ours = to_cni_result(attached, ifname, netns)?;
+    let result = match prev {
+        Some(prev) => prev.chain(ours),
+        None => ours,
+    };
+    Ok(Output::Json(result.render(conf.cni_version)))
+}
+
+/// Our interface is index 0 of our own result; chaining shifts it.
+fn to_cni_result(attached: AttachResult, ifname: &str, netns: &str) -> Result<CniResult, CniError> {
+    let mac = normalize_mac(&attached.mac).map_err(|why| {
+        CniError::new(
+            ErrorCode::SidecarProtocol,
+            format!("sidecar reported MAC {:?} for {ifname}", attached.mac),
+            format!("expected {why}"),
+        )
+    })?;
+    Ok(CniResult {
+        interfaces: vec![Interface {
+            name: ifname.to_owned(),
+            mac: Some(mac),
+            mtu: attached.mtu,
+            sandbox: Some(netns.to_owned()),
+            ..Interface::default()
+        }],
+        ips: attached
+            .ips
+            .into_iter()
+            .map(|ip| IpConfig { address: ip.address, gateway: ip.gateway, interface: Some(0) })
+            .collect(),
+        routes: attached
+            .routes
+            .into_iter()
+            .map(|r| Route {
+                dst: r.dst,
+                gw: r.gw,
+                mtu: None,
+                advmss: None,
+                priority: r.priority,
+                table: r.table,
+                scope: None,
+            })
+            .collect(),
+        dns: attached.dns,
+    })
+}
+
+/// skel's `ErrInvalidNetNS` check: same inode as our own netns. A path we
+/// cannot stat is left for the sidecar to report.
+fn is_own_netns(netns: &str) -> bool {
+    let (Ok(target), Ok(own)) = (std::fs::metadata(Path::new(netns)), std::fs::metadata("/proc/self/ns/net")) else {
+        return false;
+    };
+    target.dev() == own.dev() && target.ino() == own.ino()
+}
+
+#[cfg(test)]
+#[path = "add_tests.rs"]
+mod tests;

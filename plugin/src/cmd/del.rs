@@ -1,0 +1,158 @@
+//! DEL: best-effort teardown that always succeeds when there is nothing (left)
+//! to do — without netns, without prevResult, repeated, sidecar down.
+//!
+//! The config is parsed leniently: a version we cannot speak or stdin that is
+//! not JSON is still an error (the runtime is broken), but a config that fails
+//! validation only produces a warning, because the attachment it created must
+//! still be removable.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value};
+
+use super::{required, Connect, Output};
+use crate::logging;
+use crate::netconf::{self, NetConf, DEFAULT_SIDECAR_SOCKET, DEFAULT_TIMEOUT};
+use crate::sidecar_client::{AttachmentRef, DetachRequest, SidecarError};
+use crate::spec::{CniError, Env, ErrorCode};
+
+pub fn run(env: &Env, stdin: &[u8], connect: Connect<'_>) -> Result<Output, CniError> {
+    let container_id = required(&env.container_id, "CNI_CONTAINERID")?;
+    let ifname = required(&env.ifname, "CNI_IFNAME")?;
+    let map = netconf::parse_stdin(stdin)?;
+    let target = match NetConf::from_map(map.clone()) {
+        Ok(conf) => Target { network: conf.name, socket: conf.sidecar_socket, timeout: conf.timeout },
+        Err(e) if e.code() == ErrorCode::IncompatibleVersion => return Err(e),
+        Err(e) => {
+            logging::warn(format_args!("DEL {container_id}/{ifname}: config does not validate ({e}); cleaning up anyway"));
+            Target::salvage(&map)
+        }
+    };
+    let request = DetachRequest {
+        attachment: AttachmentRef {
+            network: target.network,
+            container_id: container_id.to_owned(),
+            ifname: ifname.to_owned(),
+        },
+        netns: env.netns.clone(),
+    };
+    let deadline = Instant::now() + target.timeout;
+    match connect(&target.socket).detach(&request, deadline) {
+        Ok(()) => Ok(Output::Nothing),
+        // The sidecar reports a real failure (e.g. netlink refused to delete
+        // the TAP); the runtime retries DEL.
+        Err(SidecarError::Refused(e)) => Err(e),
+        Err(e) => {
+            // TODO(sidecar): remove the TAP in the netns ourselves and leave a
+            // tombstone so the sidecar ends the session when it comes back.
+            logging::warn(format_args!(
+                "DEL {container_id}/{ifname}: {e}; nothing removed now, the sidecar reconciles on start"
+            ));
+            Ok(Output::Nothing)
+        }
+    }
+}
+
+struct Target {
+    network: String,
+    socket: PathBuf,
+    timeout: Duration,
+}
+
+impl Target {
+    /// The little DEL needs, taken from a config that did not validate.
+    fn salvage(map: &Map<String, Value>) -> Target {
+        let string = |k: &str| map.get(k).and_then(Value::as_str);
+        Target {
+            network: string("name").unwrap_or_default().to_owned(),
+            socket: PathBuf::from(
+                string("sidecarSocket").filter(|s| s.starts_with('/')).unwrap_or(DEFAULT_SIDECAR_SOCKET),
+            ),
+            timeout: map
+                .get("timeout")
+                .and_then(Value::as_u64)
+                .filter(|t| (1..=netconf::MAX_TIMEOUT_SECS).contains(t))
+                .map_or(DEFAULT_TIMEOUT, Duration::from_secs),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cmd::fake::{Harness, Script};
+    use crate::spec::Command;
+    use serde_json::json;
+
+    fn env(netns: Option<&str>) -> Env {
+        Env {
+            command: Command::Del,
+            container_id: Some("c1".into()),
+            netns: netns.map(str::to_owned),
+            ifname: Some("vpn0".into()),
+            args: String::new(),
+            path: vec![],
+            netns_override: false,
+        }
+    }
+
+    fn conf() -> Value {
+        json!({"cniVersion": "1.0.0", "name": "vpnnet", "type": "softether", "sidecarSocket": "/tmp/x.sock"})
+    }
+
+    fn del(env: &Env, conf: &Value, h: &Harness) -> Result<Output, CniError> {
+        run(env, conf.to_string().as_bytes(), &|p| h.connect(p))
+    }
+
+    #[test]
+    fn nothing_to_do_succeeds_repeatedly_without_netns_or_sidecar() {
+        let h = Harness::new(Script::default());
+        for _ in 0..2 {
+            assert_eq!(del(&env(None), &conf(), &h).unwrap(), Output::Nothing);
+        }
+        assert_eq!(h.seen.borrow().detach.len(), 2);
+        assert_eq!(h.seen.borrow().detach[0].netns, None);
+    }
+
+    #[test]
+    fn detach_request_carries_the_attachment() {
+        let h = Harness::new(Script { detach: Some(Ok(())), ..Script::default() });
+        assert_eq!(del(&env(Some("/run/netns/p")), &conf(), &h).unwrap(), Output::Nothing);
+        let seen = h.seen.borrow();
+        let req = &seen.detach[0];
+        assert_eq!(req.attachment.network, "vpnnet");
+        assert_eq!(req.attachment.container_id, "c1");
+        assert_eq!(req.attachment.ifname, "vpn0");
+        assert_eq!(req.netns.as_deref(), Some("/run/netns/p"));
+        assert_eq!(h.sockets.borrow()[0], PathBuf::from("/tmp/x.sock"));
+    }
+
+    #[test]
+    fn invalid_config_still_cleans_up_with_salvaged_socket() {
+        let mut c = conf();
+        c["port"] = json!(0);
+        c["password"] = json!("x");
+        let h = Harness::new(Script { detach: Some(Ok(())), ..Script::default() });
+        assert_eq!(del(&env(None), &c, &h).unwrap(), Output::Nothing);
+        assert_eq!(h.seen.borrow().detach.len(), 1);
+        assert_eq!(h.sockets.borrow()[0], PathBuf::from("/tmp/x.sock"));
+    }
+
+    #[test]
+    fn sidecar_reported_failure_is_returned() {
+        let e = CniError::new(ErrorCode::TapNetns, "cannot delete vpn0", "");
+        let h = Harness::new(Script { detach: Some(Err(SidecarError::Refused(e.clone()))), ..Script::default() });
+        assert_eq!(del(&env(None), &conf(), &h).unwrap_err(), e);
+    }
+
+    #[test]
+    fn version_and_decode_errors_still_fail() {
+        let h = Harness::new(Script::default());
+        let mut c = conf();
+        c["cniVersion"] = json!("0.2.0");
+        assert_eq!(del(&env(None), &c, &h).unwrap_err().code(), ErrorCode::IncompatibleVersion);
+        let e = run(&env(None), b"{not json", &|p| h.connect(p)).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::Decode);
+    }
+}

@@ -1,0 +1,91 @@
+//! A scripted `SidecarClient` for command tests.
+
+use std::cell::RefCell;
+use std::io;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::Instant;
+
+use crate::sidecar_client::{
+    AttachRequest, AttachResult, CheckRequest, DetachRequest, GcReport, GcRequest, SidecarClient,
+    SidecarError, SidecarStatus,
+};
+
+/// What the fake answers; `None` means "unreachable".
+#[derive(Default)]
+pub struct Script {
+    pub attach: Option<Result<AttachResult, SidecarError>>,
+    pub status: Option<Result<SidecarStatus, SidecarError>>,
+    pub gc: Option<Result<GcReport, SidecarError>>,
+    pub detach: Option<Result<(), SidecarError>>,
+    pub check: Option<Result<(), SidecarError>>,
+}
+
+/// Requests the fake saw, for assertions.
+#[derive(Default, Debug)]
+pub struct Seen {
+    pub attach: Vec<AttachRequest>,
+    pub detach: Vec<DetachRequest>,
+    pub check: Vec<CheckRequest>,
+    pub gc: Vec<GcRequest>,
+    pub status: usize,
+}
+
+pub struct Fake {
+    pub script: Script,
+    pub seen: Rc<RefCell<Seen>>,
+}
+
+fn unreachable() -> SidecarError {
+    SidecarError::Unreachable {
+        path: PathBuf::from("/nonexistent/sidecar.sock"),
+        source: io::Error::from(io::ErrorKind::NotFound),
+    }
+}
+
+impl SidecarClient for Fake {
+    fn attach(&mut self, req: &AttachRequest, _deadline: Instant) -> Result<AttachResult, SidecarError> {
+        self.seen.borrow_mut().attach.push(req.clone());
+        self.script.attach.take().unwrap_or_else(|| Err(unreachable()))
+    }
+
+    fn detach(&mut self, req: &DetachRequest, _deadline: Instant) -> Result<(), SidecarError> {
+        self.seen.borrow_mut().detach.push(req.clone());
+        self.script.detach.take().unwrap_or_else(|| Err(unreachable()))
+    }
+
+    fn check(&mut self, req: &CheckRequest, _deadline: Instant) -> Result<(), SidecarError> {
+        self.seen.borrow_mut().check.push(req.clone());
+        self.script.check.take().unwrap_or_else(|| Err(unreachable()))
+    }
+
+    fn status(&mut self, _deadline: Instant) -> Result<SidecarStatus, SidecarError> {
+        self.seen.borrow_mut().status += 1;
+        self.script.status.take().unwrap_or_else(|| Err(unreachable()))
+    }
+
+    fn gc(&mut self, req: &GcRequest, _deadline: Instant) -> Result<GcReport, SidecarError> {
+        self.seen.borrow_mut().gc.push(req.clone());
+        self.script.gc.take().unwrap_or_else(|| Err(unreachable()))
+    }
+}
+
+/// A `Connect` that hands out one fake per call (all sharing `seen`) and
+/// records the socket paths asked for.
+pub struct Harness {
+    pub seen: Rc<RefCell<Seen>>,
+    pub sockets: RefCell<Vec<PathBuf>>,
+    script: RefCell<Option<Script>>,
+}
+
+impl Harness {
+    pub fn new(script: Script) -> Harness {
+        Harness { seen: Rc::default(), sockets: RefCell::default(), script: RefCell::new(Some(script)) }
+    }
+
+    pub fn connect(&self, path: &std::path::Path) -> Box<dyn SidecarClient> {
+        self.sockets.borrow_mut().push(path.to_owned());
+        let script = self.script.borrow_mut().take().unwrap_or_default();
+        Box::new(Fake { script, seen: self.seen.clone() })
+    }
+}

@@ -1,0 +1,23 @@
+//! The CNI plugin `softether` (config `"type": "softether"`).
+//!
+//! A short-lived, synchronous program: the runtime runs it with `CNI_*`
+//! variables and the network config on stdin; it validates both, asks the
+//! long-lived `softether-sidecar` daemon (Unix socket `sidecarSocket`) to do
+//! the work, and prints the result. Layers:
+//!
+//! - `spec`: CNI versions, the error object and codes, env, results;
+//! - `netconf`: this plugin's network-config keys;
+//! - `sidecar_client`: the seam to the daemon (trait + Unix-socket client);
+//! - `cmd`: one file per CNI command, dispatched from here.
+//!
+//! The binary's `main` is the only place that writes to stdout: the result on success, or
+//! the error object (and exit status 1) on failure. Logs go to stderr.
+
+pub mod cmd;
+pub mod logging;
+pub mod netconf;
+pub mod secret;
+pub mod sidecar_client;
+pub mod spec;
+#[cfg(test)]
+mod test_support;

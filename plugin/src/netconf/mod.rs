@@ -1,0 +1,252 @@
+//! The network configuration on stdin: every key of the `softether` plugin,
+//! validated up front (code 7 naming key and value), unknown keys kept.
+//!
+//! Keys (defaults in brackets): `server`, `port` [443], `hub` ["DEFAULT"],
+//! `user`, `passwordFile`, `plainPassword` [false], `insecure` [false],
+//! `pinSha256`, `caFile`, `maxConnections` [1, 1..=32], `mtu` [sidecar's
+//! choice, 576..=9000], `acceptDefaultGateway` [false], `acceptStaticRoutes`
+//! [false], `policyRouteTable` [off], `connmark` [false, needs
+//! `policyRouteTable`], `timeout` [60 s, < 120], `sidecarSocket`
+//! [`/run/softether-cni/sidecar.sock`], `runtimeConfig.mac`, `args.cni.{user,
+//! passwordFile, hub}`, `prevResult`, and for GC `cni.dev/valid-attachments`
+//! (or the 1.1.0-tag spelling `cni.dev/attachments`).
+
+mod fields;
+mod login;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::spec::{CniError, Version};
+use fields::Fields;
+pub use fields::normalize_mac;
+pub use login::{read_password_file, resolve_login, LoginSettings, PodOverrides};
+
+pub const DEFAULT_PORT: u16 = 443;
+pub const DEFAULT_HUB: &str = "DEFAULT";
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DEFAULT_SIDECAR_SOCKET: &str = "/run/softether-cni/sidecar.sock";
+/// kubelet gives the whole sandbox setup two minutes; ADD must fit inside.
+pub const MAX_TIMEOUT_SECS: u64 = 119;
+
+/// The GC keys: libcni ≥ 1.2.3 sends both spellings (spec tag 1.1.0 had the
+/// second one).
+pub const GC_KEYS: [&str; 2] = ["cni.dev/valid-attachments", "cni.dev/attachments"];
+
+/// One still-valid attachment in a GC request.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Attachment {
+    #[serde(rename = "containerID")]
+    pub container_id: String,
+    pub ifname: String,
+}
+
+/// A validated network configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NetConf {
+    pub cni_version: Version,
+    pub cni_versions: Vec<String>,
+    pub name: String,
+    pub plugin_type: Option<String>,
+    pub server: Option<String>,
+    pub port: u16,
+    pub hub: String,
+    pub user: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub plain_password: bool,
+    pub insecure: bool,
+    /// Lowercase hex, no separators.
+    pub pin_sha256: Option<String>,
+    pub ca_file: Option<PathBuf>,
+    pub max_connections: u8,
+    pub mtu: Option<u16>,
+    pub accept_default_gateway: bool,
+    pub accept_static_routes: bool,
+    pub policy_route_table: Option<u32>,
+    pub connmark: bool,
+    pub timeout: Duration,
+    pub sidecar_socket: PathBuf,
+    /// `runtimeConfig.mac` (capability `mac`), normalized.
+    pub runtime_mac: Option<String>,
+    /// `args.cni` per-pod overrides (Multus `cni-args`).
+    pub pod_args: PodOverrides,
+    pub prev_result: Option<Value>,
+    /// Union of both GC keys; `None` when neither is present.
+    pub valid_attachments: Option<Vec<Attachment>>,
+    /// Keys this plugin does not know, untouched.
+    pub unknown: Map<String, Value>,
+}
+
+/// Parses stdin as a JSON object: anything else is a decode failure (6).
+pub fn parse_stdin(stdin: &[u8]) -> Result<Map<String, Value>, CniError> {
+    match serde_json::from_slice::<Value>(stdin) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(other) => Err(CniError::decode(
+            "network config on stdin is not a JSON object",
+            format!("got {}", json_kind(&other)),
+        )),
+        Err(e) => Err(CniError::decode("cannot decode the network config on stdin as JSON", e.to_string())),
+    }
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn password_refused(key: &str) -> CniError {
+    CniError::invalid_config(
+        format!("network config key \"{key}\" is refused: inline passwords are not accepted"),
+        "write the password to a file on the node (mode 0600) and set \"passwordFile\" to its path",
+    )
+}
+
+impl NetConf {
+    pub fn from_map(map: Map<String, Value>) -> Result<NetConf, CniError> {
+        let mut f = Fields::new(map, "");
+        let cni_version = match f.take("cniVersion") {
+            Some(Value::String(s)) => Version::parse(&s)?,
+            Some(other) => {
+                return Err(CniError::incompatible_version(
+                    format!("cniVersion {other} is not a version string"),
+                    "",
+                ))
+            }
+            None => return Err(CniError::incompatible_version("network config has no \"cniVersion\"", "")),
+        };
+        if f.contains("password") {
+            return Err(password_refused("password"));
+        }
+        let cni_versions = match f.take("cniVersions") {
+            None => Vec::new(),
+            Some(v) => match v.as_array().map(|a| a.iter().map(|x| x.as_str().map(str::to_owned)).collect()) {
+                Some(Some(list)) => list,
+                _ => return Err(f.error("cniVersions", &v, "a list of version strings")),
+            },
+        };
+        let name = f
+            .checked_string("name", fields::check_network_name)?
+            .ok_or_else(|| CniError::invalid_config("network config key \"name\" is missing", ""))?;
+        let plugin_type = f.string("type")?;
+        let server = f.checked_string("server", fields::check_server)?;
+        let port = f.uint("port", 1..=65535)?.map_or(DEFAULT_PORT, |p| p as u16);
+        let hub = f
+            .checked_string("hub", fields::check_softether_name)?
+            .unwrap_or_else(|| DEFAULT_HUB.to_owned());
+        let user = f.checked_string("user", fields::check_softether_name)?;
+        let password_file = f.path("passwordFile")?;
+        let plain_password = f.bool("plainPassword")?.unwrap_or(false);
+        let insecure = f.bool("insecure")?.unwrap_or(false);
+        let pin_sha256 = match f.string("pinSha256")? {
+            None => None,
+            Some(s) => Some(fields::normalize_pin(&s).map_err(|why| f.error("pinSha256", &Value::String(s), &why))?),
+        };
+        let ca_file = f.path("caFile")?;
+        let max_connections = f.uint("maxConnections", 1..=32)?.map_or(1, |n| n as u8);
+        let mtu = f.uint("mtu", 576..=9000)?.map(|n| n as u16);
+        let accept_default_gateway = f.bool("acceptDefaultGateway")?.unwrap_or(false);
+        let accept_static_routes = f.bool("acceptStaticRoutes")?.unwrap_or(false);
+        let policy_route_table = match f.take("policyRouteTable") {
+            None => None,
+            Some(v) => match v.as_u64() {
+                Some(n @ 1..=0xFFFF_FFFF) if !(253..=255).contains(&n) => Some(n as u32),
+                _ => {
+                    return Err(f.error(
+                        "policyRouteTable",
+                        &v,
+                        "a routing table id from 1 to 4294967295, except 253 (default), 254 (main) and 255 (local)",
+                    ))
+                }
+            },
+        };
+        let connmark = f.bool("connmark")?.unwrap_or(false);
+        if connmark && policy_route_table.is_none() {
+            return Err(CniError::invalid_config(
+                "network config key \"connmark\": true requires \"policyRouteTable\"",
+                "CONNMARK steers DNAT replies into the policy routing table; set \"policyRouteTable\" (e.g. 100) or remove \"connmark\"",
+            ));
+        }
+        let timeout = f
+            .uint("timeout", 1..=MAX_TIMEOUT_SECS)?
+            .map_or(DEFAULT_TIMEOUT, Duration::from_secs);
+        let sidecar_socket = f
+            .path("sidecarSocket")?
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_SIDECAR_SOCKET));
+        let runtime_mac = match f.object("runtimeConfig")? {
+            None => None,
+            Some(rc) => {
+                let mut rc = Fields::new(rc, "runtimeConfig.");
+                match rc.string("mac")? {
+                    None => None,
+                    Some(s) => Some(fields::normalize_mac(&s).map_err(|why| rc.error("mac", &Value::String(s), &why))?),
+                }
+            }
+        };
+        let pod_args = match f.object("args")? {
+            None => PodOverrides::default(),
+            Some(args) => match Fields::new(args, "args.").object("cni")? {
+                None => PodOverrides::default(),
+                Some(cni) => PodOverrides::from_args_cni(cni)?,
+            },
+        };
+        let prev_result = f.take("prevResult");
+        let mut valid_attachments: Option<Vec<Attachment>> = None;
+        for key in GC_KEYS {
+            if let Some(v) = f.take(key) {
+                let list: Vec<Attachment> = serde_json::from_value(v.clone())
+                    .map_err(|_| f.error(key, &v, "a list of {\"containerID\", \"ifname\"} objects"))?;
+                let all = valid_attachments.get_or_insert_with(Vec::new);
+                for a in list {
+                    if !all.contains(&a) {
+                        all.push(a);
+                    }
+                }
+            }
+        }
+        Ok(NetConf {
+            cni_version,
+            cni_versions,
+            name,
+            plugin_type,
+            server,
+            port,
+            hub,
+            user,
+            password_file,
+            plain_password,
+            insecure,
+            pin_sha256,
+            ca_file,
+            max_connections,
+            mtu,
+            accept_default_gateway,
+            accept_static_routes,
+            policy_route_table,
+            connmark,
+            timeout,
+            sidecar_socket,
+            runtime_mac,
+            pod_args,
+            prev_result,
+            valid_attachments,
+            unknown: f.into_rest(),
+        })
+    }
+
+    /// Parses stdin bytes end to end (tests and simple callers).
+    pub fn from_stdin(stdin: &[u8]) -> Result<NetConf, CniError> {
+        NetConf::from_map(parse_stdin(stdin)?)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,149 @@
+//! [`SidecarClient`] over the sidecar's Unix socket.
+//!
+//! Wire format (proposal, version 1; the sidecar must match it): one
+//! connection per call; the plugin writes one JSON object and a newline,
+//!
+//! ```text
+//! {"protocol":1,"op":"attach"|"detach"|"check"|"status"|"gc","request":{…}}
+//! ```
+//!
+//! and reads one line back: `{"ok":<payload>}` or
+//! `{"error":{"code":N,"msg":"…","details":"…"}}`, where `N` is a CNI code
+//! from `spec::error` (100 login, 101 DHCP, 102 TAP/netns, 11, …). Payloads:
+//! attach → [`AttachResult`], status → [`SidecarStatus`], gc →
+//! [`GcReport`], detach/check → anything (ignored).
+
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{
+    AttachRequest, AttachResult, CheckRequest, DetachRequest, GcReport, GcRequest, SidecarClient,
+    SidecarError, SidecarStatus,
+};
+use crate::spec::{CniError, ErrorCode};
+
+pub const PROTOCOL_VERSION: u32 = 1;
+/// A reply is a few hundred bytes; anything near this is a confused peer.
+const MAX_REPLY_BYTES: u64 = 1 << 20;
+
+/// Talks to the sidecar listening on `path`.
+#[derive(Debug, Clone)]
+pub struct UnixSidecarClient {
+    path: PathBuf,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Reply {
+    Ok(Value),
+    Error(WireError),
+}
+
+#[derive(Deserialize)]
+struct WireError {
+    code: u32,
+    msg: String,
+    #[serde(default)]
+    details: String,
+}
+
+impl UnixSidecarClient {
+    pub fn new(path: impl Into<PathBuf>) -> UnixSidecarClient {
+        UnixSidecarClient { path: path.into() }
+    }
+
+    fn io_error(&self, started: Instant, e: std::io::Error) -> SidecarError {
+        match e.kind() {
+            ErrorKind::WouldBlock | ErrorKind::TimedOut => SidecarError::Timeout {
+                path: self.path.clone(),
+                waited: started.elapsed(),
+            },
+            _ => SidecarError::Io { path: self.path.clone(), source: e },
+        }
+    }
+
+    fn protocol(&self, reason: impl Into<String>) -> SidecarError {
+        SidecarError::Protocol { path: self.path.clone(), reason: reason.into() }
+    }
+
+    /// One request/reply exchange, bounded by `deadline`.
+    fn call<T: DeserializeOwned>(&self, op: &str, request: Value, deadline: Instant) -> Result<T, SidecarError> {
+        let started = Instant::now();
+        let stream = UnixStream::connect(&self.path)
+            .map_err(|source| SidecarError::Unreachable { path: self.path.clone(), source })?;
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Err(SidecarError::Timeout { path: self.path.clone(), waited: started.elapsed() });
+        }
+        stream
+            .set_read_timeout(Some(remaining))
+            .and_then(|()| stream.set_write_timeout(Some(remaining)))
+            .map_err(|e| self.io_error(started, e))?;
+        let mut line = serde_json::to_vec(&json!({
+            "protocol": PROTOCOL_VERSION,
+            "op": op,
+            "request": request,
+        }))
+        .map_err(|e| self.protocol(format!("cannot encode the {op} request: {e}")))?;
+        line.push(b'\n');
+        (&stream).write_all(&line).map_err(|e| self.io_error(started, e))?;
+        (&stream).flush().map_err(|e| self.io_error(started, e))?;
+
+        let mut reply = String::new();
+        BufReader::new((&stream).take(MAX_REPLY_BYTES))
+            .read_line(&mut reply)
+            .map_err(|e| self.io_error(started, e))?;
+        if reply.trim().is_empty() {
+            return Err(self.protocol(format!("connection closed without a reply to {op}")));
+        }
+        match serde_json::from_str::<Reply>(&reply) {
+            Ok(Reply::Ok(payload)) => serde_json::from_value(payload)
+                .map_err(|e| self.protocol(format!("bad {op} payload: {e}"))),
+            Ok(Reply::Error(err)) => match ErrorCode::from_u32(err.code) {
+                Some(code) => Err(SidecarError::Refused(CniError::new(code, err.msg, err.details))),
+                None => Err(self.protocol(format!(
+                    "unknown error code {} (msg {:?}, details {:?})",
+                    err.code, err.msg, err.details
+                ))),
+            },
+            Err(e) => Err(self.protocol(format!("bad reply to {op}: {e}"))),
+        }
+    }
+}
+
+fn to_value(req: &impl serde::Serialize) -> Value {
+    // Our request types are plain structs of strings, numbers and options.
+    serde_json::to_value(req).unwrap_or(Value::Null)
+}
+
+impl SidecarClient for UnixSidecarClient {
+    fn attach(&mut self, req: &AttachRequest, deadline: Instant) -> Result<AttachResult, SidecarError> {
+        self.call("attach", to_value(req), deadline)
+    }
+
+    fn detach(&mut self, req: &DetachRequest, deadline: Instant) -> Result<(), SidecarError> {
+        self.call::<Value>("detach", to_value(req), deadline).map(drop)
+    }
+
+    fn check(&mut self, req: &CheckRequest, deadline: Instant) -> Result<(), SidecarError> {
+        self.call::<Value>("check", to_value(req), deadline).map(drop)
+    }
+
+    fn status(&mut self, deadline: Instant) -> Result<SidecarStatus, SidecarError> {
+        self.call("status", json!({}), deadline)
+    }
+
+    fn gc(&mut self, req: &GcRequest, deadline: Instant) -> Result<GcReport, SidecarError> {
+        self.call("gc", to_value(req), deadline)
+    }
+}
+
+#[cfg(test)]
+#[path = "unix_socket_tests.rs"]
+mod tests;
