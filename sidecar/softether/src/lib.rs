@@ -10,4 +10,5 @@ pub mod rsa;
 pub mod sha0;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod tunnel;
 pub mod welcome;

@@ -1,0 +1,173 @@
+use super::*;
+
+const T: Duration = Duration::from_secs(20);
+
+fn frame(i: usize, len: usize) -> Vec<u8> {
+    (0..len).map(|j| (i * 31 + j) as u8).collect()
+}
+
+fn records(frames: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = (frames.len() as u32).to_be_bytes().to_vec();
+    for f in frames {
+        out.extend_from_slice(&(f.len() as u32).to_be_bytes());
+        out.extend_from_slice(f);
+    }
+    out
+}
+
+fn drain(t: &mut Tunnel) -> Vec<Vec<u8>> {
+    std::iter::from_fn(|| t.poll_frame()).map(|b| b.to_vec()).collect()
+}
+
+#[test]
+fn queued_frames_form_one_batch_record() {
+    let now = Instant::now();
+    let mut t = Tunnel::new(now, T, 1);
+    let frames: Vec<Vec<u8>> = (0..5).map(|i| frame(i, 60 + i)).collect();
+    for f in &frames {
+        t.queue_frame(f);
+    }
+    assert!(t.has_pending_frames());
+    let rec = t.poll_transmit(now).unwrap();
+    assert_eq!(rec.to_vec(), records(&frames));
+    assert!(t.poll_transmit(now).is_none(), "no keep-alive right after sending");
+    assert_eq!(t.stats().frames_out, 5);
+    assert_eq!(t.stats().bytes_out, frames.iter().map(|f| f.len() as u64).sum::<u64>());
+}
+
+#[test]
+fn large_batches_are_split_at_256k() {
+    let now = Instant::now();
+    let mut tx = Tunnel::new(now, T, 1);
+    let mut rx = Tunnel::new(now, T, 2);
+    let frames: Vec<Vec<u8>> = (0..400).map(|i| frame(i, 1514)).collect();
+    for f in &frames {
+        tx.queue_frame(f);
+    }
+    let mut n = 0;
+    while let Some(rec) = tx.poll_transmit(now) {
+        assert!(rec.len() <= MAX_BATCH_BYTES + 1514 + 8);
+        rx.handle_input(now, &rec).unwrap();
+        n += 1;
+    }
+    assert_eq!(n, 3);
+    assert_eq!(drain(&mut rx), frames);
+}
+
+#[test]
+fn oversized_and_empty_frames_are_not_sent() {
+    let now = Instant::now();
+    let mut t = Tunnel::new(now, T, 1);
+    t.queue_frame(&[]);
+    t.queue_frame(&vec![0; MAX_FRAME + 1]);
+    assert!(!t.has_pending_frames());
+    assert_eq!(t.stats().frames_out_dropped, 2);
+}
+
+fn mixed_stream() -> (Vec<u8>, Vec<Vec<u8>>) {
+    let a: Vec<Vec<u8>> = (0..3).map(|i| frame(i, 100 + i)).collect();
+    let b = vec![frame(9, 1514), frame(10, MAX_BLOCK as usize)];
+    let mut s = records(&a);
+    s.extend_from_slice(&[0, 0, 0, 0]); // N = 0
+    s.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 5, 1, 2, 3, 4, 5]);
+    s.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]);
+    // A batch whose middle block has length 0 (skipped).
+    s.extend_from_slice(&3u32.to_be_bytes());
+    s.extend_from_slice(&(b[0].len() as u32).to_be_bytes());
+    s.extend_from_slice(&b[0]);
+    s.extend_from_slice(&0u32.to_be_bytes());
+    s.extend_from_slice(&(b[1].len() as u32).to_be_bytes());
+    s.extend_from_slice(&b[1]);
+    (s, a.into_iter().chain(b).collect())
+}
+
+#[test]
+fn any_chunking_gives_the_same_frames() {
+    let (stream, expected) = mixed_stream();
+    for chunk in [1, 2, 3, 5, 8, 1000, stream.len()] {
+        let now = Instant::now();
+        let mut t = Tunnel::new(now, T, 3);
+        let mut got = Vec::new();
+        for part in stream.chunks(chunk) {
+            t.handle_input(now, part).unwrap();
+            got.extend(drain(&mut t));
+        }
+        assert_eq!(got, expected, "chunk {chunk}");
+        assert_eq!(t.stats().keepalives_in, 2);
+        assert_eq!(t.stats().frames_in, 5);
+    }
+}
+
+#[test]
+fn oversize_records_kill_the_tunnel() {
+    let now = Instant::now();
+    let mut t = Tunnel::new(now, T, 3);
+    let mut s = 1u32.to_be_bytes().to_vec();
+    s.extend_from_slice(&(MAX_BLOCK + 1).to_be_bytes());
+    assert_eq!(t.handle_input(now, &s), Err(TunnelError::BlockTooLarge(MAX_BLOCK + 1)));
+    assert_eq!(t.handle_input(now, &[0, 0, 0, 0]), Err(TunnelError::BlockTooLarge(MAX_BLOCK + 1)));
+    let mut t = Tunnel::new(now, T, 3);
+    let ka = [0xff, 0xff, 0xff, 0xff, 0, 0, 2, 1];
+    assert_eq!(t.handle_input(now, &ka), Err(TunnelError::KeepAliveTooLarge(513)));
+    let mut t = Tunnel::new(now, T, 3);
+    let ok = [0xff, 0xff, 0xff, 0xff, 0, 0, 2, 0];
+    assert_eq!(t.handle_input(now, &ok), Ok(()));
+}
+
+#[test]
+fn keepalive_schedule_in_virtual_time() {
+    let t0 = Instant::now();
+    for seed in 0..50 {
+        let mut t = Tunnel::new(t0, T, seed);
+        let due = t.poll_timeout();
+        assert!(due >= t0 + T / 5 && due < t0 + T / 2, "seed {seed}");
+        assert!(t.poll_transmit(due - Duration::from_millis(1)).is_none());
+        let ka = t.poll_transmit(due).unwrap();
+        assert_eq!(&ka[..4], &[0xff; 4]);
+        let len = u32::from_be_bytes([ka[4], ka[5], ka[6], ka[7]]) as usize;
+        assert!(len <= 64 && ka.len() == 8 + len);
+        let next = t.poll_timeout();
+        assert!(next >= due + T / 5 && next < due + T / 2);
+        // Data also resets the keep-alive timer.
+        t.queue_frame(&[1; 60]);
+        let at = due + Duration::from_secs(1);
+        t.poll_transmit(at).unwrap();
+        assert!(t.poll_timeout() >= at + T / 5);
+        assert_eq!(t.stats().keepalives_out, 1);
+        // Our own keep-alive is accepted by a peer.
+        let mut peer = Tunnel::new(t0, T, 9);
+        peer.handle_input(t0, &ka).unwrap();
+        assert_eq!(peer.stats().keepalives_in, 1);
+    }
+}
+
+#[test]
+fn timeout_detection() {
+    let t0 = Instant::now();
+    let mut t = Tunnel::new(t0, T, 4);
+    assert!(t.poll_timeout() < t0 + T);
+    assert_eq!(t.handle_timeout(t0 + T - Duration::from_millis(1)), Ok(()));
+    // A keep-alive from the peer at 15 s moves the deadline.
+    t.handle_input(t0 + Duration::from_secs(15), &[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]).unwrap();
+    assert_eq!(t.handle_timeout(t0 + T), Ok(()));
+    let err = t.handle_timeout(t0 + Duration::from_secs(35)).unwrap_err();
+    assert_eq!(err, TunnelError::Timeout { idle: T });
+    assert!(err.to_string().contains("nothing received"));
+    assert!(t.handle_input(t0 + Duration::from_secs(36), &[0; 4]).is_err());
+}
+
+#[test]
+fn poll_timeout_is_bounded_by_receive_deadline() {
+    let t0 = Instant::now();
+    let mut t = Tunnel::new(t0, Duration::from_secs(5), 4);
+    let mut now = t0;
+    // Sending keeps happening, but with nothing received the deadline stays last_receive + T.
+    for _ in 0..10 {
+        now = t.poll_timeout();
+        if t.handle_timeout(now).is_err() {
+            break;
+        }
+        t.poll_transmit(now);
+    }
+    assert_eq!(now, t0 + Duration::from_secs(5));
+}
