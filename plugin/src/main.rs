@@ -32,11 +32,16 @@ fn main() -> ExitCode {
 /// caller's `cniVersion` when stdin had one.
 fn run() -> Result<Output, CniError> {
     let mut stdin = Vec::new();
-    std::io::stdin()
-        .read_to_end(&mut stdin)
-        .map_err(|e| CniError::new(ErrorCode::Io, "cannot read the network config from stdin", e.to_string()))?;
+    std::io::stdin().read_to_end(&mut stdin).map_err(|e| {
+        CniError::new(
+            ErrorCode::Io,
+            "cannot read the network config from stdin",
+            e.to_string(),
+        )
+    })?;
     let version = sniff_cni_version(&stdin);
-    let connect = |path: &Path| -> Box<dyn SidecarClient> { Box::new(UnixSidecarClient::new(path)) };
+    let connect =
+        |path: &Path| -> Box<dyn SidecarClient> { Box::new(UnixSidecarClient::new(path)) };
     Env::from_process()
         .and_then(|env| cmd::dispatch(&env, &stdin, &connect))
         .map_err(|e| e.in_version(version.as_deref()))

@@ -26,6 +26,7 @@ pub use unix_socket::UnixSidecarClient;
 #[serde(rename_all = "camelCase")]
 pub struct AttachmentRef {
     pub network: String,
+    #[serde(rename = "containerID")]
     pub container_id: String,
     pub ifname: String,
 }
@@ -170,7 +171,11 @@ pub enum SidecarError {
 /// absolute deadline; implementations must return [`SidecarError::Timeout`]
 /// rather than block past it.
 pub trait SidecarClient {
-    fn attach(&mut self, req: &AttachRequest, deadline: Instant) -> Result<AttachResult, SidecarError>;
+    fn attach(
+        &mut self,
+        req: &AttachRequest,
+        deadline: Instant,
+    ) -> Result<AttachResult, SidecarError>;
     fn detach(&mut self, req: &DetachRequest, deadline: Instant) -> Result<(), SidecarError>;
     fn check(&mut self, req: &CheckRequest, deadline: Instant) -> Result<(), SidecarError>;
     fn status(&mut self, deadline: Instant) -> Result<SidecarStatus, SidecarError>;

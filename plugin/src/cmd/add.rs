@@ -23,9 +23,17 @@ pub fn run(env: &Env, conf: &NetConf, client: &mut dyn SidecarClient) -> Result<
     let container_id = required(&env.container_id, "CNI_CONTAINERID")?;
     let ifname = required(&env.ifname, "CNI_IFNAME")?;
     let netns = required(&env.netns, "CNI_NETNS")?;
-    let prev = conf.prev_result.as_ref().map(CniResult::from_prev_result).transpose()?;
+    let prev = conf
+        .prev_result
+        .as_ref()
+        .map(CniResult::from_prev_result)
+        .transpose()?;
     if let Some(prev) = &prev {
-        if prev.interfaces.iter().any(|i| i.name == ifname && i.sandbox.as_deref() == Some(netns)) {
+        if prev
+            .interfaces
+            .iter()
+            .any(|i| i.name == ifname && i.sandbox.as_deref() == Some(netns))
+        {
             return Err(CniError::invalid_config(
                 format!("prevResult already has an interface {ifname:?} in {netns}"),
                 "another plugin in the chain created CNI_IFNAME; give this network a different interface name",
@@ -42,7 +50,10 @@ pub fn run(env: &Env, conf: &NetConf, client: &mut dyn SidecarClient) -> Result<
     let mac = match (&conf.runtime_mac, &cni_args.mac) {
         (Some(mac), _) => Some(mac.clone()),
         (None, Some(raw)) => Some(normalize_mac(raw).map_err(|why| {
-            CniError::invalid_env(format!("CNI_ARGS MAC={raw:?} is invalid"), format!("expected {why}"))
+            CniError::invalid_env(
+                format!("CNI_ARGS MAC={raw:?} is invalid"),
+                format!("expected {why}"),
+            )
         })?),
         (None, None) => None,
     };
@@ -63,16 +74,23 @@ pub fn run(env: &Env, conf: &NetConf, client: &mut dyn SidecarClient) -> Result<
             policy_route_table: conf.policy_route_table,
             connmark: conf.connmark,
         },
-        timeout_ms: deadline.saturating_duration_since(Instant::now()).as_millis() as u64,
+        timeout_ms: deadline
+            .saturating_duration_since(Instant::now())
+            .as_millis() as u64,
         pod_namespace: cni_args.pod_namespace.clone(),
         pod_name: cni_args.pod_name.clone(),
     };
     let attached = client.attach(&request, deadline).map_err(|e| match e {
         SidecarError::Refused(err) => err,
-        SidecarError::Protocol { .. } => CniError::new(ErrorCode::SidecarProtocol, e.to_string(), ""),
+        SidecarError::Protocol { .. } => {
+            CniError::new(ErrorCode::SidecarProtocol, e.to_string(), "")
+        }
         SidecarError::Timeout { .. } => CniError::try_again_later(
             e.to_string(),
-            format!("ADD gave up after the configured timeout of {}s", conf.timeout.as_secs()),
+            format!(
+                "ADD gave up after the configured timeout of {}s",
+                conf.timeout.as_secs()
+            ),
         ),
         SidecarError::Unreachable { .. } | SidecarError::Io { .. } => {
             CniError::try_again_later(e.to_string(), "")
@@ -106,7 +124,11 @@ fn to_cni_result(attached: AttachResult, ifname: &str, netns: &str) -> Result<Cn
         ips: attached
             .ips
             .into_iter()
-            .map(|ip| IpConfig { address: ip.address, gateway: ip.gateway, interface: Some(0) })
+            .map(|ip| IpConfig {
+                address: ip.address,
+                gateway: ip.gateway,
+                interface: Some(0),
+            })
             .collect(),
         routes: attached
             .routes
@@ -128,7 +150,10 @@ fn to_cni_result(attached: AttachResult, ifname: &str, netns: &str) -> Result<Cn
 /// skel's `ErrInvalidNetNS` check: same inode as our own netns. A path we
 /// cannot stat is left for the sidecar to report.
 fn is_own_netns(netns: &str) -> bool {
-    let (Ok(target), Ok(own)) = (std::fs::metadata(Path::new(netns)), std::fs::metadata("/proc/self/ns/net")) else {
+    let (Ok(target), Ok(own)) = (
+        std::fs::metadata(Path::new(netns)),
+        std::fs::metadata("/proc/self/ns/net"),
+    ) else {
         return false;
     };
     target.dev() == own.dev() && target.ino() == own.ino()

@@ -37,14 +37,20 @@ fn attached() -> AttachResult {
     AttachResult {
         mac: "02:AB:CD:EF:00:01".into(),
         mtu: Some(1400),
-        ips: vec![AttachedIp { address: "10.8.0.23/24".parse().unwrap(), gateway: Some("10.8.0.1".parse().unwrap()) }],
+        ips: vec![AttachedIp {
+            address: "10.8.0.23/24".parse().unwrap(),
+            gateway: Some("10.8.0.1".parse().unwrap()),
+        }],
         routes: vec![AttachedRoute {
             dst: "0.0.0.0/0".parse().unwrap(),
             gw: Some("10.8.0.1".parse().unwrap()),
             table: Some(100),
             priority: None,
         }],
-        dns: Dns { nameservers: vec!["10.8.0.1".into()], ..Dns::default() },
+        dns: Dns {
+            nameservers: vec!["10.8.0.1".into()],
+            ..Dns::default()
+        },
     }
 }
 
@@ -53,15 +59,24 @@ fn add(env: &Env, conf: &NetConf, h: &Harness) -> Result<Output, CniError> {
 }
 
 fn ok_script() -> Script {
-    Script { attach: Some(Ok(attached())), ..Script::default() }
+    Script {
+        attach: Some(Ok(attached())),
+        ..Script::default()
+    }
 }
 
 #[test]
 fn result_for_1_1_0_and_request_contents() {
     let dir = TempDir::new("add");
-    let c = conf(&dir, "1.1.0", json!({"mtu": 1400, "policyRouteTable": 100, "runtimeConfig": {"mac": "02:ab:cd:ef:00:01"}}));
+    let c = conf(
+        &dir,
+        "1.1.0",
+        json!({"mtu": 1400, "policyRouteTable": 100, "runtimeConfig": {"mac": "02:ab:cd:ef:00:01"}}),
+    );
     let h = Harness::new(ok_script());
-    let Output::Json(out) = add(&env("IgnoreUnknown=1;K8S_POD_NAME=web"), &c, &h).unwrap() else { panic!() };
+    let Output::Json(out) = add(&env("IgnoreUnknown=1;K8S_POD_NAME=web"), &c, &h).unwrap() else {
+        panic!()
+    };
     assert_eq!(
         out,
         json!({
@@ -85,10 +100,15 @@ fn result_for_1_1_0_and_request_contents() {
 fn result_for_0_3_1_has_ip_versions_and_no_1_1_fields() {
     let dir = TempDir::new("add031");
     let c = conf(&dir, "0.3.1", json!({}));
-    let Output::Json(out) = add(&env(""), &c, &Harness::new(ok_script())).unwrap() else { panic!() };
+    let Output::Json(out) = add(&env(""), &c, &Harness::new(ok_script())).unwrap() else {
+        panic!()
+    };
     assert_eq!(out["ips"][0]["version"], "4");
     assert!(out["interfaces"][0].get("mtu").is_none());
-    assert_eq!(out["routes"][0], json!({"dst": "0.0.0.0/0", "gw": "10.8.0.1"}));
+    assert_eq!(
+        out["routes"][0],
+        json!({"dst": "0.0.0.0/0", "gw": "10.8.0.1"})
+    );
 }
 
 #[test]
@@ -98,12 +118,22 @@ fn chains_after_prev_result() {
         "interfaces": [{"name": "eth0", "mac": "aa:bb:cc:dd:ee:ff", "sandbox": "/run/netns/pod1"}],
         "ips": [{"address": "10.88.0.5/16", "gateway": "10.88.0.1", "interface": 0}]});
     let c = conf(&dir, "1.0.0", json!({ "prevResult": prev }));
-    let Output::Json(out) = add(&env(""), &c, &Harness::new(ok_script())).unwrap() else { panic!() };
+    let Output::Json(out) = add(&env(""), &c, &Harness::new(ok_script())).unwrap() else {
+        panic!()
+    };
     assert_eq!(out["interfaces"].as_array().unwrap().len(), 2);
     assert_eq!(out["interfaces"][1]["name"], "vpn0");
     assert_eq!(out["ips"][0]["interface"], 0);
-    assert_eq!(out["ips"][1], json!({"address": "10.8.0.23/24", "gateway": "10.8.0.1", "interface": 1}));
-    assert_eq!(CniResult::from_prev_result(&out).unwrap().render(Version::V1_0_0), out);
+    assert_eq!(
+        out["ips"][1],
+        json!({"address": "10.8.0.23/24", "gateway": "10.8.0.1", "interface": 1})
+    );
+    assert_eq!(
+        CniResult::from_prev_result(&out)
+            .unwrap()
+            .render(Version::V1_0_0),
+        out
+    );
 }
 
 #[test]
@@ -112,7 +142,10 @@ fn prev_result_already_holding_our_ifname_is_refused() {
     let prev = json!({"interfaces": [{"name": "vpn0", "sandbox": "/run/netns/pod1"}]});
     let c = conf(&dir, "1.0.0", json!({ "prevResult": prev }));
     let h = Harness::new(ok_script());
-    assert_eq!(add(&env(""), &c, &h).unwrap_err().code(), ErrorCode::InvalidConfig);
+    assert_eq!(
+        add(&env(""), &c, &h).unwrap_err().code(),
+        ErrorCode::InvalidConfig
+    );
     assert!(h.seen.borrow().attach.is_empty());
 }
 
@@ -122,7 +155,10 @@ fn unreachable_sidecar_is_code_11_with_hint() {
     let c = conf(&dir, "1.0.0", json!({}));
     let e = add(&env(""), &c, &Harness::new(Script::default())).unwrap_err();
     assert_eq!(e.code(), ErrorCode::TryAgainLater);
-    assert!(e.msg().contains("sidecar unreachable at") && e.msg().contains("is softether-sidecar running?"));
+    assert!(
+        e.msg().contains("sidecar unreachable at")
+            && e.msg().contains("is softether-sidecar running?")
+    );
 }
 
 #[test]
@@ -130,7 +166,10 @@ fn sidecar_cni_errors_pass_through() {
     let dir = TempDir::new("login");
     let c = conf(&dir, "1.0.0", json!({}));
     let login = CniError::softether_login("ERR_AUTH_FAILED", 9, "user alice, hub DEFAULT");
-    let h = Harness::new(Script { attach: Some(Err(SidecarError::Refused(login.clone()))), ..Script::default() });
+    let h = Harness::new(Script {
+        attach: Some(Err(SidecarError::Refused(login.clone()))),
+        ..Script::default()
+    });
     assert_eq!(add(&env(""), &c, &h).unwrap_err(), login);
 }
 
@@ -139,11 +178,17 @@ fn cni_args_mac_and_overrides_reach_the_request() {
     let dir = TempDir::new("args");
     let bob = dir.file("bob", "bobpw");
     let c = conf(&dir, "1.0.0", json!({}));
-    let args = format!("IgnoreUnknown=1;MAC=02-00-00-00-00-09;SOFTETHER_USER=bob;SOFTETHER_PASSWORD_FILE={}", bob.display());
+    let args = format!(
+        "IgnoreUnknown=1;MAC=02-00-00-00-00-09;SOFTETHER_USER=bob;SOFTETHER_PASSWORD_FILE={}",
+        bob.display()
+    );
     let h = Harness::new(ok_script());
     add(&env(&args), &c, &h).unwrap();
     let seen = h.seen.borrow();
-    assert_eq!(seen.attach[0].link.mac.as_deref(), Some("02:00:00:00:00:09"));
+    assert_eq!(
+        seen.attach[0].link.mac.as_deref(),
+        Some("02:00:00:00:00:09")
+    );
     assert_eq!(seen.attach[0].login.user, "bob");
     assert_eq!(seen.attach[0].login.password.expose(), "bobpw");
 }
@@ -152,12 +197,23 @@ fn cni_args_mac_and_overrides_reach_the_request() {
 fn bad_cni_args_and_sidecar_mac_are_rejected() {
     let dir = TempDir::new("badmac");
     let c = conf(&dir, "1.0.0", json!({}));
-    let e = add(&env("MAC=01:00:5e:00:00:01"), &c, &Harness::new(ok_script())).unwrap_err();
+    let e = add(
+        &env("MAC=01:00:5e:00:00:01"),
+        &c,
+        &Harness::new(ok_script()),
+    )
+    .unwrap_err();
     assert_eq!(e.code(), ErrorCode::InvalidEnv);
     let mut bad = attached();
     bad.mac = String::new();
-    let h = Harness::new(Script { attach: Some(Ok(bad)), ..Script::default() });
-    assert_eq!(add(&env(""), &c, &h).unwrap_err().code(), ErrorCode::SidecarProtocol);
+    let h = Harness::new(Script {
+        attach: Some(Ok(bad)),
+        ..Script::default()
+    });
+    assert_eq!(
+        add(&env(""), &c, &h).unwrap_err().code(),
+        ErrorCode::SidecarProtocol
+    );
 }
 
 #[test]

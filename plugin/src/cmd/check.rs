@@ -18,17 +18,19 @@ pub fn run(env: &Env, conf: &NetConf, client: &mut dyn SidecarClient) -> Result<
     let container_id = required(&env.container_id, "CNI_CONTAINERID")?;
     let ifname = required(&env.ifname, "CNI_IFNAME")?;
     let netns = required(&env.netns, "CNI_NETNS")?;
-    let prev = conf
-        .prev_result
-        .as_ref()
-        .ok_or_else(|| CniError::invalid_config("CHECK needs \"prevResult\" in the network config", ""))?;
+    let prev = conf.prev_result.as_ref().ok_or_else(|| {
+        CniError::invalid_config("CHECK needs \"prevResult\" in the network config", "")
+    })?;
     let prev = CniResult::from_prev_result(prev)?;
     let index = prev
         .interfaces
         .iter()
         .position(|i| i.name == ifname && i.sandbox.as_deref() == Some(netns))
         .ok_or_else(|| {
-            CniError::invalid_config(format!("prevResult has no interface {ifname:?} in {netns}"), "")
+            CniError::invalid_config(
+                format!("prevResult has no interface {ifname:?} in {netns}"),
+                "",
+            )
         })?;
     let request = CheckRequest {
         attachment: AttachmentRef {
@@ -38,15 +40,25 @@ pub fn run(env: &Env, conf: &NetConf, client: &mut dyn SidecarClient) -> Result<
         },
         netns: netns.to_owned(),
         mac: prev.interfaces.get(index).and_then(|i| i.mac.clone()),
-        ips: prev.ips.iter().filter(|ip| ip.interface == Some(index)).map(|ip| ip.address).collect(),
+        ips: prev
+            .ips
+            .iter()
+            .filter(|ip| ip.interface == Some(index))
+            .map(|ip| ip.address)
+            .collect(),
     };
     client
         .check(&request, Instant::now() + conf.timeout)
         .map(|()| Output::Nothing)
         .map_err(|e| match e {
             SidecarError::Refused(err) => err,
-            SidecarError::Protocol { .. } => CniError::new(ErrorCode::SidecarProtocol, e.to_string(), ""),
-            _ => CniError::try_again_later(e.to_string(), "CHECK needs the sidecar: it holds the VPN session"),
+            SidecarError::Protocol { .. } => {
+                CniError::new(ErrorCode::SidecarProtocol, e.to_string(), "")
+            }
+            _ => CniError::try_again_later(
+                e.to_string(),
+                "CHECK needs the sidecar: it holds the VPN session",
+            ),
         })
 }
 
@@ -91,8 +103,14 @@ mod tests {
 
     #[test]
     fn asks_the_sidecar_about_our_interface_only() {
-        let h = Harness::new(Script { check: Some(Ok(())), ..Script::default() });
-        assert_eq!(check(&conf("1.0.0", Some(prev())), &h).unwrap(), Output::Nothing);
+        let h = Harness::new(Script {
+            check: Some(Ok(())),
+            ..Script::default()
+        });
+        assert_eq!(
+            check(&conf("1.0.0", Some(prev())), &h).unwrap(),
+            Output::Nothing
+        );
         let seen = h.seen.borrow();
         assert_eq!(seen.check[0].ips, vec!["10.8.0.23/24".parse().unwrap()]);
         assert_eq!(seen.check[0].mac.as_deref(), Some("02:00:00:00:00:01"));
@@ -101,16 +119,28 @@ mod tests {
     #[test]
     fn refuses_old_versions_and_missing_prev_result() {
         let h = Harness::new(Script::default());
-        assert_eq!(check(&conf("0.3.1", Some(prev())), &h).unwrap_err().code(), ErrorCode::IncompatibleVersion);
-        assert_eq!(check(&conf("1.0.0", None), &h).unwrap_err().code(), ErrorCode::InvalidConfig);
+        assert_eq!(
+            check(&conf("0.3.1", Some(prev())), &h).unwrap_err().code(),
+            ErrorCode::IncompatibleVersion
+        );
+        assert_eq!(
+            check(&conf("1.0.0", None), &h).unwrap_err().code(),
+            ErrorCode::InvalidConfig
+        );
         let mut p = prev();
         p["interfaces"][1]["name"] = json!("other");
-        assert!(check(&conf("1.0.0", Some(p)), &h).unwrap_err().msg().contains("vpn0"));
+        assert!(check(&conf("1.0.0", Some(p)), &h)
+            .unwrap_err()
+            .msg()
+            .contains("vpn0"));
     }
 
     #[test]
     fn unreachable_sidecar_is_try_again() {
         let h = Harness::new(Script::default());
-        assert_eq!(check(&conf("1.1.0", Some(prev())), &h).unwrap_err().code(), ErrorCode::TryAgainLater);
+        assert_eq!(
+            check(&conf("1.1.0", Some(prev())), &h).unwrap_err().code(),
+            ErrorCode::TryAgainLater
+        );
     }
 }

@@ -22,10 +22,16 @@ pub fn run(env: &Env, stdin: &[u8], connect: Connect<'_>) -> Result<Output, CniE
     let ifname = required(&env.ifname, "CNI_IFNAME")?;
     let map = netconf::parse_stdin(stdin)?;
     let target = match NetConf::from_map(map.clone()) {
-        Ok(conf) => Target { network: conf.name, socket: conf.sidecar_socket, timeout: conf.timeout },
+        Ok(conf) => Target {
+            network: conf.name,
+            socket: conf.sidecar_socket,
+            timeout: conf.timeout,
+        },
         Err(e) if e.code() == ErrorCode::IncompatibleVersion => return Err(e),
         Err(e) => {
-            logging::warn(format_args!("DEL {container_id}/{ifname}: config does not validate ({e}); cleaning up anyway"));
+            logging::warn(format_args!(
+                "DEL {container_id}/{ifname}: config does not validate ({e}); cleaning up anyway"
+            ));
             Target::salvage(&map)
         }
     };
@@ -67,7 +73,9 @@ impl Target {
         Target {
             network: string("name").unwrap_or_default().to_owned(),
             socket: PathBuf::from(
-                string("sidecarSocket").filter(|s| s.starts_with('/')).unwrap_or(DEFAULT_SIDECAR_SOCKET),
+                string("sidecarSocket")
+                    .filter(|s| s.starts_with('/'))
+                    .unwrap_or(DEFAULT_SIDECAR_SOCKET),
             ),
             timeout: map
                 .get("timeout")
@@ -117,8 +125,14 @@ mod tests {
 
     #[test]
     fn detach_request_carries_the_attachment() {
-        let h = Harness::new(Script { detach: Some(Ok(())), ..Script::default() });
-        assert_eq!(del(&env(Some("/run/netns/p")), &conf(), &h).unwrap(), Output::Nothing);
+        let h = Harness::new(Script {
+            detach: Some(Ok(())),
+            ..Script::default()
+        });
+        assert_eq!(
+            del(&env(Some("/run/netns/p")), &conf(), &h).unwrap(),
+            Output::Nothing
+        );
         let seen = h.seen.borrow();
         let req = &seen.detach[0];
         assert_eq!(req.attachment.network, "vpnnet");
@@ -133,7 +147,10 @@ mod tests {
         let mut c = conf();
         c["port"] = json!(0);
         c["password"] = json!("x");
-        let h = Harness::new(Script { detach: Some(Ok(())), ..Script::default() });
+        let h = Harness::new(Script {
+            detach: Some(Ok(())),
+            ..Script::default()
+        });
         assert_eq!(del(&env(None), &c, &h).unwrap(), Output::Nothing);
         assert_eq!(h.seen.borrow().detach.len(), 1);
         assert_eq!(h.sockets.borrow()[0], PathBuf::from("/tmp/x.sock"));
@@ -142,7 +159,10 @@ mod tests {
     #[test]
     fn sidecar_reported_failure_is_returned() {
         let e = CniError::new(ErrorCode::TapNetns, "cannot delete vpn0", "");
-        let h = Harness::new(Script { detach: Some(Err(SidecarError::Refused(e.clone()))), ..Script::default() });
+        let h = Harness::new(Script {
+            detach: Some(Err(SidecarError::Refused(e.clone()))),
+            ..Script::default()
+        });
         assert_eq!(del(&env(None), &conf(), &h).unwrap_err(), e);
     }
 
@@ -151,7 +171,10 @@ mod tests {
         let h = Harness::new(Script::default());
         let mut c = conf();
         c["cniVersion"] = json!("0.2.0");
-        assert_eq!(del(&env(None), &c, &h).unwrap_err().code(), ErrorCode::IncompatibleVersion);
+        assert_eq!(
+            del(&env(None), &c, &h).unwrap_err().code(),
+            ErrorCode::IncompatibleVersion
+        );
         let e = run(&env(None), b"{not json", &|p| h.connect(p)).unwrap_err();
         assert_eq!(e.code(), ErrorCode::Decode);
     }

@@ -44,24 +44,40 @@ fn unreachable() -> SidecarError {
 }
 
 impl SidecarClient for Fake {
-    fn attach(&mut self, req: &AttachRequest, _deadline: Instant) -> Result<AttachResult, SidecarError> {
+    fn attach(
+        &mut self,
+        req: &AttachRequest,
+        _deadline: Instant,
+    ) -> Result<AttachResult, SidecarError> {
         self.seen.borrow_mut().attach.push(req.clone());
-        self.script.attach.take().unwrap_or_else(|| Err(unreachable()))
+        self.script
+            .attach
+            .take()
+            .unwrap_or_else(|| Err(unreachable()))
     }
 
     fn detach(&mut self, req: &DetachRequest, _deadline: Instant) -> Result<(), SidecarError> {
         self.seen.borrow_mut().detach.push(req.clone());
-        self.script.detach.take().unwrap_or_else(|| Err(unreachable()))
+        self.script
+            .detach
+            .take()
+            .unwrap_or_else(|| Err(unreachable()))
     }
 
     fn check(&mut self, req: &CheckRequest, _deadline: Instant) -> Result<(), SidecarError> {
         self.seen.borrow_mut().check.push(req.clone());
-        self.script.check.take().unwrap_or_else(|| Err(unreachable()))
+        self.script
+            .check
+            .take()
+            .unwrap_or_else(|| Err(unreachable()))
     }
 
     fn status(&mut self, _deadline: Instant) -> Result<SidecarStatus, SidecarError> {
         self.seen.borrow_mut().status += 1;
-        self.script.status.take().unwrap_or_else(|| Err(unreachable()))
+        self.script
+            .status
+            .take()
+            .unwrap_or_else(|| Err(unreachable()))
     }
 
     fn gc(&mut self, req: &GcRequest, _deadline: Instant) -> Result<GcReport, SidecarError> {
@@ -80,12 +96,19 @@ pub struct Harness {
 
 impl Harness {
     pub fn new(script: Script) -> Harness {
-        Harness { seen: Rc::default(), sockets: RefCell::default(), script: RefCell::new(Some(script)) }
+        Harness {
+            seen: Rc::default(),
+            sockets: RefCell::default(),
+            script: RefCell::new(Some(script)),
+        }
     }
 
     pub fn connect(&self, path: &std::path::Path) -> Box<dyn SidecarClient> {
         self.sockets.borrow_mut().push(path.to_owned());
         let script = self.script.borrow_mut().take().unwrap_or_default();
-        Box::new(Fake { script, seen: self.seen.clone() })
+        Box::new(Fake {
+            script,
+            seen: self.seen.clone(),
+        })
     }
 }

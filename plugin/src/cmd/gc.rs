@@ -20,16 +20,26 @@ pub fn run(conf: &NetConf, client: &mut dyn SidecarClient) -> Result<Output, Cni
     // empty) list may do that.
     let valid = conf.valid_attachments.clone().ok_or_else(|| {
         CniError::invalid_config(
-            format!("GC needs \"{}\" (or \"{}\") in the network config", GC_KEYS[0], GC_KEYS[1]),
+            format!(
+                "GC needs \"{}\" (or \"{}\") in the network config",
+                GC_KEYS[0], GC_KEYS[1]
+            ),
             "refusing to treat a missing list as \"no attachment is valid\"",
         )
     })?;
-    let request = GcRequest { network: conf.name.clone(), valid };
-    let report = client.gc(&request, Instant::now() + conf.timeout).map_err(|e| match e {
-        SidecarError::Refused(err) => err,
-        SidecarError::Protocol { .. } => CniError::new(ErrorCode::SidecarProtocol, e.to_string(), ""),
-        _ => CniError::try_again_later(e.to_string(), ""),
-    })?;
+    let request = GcRequest {
+        network: conf.name.clone(),
+        valid,
+    };
+    let report = client
+        .gc(&request, Instant::now() + conf.timeout)
+        .map_err(|e| match e {
+            SidecarError::Refused(err) => err,
+            SidecarError::Protocol { .. } => {
+                CniError::new(ErrorCode::SidecarProtocol, e.to_string(), "")
+            }
+            _ => CniError::try_again_later(e.to_string(), ""),
+        })?;
     for a in &report.removed {
         logging::debug(format_args!("GC removed {}/{}", a.container_id, a.ifname));
     }
@@ -38,7 +48,10 @@ pub fn run(conf: &NetConf, client: &mut dyn SidecarClient) -> Result<Output, Cni
     } else {
         Err(CniError::new(
             ErrorCode::TapNetns,
-            format!("GC could not remove {} stale attachment(s)", report.errors.len()),
+            format!(
+                "GC could not remove {} stale attachment(s)",
+                report.errors.len()
+            ),
             report.errors.join("; "),
         ))
     }
@@ -61,34 +74,69 @@ mod tests {
     }
 
     fn a(id: &str) -> Attachment {
-        Attachment { container_id: id.into(), ifname: "vpn0".into() }
+        Attachment {
+            container_id: id.into(),
+            ifname: "vpn0".into(),
+        }
     }
 
     #[test]
     fn forwards_valid_attachments_from_either_key() {
         for key in GC_KEYS {
             let c = conf(json!({ key: [{"containerID": "c1", "ifname": "vpn0"}] }));
-            let h = Harness::new(Script { gc: Some(Ok(GcReport::default())), ..Script::default() });
-            assert_eq!(run(&c, h.connect(&c.sidecar_socket).as_mut()).unwrap(), Output::Nothing);
-            assert_eq!(h.seen.borrow().gc[0], GcRequest { network: "vpnnet".into(), valid: vec![a("c1")] });
+            let h = Harness::new(Script {
+                gc: Some(Ok(GcReport::default())),
+                ..Script::default()
+            });
+            assert_eq!(
+                run(&c, h.connect(&c.sidecar_socket).as_mut()).unwrap(),
+                Output::Nothing
+            );
+            assert_eq!(
+                h.seen.borrow().gc[0],
+                GcRequest {
+                    network: "vpnnet".into(),
+                    valid: vec![a("c1")]
+                }
+            );
         }
     }
 
     #[test]
     fn missing_list_is_refused_and_empty_list_is_forwarded() {
-        let h = Harness::new(Script { gc: Some(Ok(GcReport::default())), ..Script::default() });
+        let h = Harness::new(Script {
+            gc: Some(Ok(GcReport::default())),
+            ..Script::default()
+        });
         let c = conf(json!({}));
-        assert_eq!(run(&c, h.connect(&c.sidecar_socket).as_mut()).unwrap_err().code(), ErrorCode::InvalidConfig);
+        assert_eq!(
+            run(&c, h.connect(&c.sidecar_socket).as_mut())
+                .unwrap_err()
+                .code(),
+            ErrorCode::InvalidConfig
+        );
         assert!(h.seen.borrow().gc.is_empty());
-        let h = Harness::new(Script { gc: Some(Ok(GcReport::default())), ..Script::default() });
+        let h = Harness::new(Script {
+            gc: Some(Ok(GcReport::default())),
+            ..Script::default()
+        });
         let c = conf(json!({"cni.dev/valid-attachments": []}));
-        assert_eq!(run(&c, h.connect(&c.sidecar_socket).as_mut()).unwrap(), Output::Nothing);
+        assert_eq!(
+            run(&c, h.connect(&c.sidecar_socket).as_mut()).unwrap(),
+            Output::Nothing
+        );
     }
 
     #[test]
     fn reported_errors_fail_the_gc() {
-        let report = GcReport { removed: vec![a("c2")], errors: vec!["c3/vpn0: netns busy".into()] };
-        let h = Harness::new(Script { gc: Some(Ok(report)), ..Script::default() });
+        let report = GcReport {
+            removed: vec![a("c2")],
+            errors: vec!["c3/vpn0: netns busy".into()],
+        };
+        let h = Harness::new(Script {
+            gc: Some(Ok(report)),
+            ..Script::default()
+        });
         let c = conf(json!({"cni.dev/valid-attachments": []}));
         let e = run(&c, h.connect(&c.sidecar_socket).as_mut()).unwrap_err();
         assert_eq!(e.code(), ErrorCode::TapNetns);
@@ -99,6 +147,11 @@ mod tests {
     fn unreachable_is_try_again() {
         let h = Harness::new(Script::default());
         let c = conf(json!({"cni.dev/attachments": []}));
-        assert_eq!(run(&c, h.connect(&c.sidecar_socket).as_mut()).unwrap_err().code(), ErrorCode::TryAgainLater);
+        assert_eq!(
+            run(&c, h.connect(&c.sidecar_socket).as_mut())
+                .unwrap_err()
+                .code(),
+            ErrorCode::TryAgainLater
+        );
     }
 }

@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use crate::netconf::NetConf;
 use crate::sidecar_client::SidecarClient;
-use crate::spec::{Command, CniError, Env};
+use crate::spec::{CniError, Command, Env};
 
 /// What a successful command prints on stdout.
 #[derive(Debug, Clone, PartialEq)]

@@ -49,14 +49,25 @@ mod tests {
 
     #[test]
     fn mapping() {
-        let ready = Script { status: Some(Ok(SidecarStatus::Ready)), ..Script::default() };
+        let ready = Script {
+            status: Some(Ok(SidecarStatus::Ready)),
+            ..Script::default()
+        };
         assert_eq!(status(&conf("1.1.0"), ready).unwrap(), Output::Nothing);
         let degraded = Script {
-            status: Some(Ok(SidecarStatus::Degraded { reason: "hub DEFAULT: 1 of 3 sessions down".into() })),
+            status: Some(Ok(SidecarStatus::Degraded {
+                reason: "hub DEFAULT: 1 of 3 sessions down".into(),
+            })),
             ..Script::default()
         };
         let e = status(&conf("1.1.0"), degraded).unwrap_err();
-        assert_eq!((e.code(), e.details()), (ErrorCode::LimitedConnectivity, "hub DEFAULT: 1 of 3 sessions down"));
+        assert_eq!(
+            (e.code(), e.details()),
+            (
+                ErrorCode::LimitedConnectivity,
+                "hub DEFAULT: 1 of 3 sessions down"
+            )
+        );
         let e = status(&conf("1.1.0"), Script::default()).unwrap_err();
         assert_eq!(e.code(), ErrorCode::NotAvailable);
         assert!(e.msg().contains("is softether-sidecar running?"));
@@ -64,6 +75,11 @@ mod tests {
 
     #[test]
     fn needs_1_1_0() {
-        assert_eq!(status(&conf("1.0.0"), Script::default()).unwrap_err().code(), ErrorCode::IncompatibleVersion);
+        assert_eq!(
+            status(&conf("1.0.0"), Script::default())
+                .unwrap_err()
+                .code(),
+            ErrorCode::IncompatibleVersion
+        );
     }
 }

@@ -8,7 +8,12 @@ use crate::spec::version::version_reply;
 
 pub fn run(stdin: &[u8]) -> Value {
     let requested = serde_json::from_slice::<Value>(stdin).ok();
-    version_reply(requested.as_ref().and_then(|v| v.get("cniVersion")).and_then(Value::as_str))
+    version_reply(
+        requested
+            .as_ref()
+            .and_then(|v| v.get("cniVersion"))
+            .and_then(Value::as_str),
+    )
 }
 
 #[cfg(test)]

@@ -37,7 +37,11 @@ impl Fields {
 
     pub fn error(&self, key: &str, value: &Value, expected: &str) -> CniError {
         CniError::invalid_config(
-            format!("network config key \"{}{key}\": invalid value {}", self.prefix, short(value)),
+            format!(
+                "network config key \"{}{key}\": invalid value {}",
+                self.prefix,
+                short(value)
+            ),
             format!("expected {expected}"),
         )
     }
@@ -66,7 +70,9 @@ impl Fields {
     }
 
     pub fn path(&mut self, key: &str) -> Result<Option<PathBuf>, CniError> {
-        Ok(self.checked_string(key, check_absolute_path)?.map(PathBuf::from))
+        Ok(self
+            .checked_string(key, check_absolute_path)?
+            .map(PathBuf::from))
     }
 
     pub fn bool(&mut self, key: &str) -> Result<Option<bool>, CniError> {
@@ -133,12 +139,17 @@ pub fn check_softether_name(s: &str) -> Result<(), String> {
 pub fn check_server(s: &str) -> Result<(), String> {
     let ok = !s.is_empty()
         && s.len() <= 253
-        && !s.chars().any(|c| c.is_whitespace() || c.is_control() || matches!(c, '/' | '@' | '?' | '#'))
+        && !s
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '/' | '@' | '?' | '#'))
         && (s.parse::<std::net::IpAddr>().is_ok() || !s.contains(':'));
     if ok {
         Ok(())
     } else {
-        Err("a host name or IP address without scheme, port or path (set the port with \"port\")".into())
+        Err(
+            "a host name or IP address without scheme, port or path (set the port with \"port\")"
+                .into(),
+        )
     }
 }
 
@@ -172,7 +183,13 @@ pub fn normalize_mac(s: &str) -> Result<String, String> {
     let parts: Vec<&str> = s.split([':', '-']).collect();
     let bytes: Option<Vec<u8>> = parts
         .iter()
-        .map(|p| if p.len() == 2 { u8::from_str_radix(p, 16).ok() } else { None })
+        .map(|p| {
+            if p.len() == 2 {
+                u8::from_str_radix(p, 16).ok()
+            } else {
+                None
+            }
+        })
         .collect();
     match bytes {
         Some(b) if b.len() == 6 && b[0] & 1 == 0 && b.iter().any(|x| *x != 0) => Ok(b
@@ -194,16 +211,37 @@ mod tests {
         assert_eq!(normalize_pin(&plain).unwrap(), "ab".repeat(32));
         let colons = vec!["aB"; 32].join(":");
         assert_eq!(normalize_pin(&colons).unwrap(), "ab".repeat(32));
-        for bad in ["", "ab", &"ab".repeat(31), &"zz".repeat(32), &format!("{}:", "ab".repeat(32)), &format!("a:b{}", "ab".repeat(31))] {
+        for bad in [
+            "",
+            "ab",
+            &"ab".repeat(31),
+            &"zz".repeat(32),
+            &format!("{}:", "ab".repeat(32)),
+            &format!("a:b{}", "ab".repeat(31)),
+        ] {
             assert!(normalize_pin(bad).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn macs() {
-        assert_eq!(normalize_mac("02:AA:bb:00:00:01").unwrap(), "02:aa:bb:00:00:01");
-        assert_eq!(normalize_mac("02-aa-bb-00-00-01").unwrap(), "02:aa:bb:00:00:01");
-        for bad in ["", "01:00:5e:00:00:01", "00:00:00:00:00:00", "02:aa:bb:00:00", "02:aa:bb:00:00:01:02", "0g:00:00:00:00:01", "2:aa:bb:00:00:01"] {
+        assert_eq!(
+            normalize_mac("02:AA:bb:00:00:01").unwrap(),
+            "02:aa:bb:00:00:01"
+        );
+        assert_eq!(
+            normalize_mac("02-aa-bb-00-00-01").unwrap(),
+            "02:aa:bb:00:00:01"
+        );
+        for bad in [
+            "",
+            "01:00:5e:00:00:01",
+            "00:00:00:00:00:00",
+            "02:aa:bb:00:00",
+            "02:aa:bb:00:00:01:02",
+            "0g:00:00:00:00:01",
+            "2:aa:bb:00:00:01",
+        ] {
             assert!(normalize_mac(bad).is_err(), "{bad}");
         }
     }

@@ -45,16 +45,22 @@ impl PodOverrides {
     /// The SoftEther keys of `CNI_ARGS`, validated like their config twins
     /// but reported as environment errors (code 4).
     pub fn from_cni_args(args: &CniArgs) -> Result<PodOverrides, CniError> {
-        let check = |key: &str, value: &Option<String>, rule: fn(&str) -> Result<(), String>| {
-            match value {
+        let check =
+            |key: &str, value: &Option<String>, rule: fn(&str) -> Result<(), String>| match value {
                 Some(v) => rule(v).map_err(|why| {
-                    CniError::invalid_env(format!("CNI_ARGS {key}={v:?} is invalid"), format!("expected {why}"))
+                    CniError::invalid_env(
+                        format!("CNI_ARGS {key}={v:?} is invalid"),
+                        format!("expected {why}"),
+                    )
                 }),
                 None => Ok(()),
-            }
-        };
+            };
         check(ARG_USER, &args.user, fields::check_softether_name)?;
-        check(ARG_PASSWORD_FILE, &args.password_file, fields::check_absolute_path)?;
+        check(
+            ARG_PASSWORD_FILE,
+            &args.password_file,
+            fields::check_absolute_path,
+        )?;
         check(ARG_HUB, &args.hub, fields::check_softether_name)?;
         Ok(PodOverrides {
             user: args.user.clone(),
@@ -106,21 +112,26 @@ pub fn resolve_login(conf: &NetConf, cni_args: &CniArgs) -> Result<LoginSettings
     let merged = from_config
         .overlaid(&PodOverrides::from_cni_args(cni_args)?)
         .overlaid(&conf.pod_args);
-    let missing = |key: &str| {
-        CniError::invalid_config(
-            format!("network config key \"{key}\" is missing"),
-            match key {
-                "server" => "set \"server\" to the SoftEther server's host name or address".to_owned(),
-                _ => format!(
+    let missing =
+        |key: &str| {
+            CniError::invalid_config(
+                format!("network config key \"{key}\" is missing"),
+                match key {
+                    "server" => {
+                        "set \"server\" to the SoftEther server's host name or address".to_owned()
+                    }
+                    _ => format!(
                     "set \"{key}\" in the network config, in args.cni, or per pod via CNI_ARGS {}",
                     if key == "user" { ARG_USER } else { ARG_PASSWORD_FILE }
                 ),
-            },
-        )
-    };
+                },
+            )
+        };
     let server = conf.server.clone().ok_or_else(|| missing("server"))?;
     let user = merged.user.ok_or_else(|| missing("user"))?;
-    let password_file = merged.password_file.ok_or_else(|| missing("passwordFile"))?;
+    let password_file = merged
+        .password_file
+        .ok_or_else(|| missing("passwordFile"))?;
     let password = read_password_file(&password_file)?;
     Ok(LoginSettings {
         server,
@@ -142,12 +153,13 @@ const MAX_PASSWORD_FILE_BYTES: u64 = 4096;
 
 /// Reads the password, dropping one trailing newline (`echo pw > file`).
 pub fn read_password_file(path: &Path) -> Result<Secret, CniError> {
-    let fail = |why: String| {
-        CniError::invalid_config(
+    let fail =
+        |why: String| {
+            CniError::invalid_config(
             format!("passwordFile {:?} cannot be used: {why}", path.display().to_string()),
             "the file must exist on the node, be readable by the CNI plugin and hold the password",
         )
-    };
+        };
     let file = std::fs::File::open(path).map_err(|e| fail(e.to_string()))?;
     let mut bytes = Vec::new();
     file.take(MAX_PASSWORD_FILE_BYTES + 1)

@@ -21,8 +21,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::spec::{CniError, Version};
-use fields::Fields;
 pub use fields::normalize_mac;
+use fields::Fields;
 pub use login::{read_password_file, resolve_login, LoginSettings, PodOverrides};
 
 pub const DEFAULT_PORT: u16 = 443;
@@ -88,7 +88,10 @@ pub fn parse_stdin(stdin: &[u8]) -> Result<Map<String, Value>, CniError> {
             "network config on stdin is not a JSON object",
             format!("got {}", json_kind(&other)),
         )),
-        Err(e) => Err(CniError::decode("cannot decode the network config on stdin as JSON", e.to_string())),
+        Err(e) => Err(CniError::decode(
+            "cannot decode the network config on stdin as JSON",
+            e.to_string(),
+        )),
     }
 }
 
@@ -121,24 +124,36 @@ impl NetConf {
                     "",
                 ))
             }
-            None => return Err(CniError::incompatible_version("network config has no \"cniVersion\"", "")),
+            None => {
+                return Err(CniError::incompatible_version(
+                    "network config has no \"cniVersion\"",
+                    "",
+                ))
+            }
         };
         if f.contains("password") {
             return Err(password_refused("password"));
         }
         let cni_versions = match f.take("cniVersions") {
             None => Vec::new(),
-            Some(v) => match v.as_array().map(|a| a.iter().map(|x| x.as_str().map(str::to_owned)).collect()) {
+            Some(v) => match v
+                .as_array()
+                .map(|a| a.iter().map(|x| x.as_str().map(str::to_owned)).collect())
+            {
                 Some(Some(list)) => list,
                 _ => return Err(f.error("cniVersions", &v, "a list of version strings")),
             },
         };
         let name = f
             .checked_string("name", fields::check_network_name)?
-            .ok_or_else(|| CniError::invalid_config("network config key \"name\" is missing", ""))?;
+            .ok_or_else(|| {
+                CniError::invalid_config("network config key \"name\" is missing", "")
+            })?;
         let plugin_type = f.string("type")?;
         let server = f.checked_string("server", fields::check_server)?;
-        let port = f.uint("port", 1..=65535)?.map_or(DEFAULT_PORT, |p| p as u16);
+        let port = f
+            .uint("port", 1..=65535)?
+            .map_or(DEFAULT_PORT, |p| p as u16);
         let hub = f
             .checked_string("hub", fields::check_softether_name)?
             .unwrap_or_else(|| DEFAULT_HUB.to_owned());
@@ -148,7 +163,10 @@ impl NetConf {
         let insecure = f.bool("insecure")?.unwrap_or(false);
         let pin_sha256 = match f.string("pinSha256")? {
             None => None,
-            Some(s) => Some(fields::normalize_pin(&s).map_err(|why| f.error("pinSha256", &Value::String(s), &why))?),
+            Some(s) => Some(
+                fields::normalize_pin(&s)
+                    .map_err(|why| f.error("pinSha256", &Value::String(s), &why))?,
+            ),
         };
         let ca_file = f.path("caFile")?;
         let max_connections = f.uint("maxConnections", 1..=32)?.map_or(1, |n| n as u8);
@@ -187,7 +205,10 @@ impl NetConf {
                 let mut rc = Fields::new(rc, "runtimeConfig.");
                 match rc.string("mac")? {
                     None => None,
-                    Some(s) => Some(fields::normalize_mac(&s).map_err(|why| rc.error("mac", &Value::String(s), &why))?),
+                    Some(s) => Some(
+                        fields::normalize_mac(&s)
+                            .map_err(|why| rc.error("mac", &Value::String(s), &why))?,
+                    ),
                 }
             }
         };
@@ -202,8 +223,9 @@ impl NetConf {
         let mut valid_attachments: Option<Vec<Attachment>> = None;
         for key in GC_KEYS {
             if let Some(v) = f.take(key) {
-                let list: Vec<Attachment> = serde_json::from_value(v.clone())
-                    .map_err(|_| f.error(key, &v, "a list of {\"containerID\", \"ifname\"} objects"))?;
+                let list: Vec<Attachment> = serde_json::from_value(v.clone()).map_err(|_| {
+                    f.error(key, &v, "a list of {\"containerID\", \"ifname\"} objects")
+                })?;
                 let all = valid_attachments.get_or_insert_with(Vec::new);
                 for a in list {
                     if !all.contains(&a) {

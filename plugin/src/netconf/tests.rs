@@ -36,7 +36,10 @@ fn defaults() {
     assert_eq!(c.max_connections, 1);
     assert_eq!(c.mtu, None);
     assert_eq!(c.timeout, Duration::from_secs(60));
-    assert_eq!(c.sidecar_socket, PathBuf::from("/run/softether-cni/sidecar.sock"));
+    assert_eq!(
+        c.sidecar_socket,
+        PathBuf::from("/run/softether-cni/sidecar.sock")
+    );
     assert!(!c.accept_default_gateway && !c.accept_static_routes && !c.connmark);
     assert!(!c.plain_password && !c.insecure);
     assert_eq!(c.policy_route_table, None);
@@ -132,11 +135,18 @@ fn each_rule_is_code_7_naming_key_and_value() {
     for (key, value) in cases {
         let e = parse(with(key, value.clone())).unwrap_err();
         assert_eq!(e.code(), ErrorCode::InvalidConfig, "{key}={value}: {e}");
-        assert!(e.msg().contains(&format!("\"{key}\"")), "{key}: {}", e.msg());
-        assert!(e.msg().contains(&value.to_string()), "{key}: value missing in {}", e.msg());
+        assert!(
+            e.msg().contains(&format!("\"{key}\"")),
+            "{key}: {}",
+            e.msg()
+        );
+        assert!(
+            e.msg().contains(&value.to_string()),
+            "{key}: value missing in {}",
+            e.msg()
+        );
     }
 }
-
 
 #[test]
 fn nested_keys_are_named_with_their_path() {
@@ -178,7 +188,10 @@ fn inline_passwords_are_refused_without_echoing_them() {
 #[test]
 fn version_problems_are_code_1() {
     for v in [json!("0.2.0"), json!("2.0.0"), json!(1)] {
-        assert_eq!(parse(with("cniVersion", v)).unwrap_err().code(), ErrorCode::IncompatibleVersion);
+        assert_eq!(
+            parse(with("cniVersion", v)).unwrap_err().code(),
+            ErrorCode::IncompatibleVersion
+        );
     }
     let mut v = base();
     v.as_object_mut().unwrap().remove("cniVersion");
@@ -196,7 +209,14 @@ fn missing_name_is_code_7() {
 
 #[test]
 fn bad_json_is_code_6() {
-    for bad in ["", "{", "not json", "[1,2]", "\"str\"", "{\"cniVersion\": \"1.0.0\",}"] {
+    for bad in [
+        "",
+        "{",
+        "not json",
+        "[1,2]",
+        "\"str\"",
+        "{\"cniVersion\": \"1.0.0\",}",
+    ] {
         let e = NetConf::from_stdin(bad.as_bytes()).unwrap_err();
         assert_eq!(e.code(), ErrorCode::Decode, "{bad:?}");
     }
@@ -205,7 +225,8 @@ fn bad_json_is_code_6() {
 #[test]
 fn gc_accepts_both_key_spellings_and_merges_them() {
     let a = json!([{"containerID": "c1", "ifname": "vpn0"}]);
-    let b = json!([{"containerID": "c1", "ifname": "vpn0"}, {"containerID": "c2", "ifname": "vpn0"}]);
+    let b =
+        json!([{"containerID": "c1", "ifname": "vpn0"}, {"containerID": "c2", "ifname": "vpn0"}]);
     let c = parse(with("cni.dev/valid-attachments", a.clone())).unwrap();
     assert_eq!(c.valid_attachments.unwrap().len(), 1);
     let c = parse(with("cni.dev/attachments", b.clone())).unwrap();
@@ -215,7 +236,13 @@ fn gc_accepts_both_key_spellings_and_merges_them() {
     let c = parse(both).unwrap();
     let list = c.valid_attachments.unwrap();
     assert_eq!(list.len(), 2);
-    assert_eq!(list[1], Attachment { container_id: "c2".into(), ifname: "vpn0".into() });
+    assert_eq!(
+        list[1],
+        Attachment {
+            container_id: "c2".into(),
+            ifname: "vpn0".into()
+        }
+    );
     assert!(c.unknown.is_empty());
     assert_eq!(parse(base()).unwrap().valid_attachments, None);
     let e = parse(with("cni.dev/attachments", json!([{"id": 1}]))).unwrap_err();
@@ -266,14 +293,20 @@ fn cni_args_override_config_and_args_cni_overrides_both() {
     let login = resolve_login(&c, &args).unwrap();
     assert_eq!(login.user, "carol");
     assert_eq!(login.password.expose(), "carolpw");
-    assert_eq!(login.hub, "HUB_B", "hub not set in args.cni, so CNI_ARGS still applies");
+    assert_eq!(
+        login.hub, "HUB_B",
+        "hub not set in args.cni, so CNI_ARGS still applies"
+    );
 }
 
 #[test]
 fn bad_cni_args_override_is_code_4() {
     let dir = TempDir::new("badargs");
     let c = conf_with_password(&dir, json!({}));
-    let args = CniArgs { password_file: Some("relative".into()), ..CniArgs::default() };
+    let args = CniArgs {
+        password_file: Some("relative".into()),
+        ..CniArgs::default()
+    };
     let e = resolve_login(&c, &args).unwrap_err();
     assert_eq!(e.code(), ErrorCode::InvalidEnv);
     assert!(e.msg().contains("SOFTETHER_PASSWORD_FILE"));

@@ -64,22 +64,39 @@ impl UnixSidecarClient {
                 path: self.path.clone(),
                 waited: started.elapsed(),
             },
-            _ => SidecarError::Io { path: self.path.clone(), source: e },
+            _ => SidecarError::Io {
+                path: self.path.clone(),
+                source: e,
+            },
         }
     }
 
     fn protocol(&self, reason: impl Into<String>) -> SidecarError {
-        SidecarError::Protocol { path: self.path.clone(), reason: reason.into() }
+        SidecarError::Protocol {
+            path: self.path.clone(),
+            reason: reason.into(),
+        }
     }
 
     /// One request/reply exchange, bounded by `deadline`.
-    fn call<T: DeserializeOwned>(&self, op: &str, request: Value, deadline: Instant) -> Result<T, SidecarError> {
+    fn call<T: DeserializeOwned>(
+        &self,
+        op: &str,
+        request: Value,
+        deadline: Instant,
+    ) -> Result<T, SidecarError> {
         let started = Instant::now();
-        let stream = UnixStream::connect(&self.path)
-            .map_err(|source| SidecarError::Unreachable { path: self.path.clone(), source })?;
+        let stream =
+            UnixStream::connect(&self.path).map_err(|source| SidecarError::Unreachable {
+                path: self.path.clone(),
+                source,
+            })?;
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
-            return Err(SidecarError::Timeout { path: self.path.clone(), waited: started.elapsed() });
+            return Err(SidecarError::Timeout {
+                path: self.path.clone(),
+                waited: started.elapsed(),
+            });
         }
         stream
             .set_read_timeout(Some(remaining))
@@ -92,7 +109,9 @@ impl UnixSidecarClient {
         }))
         .map_err(|e| self.protocol(format!("cannot encode the {op} request: {e}")))?;
         line.push(b'\n');
-        (&stream).write_all(&line).map_err(|e| self.io_error(started, e))?;
+        (&stream)
+            .write_all(&line)
+            .map_err(|e| self.io_error(started, e))?;
         (&stream).flush().map_err(|e| self.io_error(started, e))?;
 
         let mut reply = String::new();
@@ -106,7 +125,11 @@ impl UnixSidecarClient {
             Ok(Reply::Ok(payload)) => serde_json::from_value(payload)
                 .map_err(|e| self.protocol(format!("bad {op} payload: {e}"))),
             Ok(Reply::Error(err)) => match ErrorCode::from_u32(err.code) {
-                Some(code) => Err(SidecarError::Refused(CniError::new(code, err.msg, err.details))),
+                Some(code) => Err(SidecarError::Refused(CniError::new(
+                    code,
+                    err.msg,
+                    err.details,
+                ))),
                 None => Err(self.protocol(format!(
                     "unknown error code {} (msg {:?}, details {:?})",
                     err.code, err.msg, err.details
@@ -123,16 +146,22 @@ fn to_value(req: &impl serde::Serialize) -> Value {
 }
 
 impl SidecarClient for UnixSidecarClient {
-    fn attach(&mut self, req: &AttachRequest, deadline: Instant) -> Result<AttachResult, SidecarError> {
+    fn attach(
+        &mut self,
+        req: &AttachRequest,
+        deadline: Instant,
+    ) -> Result<AttachResult, SidecarError> {
         self.call("attach", to_value(req), deadline)
     }
 
     fn detach(&mut self, req: &DetachRequest, deadline: Instant) -> Result<(), SidecarError> {
-        self.call::<Value>("detach", to_value(req), deadline).map(drop)
+        self.call::<Value>("detach", to_value(req), deadline)
+            .map(drop)
     }
 
     fn check(&mut self, req: &CheckRequest, deadline: Instant) -> Result<(), SidecarError> {
-        self.call::<Value>("check", to_value(req), deadline).map(drop)
+        self.call::<Value>("check", to_value(req), deadline)
+            .map(drop)
     }
 
     fn status(&mut self, deadline: Instant) -> Result<SidecarStatus, SidecarError> {

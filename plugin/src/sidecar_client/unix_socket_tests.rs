@@ -36,14 +36,21 @@ fn unreachable_names_the_path() {
     let e = c.status(soon()).unwrap_err();
     assert!(matches!(e, SidecarError::Unreachable { .. }));
     let text = e.to_string();
-    assert!(text.contains(path.to_str().unwrap()) && text.contains("is softether-sidecar running?"), "{text}");
+    assert!(
+        text.contains(path.to_str().unwrap()) && text.contains("is softether-sidecar running?"),
+        "{text}"
+    );
 }
 
 #[test]
 fn status_ready_and_request_shape() {
     let dir = TempDir::new("status");
     let path = dir.path().join("s.sock");
-    let server = serve_once(&path, Some("{\"ok\":{\"state\":\"ready\"}}\n"), Duration::ZERO);
+    let server = serve_once(
+        &path,
+        Some("{\"ok\":{\"state\":\"ready\"}}\n"),
+        Duration::ZERO,
+    );
     let status = UnixSidecarClient::new(&path).status(soon()).unwrap();
     assert_eq!(status, SidecarStatus::Ready);
     let sent: Value = serde_json::from_str(&server.join().unwrap()).unwrap();
@@ -54,9 +61,18 @@ fn status_ready_and_request_shape() {
 fn status_degraded() {
     let dir = TempDir::new("degraded");
     let path = dir.path().join("s.sock");
-    let _server = serve_once(&path, Some("{\"ok\":{\"state\":\"degraded\",\"reason\":\"2 sessions down\"}}\n"), Duration::ZERO);
+    let _server = serve_once(
+        &path,
+        Some("{\"ok\":{\"state\":\"degraded\",\"reason\":\"2 sessions down\"}}\n"),
+        Duration::ZERO,
+    );
     let status = UnixSidecarClient::new(&path).status(soon()).unwrap();
-    assert_eq!(status, SidecarStatus::Degraded { reason: "2 sessions down".into() });
+    assert_eq!(
+        status,
+        SidecarStatus::Degraded {
+            reason: "2 sessions down".into()
+        }
+    );
 }
 
 #[test]
@@ -68,7 +84,10 @@ fn sidecar_errors_pass_through_with_their_code() {
         Some("{\"error\":{\"code\":100,\"msg\":\"SoftEther login failed: ERR_AUTH_FAILED (9)\",\"details\":\"user alice\"}}\n"),
         Duration::ZERO,
     );
-    let req = GcRequest { network: "n".into(), valid: vec![] };
+    let req = GcRequest {
+        network: "n".into(),
+        valid: vec![],
+    };
     match UnixSidecarClient::new(&path).gc(&req, soon()).unwrap_err() {
         SidecarError::Refused(e) => {
             assert_eq!(e.code(), ErrorCode::SoftEtherLogin);
@@ -80,12 +99,20 @@ fn sidecar_errors_pass_through_with_their_code() {
 
 #[test]
 fn garbage_and_unknown_codes_are_protocol_errors() {
-    for reply in ["not json\n", "{\"error\":{\"code\":77,\"msg\":\"x\"}}\n", "{\"ok\":{\"state\":\"weird\"}}\n", "\n"] {
+    for reply in [
+        "not json\n",
+        "{\"error\":{\"code\":77,\"msg\":\"x\"}}\n",
+        "{\"ok\":{\"state\":\"weird\"}}\n",
+        "\n",
+    ] {
         let dir = TempDir::new("garbage");
         let path = dir.path().join("s.sock");
         let _server = serve_once(&path, Some(reply), Duration::ZERO);
         let e = UnixSidecarClient::new(&path).status(soon()).unwrap_err();
-        assert!(matches!(e, SidecarError::Protocol { .. }), "{reply:?}: {e:?}");
+        assert!(
+            matches!(e, SidecarError::Protocol { .. }),
+            "{reply:?}: {e:?}"
+        );
     }
 }
 

@@ -34,7 +34,9 @@ impl Command {
     /// Variables skel requires besides `CNI_COMMAND`.
     fn required_vars(self) -> &'static [&'static str] {
         match self {
-            Command::Add | Command::Check => &["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_PATH"],
+            Command::Add | Command::Check => {
+                &["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_PATH"]
+            }
             Command::Del => &["CNI_CONTAINERID", "CNI_IFNAME", "CNI_PATH"],
             Command::Gc | Command::Status => &["CNI_PATH"],
             Command::Version => &[],
@@ -81,8 +83,12 @@ impl Env {
     /// Empty values count as unset, as in skel.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Env, CniError> {
         let get = |k: &str| lookup(k).filter(|v| !v.is_empty());
-        let raw_command = get("CNI_COMMAND")
-            .ok_or_else(|| CniError::invalid_env("CNI_COMMAND is not set", "expected one of ADD, DEL, CHECK, VERSION, GC, STATUS"))?;
+        let raw_command = get("CNI_COMMAND").ok_or_else(|| {
+            CniError::invalid_env(
+                "CNI_COMMAND is not set",
+                "expected one of ADD, DEL, CHECK, VERSION, GC, STATUS",
+            )
+        })?;
         let command = Command::parse(&raw_command).ok_or_else(|| {
             CniError::invalid_env(
                 format!("CNI_COMMAND {raw_command:?} is not a CNI command"),
@@ -109,23 +115,38 @@ impl Env {
             .collect();
         if !missing.is_empty() {
             return Err(CniError::invalid_env(
-                format!("required environment variables missing for {command}: {}", missing.join(", ")),
+                format!(
+                    "required environment variables missing for {command}: {}",
+                    missing.join(", ")
+                ),
                 "",
             ));
         }
         let per_container = matches!(command, Command::Add | Command::Del | Command::Check);
-        let container_id = if per_container { get("CNI_CONTAINERID") } else { None };
+        let container_id = if per_container {
+            get("CNI_CONTAINERID")
+        } else {
+            None
+        };
         if let Some(id) = &container_id {
             validate_container_id(id)?;
         }
-        let ifname = if per_container { get("CNI_IFNAME") } else { None };
+        let ifname = if per_container {
+            get("CNI_IFNAME")
+        } else {
+            None
+        };
         if let Some(name) = &ifname {
             validate_ifname(name)?;
         }
         Ok(Env {
             command,
             container_id,
-            netns: if per_container { get("CNI_NETNS") } else { None },
+            netns: if per_container {
+                get("CNI_NETNS")
+            } else {
+                None
+            },
             ifname,
             args: get("CNI_ARGS").unwrap_or_default(),
             path: get("CNI_PATH")
@@ -160,14 +181,20 @@ pub fn validate_ifname(name: &str) -> Result<(), CniError> {
         Some("longer than 15 bytes")
     } else if name == "." || name == ".." {
         Some("'.' and '..' are not interface names")
-    } else if name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace()) {
+    } else if name
+        .chars()
+        .any(|c| c == '/' || c == ':' || c.is_whitespace())
+    {
         Some("contains '/', ':' or whitespace")
     } else {
         None
     };
     match problem {
         None => Ok(()),
-        Some(why) => Err(CniError::invalid_env(format!("CNI_IFNAME {name:?} is invalid: {why}"), "")),
+        Some(why) => Err(CniError::invalid_env(
+            format!("CNI_IFNAME {name:?} is invalid: {why}"),
+            "",
+        )),
     }
 }
 
@@ -217,9 +244,9 @@ impl CniArgs {
             })?;
             pairs.push((k, v));
         }
-        let ignore_unknown = pairs
-            .iter()
-            .any(|(k, v)| *k == "IgnoreUnknown" && matches!(v.to_ascii_lowercase().as_str(), "1" | "true"));
+        let ignore_unknown = pairs.iter().any(|(k, v)| {
+            *k == "IgnoreUnknown" && matches!(v.to_ascii_lowercase().as_str(), "1" | "true")
+        });
         let mut args = CniArgs::default();
         for (k, v) in pairs {
             let value = Some(v.to_owned()).filter(|v| !v.is_empty());
@@ -256,8 +283,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn env_of(pairs: &[(&str, &str)]) -> Result<Env, CniError> {
-        let map: HashMap<String, String> =
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Env::from_lookup(|k| map.get(k).cloned())
     }
 
@@ -357,7 +386,11 @@ mod tests {
             validate_container_id(ok).unwrap();
         }
         for bad in ["-abc", "_a", ".a", "a b", "a/b", "a:b", "é"] {
-            assert_eq!(validate_container_id(bad).unwrap_err().code(), ErrorCode::InvalidEnv, "{bad}");
+            assert_eq!(
+                validate_container_id(bad).unwrap_err().code(),
+                ErrorCode::InvalidEnv,
+                "{bad}"
+            );
         }
     }
 
@@ -405,7 +438,10 @@ mod tests {
 
     #[test]
     fn cni_args_malformed_and_password_refused() {
-        assert_eq!(CniArgs::parse("novalue").unwrap_err().code(), ErrorCode::InvalidEnv);
+        assert_eq!(
+            CniArgs::parse("novalue").unwrap_err().code(),
+            ErrorCode::InvalidEnv
+        );
         let e = CniArgs::parse("IgnoreUnknown=1;SOFTETHER_PASSWORD=hunter2").unwrap_err();
         assert!(e.msg().contains("SOFTETHER_PASSWORD"));
         assert!(!e.msg().contains("hunter2") && !e.details().contains("hunter2"));

@@ -144,7 +144,11 @@ impl CniError {
 
     /// Code 100: the SoftEther server refused the session. `error_name` is the
     /// server's error constant (e.g. `ERR_AUTH_FAILED`), `error_number` its number.
-    pub fn softether_login(error_name: &str, error_number: u32, details: impl Into<String>) -> Self {
+    pub fn softether_login(
+        error_name: &str,
+        error_number: u32,
+        details: impl Into<String>,
+    ) -> Self {
         Self::new(
             ErrorCode::SoftEtherLogin,
             format!("SoftEther login failed: {error_name} ({error_number})"),
@@ -217,7 +221,10 @@ mod tests {
     #[test]
     fn error_without_version_uses_latest_and_omits_empty_details() {
         let e = CniError::invalid_env("CNI_COMMAND is not set", "");
-        assert_eq!(e.to_json(), json!({"cniVersion":"1.1.0","code":4,"msg":"CNI_COMMAND is not set"}));
+        assert_eq!(
+            e.to_json(),
+            json!({"cniVersion":"1.1.0","code":4,"msg":"CNI_COMMAND is not set"})
+        );
     }
 
     #[test]

@@ -33,10 +33,17 @@ impl FromStr for IpPrefix {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (a, l) = s.split_once('/').ok_or_else(|| format!("{s:?} is not ADDRESS/PREFIX"))?;
-        let addr: IpAddr = a.parse().map_err(|_| format!("{a:?} is not an IP address"))?;
-        let len: u8 = l.parse().map_err(|_| format!("{l:?} is not a prefix length"))?;
-        IpPrefix::new(addr, len).ok_or_else(|| format!("prefix length {len} is too long for {addr}"))
+        let (a, l) = s
+            .split_once('/')
+            .ok_or_else(|| format!("{s:?} is not ADDRESS/PREFIX"))?;
+        let addr: IpAddr = a
+            .parse()
+            .map_err(|_| format!("{a:?} is not an IP address"))?;
+        let len: u8 = l
+            .parse()
+            .map_err(|_| format!("{l:?} is not a prefix length"))?;
+        IpPrefix::new(addr, len)
+            .ok_or_else(|| format!("prefix length {len} is too long for {addr}"))
     }
 }
 
@@ -157,7 +164,10 @@ impl CniResult {
             if let Some(idx) = ip.interface {
                 if idx >= result.interfaces.len() {
                     return Err(CniError::invalid_config(
-                        format!("prevResult.ips[{i}].interface {idx} points past the {} interfaces", result.interfaces.len()),
+                        format!(
+                            "prevResult.ips[{i}].interface {idx} points past the {} interfaces",
+                            result.interfaces.len()
+                        ),
                         "",
                     ));
                 }
@@ -201,7 +211,11 @@ impl CniResult {
         if version.has_ip_version_field() {
             if let Some(Value::Array(ips)) = out.get_mut("ips") {
                 for (ip, parsed) in ips.iter_mut().zip(&self.ips) {
-                    let family = if parsed.address.addr.is_ipv4() { "4" } else { "6" };
+                    let family = if parsed.address.addr.is_ipv4() {
+                        "4"
+                    } else {
+                        "6"
+                    };
                     ip["version"] = Value::String(family.into());
                 }
             }

@@ -84,24 +84,40 @@ fn golden_1_1_0() {
 
 #[test]
 fn golden_1_0_0() {
-    assert_eq!(sample().render(Version::V1_0_0), golden_pre_1_1("1.0.0", false));
+    assert_eq!(
+        sample().render(Version::V1_0_0),
+        golden_pre_1_1("1.0.0", false)
+    );
 }
 
 #[test]
 fn golden_0_4_0() {
-    assert_eq!(sample().render(Version::V0_4_0), golden_pre_1_1("0.4.0", true));
+    assert_eq!(
+        sample().render(Version::V0_4_0),
+        golden_pre_1_1("0.4.0", true)
+    );
 }
 
 #[test]
 fn golden_0_3_1_and_0_3_0() {
-    assert_eq!(sample().render(Version::V0_3_1), golden_pre_1_1("0.3.1", true));
-    assert_eq!(sample().render(Version::V0_3_0), golden_pre_1_1("0.3.0", true));
+    assert_eq!(
+        sample().render(Version::V0_3_1),
+        golden_pre_1_1("0.3.1", true)
+    );
+    assert_eq!(
+        sample().render(Version::V0_3_0),
+        golden_pre_1_1("0.3.0", true)
+    );
 }
 
 #[test]
 fn ipv6_addresses_get_version_6() {
     let r = CniResult {
-        ips: vec![IpConfig { address: "fd00::5/64".parse().unwrap(), gateway: None, interface: None }],
+        ips: vec![IpConfig {
+            address: "fd00::5/64".parse().unwrap(),
+            gateway: None,
+            interface: None,
+        }],
         ..CniResult::default()
     };
     assert_eq!(r.render(Version::V0_4_0)["ips"][0]["version"], "6");
@@ -110,7 +126,10 @@ fn ipv6_addresses_get_version_6() {
 
 #[test]
 fn empty_result_is_just_the_version() {
-    assert_eq!(CniResult::default().render(Version::V1_0_0), json!({"cniVersion": "1.0.0"}));
+    assert_eq!(
+        CniResult::default().render(Version::V1_0_0),
+        json!({"cniVersion": "1.0.0"})
+    );
 }
 
 #[test]
@@ -147,7 +166,10 @@ fn chaining_keeps_prev_and_reindexes_ours() {
     assert_eq!(chained.dns.nameservers, vec!["10.88.0.1", "10.8.0.1"]);
     assert_eq!(chained.dns.domain.as_deref(), Some("vpn.example"));
     let out = chained.render(Version::V0_4_0);
-    assert_eq!(out["ips"][0], json!({"version":"4","address":"10.88.0.5/16","gateway":"10.88.0.1","interface":2}));
+    assert_eq!(
+        out["ips"][0],
+        json!({"version":"4","address":"10.88.0.5/16","gateway":"10.88.0.1","interface":2})
+    );
     assert_eq!(out["ips"][1]["interface"], 3);
 }
 
@@ -155,7 +177,10 @@ fn chaining_keeps_prev_and_reindexes_ours() {
 fn prev_result_with_unsupported_version_is_code_1() {
     let mut prev = bridge_prev_result_0_4_0();
     prev["cniVersion"] = json!("0.2.0");
-    assert_eq!(CniResult::from_prev_result(&prev).unwrap_err().code(), ErrorCode::IncompatibleVersion);
+    assert_eq!(
+        CniResult::from_prev_result(&prev).unwrap_err().code(),
+        ErrorCode::IncompatibleVersion
+    );
 }
 
 #[test]
@@ -174,7 +199,10 @@ fn prev_result_shape_errors_are_code_7() {
 
 #[test]
 fn ip_prefix_parsing() {
-    assert_eq!("10.0.0.1/8".parse::<IpPrefix>().unwrap().to_string(), "10.0.0.1/8");
+    assert_eq!(
+        "10.0.0.1/8".parse::<IpPrefix>().unwrap().to_string(),
+        "10.0.0.1/8"
+    );
     assert_eq!("fd00::1/128".parse::<IpPrefix>().unwrap().len, 128);
     for bad in ["10.0.0.1", "10.0.0.1/", "x/8", "fd00::1/129", "10.0.0.1/-1"] {
         assert!(bad.parse::<IpPrefix>().is_err(), "{bad}");

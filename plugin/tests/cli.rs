@@ -1,0 +1,314 @@
+//! Runs the built `softether` binary the way libcni does: `CNI_*` env, the
+//! network config on stdin, then checks the exit status and the stdout JSON.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+
+use serde_json::{json, Value};
+
+const PLUGIN: &str = env!("CARGO_BIN_EXE_softether");
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "softether-cni-it-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+
+    fn file(&self, name: &str, contents: &str) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, contents).unwrap();
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+struct Outcome {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Outcome {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}): {:?}; stderr: {}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+
+    /// An error exit: status 1 and the CNI error object on stdout.
+    fn assert_error(&self, code: u64) -> Value {
+        assert_eq!(
+            self.code, 1,
+            "stdout: {} stderr: {}",
+            self.stdout, self.stderr
+        );
+        let v = self.json();
+        assert_eq!(v["code"], code, "{v}");
+        assert!(v["msg"].is_string(), "{v}");
+        v
+    }
+}
+
+/// Runs the plugin with exactly `env` (no inherited CNI_* variables).
+fn exec(env: &[(&str, &str)], stdin: &str) -> Outcome {
+    let mut child = Command::new(PLUGIN)
+        .env_clear()
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn plugin");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    Outcome {
+        code: out.status.code().expect("plugin killed by a signal"),
+        stdout: String::from_utf8(out.stdout).unwrap(),
+        stderr: String::from_utf8(out.stderr).unwrap(),
+    }
+}
+
+fn container_env<'a>(command: &'a str, netns: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("CNI_COMMAND", command),
+        ("CNI_CONTAINERID", "4f2a9c1e77b0"),
+        ("CNI_NETNS", netns),
+        ("CNI_IFNAME", "vpn0"),
+        ("CNI_PATH", "/opt/cni/bin"),
+        (
+            "CNI_ARGS",
+            "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web",
+        ),
+    ]
+}
+
+/// A complete config whose password file exists and whose sidecar socket is
+/// a path nobody listens on.
+fn config(dir: &TempDir, version: &str) -> Value {
+    let pw = dir.file("alice.pass", "s3cret\n");
+    json!({
+        "cniVersion": version,
+        "name": "vpnnet",
+        "type": "softether",
+        "server": "198.18.0.1",
+        "user": "alice",
+        "passwordFile": pw,
+        "timeout": 5,
+        "sidecarSocket": dir.0.join("sidecar.sock"),
+    })
+}
+
+#[test]
+fn version_with_podman_dummy_env() {
+    for v in ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"] {
+        let out = exec(
+            &[
+                ("CNI_COMMAND", "VERSION"),
+                ("CNI_NETNS", "dummy"),
+                ("CNI_IFNAME", "dummy"),
+                ("CNI_PATH", "dummy"),
+            ],
+            &format!("{{\"cniVersion\":\"{v}\"}}"),
+        );
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        assert_eq!(
+            out.json(),
+            json!({"cniVersion": v, "supportedVersions": ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]})
+        );
+    }
+}
+
+#[test]
+fn version_with_garbage_stdin_still_answers() {
+    let out = exec(&[("CNI_COMMAND", "VERSION")], "garbage");
+    assert_eq!(out.code, 0);
+    assert_eq!(out.json()["cniVersion"], "1.1.0");
+}
+
+#[test]
+fn add_with_undecodable_stdin_is_6() {
+    let out = exec(
+        &container_env("ADD", "/run/netns/x"),
+        "{\"cniVersion\": \"1.0.0\", ",
+    );
+    out.assert_error(6);
+}
+
+#[test]
+fn add_with_invalid_config_is_7_and_echoes_the_version() {
+    let dir = TempDir::new("badconf");
+    let mut c = config(&dir, "0.4.0");
+    c["port"] = json!(70000);
+    let out = exec(&container_env("ADD", "/run/netns/x"), &c.to_string());
+    let err = out.assert_error(7);
+    assert_eq!(err["cniVersion"], "0.4.0");
+    assert!(err["msg"].as_str().unwrap().contains("\"port\""), "{err}");
+    assert!(err["msg"].as_str().unwrap().contains("70000"), "{err}");
+}
+
+#[test]
+fn add_with_inline_password_is_7_and_never_echoes_it() {
+    let dir = TempDir::new("inline");
+    let mut c = config(&dir, "1.0.0");
+    c["password"] = json!("hunter2");
+    let out = exec(&container_env("ADD", "/run/netns/x"), &c.to_string());
+    out.assert_error(7);
+    assert!(!out.stdout.contains("hunter2") && !out.stderr.contains("hunter2"));
+}
+
+#[test]
+fn add_with_missing_env_is_4_naming_the_variables() {
+    let dir = TempDir::new("noenv");
+    let out = exec(
+        &[("CNI_COMMAND", "ADD"), ("CNI_PATH", "/opt/cni/bin")],
+        &config(&dir, "1.0.0").to_string(),
+    );
+    let err = out.assert_error(4);
+    let msg = err["msg"].as_str().unwrap();
+    for var in ["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME"] {
+        assert!(msg.contains(var), "{msg}");
+    }
+    assert_eq!(err["cniVersion"], "1.0.0");
+}
+
+#[test]
+fn add_with_unsupported_version_is_1() {
+    let dir = TempDir::new("oldver");
+    let out = exec(
+        &container_env("ADD", "/run/netns/x"),
+        &config(&dir, "0.2.0").to_string(),
+    );
+    out.assert_error(1);
+}
+
+#[test]
+fn add_with_unreachable_sidecar_is_11() {
+    let dir = TempDir::new("unreach");
+    let netns = dir.file("netns", "");
+    let c = config(&dir, "1.0.0");
+    let out = exec(
+        &container_env("ADD", netns.to_str().unwrap()),
+        &c.to_string(),
+    );
+    let err = out.assert_error(11);
+    let msg = err["msg"].as_str().unwrap();
+    assert!(msg.contains(c["sidecarSocket"].as_str().unwrap()), "{msg}");
+    assert!(msg.contains("is softether-sidecar running?"), "{msg}");
+}
+
+#[test]
+fn status_with_unreachable_sidecar_is_50() {
+    let dir = TempDir::new("status");
+    let out = exec(
+        &[("CNI_COMMAND", "STATUS"), ("CNI_PATH", "/opt/cni/bin")],
+        &config(&dir, "1.1.0").to_string(),
+    );
+    out.assert_error(50);
+}
+
+#[test]
+fn del_with_nothing_to_do_succeeds_twice() {
+    let dir = TempDir::new("del");
+    let c = config(&dir, "1.0.0").to_string();
+    let env: Vec<_> = container_env("DEL", "")
+        .into_iter()
+        .filter(|(k, _)| *k != "CNI_NETNS")
+        .collect();
+    for _ in 0..2 {
+        let out = exec(&env, &c);
+        assert_eq!(out.code, 0, "stdout: {} stderr: {}", out.stdout, out.stderr);
+        assert_eq!(out.stdout, "", "DEL prints nothing on success");
+    }
+}
+
+/// A one-shot sidecar: answers the first request with `reply`, hands back
+/// the request it received.
+fn fake_sidecar(socket: &Path, reply: Value) -> JoinHandle<Value> {
+    let listener = UnixListener::bind(socket).unwrap();
+    std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut line = String::new();
+        BufReader::new(&stream).read_line(&mut line).unwrap();
+        (&stream)
+            .write_all(format!("{reply}\n").as_bytes())
+            .unwrap();
+        serde_json::from_str(&line).unwrap()
+    })
+}
+
+#[test]
+fn add_through_a_fake_sidecar_returns_the_result() {
+    let dir = TempDir::new("fake");
+    let netns = dir.file("netns", "");
+    let c = config(&dir, "0.4.0");
+    let sidecar = fake_sidecar(
+        Path::new(c["sidecarSocket"].as_str().unwrap()),
+        json!({"ok": {"mac": "02:11:22:33:44:55", "mtu": 1400,
+                      "ips": [{"address": "10.8.0.23/24", "gateway": "10.8.0.1"}],
+                      "routes": [{"dst": "0.0.0.0/0", "gw": "10.8.0.1"}],
+                      "dns": {"nameservers": ["10.8.0.1"]}}}),
+    );
+    let out = exec(
+        &container_env("ADD", netns.to_str().unwrap()),
+        &c.to_string(),
+    );
+    assert_eq!(out.code, 0, "stdout: {} stderr: {}", out.stdout, out.stderr);
+    assert_eq!(
+        out.json(),
+        json!({
+            "cniVersion": "0.4.0",
+            "interfaces": [{"name": "vpn0", "mac": "02:11:22:33:44:55", "sandbox": netns}],
+            "ips": [{"version": "4", "address": "10.8.0.23/24", "gateway": "10.8.0.1", "interface": 0}],
+            "routes": [{"dst": "0.0.0.0/0", "gw": "10.8.0.1"}],
+            "dns": {"nameservers": ["10.8.0.1"]}
+        })
+    );
+    let req = sidecar.join().unwrap();
+    assert_eq!(req["op"], "attach");
+    assert_eq!(req["request"]["containerID"], "4f2a9c1e77b0");
+    assert_eq!(req["request"]["login"]["user"], "alice");
+    assert_eq!(req["request"]["podName"], "web");
+}
+
+#[test]
+fn add_login_failure_from_the_sidecar_is_100() {
+    let dir = TempDir::new("login");
+    let netns = dir.file("netns", "");
+    let c = config(&dir, "1.0.0");
+    let _sidecar = fake_sidecar(
+        Path::new(c["sidecarSocket"].as_str().unwrap()),
+        json!({"error": {"code": 100, "msg": "SoftEther login failed: ERR_AUTH_FAILED (9)",
+                         "details": "user alice on hub DEFAULT at 198.18.0.1:443"}}),
+    );
+    let out = exec(
+        &container_env("ADD", netns.to_str().unwrap()),
+        &c.to_string(),
+    );
+    let err = out.assert_error(100);
+    assert!(err["msg"].as_str().unwrap().contains("ERR_AUTH_FAILED"));
+}
