@@ -22,6 +22,15 @@ pub enum NetcfgError {
     #[error("helper thread for network namespace {netns} failed: {detail}")]
     NetnsThread { netns: String, detail: String },
 
+    /// Creating a socket inside the namespace failed.
+    #[error("cannot open {what} socket in {netns}: {source}")]
+    Socket {
+        what: &'static str,
+        netns: String,
+        #[source]
+        source: io::Error,
+    },
+
     /// A TAP ioctl/open/read-back failed.
     #[error("{op} for TAP {name:?} in {netns}: {source}")]
     Tap {
@@ -75,6 +84,7 @@ impl NetcfgError {
     pub fn errno(&self) -> Option<i32> {
         match self {
             Self::EnterNetns { source, .. }
+            | Self::Socket { source, .. }
             | Self::Tap { source, .. }
             | Self::Resolv { source, .. } => source.raw_os_error(),
             Self::Netlink { source, .. } => netlink_errno(source),

@@ -85,6 +85,12 @@ impl Firewall {
                 detail: format!("{tap:?} is not a valid interface name"),
             });
         }
+        if mark == 0 {
+            return Err(NetcfgError::InvalidArgument {
+                what: "CONNMARK mark",
+                detail: "0 is the unmarked value; pick a non-zero mark".into(),
+            });
+        }
         let batch = connmark_batch(&self.table, tap, mark);
         self.run("apply", &["-j", "-f", "-"], Some(batch.to_string()))
             .await

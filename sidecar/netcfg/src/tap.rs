@@ -69,7 +69,8 @@ impl Tap {
     }
 
     /// Remove a persistent TAP: attach, clear the persist flag, close
-    /// (`ip tuntap del dev NAME mode tap`). Ok if it did not exist.
+    /// (`ip tuntap del dev NAME mode tap`). Ok if it did not exist. Fails with `EBUSY` while
+    /// another fd is attached; [`crate::Netlink::delete_link`] removes it regardless.
     pub async fn delete_persistent(netns: &Netns, name: &str) -> Result<()> {
         let tap = Self::open_persistent(netns, name).await?;
         tap.set_persistent(false)?;

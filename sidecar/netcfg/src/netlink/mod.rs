@@ -34,7 +34,7 @@ pub struct Netlink {
     connection: tokio::task::JoinHandle<()>,
 }
 
-/// What [`Netlink::link`] reports about an interface (`ip link show dev NAME`).
+/// What [`Netlink::link_by_name`] reports about an interface (`ip link show dev NAME`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LinkInfo {
     pub index: u32,
@@ -59,7 +59,8 @@ impl Netlink {
                 TokioSocket::new(NETLINK_ROUTE)
             })
             .await?
-            .map_err(|source| NetcfgError::EnterNetns {
+            .map_err(|source| NetcfgError::Socket {
+                what: "NETLINK_ROUTE",
                 netns: netns.to_string(),
                 source,
             })?;
