@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::{
@@ -36,6 +36,13 @@ const MAX_REPLY_BYTES: u64 = 1 << 20;
 #[derive(Debug, Clone)]
 pub struct UnixSidecarClient {
     path: PathBuf,
+}
+
+#[derive(Serialize)]
+struct Envelope<'a, R> {
+    protocol: u32,
+    op: &'a str,
+    request: &'a R,
 }
 
 #[derive(Deserialize)]
@@ -82,7 +89,7 @@ impl UnixSidecarClient {
     fn call<T: DeserializeOwned>(
         &self,
         op: &str,
-        request: Value,
+        request: &impl Serialize,
         deadline: Instant,
     ) -> Result<T, SidecarError> {
         let started = Instant::now();
@@ -102,11 +109,11 @@ impl UnixSidecarClient {
             .set_read_timeout(Some(remaining))
             .and_then(|()| stream.set_write_timeout(Some(remaining)))
             .map_err(|e| self.io_error(started, e))?;
-        let mut line = serde_json::to_vec(&json!({
-            "protocol": PROTOCOL_VERSION,
-            "op": op,
-            "request": request,
-        }))
+        let mut line = serde_json::to_vec(&Envelope {
+            protocol: PROTOCOL_VERSION,
+            op,
+            request,
+        })
         .map_err(|e| self.protocol(format!("cannot encode the {op} request: {e}")))?;
         line.push(b'\n');
         (&stream)
@@ -140,36 +147,29 @@ impl UnixSidecarClient {
     }
 }
 
-fn to_value(req: &impl serde::Serialize) -> Value {
-    // Our request types are plain structs of strings, numbers and options.
-    serde_json::to_value(req).unwrap_or(Value::Null)
-}
-
 impl SidecarClient for UnixSidecarClient {
     fn attach(
         &mut self,
         req: &AttachRequest,
         deadline: Instant,
     ) -> Result<AttachResult, SidecarError> {
-        self.call("attach", to_value(req), deadline)
+        self.call("attach", req, deadline)
     }
 
     fn detach(&mut self, req: &DetachRequest, deadline: Instant) -> Result<(), SidecarError> {
-        self.call::<Value>("detach", to_value(req), deadline)
-            .map(drop)
+        self.call::<Value>("detach", req, deadline).map(drop)
     }
 
     fn check(&mut self, req: &CheckRequest, deadline: Instant) -> Result<(), SidecarError> {
-        self.call::<Value>("check", to_value(req), deadline)
-            .map(drop)
+        self.call::<Value>("check", req, deadline).map(drop)
     }
 
     fn status(&mut self, deadline: Instant) -> Result<SidecarStatus, SidecarError> {
-        self.call("status", json!({}), deadline)
+        self.call("status", &json!({}), deadline)
     }
 
     fn gc(&mut self, req: &GcRequest, deadline: Instant) -> Result<GcReport, SidecarError> {
-        self.call("gc", to_value(req), deadline)
+        self.call("gc", req, deadline)
     }
 }
 
