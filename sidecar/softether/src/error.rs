@@ -114,8 +114,14 @@ mod tests {
 
     #[test]
     fn display_format() {
-        assert_eq!(ErrorCode::AUTH_FAILED.to_string(), "authentication failed (ERR_AUTH_FAILED, 9)");
-        assert_eq!(ErrorCode(9999).to_string(), "unknown error (ERR_UNKNOWN, 9999)");
+        assert_eq!(
+            ErrorCode::AUTH_FAILED.to_string(),
+            "authentication failed (ERR_AUTH_FAILED, 9)"
+        );
+        assert_eq!(
+            ErrorCode(9999).to_string(),
+            "unknown error (ERR_UNKNOWN, 9999)"
+        );
         assert_eq!(ErrorCode(8).name(), "ERR_HUB_NOT_FOUND");
         assert_eq!(ErrorCode::AUTH_FAILED, ErrorCode(9));
     }

@@ -168,7 +168,9 @@ impl ClientHandshake {
             };
             if self.phase == Phase::AwaitHello {
                 let pack = response_pack(&msg).map_err(|e| match e {
-                    HandshakeError::Pack(e) => HandshakeError::NotVpn(format!("invalid hello: {e}")),
+                    HandshakeError::Pack(e) => {
+                        HandshakeError::NotVpn(format!("invalid hello: {e}"))
+                    }
                     other => other,
                 })?;
                 self.on_hello(&pack)?;
@@ -202,10 +204,15 @@ impl ClientHandshake {
             Reply::Noop => {
                 self.noops += 1;
                 if self.noops > MAX_NOOPS {
-                    return Err(HandshakeError::Protocol(format!("more than {MAX_NOOPS} noop packs")));
+                    return Err(HandshakeError::Protocol(format!(
+                        "more than {MAX_NOOPS} noop packs"
+                    )));
                 }
             }
-            Reply::Error { code, no_save_password } => {
+            Reply::Error {
+                code,
+                no_save_password,
+            } => {
                 self.no_save_password = no_save_password;
                 return Err(HandshakeError::Server(code));
             }
@@ -226,7 +233,12 @@ impl ClientHandshake {
         let body = encode_with_pencore(pack.clone(), &mut self.rng)
             .ok_or_else(|| HandshakeError::RequestTooLarge(pack.encode().len()))?;
         let host = &self.request.info().server_host;
-        self.transmit.push_back(http::post(http::TARGET_PACK, host, http::CONTENT_TYPE_PACK, &body));
+        self.transmit.push_back(http::post(
+            http::TARGET_PACK,
+            host,
+            http::CONTENT_TYPE_PACK,
+            &body,
+        ));
         Ok(())
     }
 
@@ -269,15 +281,21 @@ fn not_vpn_http(e: HttpError) -> HandshakeError {
 fn response_pack(msg: &HttpMessage) -> Result<Pack, HandshakeError> {
     let [version, status, reason] = &msg.start;
     if !version.eq_ignore_ascii_case("HTTP/1.1") {
-        return Err(HandshakeError::NotVpn(format!("unexpected HTTP version {version:?}")));
+        return Err(HandshakeError::NotVpn(format!(
+            "unexpected HTTP version {version:?}"
+        )));
     }
     if status != "200" {
-        return Err(HandshakeError::NotVpn(format!("HTTP status {status} {reason}")));
+        return Err(HandshakeError::NotVpn(format!(
+            "HTTP status {status} {reason}"
+        )));
     }
     match msg.header("Content-Type") {
         Some(ct) if ct.eq_ignore_ascii_case(http::CONTENT_TYPE_PACK) => {}
         other => {
-            return Err(HandshakeError::NotVpn(format!("unexpected Content-Type {other:?}")));
+            return Err(HandshakeError::NotVpn(format!(
+                "unexpected Content-Type {other:?}"
+            )));
         }
     }
     if msg.body.is_empty() {

@@ -16,19 +16,32 @@ fn login(username: &str, credential: Credential) -> Request {
         credential,
         max_connection: 1,
         half_connection: false,
-        info: ClientInfo { server_host: "198.18.0.1".into(), ..Default::default() },
+        info: ClientInfo {
+            server_host: "198.18.0.1".into(),
+            ..Default::default()
+        },
     })
 }
 
 fn server(users: Vec<FakeUser>) -> FakeServer {
-    FakeServer::new(FakeServerConfig { users, ..Default::default() })
+    FakeServer::new(FakeServerConfig {
+        users,
+        ..Default::default()
+    })
 }
 
 fn alice_pw() -> FakeUser {
-    FakeUser { name: "alice".into(), auth: FakeAuth::Password("s3cret".into()) }
+    FakeUser {
+        name: "alice".into(),
+        auth: FakeAuth::Password("s3cret".into()),
+    }
 }
 
-fn run(request: Request, cfg: FakeServerConfig, chunk: usize) -> Result<(Outcome, Vec<u8>), HandshakeError> {
+fn run(
+    request: Request,
+    cfg: FakeServerConfig,
+    chunk: usize,
+) -> Result<(Outcome, Vec<u8>), HandshakeError> {
     let mut c = ClientHandshake::new(request, 42);
     let mut s = FakeServer::new(cfg);
     run_handshake(&mut c, &mut s, chunk)
@@ -44,10 +57,18 @@ fn expect_welcome(r: Result<(Outcome, Vec<u8>), HandshakeError>) -> Welcome {
 #[test]
 fn hashed_password_login_in_any_chunking() {
     for chunk in CHUNKS {
-        let mut c = ClientHandshake::new(login("Alice", Credential::HashedPassword(hash_password("alice", "s3cret"))), 1);
+        let mut c = ClientHandshake::new(
+            login(
+                "Alice",
+                Credential::HashedPassword(hash_password("alice", "s3cret")),
+            ),
+            1,
+        );
         let mut s = server(vec![alice_pw()]);
         let (outcome, leftover) = run_handshake(&mut c, &mut s, chunk).unwrap();
-        let Outcome::Welcome(w) = outcome else { panic!("{outcome:?}") };
+        let Outcome::Welcome(w) = outcome else {
+            panic!("{outcome:?}")
+        };
         assert_eq!(w.session_name, "SID-ALICE-1");
         assert_eq!(w.session_key, [0x11; 20]);
         assert!(w.use_encrypt && !w.use_compress);
@@ -66,12 +87,21 @@ fn hashed_password_login_in_any_chunking() {
 #[test]
 fn wrong_password_is_a_readable_server_error() {
     let err = run(
-        login("alice", Credential::HashedPassword(hash_password("alice", "wrong"))),
-        FakeServerConfig { users: vec![alice_pw()], ..Default::default() },
+        login(
+            "alice",
+            Credential::HashedPassword(hash_password("alice", "wrong")),
+        ),
+        FakeServerConfig {
+            users: vec![alice_pw()],
+            ..Default::default()
+        },
         7,
     )
     .unwrap_err();
-    assert!(matches!(err, HandshakeError::Server(ErrorCode::AUTH_FAILED)));
+    assert!(matches!(
+        err,
+        HandshakeError::Server(ErrorCode::AUTH_FAILED)
+    ));
     assert_eq!(
         err.to_string(),
         "server refused the connection: authentication failed (ERR_AUTH_FAILED, 9)"
@@ -81,12 +111,33 @@ fn wrong_password_is_a_readable_server_error() {
 
 #[test]
 fn plain_password_anonymous_and_ticket_logins() {
-    let cfg = |users| FakeServerConfig { users, ..Default::default() };
-    expect_welcome(run(login("alice", Credential::PlainPassword("s3cret".into())), cfg(vec![alice_pw()]), 5));
-    let anon = FakeUser { name: "guest".into(), auth: FakeAuth::Anonymous };
-    expect_welcome(run(login("guest", Credential::Anonymous), cfg(vec![anon]), 5));
-    let t = FakeUser { name: "bob".into(), auth: FakeAuth::Ticket([4; 20]) };
-    expect_welcome(run(login("bob", Credential::Ticket([4; 20])), cfg(vec![t.clone()]), 5));
+    let cfg = |users| FakeServerConfig {
+        users,
+        ..Default::default()
+    };
+    expect_welcome(run(
+        login("alice", Credential::PlainPassword("s3cret".into())),
+        cfg(vec![alice_pw()]),
+        5,
+    ));
+    let anon = FakeUser {
+        name: "guest".into(),
+        auth: FakeAuth::Anonymous,
+    };
+    expect_welcome(run(
+        login("guest", Credential::Anonymous),
+        cfg(vec![anon]),
+        5,
+    ));
+    let t = FakeUser {
+        name: "bob".into(),
+        auth: FakeAuth::Ticket([4; 20]),
+    };
+    expect_welcome(run(
+        login("bob", Credential::Ticket([4; 20])),
+        cfg(vec![t.clone()]),
+        5,
+    ));
     let err = run(login("bob", Credential::Ticket([5; 20])), cfg(vec![t]), 5).unwrap_err();
     assert_eq!(err.code(), ErrorCode::AUTH_FAILED);
 }
@@ -97,26 +148,71 @@ fn certificate_login() {
     let (n, e) = key.public_components();
     let user = FakeUser {
         name: "carol".into(),
-        auth: FakeAuth::Certificate { cert_der: test_keys::RSA_2048_CERT_DER.to_vec(), n: n.to_vec(), e: e.to_vec() },
+        auth: FakeAuth::Certificate {
+            cert_der: test_keys::RSA_2048_CERT_DER.to_vec(),
+            n: n.to_vec(),
+            e: e.to_vec(),
+        },
     };
-    let cred = Credential::Certificate { cert_der: test_keys::RSA_2048_CERT_DER.to_vec(), key: Arc::new(key) };
+    let cred = Credential::Certificate {
+        cert_der: test_keys::RSA_2048_CERT_DER.to_vec(),
+        key: Arc::new(key),
+    };
     assert!(!format!("{cred:?}").contains("RsaPrivateKey"));
-    expect_welcome(run(login("carol", cred), FakeServerConfig { users: vec![user.clone()], ..Default::default() }, 64));
+    expect_welcome(run(
+        login("carol", cred),
+        FakeServerConfig {
+            users: vec![user.clone()],
+            ..Default::default()
+        },
+        64,
+    ));
     // A different key signs something the server cannot verify.
     let other = RsaPrivateKey::from_der(test_keys::RSA_1024_PKCS1_DER).unwrap();
-    let cred = Credential::Certificate { cert_der: test_keys::RSA_2048_CERT_DER.to_vec(), key: Arc::new(other) };
-    let err = run(login("carol", cred), FakeServerConfig { users: vec![user], ..Default::default() }, 64);
+    let cred = Credential::Certificate {
+        cert_der: test_keys::RSA_2048_CERT_DER.to_vec(),
+        key: Arc::new(other),
+    };
+    let err = run(
+        login("carol", cred),
+        FakeServerConfig {
+            users: vec![user],
+            ..Default::default()
+        },
+        64,
+    );
     assert_eq!(err.unwrap_err().code(), ErrorCode::AUTH_FAILED);
 }
 
 #[test]
 fn configured_error_and_unknown_hub() {
-    let cfg = FakeServerConfig { users: vec![alice_pw()], reply: FakeReply::Error(ErrorCode::HUB_IS_BUSY), ..Default::default() };
-    let err = run(login("alice", Credential::PlainPassword("s3cret".into())), cfg, 9).unwrap_err();
+    let cfg = FakeServerConfig {
+        users: vec![alice_pw()],
+        reply: FakeReply::Error(ErrorCode::HUB_IS_BUSY),
+        ..Default::default()
+    };
+    let err = run(
+        login("alice", Credential::PlainPassword("s3cret".into())),
+        cfg,
+        9,
+    )
+    .unwrap_err();
     assert_eq!(err.retry_class(), RetryClass::Slow);
-    let cfg = FakeServerConfig { users: vec![alice_pw()], hub: "OTHER".into(), ..Default::default() };
-    let err = run(login("alice", Credential::PlainPassword("s3cret".into())), cfg, 9).unwrap_err();
-    assert!(matches!(err, HandshakeError::Server(ErrorCode::HUB_NOT_FOUND)));
+    let cfg = FakeServerConfig {
+        users: vec![alice_pw()],
+        hub: "OTHER".into(),
+        ..Default::default()
+    };
+    let err = run(
+        login("alice", Credential::PlainPassword("s3cret".into())),
+        cfg,
+        9,
+    )
+    .unwrap_err();
+    assert!(matches!(
+        err,
+        HandshakeError::Server(ErrorCode::HUB_NOT_FOUND)
+    ));
 }
 
 #[test]
@@ -128,7 +224,11 @@ fn noop_packs_are_skipped() {
             noop_value,
             ..Default::default()
         };
-        expect_welcome(run(login("alice", Credential::PlainPassword("s3cret".into())), cfg, 13));
+        expect_welcome(run(
+            login("alice", Credential::PlainPassword("s3cret".into())),
+            cfg,
+            13,
+        ));
     }
 }
 
@@ -136,18 +236,37 @@ fn noop_packs_are_skipped() {
 fn redirect_flow_sends_one_more_pack() {
     let cfg = FakeServerConfig {
         users: vec![alice_pw()],
-        reply: FakeReply::Redirect { ip: Ipv4Addr::new(198, 18, 0, 7), ports: vec![443, 5555], ticket: [8; 20], cert_der: vec![1, 2, 3] },
+        reply: FakeReply::Redirect {
+            ip: Ipv4Addr::new(198, 18, 0, 7),
+            ports: vec![443, 5555],
+            ticket: [8; 20],
+            cert_der: vec![1, 2, 3],
+        },
         message: "moved".into(),
         ..Default::default()
     };
     for chunk in CHUNKS {
-        let mut c = ClientHandshake::new(login("alice", Credential::PlainPassword("s3cret".into())), 3);
+        let mut c = ClientHandshake::new(
+            login("alice", Credential::PlainPassword("s3cret".into())),
+            3,
+        );
         let mut s = FakeServer::new(cfg.clone());
         let (outcome, _) = run_handshake(&mut c, &mut s, chunk).unwrap();
-        let Outcome::Redirect(r) = outcome else { panic!("{outcome:?}") };
-        assert_eq!((r.ip, r.ports.clone(), r.ticket), (Ipv4Addr::new(198, 18, 0, 7), vec![443, 5555], [8; 20]));
-        assert_eq!((r.cert_der.clone(), r.message.as_str()), (vec![1, 2, 3], "moved"));
-        let empty = s.post_redirect.as_ref().expect("client sent the post-redirect pack");
+        let Outcome::Redirect(r) = outcome else {
+            panic!("{outcome:?}")
+        };
+        assert_eq!(
+            (r.ip, r.ports.clone(), r.ticket),
+            (Ipv4Addr::new(198, 18, 0, 7), vec![443, 5555], [8; 20])
+        );
+        assert_eq!(
+            (r.cert_der.clone(), r.message.as_str()),
+            (vec![1, 2, 3], "moved")
+        );
+        let empty = s
+            .post_redirect
+            .as_ref()
+            .expect("client sent the post-redirect pack");
         assert!(empty.iter().all(|(name, _)| name == "pencore"));
         assert!(s.is_closed() && c.is_finished());
     }
@@ -157,8 +276,17 @@ fn redirect_flow_sends_one_more_pack() {
 fn leftover_bytes_after_welcome_are_kept() {
     let trailing: Vec<u8> = vec![0xff, 0xff, 0xff, 0xff, 0, 0, 0, 2, 9, 9, 0, 0, 0, 0];
     for chunk in CHUNKS {
-        let cfg = FakeServerConfig { users: vec![alice_pw()], trailing: trailing.clone(), ..Default::default() };
-        let (outcome, leftover) = run(login("alice", Credential::PlainPassword("s3cret".into())), cfg, chunk).unwrap();
+        let cfg = FakeServerConfig {
+            users: vec![alice_pw()],
+            trailing: trailing.clone(),
+            ..Default::default()
+        };
+        let (outcome, leftover) = run(
+            login("alice", Credential::PlainPassword("s3cret".into())),
+            cfg,
+            chunk,
+        )
+        .unwrap();
         assert!(matches!(outcome, Outcome::Welcome(_)));
         assert_eq!(leftover, trailing, "chunk {chunk}");
     }
@@ -166,14 +294,32 @@ fn leftover_bytes_after_welcome_are_kept() {
 
 #[test]
 fn additional_connect_joins_or_fails() {
-    let join = |key| Request::AdditionalConnect { session_key: key, info: ClientInfo::default() };
-    for (dir, expected) in [(0, Direction::Both), (1, Direction::ServerToClient), (2, Direction::ClientToServer)] {
-        let cfg = FakeServerConfig { join_direction: dir, ..Default::default() };
+    let join = |key| Request::AdditionalConnect {
+        session_key: key,
+        info: ClientInfo::default(),
+    };
+    for (dir, expected) in [
+        (0, Direction::Both),
+        (1, Direction::ServerToClient),
+        (2, Direction::ClientToServer),
+    ] {
+        let cfg = FakeServerConfig {
+            join_direction: dir,
+            ..Default::default()
+        };
         let (o, _) = run(join([0x11; 20]), cfg, 11).unwrap();
-        assert_eq!(o, Outcome::Joined { direction: expected });
+        assert_eq!(
+            o,
+            Outcome::Joined {
+                direction: expected
+            }
+        );
     }
     let err = run(join([0x12; 20]), FakeServerConfig::default(), 11).unwrap_err();
-    assert!(matches!(err, HandshakeError::Server(ErrorCode::SESSION_TIMEOUT)));
+    assert!(matches!(
+        err,
+        HandshakeError::Server(ErrorCode::SESSION_TIMEOUT)
+    ));
 }
 
 fn fed(responses: &[u8]) -> Result<ClientHandshake, HandshakeError> {
@@ -189,26 +335,45 @@ fn non_vpn_responses_are_rejected() {
     assert!(matches!(fed(&html), Err(HandshakeError::NotVpn(_))));
     let forbidden = http::response(403, "Forbidden", http::CONTENT_TYPE_PACK, b"x");
     let err = fed(&forbidden).unwrap_err();
-    assert!(err.to_string().starts_with("server is not a SoftEther VPN server: HTTP status 403"), "{err}");
-    let v10 = b"HTTP/1.0 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: 1\r\n\r\nx";
+    assert!(
+        err.to_string()
+            .starts_with("server is not a SoftEther VPN server: HTTP status 403"),
+        "{err}"
+    );
+    let v10 =
+        b"HTTP/1.0 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: 1\r\n\r\nx";
     assert!(matches!(fed(v10), Err(HandshakeError::NotVpn(_))));
     let garbage = http::response(200, "OK", http::CONTENT_TYPE_PACK, b"\x00\x00\x00\x09");
     assert!(matches!(fed(&garbage), Err(HandshakeError::NotVpn(_))));
-    let huge = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", MAX_RESPONSE_BODY + 1);
-    assert!(matches!(fed(huge.as_bytes()), Err(HandshakeError::NotVpn(_))));
+    let huge = format!(
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+        MAX_RESPONSE_BODY + 1
+    );
+    assert!(matches!(
+        fed(huge.as_bytes()),
+        Err(HandshakeError::NotVpn(_))
+    ));
     let mut hello_err = Pack::new();
     hello_err.add_int("error", 33);
     let resp = http::response(200, "OK", http::CONTENT_TYPE_PACK, &hello_err.encode());
-    assert!(matches!(fed(&resp), Err(HandshakeError::Server(ErrorCode::NOT_SUPPORTED))));
+    assert!(matches!(
+        fed(&resp),
+        Err(HandshakeError::Server(ErrorCode::NOT_SUPPORTED))
+    ));
 }
 
 #[test]
 fn failed_handshake_stays_failed() {
     let mut c = ClientHandshake::new(login("a", Credential::Anonymous), 0);
-    assert!(c.handle_input(b"HTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n").is_err());
+    assert!(c
+        .handle_input(b"HTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n")
+        .is_err());
     assert!(c.is_failed() && !c.is_finished());
     assert!(c.poll_transmit().is_none());
-    assert!(matches!(c.handle_input(b"x"), Err(HandshakeError::InvalidState(_))));
+    assert!(matches!(
+        c.handle_input(b"x"),
+        Err(HandshakeError::InvalidState(_))
+    ));
 }
 
 #[test]
@@ -217,7 +382,9 @@ fn requests_follow_the_wire_rules() {
     let sig = c.poll_transmit().unwrap();
     let text = String::from_utf8(sig).unwrap();
     assert!(text.starts_with("POST /vpnsvc/connect.cgi HTTP/1.1\r\n"));
-    assert!(text.contains("Content-Type: image/jpeg\r\n") && text.contains("Content-Length: 10\r\n"));
+    assert!(
+        text.contains("Content-Type: image/jpeg\r\n") && text.contains("Content-Length: 10\r\n")
+    );
     assert!(text.ends_with("\r\n\r\nVPNCONNECT"));
     assert!(c.poll_transmit().is_none(), "login waits for the hello");
 }

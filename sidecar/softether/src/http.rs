@@ -46,14 +46,25 @@ pub struct HttpMessage {
 impl HttpMessage {
     /// First header with this name (case-insensitive), value trimmed.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
 #[derive(Debug)]
 enum State {
-    Head { start: Option<[String; 3]>, headers: Vec<(String, String)>, scanned: usize },
-    Body { start: [String; 3], headers: Vec<(String, String)>, len: usize },
+    Head {
+        start: Option<[String; 3]>,
+        headers: Vec<(String, String)>,
+        scanned: usize,
+    },
+    Body {
+        start: [String; 3],
+        headers: Vec<(String, String)>,
+        len: usize,
+    },
     Failed,
 }
 
@@ -93,7 +104,11 @@ impl HttpParser {
     pub fn new(max_body: usize) -> Self {
         HttpParser {
             buf: Vec::new(),
-            state: State::Head { start: None, headers: Vec::new(), scanned: 0 },
+            state: State::Head {
+                start: None,
+                headers: Vec::new(),
+                scanned: 0,
+            },
             max_body,
         }
     }
@@ -115,8 +130,14 @@ impl HttpParser {
     fn advance(&mut self) -> Result<Option<HttpMessage>, HttpError> {
         loop {
             match &mut self.state {
-                State::Failed => return Err(HttpError::BadStartLine("parser failed earlier".into())),
-                State::Head { start, headers, scanned } => {
+                State::Failed => {
+                    return Err(HttpError::BadStartLine("parser failed earlier".into()))
+                }
+                State::Head {
+                    start,
+                    headers,
+                    scanned,
+                } => {
                     let Some(nl) = self.buf[*scanned..].iter().position(|&b| b == b'\n') else {
                         *scanned = self.buf.len();
                         if self.buf.len() > MAX_LINE + 1 {
@@ -141,7 +162,11 @@ impl HttpParser {
                         };
                         let headers = std::mem::take(headers);
                         let len = self.content_length(&headers)?;
-                        self.state = State::Body { start, headers, len };
+                        self.state = State::Body {
+                            start,
+                            headers,
+                            len,
+                        };
                     } else if start.is_none() {
                         *start = Some(parse_start(&line)?);
                     } else {
@@ -157,12 +182,21 @@ impl HttpParser {
                     }
                     let rest = self.buf.split_off(*len);
                     let body = std::mem::replace(&mut self.buf, rest);
-                    let fresh = State::Head { start: None, headers: Vec::new(), scanned: 0 };
-                    let State::Body { start, headers, .. } = std::mem::replace(&mut self.state, fresh)
+                    let fresh = State::Head {
+                        start: None,
+                        headers: Vec::new(),
+                        scanned: 0,
+                    };
+                    let State::Body { start, headers, .. } =
+                        std::mem::replace(&mut self.state, fresh)
                     else {
                         unreachable!("state checked above");
                     };
-                    return Ok(Some(HttpMessage { start, headers, body }));
+                    return Ok(Some(HttpMessage {
+                        start,
+                        headers,
+                        body,
+                    }));
                 }
             }
         }
@@ -174,9 +208,14 @@ impl HttpParser {
             .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
             .map(|(_, v)| v)
             .ok_or(HttpError::MissingContentLength)?;
-        let size: u64 = raw.parse().map_err(|_| HttpError::BadContentLength(raw.clone()))?;
+        let size: u64 = raw
+            .parse()
+            .map_err(|_| HttpError::BadContentLength(raw.clone()))?;
         if size > self.max_body as u64 {
-            return Err(HttpError::BodyTooLarge { size, limit: self.max_body });
+            return Err(HttpError::BodyTooLarge {
+                size,
+                limit: self.max_body,
+            });
         }
         Ok(size as usize)
     }
@@ -191,7 +230,11 @@ impl HttpParser {
 /// `Host` header is left out when `host` is empty: the C server rejects headers without value.
 pub fn post(target: &str, host: &str, content_type: &str, body: &[u8]) -> Vec<u8> {
     let host = host.trim();
-    let host_line = if host.is_empty() { String::new() } else { format!("Host: {host}\r\n") };
+    let host_line = if host.is_empty() {
+        String::new()
+    } else {
+        format!("Host: {host}\r\n")
+    };
     let mut out = format!(
         "POST {target} HTTP/1.1\r\n{host_line}Content-Type: {content_type}\r\n\
          Connection: Keep-Alive\r\nKeep-Alive: {KEEP_ALIVE}\r\nContent-Length: {}\r\n\r\n",
@@ -237,7 +280,10 @@ mod tests {
         for chunk in [1, 2, 3, 7, 64, 10_000] {
             let msgs = parse_all(&stream, chunk).unwrap();
             assert_eq!(msgs.len(), 2);
-            assert_eq!(msgs[0].start, ["HTTP/1.1".to_string(), "200".into(), "OK".into()]);
+            assert_eq!(
+                msgs[0].start,
+                ["HTTP/1.1".to_string(), "200".into(), "OK".into()]
+            );
             assert_eq!(msgs[0].header("content-TYPE"), Some(CONTENT_TYPE_PACK));
             assert_eq!(msgs[0].body, b"hello");
             assert_eq!(msgs[1].body, b"second body");
@@ -254,7 +300,12 @@ mod tests {
 
     #[test]
     fn request_round_trip_and_leftover() {
-        let mut stream = post(TARGET_SIGNATURE, "198.18.0.1", CONTENT_TYPE_SIGNATURE, SIGNATURE_BODY);
+        let mut stream = post(
+            TARGET_SIGNATURE,
+            "198.18.0.1",
+            CONTENT_TYPE_SIGNATURE,
+            SIGNATURE_BODY,
+        );
         stream.extend_from_slice(b"tail");
         let mut p = HttpParser::new(100);
         p.push(&stream);
@@ -274,17 +325,38 @@ mod tests {
         let long = format!("HTTP/1.1 200 OK\r\nX: {}\r\n", "a".repeat(MAX_LINE));
         assert_eq!(parse_all(long.as_bytes(), 100), Err(HttpError::LineTooLong));
         // An unterminated line is rejected as soon as it exceeds the limit.
-        assert_eq!(parse_all(&[b'a'; MAX_LINE + 2], 1000), Err(HttpError::LineTooLong));
+        assert_eq!(
+            parse_all(&[b'a'; MAX_LINE + 2], 1000),
+            Err(HttpError::LineTooLong)
+        );
         let mut many = String::from("HTTP/1.1 200 OK\r\n");
         for i in 0..=MAX_HEADERS {
             many.push_str(&format!("H{i}: v\r\n"));
         }
-        assert_eq!(parse_all(many.as_bytes(), 50), Err(HttpError::TooManyHeaders));
-        assert!(matches!(parse_all(b"HTTP/1.1 200 OK\r\nnocolon\r\n", 3), Err(HttpError::BadHeader(_))));
-        assert!(matches!(parse_all(b"HTTP/1.1 200 OK\r\nX:  \r\n", 3), Err(HttpError::BadHeader(_))));
-        assert!(matches!(parse_all(b"HTTP/1.1\r\n", 3), Err(HttpError::BadStartLine(_))));
-        assert!(matches!(parse_all(b"\r\n", 3), Err(HttpError::BadStartLine(_))));
-        assert_eq!(parse_all(b"HTTP/1.1 200 OK\r\n\r\n", 3), Err(HttpError::MissingContentLength));
+        assert_eq!(
+            parse_all(many.as_bytes(), 50),
+            Err(HttpError::TooManyHeaders)
+        );
+        assert!(matches!(
+            parse_all(b"HTTP/1.1 200 OK\r\nnocolon\r\n", 3),
+            Err(HttpError::BadHeader(_))
+        ));
+        assert!(matches!(
+            parse_all(b"HTTP/1.1 200 OK\r\nX:  \r\n", 3),
+            Err(HttpError::BadHeader(_))
+        ));
+        assert!(matches!(
+            parse_all(b"HTTP/1.1\r\n", 3),
+            Err(HttpError::BadStartLine(_))
+        ));
+        assert!(matches!(
+            parse_all(b"\r\n", 3),
+            Err(HttpError::BadStartLine(_))
+        ));
+        assert_eq!(
+            parse_all(b"HTTP/1.1 200 OK\r\n\r\n", 3),
+            Err(HttpError::MissingContentLength)
+        );
         assert!(matches!(
             parse_all(b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", 3),
             Err(HttpError::BadContentLength(_))

@@ -36,7 +36,10 @@ pub enum Credential {
     PlainPassword(String),
     /// authtype 3: DER certificate plus a signer for SHA-1 PKCS#1 v1.5 over the hello random.
     /// Use [`crate::rsa::RsaPrivateKey`] for a key in a DER file.
-    Certificate { cert_der: Vec<u8>, key: Arc<dyn CertSigner> },
+    Certificate {
+        cert_der: Vec<u8>,
+        key: Arc<dyn CertSigner>,
+    },
     /// authtype 99: one-time ticket from a cluster redirect.
     Ticket([u8; 20]),
 }
@@ -142,7 +145,10 @@ pub struct LoginRequest {
 pub enum Request {
     Login(LoginRequest),
     /// Join an existing session with the `session_key` from its Welcome (§9.1).
-    AdditionalConnect { session_key: [u8; 20], info: ClientInfo },
+    AdditionalConnect {
+        session_key: [u8; 20],
+        info: ClientInfo,
+    },
 }
 
 impl Request {
@@ -262,7 +268,12 @@ mod tests {
     use crate::welcome::ServerHello;
 
     fn hello() -> ServerHello {
-        ServerHello { product: "SoftEther VPN Server".into(), version: 501, build: 9674, random: [7; 20] }
+        ServerHello {
+            product: "SoftEther VPN Server".into(),
+            version: 501,
+            build: 9674,
+            random: [7; 20],
+        }
     }
 
     fn request(credential: Credential) -> LoginRequest {
@@ -272,7 +283,10 @@ mod tests {
             credential,
             max_connection: 1,
             half_connection: false,
-            info: ClientInfo { client_ip: Ipv4Addr::new(192, 168, 1, 10), ..Default::default() },
+            info: ClientInfo {
+                client_ip: Ipv4Addr::new(192, 168, 1, 10),
+                ..Default::default()
+            },
         }
     }
 
@@ -283,7 +297,10 @@ mod tests {
         assert_eq!(p.get_str("method"), Some("login"));
         assert_eq!(p.get_str("hubname"), Some("HUB"));
         assert_eq!(p.get_int("authtype"), Some(1));
-        assert_eq!(p.get_data("secure_password"), Some(&secure_password(&hashed, &[7; 20])[..]));
+        assert_eq!(
+            p.get_data("secure_password"),
+            Some(&secure_password(&hashed, &[7; 20])[..])
+        );
         assert!(p.get_bool("use_encrypt"));
         assert_eq!(p.get_int("qos"), Some(0));
         assert_eq!(p.get_int("use_compress"), Some(0));
@@ -291,7 +308,10 @@ mod tests {
         assert_eq!(p.get_int("client_build"), Some(9674));
         assert_eq!(p.get_int("ClientProductVer"), Some(0xf501_0000));
         assert_eq!(p.get_str("hello"), p.get_str("client_str"));
-        assert_eq!(p.get_ip("ClientIpAddress"), Some("192.168.1.10".parse().unwrap()));
+        assert_eq!(
+            p.get_ip("ClientIpAddress"),
+            Some("192.168.1.10".parse().unwrap())
+        );
         assert_eq!(p.get_data("unique_id").unwrap().len(), 20);
         assert_eq!(p.get_data("UniqueId").unwrap().len(), 16);
         let cs = p.get_str("client_str").unwrap().to_ascii_lowercase();
@@ -304,9 +324,15 @@ mod tests {
         assert_eq!(p.get_int("authtype"), Some(0));
         assert!(!p.contains("secure_password") && !p.contains("plain_password"));
         let p = login_pack(&request(Credential::PlainPassword("pw".into())), &hello()).unwrap();
-        assert_eq!((p.get_int("authtype"), p.get_str("plain_password")), (Some(2), Some("pw")));
+        assert_eq!(
+            (p.get_int("authtype"), p.get_str("plain_password")),
+            (Some(2), Some("pw"))
+        );
         let p = login_pack(&request(Credential::Ticket([9; 20])), &hello()).unwrap();
-        assert_eq!((p.get_int("authtype"), p.get_data("ticket")), (Some(99), Some(&[9u8; 20][..])));
+        assert_eq!(
+            (p.get_int("authtype"), p.get_data("ticket")),
+            (Some(99), Some(&[9u8; 20][..]))
+        );
     }
 
     #[test]
@@ -328,9 +354,19 @@ mod tests {
         }
         p.add_data("big", &vec![0; MAX_REQUEST_PACK]);
         assert!(encode_with_pencore(p, &mut rng).is_none());
-        let small = encode_with_pencore(additional_connect_pack(&[1; 20], &ClientInfo::default()), &mut rng)
-            .unwrap();
-        assert!(Pack::decode(&small).unwrap().get_data("pencore").unwrap().len() <= MAX_PENCORE);
+        let small = encode_with_pencore(
+            additional_connect_pack(&[1; 20], &ClientInfo::default()),
+            &mut rng,
+        )
+        .unwrap();
+        assert!(
+            Pack::decode(&small)
+                .unwrap()
+                .get_data("pencore")
+                .unwrap()
+                .len()
+                <= MAX_PENCORE
+        );
     }
 
     #[test]

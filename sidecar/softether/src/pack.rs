@@ -85,7 +85,9 @@ pub struct Pack {
 /// Element names whose values are credentials or session secrets; Debug prints them redacted.
 fn is_secret_name(name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
-    ["password", "ticket", "session_key", "sign", "key", "random"].iter().any(|s| lower.contains(s))
+    ["password", "ticket", "session_key", "sign", "key", "random"]
+        .iter()
+        .any(|s| lower.contains(s))
 }
 
 impl std::fmt::Debug for Pack {
@@ -116,7 +118,10 @@ impl<'a> Reader<'a> {
                 self.pos += n;
                 Ok(s)
             }
-            None => Err(PackError::Truncated { offset: self.pos, needed: n - rest.len() }),
+            None => Err(PackError::Truncated {
+                offset: self.pos,
+                needed: n - rest.len(),
+            }),
         }
     }
 
@@ -140,7 +145,10 @@ impl<'a> Reader<'a> {
 fn sized_value<'a>(r: &mut Reader<'a>, name: &str) -> Result<&'a [u8], PackError> {
     let size = r.u32()?;
     if size > MAX_VALUE_SIZE {
-        return Err(PackError::TooLarge { name: name.to_owned(), size });
+        return Err(PackError::TooLarge {
+            name: name.to_owned(),
+            size,
+        });
     }
     r.take(size as usize)
 }
@@ -159,7 +167,12 @@ fn read_value(r: &mut Reader<'_>, name: &str, code: u32) -> Result<Value, PackEr
                 .map_err(|_| PackError::BadUtf8(name.to_owned()))?;
             Value::UniStr(s.to_owned())
         }
-        other => return Err(PackError::BadType { name: name.to_owned(), code: other }),
+        other => {
+            return Err(PackError::BadType {
+                name: name.to_owned(),
+                code: other,
+            })
+        }
     })
 }
 
@@ -276,7 +289,12 @@ impl Pack {
                 _ => 8,
             })
             .sum();
-        4 + self.elements.iter().map(|e| 12 + e.name.len()).sum::<usize>() + values
+        4 + self
+            .elements
+            .iter()
+            .map(|e| 12 + e.name.len())
+            .sum::<usize>()
+            + values
     }
 
     /// Adds an element with several values. An existing element of the same name (compared
@@ -287,12 +305,25 @@ impl Pack {
             self.remove(name);
             return;
         };
-        debug_assert!(values.iter().all(|v| v.type_code() == code), "mixed types in {name}");
+        debug_assert!(
+            values.iter().all(|v| v.type_code() == code),
+            "mixed types in {name}"
+        );
         values.retain(|v| v.type_code() == code);
-        debug_assert!(!name.is_empty() && name.len() <= MAX_NAME_LEN, "bad element name {name:?}");
-        match self.elements.iter_mut().find(|e| e.name.eq_ignore_ascii_case(name)) {
+        debug_assert!(
+            !name.is_empty() && name.len() <= MAX_NAME_LEN,
+            "bad element name {name:?}"
+        );
+        match self
+            .elements
+            .iter_mut()
+            .find(|e| e.name.eq_ignore_ascii_case(name))
+        {
             Some(e) => e.values = values,
-            None => self.elements.push(Element { name: name.to_owned(), values }),
+            None => self.elements.push(Element {
+                name: name.to_owned(),
+                values,
+            }),
         }
     }
 
@@ -344,7 +375,10 @@ impl Pack {
 
     /// All values of `name` (case-insensitive).
     pub fn values(&self, name: &str) -> Option<&[Value]> {
-        self.elements.iter().find(|e| e.name.eq_ignore_ascii_case(name)).map(|e| &e.values[..])
+        self.elements
+            .iter()
+            .find(|e| e.name.eq_ignore_ascii_case(name))
+            .map(|e| &e.values[..])
     }
 
     fn first(&self, name: &str) -> Option<&Value> {
@@ -399,7 +433,10 @@ impl Pack {
     /// `<name>@ipv6_array` must be 16 bytes), else the INT `<name>` must exist.
     pub fn get_ip(&self, name: &str) -> Option<IpAddr> {
         if self.get_bool(&format!("{name}@ipv6_bool")) {
-            let raw: [u8; 16] = self.get_data(&format!("{name}@ipv6_array"))?.try_into().ok()?;
+            let raw: [u8; 16] = self
+                .get_data(&format!("{name}@ipv6_array"))?
+                .try_into()
+                .ok()?;
             return Some(IpAddr::V6(Ipv6Addr::from(raw)));
         }
         self.get_int(name).map(|v| IpAddr::V4(int_to_ipv4(v)))
@@ -419,7 +456,9 @@ impl Pack {
 
     /// Elements in encoding order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &[Value])> {
-        self.elements.iter().map(|e| (e.name.as_str(), &e.values[..]))
+        self.elements
+            .iter()
+            .map(|e| (e.name.as_str(), &e.values[..]))
     }
 
     pub fn len(&self) -> usize {

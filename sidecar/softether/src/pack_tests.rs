@@ -2,7 +2,10 @@ use super::*;
 
 fn hello_example() -> Pack {
     let mut p = Pack::new();
-    p.add_str("hello", "SoftEther VPN Server Developer Edition (64 bit) (Open Source)");
+    p.add_str(
+        "hello",
+        "SoftEther VPN Server Developer Edition (64 bit) (Open Source)",
+    );
     p.add_int("version", 501);
     p.add_int("build", 9674);
     let random: Vec<u8> = (0u8..20).collect();
@@ -51,9 +54,15 @@ fn ipv4_encoding_byte_order() {
     let needle = [0x0a, 0x01, 0xa8, 0xc0];
     assert!(bytes.windows(4).any(|w| w == needle));
     let back = Pack::decode(&bytes).unwrap();
-    assert_eq!(back.get_ip("clientipaddress"), Some(IpAddr::V4(Ipv4Addr::new(192, 168, 1, 10))));
+    assert_eq!(
+        back.get_ip("clientipaddress"),
+        Some(IpAddr::V4(Ipv4Addr::new(192, 168, 1, 10)))
+    );
     assert!(!back.get_bool("ClientIpAddress@ipv6_bool"));
-    assert_eq!(back.get_data("ClientIpAddress@ipv6_array").unwrap().len(), 16);
+    assert_eq!(
+        back.get_data("ClientIpAddress@ipv6_array").unwrap().len(),
+        16
+    );
 }
 
 #[test]
@@ -117,8 +126,14 @@ fn getters_are_type_strict() {
 #[test]
 fn multi_value_elements() {
     let mut p = Pack::new();
-    p.add_values("Port", vec![Value::Int(443), Value::Int(992), Value::Int(5555)]);
-    p.add_values("HubName", vec![Value::Str("A".into()), Value::Str("B".into())]);
+    p.add_values(
+        "Port",
+        vec![Value::Int(443), Value::Int(992), Value::Int(5555)],
+    );
+    p.add_values(
+        "HubName",
+        vec![Value::Str("A".into()), Value::Str("B".into())],
+    );
     let q = Pack::decode(&p.encode()).unwrap();
     assert_eq!(q.get_ints("port"), vec![443, 992, 5555]);
     assert_eq!(q.get_int("Port"), Some(443));
@@ -163,7 +178,10 @@ fn pack_of(elements: &[Vec<u8>]) -> Vec<u8> {
 fn duplicate_names_reject_the_pack() {
     let one = [0, 0, 0, 1];
     let bytes = pack_of(&[element(b"abc", 0, &[&one]), element(b"ABC", 0, &[&one])]);
-    assert_eq!(Pack::decode(&bytes), Err(PackError::DuplicateName("ABC".into())));
+    assert_eq!(
+        Pack::decode(&bytes),
+        Err(PackError::DuplicateName("ABC".into()))
+    );
 }
 
 #[test]
@@ -173,9 +191,15 @@ fn zero_length_name_and_empty_elements_are_rejected() {
     bytes.extend_from_slice(&[0, 0, 0, 0]);
     assert_eq!(Pack::decode(&bytes), Err(PackError::EmptyName));
     let bytes = pack_of(&[element(b"x", 0, &[])]);
-    assert_eq!(Pack::decode(&bytes), Err(PackError::EmptyElement("x".into())));
+    assert_eq!(
+        Pack::decode(&bytes),
+        Err(PackError::EmptyElement("x".into()))
+    );
     let bytes = pack_of(&[element(b"x", 9, &[&[0, 0, 0, 0]])]);
-    assert!(matches!(Pack::decode(&bytes), Err(PackError::BadType { code: 9, .. })));
+    assert!(matches!(
+        Pack::decode(&bytes),
+        Err(PackError::BadType { code: 9, .. })
+    ));
 }
 
 #[test]
@@ -218,7 +242,10 @@ fn truncation_at_every_offset_is_an_error() {
 fn huge_counts_fail_without_huge_allocations() {
     // 262144 elements declared, nothing follows.
     let bytes = MAX_ELEMENTS.to_be_bytes();
-    assert!(matches!(Pack::decode(&bytes), Err(PackError::Truncated { .. })));
+    assert!(matches!(
+        Pack::decode(&bytes),
+        Err(PackError::Truncated { .. })
+    ));
     assert_eq!(
         Pack::decode(&(MAX_ELEMENTS + 1).to_be_bytes()),
         Err(PackError::TooManyElements(MAX_ELEMENTS + 1))
@@ -227,20 +254,35 @@ fn huge_counts_fail_without_huge_allocations() {
     let mut many = bytes.clone();
     let n = many.len();
     many[n - 4..].copy_from_slice(&MAX_VALUES.to_be_bytes());
-    assert!(matches!(Pack::decode(&many), Err(PackError::Truncated { .. })));
+    assert!(matches!(
+        Pack::decode(&many),
+        Err(PackError::Truncated { .. })
+    ));
     many[n - 4..].copy_from_slice(&(MAX_VALUES + 1).to_be_bytes());
-    assert!(matches!(Pack::decode(&many), Err(PackError::TooManyValues { .. })));
+    assert!(matches!(
+        Pack::decode(&many),
+        Err(PackError::TooManyValues { .. })
+    ));
     // A DATA value claiming 384 MiB + 1 and one claiming 4 GiB - 1.
     for size in [MAX_VALUE_SIZE + 1, u32::MAX] {
         let bytes = pack_of(&[element(b"d", 1, &[&size.to_be_bytes()])]);
-        assert!(matches!(Pack::decode(&bytes), Err(PackError::TooLarge { .. })));
+        assert!(matches!(
+            Pack::decode(&bytes),
+            Err(PackError::TooLarge { .. })
+        ));
     }
     let bytes = pack_of(&[element(b"d", 1, &[&MAX_VALUE_SIZE.to_be_bytes()])]);
-    assert!(matches!(Pack::decode(&bytes), Err(PackError::Truncated { .. })));
+    assert!(matches!(
+        Pack::decode(&bytes),
+        Err(PackError::Truncated { .. })
+    ));
     // Name length u32::MAX.
     let mut bytes = 1u32.to_be_bytes().to_vec();
     bytes.extend_from_slice(&u32::MAX.to_be_bytes());
-    assert!(matches!(Pack::decode(&bytes), Err(PackError::Truncated { .. })));
+    assert!(matches!(
+        Pack::decode(&bytes),
+        Err(PackError::Truncated { .. })
+    ));
 }
 
 #[test]

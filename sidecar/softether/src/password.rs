@@ -31,12 +31,18 @@ mod tests {
         for (i, b) in random.iter_mut().enumerate() {
             *b = i as u8;
         }
-        assert_eq!(hex(&secure_password(&hashed, &random)), "d3a86052606202d334901b3cc1f9eb8a8d9e0774");
+        assert_eq!(
+            hex(&secure_password(&hashed, &random)),
+            "d3a86052606202d334901b3cc1f9eb8a8d9e0774"
+        );
         assert_eq!(
             hex(&secure_password(&hashed, &[0xaa; 20])),
             "4d5bc8bdaee940a1bf57a24809a31b9db432d6c9"
         );
-        assert_eq!(hex(&hash_password("alice", "")), "6a18e99e88f473726bc3b5e1e9d6836529c49a80");
+        assert_eq!(
+            hex(&hash_password("alice", "")),
+            "6a18e99e88f473726bc3b5e1e9d6836529c49a80"
+        );
         assert_eq!(
             hex(&hash_password("administrator", "")),
             "6e9c375ff3b913c6ba1ba71c9e5e2e5e60ed9302"
@@ -45,9 +51,18 @@ mod tests {
 
     #[test]
     fn username_case_does_not_matter() {
-        assert_eq!(hash_password("Alice", "s3cret"), hash_password("alice", "s3cret"));
-        assert_eq!(hash_password("ALICE", "s3cret"), hash_password("alice", "s3cret"));
+        assert_eq!(
+            hash_password("Alice", "s3cret"),
+            hash_password("alice", "s3cret")
+        );
+        assert_eq!(
+            hash_password("ALICE", "s3cret"),
+            hash_password("alice", "s3cret")
+        );
         // Password case does.
-        assert_ne!(hash_password("alice", "S3cret"), hash_password("alice", "s3cret"));
+        assert_ne!(
+            hash_password("alice", "S3cret"),
+            hash_password("alice", "s3cret")
+        );
     }
 }

@@ -12,8 +12,9 @@
 use ring::signature::{RsaPublicKeyComponents, RSA_PKCS1_1024_8192_SHA1_FOR_LEGACY_USE_ONLY};
 
 /// DER DigestInfo prefix for SHA-1 (RFC 8017 §9.2 note 1).
-const SHA1_DIGEST_INFO: [u8; 15] =
-    [0x30, 0x21, 0x30, 0x09, 0x06, 0x05, 0x2b, 0x0e, 0x03, 0x02, 0x1a, 0x05, 0x00, 0x04, 0x14];
+const SHA1_DIGEST_INFO: [u8; 15] = [
+    0x30, 0x21, 0x30, 0x09, 0x06, 0x05, 0x2b, 0x0e, 0x03, 0x02, 0x1a, 0x05, 0x00, 0x04, 0x14,
+];
 
 /// Produces the `sign` field of a certificate login.
 pub trait CertSigner: Send + Sync {
@@ -47,7 +48,9 @@ pub struct RsaPrivateKey {
 
 impl std::fmt::Debug for RsaPrivateKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RsaPrivateKey").field("bits", &(self.n_bytes.len() * 8)).finish_non_exhaustive()
+        f.debug_struct("RsaPrivateKey")
+            .field("bits", &(self.n_bytes.len() * 8))
+            .finish_non_exhaustive()
     }
 }
 
@@ -74,7 +77,9 @@ impl<'a> Der<'a> {
             if n == 0 || n > 4 || rest.len() < n {
                 return Err(bad);
             }
-            let len = rest[..n].iter().fold(0usize, |acc, &b| (acc << 8) | b as usize);
+            let len = rest[..n]
+                .iter()
+                .fold(0usize, |acc, &b| (acc << 8) | b as usize);
             rest = &rest[n..];
             len
         };
@@ -153,7 +158,9 @@ fn mont_mul(a: &[u64], b: &[u64], n: &[u64], m0inv: u64) -> Vec<u64> {
     let borrow = sub(&mut reduced, &t[..l], n);
     // Keep t if t < n, i.e. the subtraction borrowed and there was no overflow limb.
     let keep_t = (u64::from(t[l] == 0) & borrow).wrapping_neg();
-    (0..l).map(|i| (t[i] & keep_t) | (reduced[i] & !keep_t)).collect()
+    (0..l)
+        .map(|i| (t[i] & keep_t) | (reduced[i] & !keep_t))
+        .collect()
 }
 
 impl RsaPrivateKey {
@@ -257,7 +264,10 @@ impl RsaPrivateKey {
             }
             acc = mont_mul(&acc, &sel, &self.n, self.m0inv);
         }
-        to_be(&mont_mul(&acc, &one, &self.n, self.m0inv), self.n_bytes.len())
+        to_be(
+            &mont_mul(&acc, &one, &self.n, self.m0inv),
+            self.n_bytes.len(),
+        )
     }
 }
 
@@ -273,7 +283,10 @@ impl CertSigner for RsaPrivateKey {
         em[k - t_len..k - 20].copy_from_slice(&SHA1_DIGEST_INFO);
         em[k - 20..].copy_from_slice(digest.as_ref());
         let sig = self.private_op(&em);
-        let public = RsaPublicKeyComponents { n: &self.n_bytes, e: &self.e_bytes };
+        let public = RsaPublicKeyComponents {
+            n: &self.n_bytes,
+            e: &self.e_bytes,
+        };
         public
             .verify(&RSA_PKCS1_1024_8192_SHA1_FOR_LEGACY_USE_ONLY, message, &sig)
             .map_err(|_| SignError::Fault)?;

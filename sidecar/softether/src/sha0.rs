@@ -23,14 +23,22 @@ impl Default for Sha0 {
 impl std::fmt::Debug for Sha0 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The buffered block may hold password bytes.
-        f.debug_struct("Sha0").field("total_len", &self.total_len).finish_non_exhaustive()
+        f.debug_struct("Sha0")
+            .field("total_len", &self.total_len)
+            .finish_non_exhaustive()
     }
 }
 
 impl Sha0 {
     pub fn new() -> Self {
         Sha0 {
-            state: [0x6745_2301, 0xEFCD_AB89, 0x98BA_DCFE, 0x1032_5476, 0xC3D2_E1F0],
+            state: [
+                0x6745_2301,
+                0xEFCD_AB89,
+                0x98BA_DCFE,
+                0x1032_5476,
+                0xC3D2_E1F0,
+            ],
             block: [0; BLOCK],
             block_len: 0,
             total_len: 0,
@@ -68,7 +76,11 @@ impl Sha0 {
         let mut pad = [0u8; BLOCK + 8];
         pad[0] = 0x80;
         // Pad to 56 mod 64, then the 64-bit big-endian message length in bits.
-        let pad_len = if self.block_len < 56 { 56 - self.block_len } else { 120 - self.block_len };
+        let pad_len = if self.block_len < 56 {
+            56 - self.block_len
+        } else {
+            120 - self.block_len
+        };
         pad[pad_len..pad_len + 8].copy_from_slice(&bit_len.to_be_bytes());
         let total_len = self.total_len;
         self.update(&pad[..pad_len + 8]);
@@ -99,7 +111,12 @@ fn compress(state: &mut [u32; 5], block: &[u8; BLOCK]) {
             40..=59 => ((b & c) | (b & d) | (c & d), 0x8F1B_BCDC),
             _ => (b ^ c ^ d, 0xCA62_C1D6),
         };
-        let t = a.rotate_left(5).wrapping_add(f).wrapping_add(e).wrapping_add(k).wrapping_add(*wi);
+        let t = a
+            .rotate_left(5)
+            .wrapping_add(f)
+            .wrapping_add(e)
+            .wrapping_add(k)
+            .wrapping_add(*wi);
         e = d;
         d = c;
         c = b.rotate_left(30);
@@ -129,10 +146,15 @@ mod tests {
 
     #[test]
     fn known_vectors() {
-        assert_eq!(hex(&sha0(b"abc")), "0164b8a914cd2a5e74c4f7ff082c4d97f1edf880");
+        assert_eq!(
+            hex(&sha0(b"abc")),
+            "0164b8a914cd2a5e74c4f7ff082c4d97f1edf880"
+        );
         assert_eq!(hex(&sha0(b"")), "f96cea198ad1dd5617ac084a3d92c6107708c0ef");
         assert_eq!(
-            hex(&sha0(b"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq")),
+            hex(&sha0(
+                b"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"
+            )),
             "d2516ee1acfa5baf33dfc1c471e438449ef134c8"
         );
     }
@@ -144,7 +166,10 @@ mod tests {
         for _ in 0..1000 {
             h.update(&chunk);
         }
-        assert_eq!(hex(&h.finalize()), "3232affa48628a26653b5aaa44541fd90d690603");
+        assert_eq!(
+            hex(&h.finalize()),
+            "3232affa48628a26653b5aaa44541fd90d690603"
+        );
     }
 
     #[test]
@@ -174,7 +199,11 @@ mod tests {
                     x as u8
                 })
                 .collect();
-            assert_eq!(sha0(&data), extendhash::sha0::compute_hash(&data), "len {len}");
+            assert_eq!(
+                sha0(&data),
+                extendhash::sha0::compute_hash(&data),
+                "len {len}"
+            );
         }
     }
 }

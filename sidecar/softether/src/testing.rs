@@ -22,7 +22,11 @@ pub enum FakeAuth {
     /// Accepts authtype 1 and 2 for this password.
     Password(String),
     /// Accepts authtype 3 for this exact certificate, verifying `sign` with (n, e).
-    Certificate { cert_der: Vec<u8>, n: Vec<u8>, e: Vec<u8> },
+    Certificate {
+        cert_der: Vec<u8>,
+        n: Vec<u8>,
+        e: Vec<u8>,
+    },
     Ticket([u8; 20]),
 }
 
@@ -37,7 +41,12 @@ pub struct FakeUser {
 pub enum FakeReply {
     Welcome,
     Error(ErrorCode),
-    Redirect { ip: Ipv4Addr, ports: Vec<u16>, ticket: [u8; 20], cert_der: Vec<u8> },
+    Redirect {
+        ip: Ipv4Addr,
+        ports: Vec<u16>,
+        ticket: [u8; 20],
+        cert_der: Vec<u8>,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -152,7 +161,12 @@ impl FakeServer {
         let mut pad = vec![0u8; self.rng.below(1000) as usize];
         self.rng.fill(&mut pad);
         pack.add_data("pencore", &pad);
-        self.out.push_back(http::response(200, "OK", http::CONTENT_TYPE_PACK, &pack.encode()));
+        self.out.push_back(http::response(
+            200,
+            "OK",
+            http::CONTENT_TYPE_PACK,
+            &pack.encode(),
+        ));
     }
 
     fn on_signature(&mut self, msg: &HttpMessage) -> Result<(), String> {
@@ -163,11 +177,16 @@ impl FakeServer {
         if !(len == 10 || (1411..=3411).contains(&len)) {
             return Err(reject(format!("signature length {len}")));
         }
-        if !msg.start[1].eq_ignore_ascii_case(http::TARGET_SIGNATURE) || msg.body != http::SIGNATURE_BODY {
+        if !msg.start[1].eq_ignore_ascii_case(http::TARGET_SIGNATURE)
+            || msg.body != http::SIGNATURE_BODY
+        {
             return Err(reject("bad signature target or body"));
         }
         let mut hello = Pack::new();
-        hello.add_str("hello", "SoftEther VPN Server Developer Edition (64 bit) (Open Source)");
+        hello.add_str(
+            "hello",
+            "SoftEther VPN Server Developer Edition (64 bit) (Open Source)",
+        );
         hello.add_int("version", 501);
         hello.add_int("build", 9674);
         hello.add_data("random", &self.config.random);
@@ -180,7 +199,9 @@ impl FakeServer {
         let ok = msg.start[0].eq_ignore_ascii_case("POST")
             && msg.start[1] == http::TARGET_PACK
             && msg.start[2].eq_ignore_ascii_case("HTTP/1.1")
-            && msg.header("Content-Type").is_some_and(|c| c.eq_ignore_ascii_case(http::CONTENT_TYPE_PACK))
+            && msg
+                .header("Content-Type")
+                .is_some_and(|c| c.eq_ignore_ascii_case(http::CONTENT_TYPE_PACK))
             && (1..=65_536).contains(&msg.body.len());
         if !ok {
             return Err(reject(format!("bad pack request {:?}", msg.start)));
@@ -212,7 +233,11 @@ impl FakeServer {
                         last.extend_from_slice(&self.config.trailing);
                     }
                 }
-                self.phase = if redirect { Phase::AfterRedirect } else { Phase::Closed };
+                self.phase = if redirect {
+                    Phase::AfterRedirect
+                } else {
+                    Phase::Closed
+                };
             }
             Err(code) => {
                 let mut err = Pack::new();
@@ -234,12 +259,17 @@ impl FakeServer {
             }
             (FakeAuth::Password(pw), 2) => pack.get_str("plain_password") == Some(pw.as_str()),
             (FakeAuth::Certificate { cert_der, n, e }, 3) => {
-                let (Some(cert), Some(sign)) = (pack.get_data("cert"), pack.get_data("sign")) else {
+                let (Some(cert), Some(sign)) = (pack.get_data("cert"), pack.get_data("sign"))
+                else {
                     return false;
                 };
                 cert == &cert_der[..]
                     && RsaPublicKeyComponents { n, e }
-                        .verify(&RSA_PKCS1_1024_8192_SHA1_FOR_LEGACY_USE_ONLY, &self.config.random, sign)
+                        .verify(
+                            &RSA_PKCS1_1024_8192_SHA1_FOR_LEGACY_USE_ONLY,
+                            &self.config.random,
+                            sign,
+                        )
                         .is_ok()
             }
             (FakeAuth::Ticket(t), 99) => pack.get_data("ticket") == Some(&t[..]),
@@ -248,7 +278,8 @@ impl FakeServer {
     }
 
     fn login(&self, pack: &Pack) -> Result<Pack, ErrorCode> {
-        let (Some(hub), Some(username)) = (pack.get_str("hubname"), pack.get_str("username")) else {
+        let (Some(hub), Some(username)) = (pack.get_str("hubname"), pack.get_str("username"))
+        else {
             return Err(ErrorCode::PROTOCOL_ERROR);
         };
         if !hub.eq_ignore_ascii_case(&self.config.hub) {
@@ -257,21 +288,36 @@ impl FakeServer {
         if ![0, 1, 2, 3, 99].contains(&pack.get_int("authtype").unwrap_or(0)) {
             return Err(ErrorCode::AUTHTYPE_NOT_SUPPORTED);
         }
-        let client_str = pack.get_str("client_str").unwrap_or_default().to_ascii_lowercase();
+        let client_str = pack
+            .get_str("client_str")
+            .unwrap_or_default()
+            .to_ascii_lowercase();
         if client_str.contains("server") || client_str.contains("bridge") {
             return Err(ErrorCode::BRIDGE_MODE_DENIED);
         }
-        let user = self.config.users.iter().find(|u| u.name.eq_ignore_ascii_case(username));
+        let user = self
+            .config
+            .users
+            .iter()
+            .find(|u| u.name.eq_ignore_ascii_case(username));
         if !user.is_some_and(|u| self.authenticate(pack, u)) {
             return Err(ErrorCode::AUTH_FAILED);
         }
         match &self.config.reply {
             FakeReply::Error(code) => Err(*code),
-            FakeReply::Redirect { ip, ports, ticket, cert_der } => {
+            FakeReply::Redirect {
+                ip,
+                ports,
+                ticket,
+                cert_der,
+            } => {
                 let mut p = Pack::new();
                 p.add_int("Redirect", 1);
                 p.add_ipv4("Ip", *ip);
-                p.add_values("Port", ports.iter().map(|&v| Value::Int(v.into())).collect());
+                p.add_values(
+                    "Port",
+                    ports.iter().map(|&v| Value::Int(v.into())).collect(),
+                );
                 p.add_data("Ticket", ticket);
                 p.add_data("Cert", cert_der);
                 p.add_data("Msg", self.config.message.as_bytes());
@@ -279,11 +325,17 @@ impl FakeServer {
             }
             FakeReply::Welcome => {
                 let mut p = Pack::new();
-                p.add_str("session_name", &format!("SID-{}-1", username.to_ascii_uppercase()));
+                p.add_str(
+                    "session_name",
+                    &format!("SID-{}-1", username.to_ascii_uppercase()),
+                );
                 p.add_str("connection_name", "CID-1");
                 p.add_data("session_key", &self.config.session_key);
                 p.add_int("session_key_32", 0x1234_5678);
-                p.add_int("max_connection", pack.get_int("max_connection").unwrap_or(1).clamp(1, 32));
+                p.add_int(
+                    "max_connection",
+                    pack.get_int("max_connection").unwrap_or(1).clamp(1, 32),
+                );
                 p.add_bool("use_encrypt", pack.get_bool("use_encrypt"));
                 p.add_bool("use_compress", pack.get_bool("use_compress"));
                 p.add_bool("half_connection", pack.get_bool("half_connection"));
@@ -328,7 +380,9 @@ pub fn run_handshake(
         while let Some(bytes) = client.poll_transmit() {
             progressed = true;
             for part in bytes.chunks(chunk) {
-                server.handle_input(part).map_err(HandshakeError::Protocol)?;
+                server
+                    .handle_input(part)
+                    .map_err(HandshakeError::Protocol)?;
             }
         }
         if let Some(bytes) = server.poll_transmit() {

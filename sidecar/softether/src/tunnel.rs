@@ -146,7 +146,10 @@ impl Tunnel {
                 Recv::BlockLen { left } => match buf.get_u32() {
                     len if len > MAX_BLOCK => return Err(TunnelError::BlockTooLarge(len)),
                     0 => next_block(left),
-                    len => Recv::BlockData { len: len as usize, left },
+                    len => Recv::BlockData {
+                        len: len as usize,
+                        left,
+                    },
                 },
                 Recv::BlockData { len, left } => {
                     if buf.len() < len {

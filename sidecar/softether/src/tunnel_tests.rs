@@ -16,7 +16,9 @@ fn records(frames: &[Vec<u8>]) -> Vec<u8> {
 }
 
 fn drain(t: &mut Tunnel) -> Vec<Vec<u8>> {
-    std::iter::from_fn(|| t.poll_frame()).map(|b| b.to_vec()).collect()
+    std::iter::from_fn(|| t.poll_frame())
+        .map(|b| b.to_vec())
+        .collect()
 }
 
 #[test]
@@ -30,9 +32,15 @@ fn queued_frames_form_one_batch_record() {
     assert!(t.has_pending_frames());
     let rec = t.poll_transmit(now).unwrap();
     assert_eq!(rec.to_vec(), records(&frames));
-    assert!(t.poll_transmit(now).is_none(), "no keep-alive right after sending");
+    assert!(
+        t.poll_transmit(now).is_none(),
+        "no keep-alive right after sending"
+    );
     assert_eq!(t.stats().frames_out, 5);
-    assert_eq!(t.stats().bytes_out, frames.iter().map(|f| f.len() as u64).sum::<u64>());
+    assert_eq!(
+        t.stats().bytes_out,
+        frames.iter().map(|f| f.len() as u64).sum::<u64>()
+    );
 }
 
 #[test]
@@ -104,11 +112,20 @@ fn oversize_records_kill_the_tunnel() {
     let mut t = Tunnel::new(now, T, 3);
     let mut s = 1u32.to_be_bytes().to_vec();
     s.extend_from_slice(&(MAX_BLOCK + 1).to_be_bytes());
-    assert_eq!(t.handle_input(now, &s), Err(TunnelError::BlockTooLarge(MAX_BLOCK + 1)));
-    assert_eq!(t.handle_input(now, &[0, 0, 0, 0]), Err(TunnelError::BlockTooLarge(MAX_BLOCK + 1)));
+    assert_eq!(
+        t.handle_input(now, &s),
+        Err(TunnelError::BlockTooLarge(MAX_BLOCK + 1))
+    );
+    assert_eq!(
+        t.handle_input(now, &[0, 0, 0, 0]),
+        Err(TunnelError::BlockTooLarge(MAX_BLOCK + 1))
+    );
     let mut t = Tunnel::new(now, T, 3);
     let ka = [0xff, 0xff, 0xff, 0xff, 0, 0, 2, 1];
-    assert_eq!(t.handle_input(now, &ka), Err(TunnelError::KeepAliveTooLarge(513)));
+    assert_eq!(
+        t.handle_input(now, &ka),
+        Err(TunnelError::KeepAliveTooLarge(513))
+    );
     let mut t = Tunnel::new(now, T, 3);
     let ok = [0xff, 0xff, 0xff, 0xff, 0, 0, 2, 0];
     assert_eq!(t.handle_input(now, &ok), Ok(()));
@@ -148,12 +165,18 @@ fn timeout_detection() {
     assert!(t.poll_timeout() < t0 + T);
     assert_eq!(t.handle_timeout(t0 + T - Duration::from_millis(1)), Ok(()));
     // A keep-alive from the peer at 15 s moves the deadline.
-    t.handle_input(t0 + Duration::from_secs(15), &[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]).unwrap();
+    t.handle_input(
+        t0 + Duration::from_secs(15),
+        &[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0],
+    )
+    .unwrap();
     assert_eq!(t.handle_timeout(t0 + T), Ok(()));
     let err = t.handle_timeout(t0 + Duration::from_secs(35)).unwrap_err();
     assert_eq!(err, TunnelError::Timeout { idle: T });
     assert!(err.to_string().contains("nothing received"));
-    assert!(t.handle_input(t0 + Duration::from_secs(36), &[0; 4]).is_err());
+    assert!(t
+        .handle_input(t0 + Duration::from_secs(36), &[0; 4])
+        .is_err());
 }
 
 #[test]

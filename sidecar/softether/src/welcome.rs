@@ -44,12 +44,17 @@ pub struct Policy {
 impl Policy {
     /// Value of a policy item by name (case-insensitive), e.g. `"MaxConnection"`.
     pub fn get(&self, name: &str) -> Option<u32> {
-        self.items.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| *v)
+        self.items
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| *v)
     }
 
     /// `AutoDisconnect`: the client must end the session after this long (0 = never).
     pub fn auto_disconnect(&self) -> Option<Duration> {
-        self.get("AutoDisconnect").filter(|&s| s != 0).map(|s| Duration::from_secs(s.into()))
+        self.get("AutoDisconnect")
+            .filter(|&s| s != 0)
+            .map(|s| Duration::from_secs(s.into()))
     }
 
     /// `NoSavePassword`: the client must not persist the password.
@@ -162,7 +167,10 @@ pub enum Outcome {
 /// A reply pack classified in the order the C client checks it.
 pub(crate) enum Reply {
     Noop,
-    Error { code: ErrorCode, no_save_password: bool },
+    Error {
+        code: ErrorCode,
+        no_save_password: bool,
+    },
     Final(Outcome),
 }
 
@@ -226,19 +234,28 @@ pub(crate) fn classify_join_reply(p: &Pack) -> Result<Reply, HandshakeError> {
         0 => Direction::Both,
         1 => Direction::ServerToClient,
         2 => Direction::ClientToServer,
-        other => return Err(protocol(format!("additional_connect reply has direction {other}"))),
+        other => {
+            return Err(protocol(format!(
+                "additional_connect reply has direction {other}"
+            )))
+        }
     };
     Ok(Reply::Final(Outcome::Joined { direction }))
 }
 
 fn message(p: &Pack) -> String {
-    p.get_data("Msg").map(|m| String::from_utf8_lossy(m).into_owned()).unwrap_or_default()
+    p.get_data("Msg")
+        .map(|m| String::from_utf8_lossy(m).into_owned())
+        .unwrap_or_default()
 }
 
 pub(crate) fn parse_welcome(p: &Pack) -> Result<Welcome, HandshakeError> {
-    let session_name = p.get_str("session_name").ok_or_else(|| protocol("Welcome lacks session_name"))?;
-    let connection_name =
-        p.get_str("connection_name").ok_or_else(|| protocol("Welcome lacks connection_name"))?;
+    let session_name = p
+        .get_str("session_name")
+        .ok_or_else(|| protocol("Welcome lacks session_name"))?;
+    let connection_name = p
+        .get_str("connection_name")
+        .ok_or_else(|| protocol("Welcome lacks connection_name"))?;
     let session_key =
         data20(p, "session_key").ok_or_else(|| protocol("Welcome lacks a 20-byte session_key"))?;
     let timeout = match p.get_int("timeout") {
@@ -249,7 +266,9 @@ pub(crate) fn parse_welcome(p: &Pack) -> Result<Welcome, HandshakeError> {
         items: p
             .iter()
             .filter_map(|(name, _)| {
-                let item = name.get(7..).filter(|_| name[..7].eq_ignore_ascii_case("policy:"))?;
+                let item = name
+                    .get(7..)
+                    .filter(|_| name[..7].eq_ignore_ascii_case("policy:"))?;
                 Some((item.to_owned(), p.get_int(name)?))
             })
             .collect(),
@@ -339,7 +358,10 @@ mod tests {
         for name in ["session_name", "connection_name", "session_key"] {
             let mut q = welcome_pack();
             q.remove(name);
-            assert!(matches!(parse_welcome(&q), Err(HandshakeError::Protocol(_))), "{name}");
+            assert!(
+                matches!(parse_welcome(&q), Err(HandshakeError::Protocol(_))),
+                "{name}"
+            );
         }
     }
 
@@ -348,7 +370,13 @@ mod tests {
         let mut p = Pack::new();
         p.add_int("error", 9);
         p.add_int("noop", 2);
-        assert!(matches!(classify_login_reply(&p), Ok(Reply::Error { code: ErrorCode(9), .. })));
+        assert!(matches!(
+            classify_login_reply(&p),
+            Ok(Reply::Error {
+                code: ErrorCode(9),
+                ..
+            })
+        ));
         let mut p = Pack::new();
         p.add_int("error", 0);
         p.add_int("noop", 1);
@@ -356,17 +384,27 @@ mod tests {
         let mut p = Pack::new();
         p.add_int("Redirect", 1);
         p.add_ipv4("Ip", Ipv4Addr::new(198, 18, 0, 9));
-        p.add_values("Port", vec![crate::pack::Value::Int(443), crate::pack::Value::Int(5555)]);
+        p.add_values(
+            "Port",
+            vec![crate::pack::Value::Int(443), crate::pack::Value::Int(5555)],
+        );
         p.add_data("Ticket", &[3; 20]);
-        let Ok(Reply::Final(Outcome::Redirect(r))) = classify_login_reply(&p) else { panic!() };
-        assert_eq!((r.ip, r.ports.clone()), (Ipv4Addr::new(198, 18, 0, 9), vec![443, 5555]));
+        let Ok(Reply::Final(Outcome::Redirect(r))) = classify_login_reply(&p) else {
+            panic!()
+        };
+        assert_eq!(
+            (r.ip, r.ports.clone()),
+            (Ipv4Addr::new(198, 18, 0, 9), vec![443, 5555])
+        );
         assert_eq!((r.choose_port(5555), r.choose_port(992)), (5555, 443));
         let mut j = Pack::new();
         j.add_int("error", 0);
         j.add_int("direction", 1);
         assert!(matches!(
             classify_join_reply(&j),
-            Ok(Reply::Final(Outcome::Joined { direction: Direction::ServerToClient }))
+            Ok(Reply::Final(Outcome::Joined {
+                direction: Direction::ServerToClient
+            }))
         ));
         j.add_int("direction", 7);
         assert!(classify_join_reply(&j).is_err());
@@ -381,6 +419,9 @@ mod tests {
         p.add_data("random", &[0; 20]);
         assert_eq!(parse_hello(&p).unwrap().product, "SoftEther VPN Server");
         p.add_int("error", 33);
-        assert!(matches!(parse_hello(&p), Err(HandshakeError::Server(ErrorCode::NOT_SUPPORTED))));
+        assert!(matches!(
+            parse_hello(&p),
+            Err(HandshakeError::Server(ErrorCode::NOT_SUPPORTED))
+        ));
     }
 }
