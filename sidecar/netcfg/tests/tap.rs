@@ -186,3 +186,35 @@ fn host_has_link(name: &str) -> bool {
         .map(|o| o.status.success())
         .unwrap_or(false)
 }
+
+#[tokio::test]
+async fn persistent_tap_can_be_deleted_over_netlink_while_attached() {
+    let ns = TestNetns::new();
+    let name = unique("st");
+    let config = TapConfig {
+        name: Some(name.clone()),
+        persistent: true,
+    };
+    let tap = Tap::create(&ns.netns(), &config).await.unwrap();
+    let busy = Tap::delete_persistent(&ns.netns(), &name)
+        .await
+        .unwrap_err();
+    assert_eq!(busy.errno(), Some(libc::EBUSY), "{busy}");
+    let nl = Netlink::open(ns.netns()).await.unwrap();
+    nl.delete_link(&name).await.unwrap();
+    assert!(!ns.ip_ok(&["link", "show", "dev", &name]));
+    drop(tap);
+}
+
+#[tokio::test]
+async fn missing_netns_is_an_error_naming_it() {
+    common::require_root();
+    let ns = netcfg::Netns::named(&unique("netcfg-missing-"));
+    let err = Tap::create(&ns, &TapConfig::default()).await.unwrap_err();
+    assert!(
+        matches!(err, netcfg::NetcfgError::EnterNetns { .. }),
+        "{err}"
+    );
+    let err = Netlink::open(ns).await.unwrap_err();
+    assert!(err.to_string().contains("netcfg-missing-"), "{err}");
+}
