@@ -53,8 +53,10 @@
 //!   and DISCOVER starts again. T1/T2 default to 0.5/0.875 of the lease.
 //! - Options requested: 1, 3, 6, 15, 26, 51, 54, 58, 59, 121, 249. Classless routes come from
 //!   option 121, else 249 (same RFC 3442 format); malformed route data is ignored.
-//! - Replies are decoded by a checked view ([`reply`](crate) module, not dhcproto's decoder,
-//!   which can panic on malformed options); each option is validated on its own.
+//! - Replies are decoded by a hand-written checked view rather than dhcproto's decoder, which
+//!   can panic (`debug_assert!`) on malformed options and drops every option after a bad one;
+//!   here each option is validated on its own and a bad one is ignored. dhcproto builds the
+//!   client's own messages and, in tests, the fake server's replies.
 //!
 //! Companion frame helpers for the same tunnel: [`arp`] (requests, probes, gratuitous ARP,
 //! reply parsing) and [`icmp`] (echo request builder and reply matcher).
