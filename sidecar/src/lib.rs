@@ -1,1 +1,18 @@
-//! softether-sidecar library.
+//! softether-sidecar: the I/O layer around the sans-IO crates.
+//!
+//! - [`tls`]: rustls configuration (system roots, CA file, SHA-256 pin, insecure) that records the
+//!   server certificate.
+//! - [`establish`]: TCP + TLS + the SoftEther HTTP handshake, following cluster redirects.
+//! - [`tunnel_driver`]: one task pumping the tunnel state machine over the TLS stream; frames in
+//!   and out through channels.
+//! - [`probe`]: the `probe` subcommand.
+//!
+//! The binary `softether-sidecar` (src/main.rs) parses flags and dispatches.
+
+pub mod credentials;
+pub mod establish;
+pub mod probe;
+pub mod probe_frames;
+pub mod server_args;
+pub mod tls;
+pub mod tunnel_driver;

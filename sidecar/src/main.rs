@@ -1,1 +1,108 @@
-fn main() {}
+//! `softether-sidecar`: SoftEther VPN sidecar daemon and standalone client.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use softether_sidecar::probe::{render_text, run_probe, ProbeFailure};
+use softether_sidecar::server_args::ServerArgs;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "softether-sidecar",
+    version,
+    about = "SoftEther VPN sidecar daemon and standalone client"
+)]
+struct Cli {
+    /// Log filter (tracing EnvFilter syntax), e.g. "info" or "softether_sidecar=debug". Also RUST_LOG.
+    #[arg(long, global = true, env = "RUST_LOG", default_value = "warn")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Connect, log in, print what the server said, exchange a few frames, disconnect.
+    ///
+    /// Exit codes: 0 success; 2 bad usage; 3 the server refused the login (SoftEther error named,
+    /// retrying will not help); 4 TLS trust failure (e.g. --pin-sha256 mismatch) or TLS setup error;
+    /// 5 transient failure (network, timeout, server busy); 1 other errors.
+    Probe {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Print the report (or the failure) as one JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+        /// How long to wait for DHCP/ARP answers during the frame exchange.
+        #[arg(long, value_name = "DUR", default_value = "3s", value_parser = humantime::parse_duration)]
+        frame_wait: Duration,
+    },
+}
+
+fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("softether-sidecar: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let code = runtime.block_on(async {
+        match cli.command {
+            Command::Probe {
+                server,
+                json,
+                frame_wait,
+            } => probe(&server, json, frame_wait).await,
+        }
+    });
+    ExitCode::from(code)
+}
+
+async fn probe(server: &ServerArgs, json: bool, frame_wait: Duration) -> u8 {
+    match run_probe(server, frame_wait).await {
+        Ok(Ok(report)) => {
+            if json {
+                println!("{}", serde_json::to_string(&report).unwrap_or_default());
+            } else {
+                print!("{}", render_text(&report));
+            }
+            0
+        }
+        Ok(Err(err)) => {
+            let failure = ProbeFailure::from_session_error(&err);
+            if json {
+                println!("{}", serde_json::to_string(&failure).unwrap_or_default());
+            }
+            eprintln!("probe failed: {err}");
+            ProbeFailure::exit_code(&err) as u8
+        }
+        Err(err) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"ok": false, "error": format!("{err:#}")})
+                );
+            }
+            eprintln!("probe failed: {err:#}");
+            1
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! Command-line flags shared by every subcommand that talks to a SoftEther server.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::credentials::{self, AuthInput};
+use crate::establish::SessionConfig;
+use crate::tls::{parse_pin, TlsVerify};
+
+/// Connection and authentication flags. The password is never a flag: it comes from
+/// `--password-file` or the `SOFTETHER_PASSWORD` environment variable.
+#[derive(Debug, Clone, Args)]
+pub struct ServerArgs {
+    /// SoftEther server host name or IP address.
+    #[arg(long)]
+    pub host: String,
+    /// Server TCP port.
+    #[arg(long, default_value_t = 443)]
+    pub port: u16,
+    /// Virtual hub name.
+    #[arg(long, default_value = "DEFAULT")]
+    pub hub: String,
+    /// User name.
+    #[arg(long)]
+    pub user: String,
+    /// File whose first line is the password (else the SOFTETHER_PASSWORD environment variable).
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+    /// Send the password itself (auth type 2, for RADIUS / NT domain users) instead of the SHA-0 challenge response.
+    #[arg(long)]
+    pub plain_password: bool,
+    /// Log in anonymously (the hub user must have anonymous auth).
+    #[arg(long, conflicts_with_all = ["password_file", "plain_password", "cert_file"])]
+    pub anonymous: bool,
+    /// Client certificate (PEM) for certificate authentication; needs --key-file.
+    #[arg(long, value_name = "FILE", requires = "key_file")]
+    pub cert_file: Option<PathBuf>,
+    /// RSA private key (PEM, PKCS#8 or PKCS#1) for --cert-file.
+    #[arg(long, value_name = "FILE", requires = "cert_file")]
+    pub key_file: Option<PathBuf>,
+    /// Accept any server certificate (insecure; logged as a warning).
+    #[arg(long, conflicts_with_all = ["pin_sha256", "ca_file"])]
+    pub insecure: bool,
+    /// Accept only the server certificate with this SHA-256 (64 hex digits, ':' allowed). `probe` prints it.
+    #[arg(long, value_name = "HEX", conflicts_with = "ca_file")]
+    pub pin_sha256: Option<String>,
+    /// Verify the server certificate against the CA certificates in this PEM file (default: system roots).
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Timeout for TCP connect + TLS handshake, and again for the SoftEther login.
+    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub connect_timeout: Duration,
+}
+
+impl ServerArgs {
+    pub fn tls_verify(&self) -> anyhow::Result<TlsVerify> {
+        Ok(if self.insecure {
+            TlsVerify::Insecure
+        } else if let Some(pin) = &self.pin_sha256 {
+            TlsVerify::PinSha256(parse_pin(pin).map_err(|e| anyhow::anyhow!("--pin-sha256: {e}"))?)
+        } else if let Some(ca) = &self.ca_file {
+            TlsVerify::CaFile(ca.clone())
+        } else {
+            TlsVerify::SystemRoots
+        })
+    }
+
+    pub fn auth_input(&self) -> AuthInput {
+        AuthInput {
+            password_file: self.password_file.clone(),
+            plain_password: self.plain_password,
+            anonymous: self.anonymous,
+            cert_file: self.cert_file.clone(),
+            key_file: self.key_file.clone(),
+        }
+    }
+
+    /// Human name of the auth method, for reports.
+    pub fn auth_name(&self) -> &'static str {
+        if self.anonymous {
+            "anonymous"
+        } else if self.cert_file.is_some() {
+            "certificate"
+        } else if self.plain_password {
+            "plain-password"
+        } else {
+            "password"
+        }
+    }
+
+    pub fn session_config(&self, max_connection: u32) -> anyhow::Result<SessionConfig> {
+        let credential = credentials::credential(&self.user, &self.auth_input())?;
+        Ok(SessionConfig {
+            host: self.host.clone(),
+            port: self.port,
+            hub: self.hub.clone(),
+            username: self.user.clone(),
+            credential,
+            tls: self.tls_verify()?,
+            max_connection,
+            connect_timeout: self.connect_timeout,
+            handshake_timeout: self.connect_timeout,
+            info: credentials::client_info(&self.user, &self.hub),
+            seed: random_seed(),
+        })
+    }
+}
+
+/// A seed for protocol padding; uniqueness matters, not secrecy.
+pub fn random_seed() -> u64 {
+    let mut bytes = [0u8; 8];
+    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes).is_err() {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        return t ^ u64::from(std::process::id());
+    }
+    u64::from_le_bytes(bytes)
+}
