@@ -6,10 +6,12 @@
 //! - [`tunnel_driver`]: one task pumping the tunnel state machine over the TLS stream; frames in
 //!   and out through channels.
 //! - [`probe`]: the `probe` subcommand.
+//! - [`daemon`]: the `run` daemon behind the CNI plugin (control socket, attachments) and `status`.
 //!
 //! The binary `softether-sidecar` (src/main.rs) parses flags and dispatches.
 
 pub mod credentials;
+pub mod daemon;
 pub mod establish;
 pub mod probe;
 pub mod probe_frames;

@@ -1,0 +1,250 @@
+//! `softether-sidecar run`: the long-lived daemon behind the CNI plugin.
+//!
+//! Layers, outside in:
+//! - [`control_socket`]: the root-only Unix socket (stale-file removal, mode 0600,
+//!   `SO_PEERCRED`), one JSON line each way, the TAP fd received with `attach` (SCM_RIGHTS,
+//!   through [`sys`], the crate's only `unsafe`);
+//! - [`protocol`]: the wire types shared with `plugin/src/sidecar_client.rs`;
+//! - [`registry`]: attachments keyed by `(containerID, ifname)`; attach / detach / check /
+//!   status / gc / list, and the startup recovery (tombstones, then re-adoption);
+//! - [`state`]: attachment records and tombstones in the state directory;
+//! - [`session`]: one task per attachment (login, frame pump, DHCP, lease applied in the pod
+//!   netns, reconnect).
+//!
+//! Drive it with [`run`] (returns on SIGTERM/SIGINT, leaving TAPs and records in place for the
+//! next start) and query it with [`query_list`].
+
+pub mod cli;
+pub mod control_socket;
+pub mod protocol;
+pub mod registry;
+pub mod session;
+pub mod state;
+mod sys;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+
+use control_socket::{peer_allowed, peer_uid, read_request, write_reply, Incoming};
+use protocol::{code, Envelope, ListReply, Reply, WireError, PROTOCOL_VERSION};
+use registry::Registry;
+use state::StateDir;
+
+pub const DEFAULT_SOCKET: &str = "/run/softether-cni/sidecar.sock";
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/softether-cni";
+/// How long a client may take to send its request line.
+const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone)]
+pub struct DaemonOptions {
+    pub socket: PathBuf,
+    pub state_dir: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DaemonError {
+    #[error(transparent)]
+    Socket(#[from] control_socket::ControlSocketError),
+    #[error(transparent)]
+    State(#[from] state::StateError),
+    #[error("cannot install the signal handler: {0}")]
+    Signal(std::io::Error),
+    #[error("accepting on the control socket failed: {0}")]
+    Accept(std::io::Error),
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub async fn run(opts: &DaemonOptions) -> Result<(), DaemonError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let state = StateDir::open(&opts.state_dir)?;
+    let registry = Arc::new(Registry::new(state));
+    // Recover before listening, so the first request sees re-adopted attachments.
+    registry.recover().await;
+    let listener = control_socket::bind(&opts.socket).await?;
+    tracing::info!(socket = %opts.socket.display(), state_dir = %opts.state_dir.display(), "softether-sidecar ready");
+    let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
+    let own_uid = nix::unistd::geteuid().as_raw();
+    let result = loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let registry = registry.clone();
+                    tokio::spawn(async move { serve(stream, &registry, own_uid).await });
+                }
+                Err(e) => break Err(DaemonError::Accept(e)),
+            },
+            _ = term.recv() => break Ok(()),
+            _ = int.recv() => break Ok(()),
+        }
+    };
+    tracing::info!("shutting down; attachments stay in place for the next start");
+    let _ = std::fs::remove_file(&opts.socket);
+    registry.shutdown().await;
+    result
+}
+
+async fn serve(mut stream: UnixStream, registry: &Registry, own_uid: u32) {
+    let reply = match peer_uid(&stream) {
+        Ok(uid) if peer_allowed(uid, own_uid) => {
+            match read_request(&stream, REQUEST_READ_TIMEOUT).await {
+                Ok(incoming) => dispatch(incoming, registry).await,
+                Err(e) => Reply::Error(WireError::new(code::DECODE, e.to_string(), "")),
+            }
+        }
+        Ok(uid) => {
+            tracing::warn!(uid, "refusing a control connection from a non-root peer");
+            Reply::Error(WireError::new(
+                code::TRY_AGAIN_LATER,
+                format!("uid {uid} may not use the softether-sidecar control socket"),
+                "only root (or the daemon's own user) may",
+            ))
+        }
+        Err(e) => Reply::Error(WireError::new(
+            code::TRY_AGAIN_LATER,
+            format!("cannot read the peer's credentials: {e}"),
+            "",
+        )),
+    };
+    if let Err(e) = write_reply(&mut stream, &reply).await {
+        tracing::debug!("cannot send the reply: {e}");
+    }
+}
+
+fn decode<T: DeserializeOwned>(op: &str, v: Value) -> Result<T, WireError> {
+    serde_json::from_value(v).map_err(|e| {
+        WireError::new(
+            code::DECODE,
+            format!("cannot decode the {op} request"),
+            e.to_string(),
+        )
+    })
+}
+
+fn to_reply<T: serde::Serialize>(r: Result<T, WireError>) -> Reply {
+    match r.and_then(|v| {
+        serde_json::to_value(v)
+            .map_err(|e| WireError::new(code::PROTOCOL, "cannot encode the reply", e.to_string()))
+    }) {
+        Ok(v) => Reply::Ok(v),
+        Err(e) => Reply::Error(e),
+    }
+}
+
+async fn dispatch(incoming: Incoming, registry: &Registry) -> Reply {
+    let Incoming { envelope, fds } = incoming;
+    if envelope.protocol != PROTOCOL_VERSION {
+        return Reply::Error(WireError::new(
+            code::PROTOCOL,
+            format!(
+                "protocol version {} is not supported (this sidecar speaks {PROTOCOL_VERSION})",
+                envelope.protocol
+            ),
+            "install matching versions of the plugin and softether-sidecar",
+        ));
+    }
+    let op = envelope.op.as_str();
+    let req = envelope.request;
+    tracing::debug!(op, "control request");
+    match op {
+        "attach" => match decode(op, req) {
+            Ok(r) => to_reply(registry.attach(r, fds).await),
+            Err(e) => Reply::Error(e),
+        },
+        "detach" => match decode(op, req) {
+            Ok(r) => to_reply(registry.detach(r).await.map(|()| Value::Null)),
+            Err(e) => Reply::Error(e),
+        },
+        "check" => match decode(op, req) {
+            Ok(r) => to_reply(registry.check(r).await.map(|()| Value::Null)),
+            Err(e) => Reply::Error(e),
+        },
+        "gc" => match decode(op, req) {
+            Ok(r) => to_reply(Ok(registry.gc(r).await)),
+            Err(e) => Reply::Error(e),
+        },
+        "status" => to_reply(Ok(registry.status())),
+        "list" => to_reply(Ok(ListReply {
+            attachments: registry.list(),
+        })),
+        other => Reply::Error(WireError::new(
+            code::PROTOCOL,
+            format!("unknown op {other:?}"),
+            "",
+        )),
+    }
+}
+
+/// Asks a running daemon for its attachments (`softether-sidecar status`).
+pub async fn query_list(socket: &Path) -> Result<ListReply, String> {
+    let mut stream = UnixStream::connect(socket).await.map_err(|e| {
+        format!(
+            "cannot connect to {}: {e}; is softether-sidecar running?",
+            socket.display()
+        )
+    })?;
+    let env = Envelope {
+        protocol: PROTOCOL_VERSION,
+        op: "list".into(),
+        request: Value::Object(Default::default()),
+    };
+    let mut line = serde_json::to_vec(&env).map_err(|e| e.to_string())?;
+    line.push(b'\n');
+    stream.write_all(&line).await.map_err(|e| e.to_string())?;
+    let mut reply = String::new();
+    tokio::time::timeout(
+        REQUEST_READ_TIMEOUT,
+        BufReader::new(&mut stream).read_line(&mut reply),
+    )
+    .await
+    .map_err(|_| "no reply within 10s".to_string())?
+    .map_err(|e| e.to_string())?;
+    match serde_json::from_str::<Reply>(&reply).map_err(|e| format!("bad reply: {e}"))? {
+        Reply::Ok(v) => serde_json::from_value(v).map_err(|e| format!("bad list: {e}")),
+        Reply::Error(e) => Err(e.to_string()),
+    }
+}
+
+/// The human-readable `status` table.
+pub fn render_list(list: &ListReply) -> String {
+    let mut out = format!(
+        "{:<16} {:<24} {:<8} {:<18} {:<22} {:<12} {:<20} {:>10} {:>10} {:>5}\n",
+        "CONTAINER",
+        "NETNS",
+        "IFNAME",
+        "ADDRESS",
+        "SERVER",
+        "STATE",
+        "SINCE",
+        "BYTES_IN",
+        "BYTES_OUT",
+        "RECON"
+    );
+    for a in &list.attachments {
+        let since =
+            humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(a.since));
+        out.push_str(&format!(
+            "{:<16} {:<24} {:<8} {:<18} {:<22} {:<12} {:<20} {:>10} {:>10} {:>5}\n",
+            a.container_id.chars().take(16).collect::<String>(),
+            a.netns,
+            a.ifname,
+            a.address
+                .map(|x| x.to_string())
+                .unwrap_or_else(|| "-".into()),
+            a.server,
+            a.state,
+            since,
+            a.bytes_in,
+            a.bytes_out,
+            a.reconnects
+        ));
+    }
+    out
+}

@@ -1,0 +1,527 @@
+//! The attachment registry: one entry (record + session task) per `(containerID, ifname)`.
+//!
+//! CNI never runs two operations for the same container at once, but different containers do
+//! run in parallel, so the map sits behind a short-lived mutex and long work (waiting for a
+//! lease, stopping a session) happens outside it.
+
+use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use netcfg::{Netlink, Netns, Tap};
+
+use super::protocol::{
+    code, AttachRequest, AttachResult, AttachedIp, AttachedRoute, AttachmentStatus, CheckRequest,
+    DetachRequest, Dns, GcReport, GcRequest, SidecarStatus, ValidAttachment, WireError,
+};
+use super::session::{self, Phase, SessionHandle, StopMode};
+use super::state::{unix_now, AttachmentKey, AttachmentRecord, StateDir, RECORD_VERSION};
+
+/// The attach answer must reach the plugin before its own deadline.
+const REPLY_MARGIN: Duration = Duration::from_millis(1500);
+
+struct Entry {
+    record: AttachmentRecord,
+    session: SessionHandle,
+}
+
+pub struct Registry {
+    state: StateDir,
+    entries: Mutex<HashMap<AttachmentKey, Entry>>,
+}
+
+fn bad_request(e: String) -> WireError {
+    WireError::new(code::INVALID_ENV, e, "")
+}
+
+fn netns_error(what: String, e: impl std::fmt::Display) -> WireError {
+    WireError::new(code::TAP_NETNS, what, e.to_string())
+}
+
+/// `5E:01:…` (any case, `:` or `-`) → bytes.
+pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let mut out = [0u8; 6];
+    let mut parts = text.split([':', '-']);
+    for byte in &mut out {
+        *byte = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    parts.next().is_none().then_some(out)
+}
+
+pub fn format_mac(mac: [u8; 6]) -> String {
+    mac.map(|b| format!("{b:02X}")).join(":")
+}
+
+impl Registry {
+    pub fn new(state: StateDir) -> Registry {
+        Registry {
+            state,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<AttachmentKey, Entry>> {
+        // A panic while holding the lock leaves a consistent map (no multi-step updates).
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn take(&self, key: &AttachmentKey) -> Option<Entry> {
+        self.lock().remove(key)
+    }
+
+    /// ADD: adopt the TAP fd, start the session, wait for the lease.
+    pub async fn attach(
+        &self,
+        req: AttachRequest,
+        fds: Vec<OwnedFd>,
+    ) -> Result<AttachResult, WireError> {
+        let deadline =
+            Instant::now() + Duration::from_millis(req.timeout_ms).saturating_sub(REPLY_MARGIN);
+        let key = AttachmentKey::new(&req.attachment.container_id, &req.attachment.ifname)
+            .map_err(bad_request)?;
+        let mut fds = fds.into_iter();
+        let (Some(fd), None) = (fds.next(), fds.next()) else {
+            return Err(WireError::new(
+                code::PROTOCOL,
+                "attach needs exactly one TAP file descriptor (SCM_RIGHTS)",
+                "",
+            ));
+        };
+        let tap =
+            Tap::from_fd(fd).map_err(|e| netns_error("the passed fd is not a TAP".into(), e))?;
+        if tap.name() != key.ifname {
+            return Err(netns_error(
+                format!("the passed TAP is {:?}, not {:?}", tap.name(), key.ifname),
+                "",
+            ));
+        }
+        if self.lock().contains_key(&key) {
+            return Err(netns_error(
+                format!("{key} is already attached"),
+                "DEL the attachment first",
+            ));
+        }
+        let mac = match req.link.mac.as_deref() {
+            Some(text) => parse_mac(text).ok_or_else(|| {
+                WireError::new(code::INVALID_CONFIG, format!("bad MAC {text:?}"), "")
+            })?,
+            None => self.read_mac(&req.netns, &key.ifname).await?,
+        };
+        // Fail fast (code 7) on an unusable password file or pin.
+        session::session_config(&req.login)?;
+        let record = AttachmentRecord {
+            version: RECORD_VERSION,
+            network: req.attachment.network.clone(),
+            container_id: key.container_id.clone(),
+            ifname: key.ifname.clone(),
+            netns: req.netns.clone(),
+            mac: format_mac(mac),
+            login: req.login.clone(),
+            link: req.link.clone(),
+            last_address: None,
+            pod_namespace: req.pod_namespace.clone(),
+            pod_name: req.pod_name.clone(),
+            created_at: unix_now(),
+        };
+        let handle = session::spawn(record.clone(), mac, tap, self.state.clone());
+        let mut live = handle.live.clone();
+        self.lock().insert(
+            key.clone(),
+            Entry {
+                record: record.clone(),
+                session: handle,
+            },
+        );
+        let waited = tokio::time::timeout_at(
+            deadline.into(),
+            live.wait_for(|l| matches!(l.phase, Phase::Up | Phase::Failed | Phase::Stopped)),
+        )
+        .await;
+        let waited = waited.map(|r| r.map(|l| l.clone()));
+        let outcome = match waited {
+            Ok(Ok(l)) if l.phase == Phase::Up => Ok(l),
+            Ok(Ok(l)) => Err(l.error.unwrap_or_else(|| {
+                WireError::new(code::TRY_AGAIN_LATER, "the session stopped during ADD", "")
+            })),
+            Ok(Err(_)) => Err(WireError::new(
+                code::TAP_NETNS,
+                "the session task ended",
+                "",
+            )),
+            Err(_) => {
+                let l = live.borrow().clone();
+                Err(WireError::new(
+                    code::TRY_AGAIN_LATER,
+                    format!(
+                        "no DHCP lease within the ADD timeout (session {})",
+                        l.phase.as_str()
+                    ),
+                    l.last_error.unwrap_or_default(),
+                ))
+            }
+        };
+        match outcome {
+            Ok(l) => {
+                let lease = l
+                    .lease
+                    .ok_or_else(|| WireError::new(code::DHCP, "session up without a lease", ""))?;
+                let mut saved = record;
+                saved.last_address = Some(lease.interface_address());
+                if let Err(e) = self.state.save(&saved) {
+                    self.forget(&key, StopMode::Release).await;
+                    return Err(WireError::new(
+                        code::TAP_NETNS,
+                        "cannot persist the attachment record",
+                        e.to_string(),
+                    ));
+                }
+                if let Some(entry) = self.lock().get_mut(&key) {
+                    entry.record = saved;
+                }
+                Ok(result_of(mac, &lease, &req))
+            }
+            Err(e) => {
+                self.forget(&key, StopMode::Release).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn read_mac(&self, netns: &str, ifname: &str) -> Result<[u8; 6], WireError> {
+        let nl = Netlink::open(Netns::from_path(netns))
+            .await
+            .map_err(|e| netns_error(format!("cannot open netlink in {netns}"), e))?;
+        let info = nl
+            .link_by_name(ifname)
+            .await
+            .map_err(|e| netns_error(format!("cannot read {ifname}"), e))?;
+        info.and_then(|i| i.mac)
+            .and_then(|m| <[u8; 6]>::try_from(m.as_slice()).ok())
+            .ok_or_else(|| netns_error(format!("{ifname} has no Ethernet MAC"), ""))
+    }
+
+    /// Stops and removes an attachment: session, record, tombstone.
+    async fn forget(&self, key: &AttachmentKey, mode: StopMode) {
+        if let Some(entry) = self.take(key) {
+            entry.session.stop(mode).await;
+        }
+        if mode == StopMode::Release {
+            if let Err(e) = self.state.remove(key) {
+                tracing::warn!(attachment = %key, "{e}");
+            }
+            let _ = self.state.remove_tombstone(key);
+        }
+    }
+
+    /// DEL: best effort, succeeds when nothing is left.
+    pub async fn detach(&self, req: DetachRequest) -> Result<(), WireError> {
+        let key = AttachmentKey::new(&req.attachment.container_id, &req.attachment.ifname)
+            .map_err(bad_request)?;
+        let netns = self.lock().get(&key).map(|e| e.record.netns.clone());
+        self.forget(&key, StopMode::Release).await;
+        if let Some(ns) = req.netns.or(netns) {
+            remove_link(&ns, &key.ifname).await;
+        }
+        Ok(())
+    }
+
+    /// CHECK: the session is up and the interface carries the leased address.
+    pub async fn check(&self, req: CheckRequest) -> Result<(), WireError> {
+        let key = AttachmentKey::new(&req.attachment.container_id, &req.attachment.ifname)
+            .map_err(bad_request)?;
+        let (record, live) = {
+            let map = self.lock();
+            match map.get(&key) {
+                Some(entry) => (entry.record.clone(), entry.session.live.borrow().clone()),
+                None => {
+                    return Err(netns_error(
+                        format!("the sidecar has no attachment {key}"),
+                        "",
+                    ))
+                }
+            }
+        };
+        let lease = match (live.phase, live.lease) {
+            (Phase::Up, Some(lease)) => lease,
+            (phase, _) => {
+                return Err(WireError::new(
+                    code::TRY_AGAIN_LATER,
+                    format!("the VPN session of {key} is {}", phase.as_str()),
+                    live.last_error.unwrap_or_default(),
+                ))
+            }
+        };
+        let nl = Netlink::open(Netns::from_path(&req.netns))
+            .await
+            .map_err(|e| netns_error(format!("cannot open netlink in {}", req.netns), e))?;
+        let info = nl
+            .link_by_name(&key.ifname)
+            .await
+            .map_err(|e| netns_error(format!("cannot read {}", key.ifname), e))?
+            .ok_or_else(|| {
+                netns_error(format!("{} is missing in {}", key.ifname, req.netns), "")
+            })?;
+        let mac = info
+            .mac
+            .as_deref()
+            .and_then(|m| <[u8; 6]>::try_from(m).ok());
+        let want_mac = req.mac.as_deref().unwrap_or(&record.mac);
+        if mac.map(format_mac) != parse_mac(want_mac).map(format_mac) {
+            return Err(netns_error(format!("{} has the wrong MAC", key.ifname), ""));
+        }
+        let have = nl
+            .addresses(info.index)
+            .await
+            .map_err(|e| netns_error("cannot list addresses".into(), e))?;
+        let mut want: Vec<String> = req.ips.clone();
+        want.push(lease.interface_address().to_string());
+        for ip in want {
+            if !have.iter().any(|a| a.to_string() == ip) {
+                return Err(netns_error(
+                    format!("{} lacks address {ip}", key.ifname),
+                    format!("present: {have:?}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// STATUS: ready unless some session is down.
+    pub fn status(&self) -> SidecarStatus {
+        let down: Vec<String> = self
+            .lock()
+            .iter()
+            .filter(|(_, e)| e.session.live.borrow().phase != Phase::Up)
+            .map(|(k, _)| k.to_string())
+            .collect();
+        if down.is_empty() {
+            SidecarStatus::Ready
+        } else {
+            SidecarStatus::Degraded {
+                reason: format!("sessions not up: {}", down.join(", ")),
+            }
+        }
+    }
+
+    /// GC: remove every attachment of `network` not in `valid`.
+    pub async fn gc(&self, req: GcRequest) -> GcReport {
+        let stale: Vec<(AttachmentKey, String)> = self
+            .lock()
+            .iter()
+            .filter(|(k, e)| {
+                e.record.network == req.network
+                    && !req
+                        .valid
+                        .iter()
+                        .any(|v| v.container_id == k.container_id && v.ifname == k.ifname)
+            })
+            .map(|(k, e)| (k.clone(), e.record.netns.clone()))
+            .collect();
+        let mut report = GcReport::default();
+        for (key, netns) in stale {
+            self.forget(&key, StopMode::Release).await;
+            remove_link(&netns, &key.ifname).await;
+            report.removed.push(ValidAttachment {
+                container_id: key.container_id,
+                ifname: key.ifname,
+            });
+        }
+        report
+    }
+
+    /// One line per attachment for `softether-sidecar status`.
+    pub fn list(&self) -> Vec<AttachmentStatus> {
+        let mut out: Vec<AttachmentStatus> = self
+            .lock()
+            .values()
+            .map(|e| {
+                let l = e.session.live.borrow();
+                let r = &e.record;
+                AttachmentStatus {
+                    network: r.network.clone(),
+                    container_id: r.container_id.clone(),
+                    netns: r.netns.clone(),
+                    ifname: r.ifname.clone(),
+                    mac: r.mac.clone(),
+                    address: l
+                        .lease
+                        .as_ref()
+                        .map(|x| x.interface_address())
+                        .or(r.last_address),
+                    server: format!("{}:{}", r.login.server, r.login.port),
+                    hub: r.login.hub.clone(),
+                    user: r.login.user.clone(),
+                    state: l.phase.as_str().to_owned(),
+                    since: l.since,
+                    bytes_in: l.bytes_in,
+                    bytes_out: l.bytes_out,
+                    reconnects: l.reconnects,
+                    last_error: l.last_error.clone(),
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.container_id, &a.ifname).cmp(&(&b.container_id, &b.ifname)));
+        out
+    }
+
+    /// Startup: finish the plugin's tombstones, then re-adopt every remaining record.
+    pub async fn recover(&self) {
+        match self.state.tombstones_list() {
+            Ok(list) => {
+                for t in list {
+                    match t {
+                        Ok(t) => self.bury(t).await,
+                        Err(e) => tracing::warn!("skipping tombstone: {e}"),
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("cannot list tombstones: {e}"),
+        }
+        let records = match self.state.records() {
+            Ok(r) => r,
+            Err(e) => return tracing::warn!("cannot list attachment records: {e}"),
+        };
+        for rec in records {
+            match rec {
+                Ok(rec) => self.adopt(rec).await,
+                Err(e) => tracing::warn!("skipping attachment record: {e}"),
+            }
+        }
+    }
+
+    async fn bury(&self, t: super::state::Tombstone) {
+        let Ok(key) = AttachmentKey::new(&t.container_id, &t.ifname) else {
+            return tracing::warn!("ignoring tombstone with a bad key {:?}", t.container_id);
+        };
+        tracing::info!(attachment = %key, "processing the plugin's DEL from while we were down");
+        let netns = read_record(&self.state, &key).map(|r| r.netns).or(t.netns);
+        if let Some(ns) = netns {
+            remove_link(&ns, &key.ifname).await;
+        }
+        // The lease itself expires on the server: releasing needs a session from the
+        // attachment's MAC, which the provisional engine does not open just to say goodbye.
+        self.forget(&key, StopMode::Release).await;
+    }
+
+    async fn adopt(&self, rec: AttachmentRecord) {
+        let Ok(key) = rec.key() else {
+            return tracing::warn!("ignoring record with a bad key {:?}", rec.container_id);
+        };
+        let ns = Netns::from_path(&rec.netns);
+        let exists = match Netlink::open(ns.clone()).await {
+            Ok(nl) => nl
+                .link_index_opt(&key.ifname)
+                .await
+                .ok()
+                .flatten()
+                .is_some(),
+            Err(_) => false,
+        };
+        if !exists {
+            tracing::info!(attachment = %key, netns = %rec.netns, "interface or netns gone; forgetting the attachment");
+            let _ = self.state.remove(&key);
+            return;
+        }
+        let Some(mac) = parse_mac(&rec.mac) else {
+            return tracing::warn!(attachment = %key, "record has a bad MAC {:?}", rec.mac);
+        };
+        let tap = match Tap::open_persistent(&ns, &key.ifname).await {
+            Ok(t) => t,
+            Err(e) => return tracing::warn!(attachment = %key, "cannot reopen the TAP: {e}"),
+        };
+        tracing::info!(attachment = %key, address = ?rec.last_address, "re-adopting attachment");
+        let handle = session::spawn(rec.clone(), mac, tap, self.state.clone());
+        self.lock().insert(
+            key,
+            Entry {
+                record: rec,
+                session: handle,
+            },
+        );
+    }
+
+    /// Daemon shutdown: end the sessions but keep TAPs and records for the next start.
+    pub async fn shutdown(&self) {
+        let entries: Vec<Entry> = self.lock().drain().map(|(_, e)| e).collect();
+        for e in entries {
+            e.session.stop(StopMode::Abandon).await;
+        }
+    }
+}
+
+fn read_record(state: &StateDir, key: &AttachmentKey) -> Option<AttachmentRecord> {
+    let bytes = std::fs::read(state.record_path(key)).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// Deletes `ifname` in `netns` if both still exist.
+async fn remove_link(netns: &str, ifname: &str) {
+    if !std::path::Path::new(netns).exists() {
+        return;
+    }
+    if let Ok(nl) = Netlink::open(Netns::from_path(netns)).await {
+        if let Ok(Some(_)) = nl.link_index_opt(ifname).await {
+            if let Err(e) = nl.delete_link(ifname).await {
+                tracing::warn!(%netns, %ifname, "cannot delete the interface: {e}");
+            }
+        }
+    }
+}
+
+fn result_of(mac: [u8; 6], lease: &dhcp_client::Lease, req: &AttachRequest) -> AttachResult {
+    let table = req.link.policy_route_table;
+    let mut routes = Vec::new();
+    if req.link.accept_default_gateway {
+        if let Some(gw) = lease.default_gateway() {
+            routes.push(AttachedRoute {
+                dst: ipnet::Ipv4Net::default(),
+                gw: Some(gw),
+                table,
+            });
+        }
+    }
+    if req.link.accept_static_routes {
+        for (dst, gw) in session::routes_of(lease) {
+            routes.push(AttachedRoute {
+                dst,
+                gw: Some(gw),
+                table,
+            });
+        }
+    }
+    AttachResult {
+        mac: format_mac(mac),
+        mtu: lease.mtu.map(u32::from).or(req.link.mtu.map(u32::from)),
+        ips: vec![AttachedIp {
+            address: lease.interface_address(),
+            gateway: lease.default_gateway(),
+        }],
+        routes,
+        dns: Dns {
+            nameservers: lease.dns_servers.iter().map(|d| d.to_string()).collect(),
+            domain: lease.domain_name.clone(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn macs_parse_and_format() {
+        assert_eq!(
+            parse_mac("5e:00:0a:ff:01:02"),
+            Some([0x5e, 0, 0x0a, 0xff, 1, 2])
+        );
+        assert_eq!(
+            parse_mac("5E-00-0A-FF-01-02"),
+            parse_mac("5e:00:0a:ff:01:02")
+        );
+        assert_eq!(parse_mac("5e:00:0a:ff:01"), None);
+        assert_eq!(parse_mac("5e:00:0a:ff:01:02:03"), None);
+        assert_eq!(parse_mac("zz:00:0a:ff:01:02"), None);
+        assert_eq!(format_mac([0x5e, 0, 0x0a, 0xff, 1, 2]), "5E:00:0A:FF:01:02");
+    }
+}
