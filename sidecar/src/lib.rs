@@ -7,9 +7,11 @@
 //!   and out through channels.
 //! - [`probe`]: the `probe` subcommand.
 //! - [`daemon`]: the `run` daemon behind the CNI plugin (control socket, attachments) and `status`.
+//! - [`client`]: the connection engine and the `connect` subcommand.
 //!
 //! The binary `softether-sidecar` (src/main.rs) parses flags and dispatches.
 
+pub mod client;
 pub mod credentials;
 pub mod daemon;
 pub mod establish;

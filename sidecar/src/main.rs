@@ -4,6 +4,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use softether_sidecar::client::cli::{run_connect, ConnectArgs};
+use softether_sidecar::daemon::cli::{run_daemon, run_status, RunArgs, StatusArgs};
 use softether_sidecar::probe::{render_text, run_probe, ProbeFailure};
 use softether_sidecar::server_args::ServerArgs;
 
@@ -15,8 +17,9 @@ use softether_sidecar::server_args::ServerArgs;
 )]
 struct Cli {
     /// Log filter (tracing EnvFilter syntax), e.g. "info" or "softether_sidecar=debug". Also RUST_LOG.
-    #[arg(long, global = true, env = "RUST_LOG", default_value = "warn")]
-    log: String,
+    /// Default: "info" for connect, "warn" otherwise.
+    #[arg(long, global = true, env = "RUST_LOG")]
+    log: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -38,6 +41,24 @@ enum Command {
         #[arg(long, value_name = "DUR", default_value = "3s", value_parser = humantime::parse_duration)]
         frame_wait: Duration,
     },
+    /// Standalone client: TAP + session + DHCP + routes, reconnecting until SIGINT/SIGTERM.
+    ///
+    /// Creates a TAP in the current network namespace, bridges it to the SoftEther session,
+    /// runs DHCP through the tunnel and installs what the flags accept. On SIGINT/SIGTERM it
+    /// releases the lease, closes the session and removes every address, route, rule and nft
+    /// table it added, and restores resolv.conf.
+    ///
+    /// Exit codes: 0 stopped by a signal, cleaned up; 1 other errors; 2 bad usage (e.g.
+    /// --connmark without --policy-route-table); 3 the server refused the login for good (bad
+    /// password, unknown hub; not retried); 4 TLS trust failure; 6 local network setup failed
+    /// (TAP, netlink, nftables, resolv.conf); 7 stopped but teardown left something behind.
+    Connect(Box<ConnectArgs>),
+    /// The daemon behind the CNI plugin: control socket, one session per pod attachment,
+    /// re-adoption of attachments after a restart. Stops on SIGTERM/SIGINT (attachments stay).
+    Run(RunArgs),
+    /// One line per attachment of a running daemon (container, netns, ifname, address, server,
+    /// state, since, bytes in/out, reconnects).
+    Status(StatusArgs),
 }
 
 fn init_logging(filter: &str) {
@@ -46,13 +67,18 @@ fn init_logging(filter: &str) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.log);
+    let default_log = match cli.command {
+        Command::Connect(_) | Command::Run(_) => "info",
+        _ => "warn",
+    };
+    init_logging(cli.log.as_deref().unwrap_or(default_log));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -71,6 +97,9 @@ fn main() -> ExitCode {
                 json,
                 frame_wait,
             } => probe(&server, json, frame_wait).await,
+            Command::Connect(args) => run_connect(*args).await,
+            Command::Run(args) => run_daemon(args).await,
+            Command::Status(args) => run_status(args).await,
         }
     });
     ExitCode::from(code)

@@ -1,0 +1,274 @@
+//! One tunnel session's frame pump: TAP ⇄ tunnel, with the DHCP client listening in.
+//!
+//! Uplink (TAP → tunnel) runs in its own task so a full tunnel queue only back-pressures the
+//! TAP. Downlink (tunnel → TAP) runs in the session loop together with the DHCP timers and
+//! lease events, which are rare compared to frames. Both directions drain everything that is
+//! ready per wake-up (`try_recv`), and uplink frames are cut out of one shared buffer so a
+//! burst costs one allocation per ~100 frames, not one per frame.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use dhcp_client::{DhcpClient, Event, LostReason};
+use netcfg::{AsyncTap, NetcfgError};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use super::lease_apply::NetConfigurator;
+use crate::tunnel_driver::TunnelHandle;
+
+/// Frames taken per wake-up in each direction before yielding.
+const BATCH: usize = 256;
+/// Uplink buffer: refilled when less than one frame of room is left.
+const UPLINK_BUFFER: usize = 256 * 1024;
+
+/// Why a session loop returned.
+#[derive(Debug)]
+pub enum SessionEnd {
+    /// Shutdown was requested; the tunnel is still up (for the RELEASE).
+    Shutdown,
+    /// The tunnel driver ended; `TunnelHandle::join` tells why.
+    TunnelEnded,
+    /// Reading or writing the TAP failed: a local problem, not worth reconnecting for.
+    Tap(io::Error),
+    /// Applying a lease failed: a local problem (permissions, nft missing, ...).
+    Netcfg(NetcfgError),
+}
+
+/// Waits until `shutdown` turns true (or its sender is gone, which also means stop).
+pub async fn shutdown_requested(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// Moves frames from the TAP into the tunnel until the tunnel closes or the TAP fails.
+pub fn spawn_uplink(
+    tap: Arc<AsyncTap>,
+    outgoing: mpsc::Sender<Bytes>,
+    max_frame: usize,
+) -> JoinHandle<io::Error> {
+    tokio::spawn(async move {
+        let mut buf = BytesMut::with_capacity(UPLINK_BUFFER);
+        let mut batch: Vec<Bytes> = Vec::with_capacity(BATCH);
+        loop {
+            if let Err(e) = read_frame(&tap, &mut buf, max_frame, true).await {
+                return e;
+            }
+            batch.push(buf.split().freeze());
+            while batch.len() < BATCH {
+                match read_frame(&tap, &mut buf, max_frame, false).await {
+                    Ok(()) => batch.push(buf.split().freeze()),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => return e,
+                }
+            }
+            for frame in batch.drain(..) {
+                if outgoing.send(frame).await.is_err() {
+                    return io::Error::new(io::ErrorKind::BrokenPipe, "tunnel closed");
+                }
+            }
+        }
+    })
+}
+
+/// Reads one frame into the (empty) `buf`, waiting if `wait`.
+async fn read_frame(
+    tap: &AsyncTap,
+    buf: &mut BytesMut,
+    max_frame: usize,
+    wait: bool,
+) -> io::Result<()> {
+    if buf.capacity() < max_frame {
+        *buf = BytesMut::with_capacity(UPLINK_BUFFER.max(max_frame));
+    }
+    buf.resize(max_frame, 0);
+    let n = if wait {
+        tap.recv(buf).await
+    } else {
+        tap.try_recv(buf)
+    };
+    match n {
+        Ok(n) => {
+            buf.truncate(n);
+            Ok(())
+        }
+        Err(e) => {
+            buf.clear();
+            Err(e)
+        }
+    }
+}
+
+/// State carried across the sessions of one connection.
+pub struct SessionContext<'a> {
+    pub tap: &'a Arc<AsyncTap>,
+    pub dhcp: Option<&'a mut DhcpClient>,
+    pub net: Option<&'a mut NetConfigurator>,
+    pub shutdown: &'a mut watch::Receiver<bool>,
+    /// When the process started, to report the time to a usable lease.
+    pub started: Instant,
+    /// Set once a lease was acquired in this session.
+    pub got_lease: bool,
+}
+
+/// Pumps frames and DHCP for one tunnel until shutdown, tunnel loss or a local failure.
+pub async fn run_session(
+    ctx: &mut SessionContext<'_>,
+    tunnel: &mut TunnelHandle,
+    max_frame: usize,
+) -> SessionEnd {
+    let mut uplink = spawn_uplink(ctx.tap.clone(), tunnel.outgoing.clone(), max_frame);
+    let end = session_loop(ctx, tunnel, &mut uplink).await;
+    uplink.abort();
+    end
+}
+
+async fn session_loop(
+    ctx: &mut SessionContext<'_>,
+    tunnel: &mut TunnelHandle,
+    uplink: &mut JoinHandle<io::Error>,
+) -> SessionEnd {
+    let mut frames: Vec<Bytes> = Vec::with_capacity(BATCH);
+    loop {
+        if let Some(end) = drive_dhcp(ctx, &tunnel.outgoing).await {
+            return end;
+        }
+        let timer = ctx.dhcp.as_ref().and_then(|d| d.poll_timeout());
+        tokio::select! {
+            biased;
+            _ = shutdown_requested(ctx.shutdown) => return SessionEnd::Shutdown,
+            n = tunnel.incoming.recv_many(&mut frames, BATCH) => {
+                if n == 0 {
+                    return SessionEnd::TunnelEnded;
+                }
+                for frame in frames.drain(..) {
+                    if let Err(e) = deliver(ctx, &frame).await {
+                        return SessionEnd::Tap(e);
+                    }
+                }
+            }
+            _ = sleep_until(timer), if timer.is_some() => {
+                if let Some(dhcp) = ctx.dhcp.as_deref_mut() {
+                    dhcp.handle_timeout(Instant::now());
+                }
+            }
+            err = &mut *uplink => {
+                return match err {
+                    Ok(e) if e.kind() == io::ErrorKind::BrokenPipe => SessionEnd::TunnelEnded,
+                    Ok(e) => SessionEnd::Tap(e),
+                    Err(join) => SessionEnd::Tap(io::Error::other(join.to_string())),
+                };
+            }
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    if let Some(at) = at {
+        tokio::time::sleep_until(at.into()).await;
+    }
+}
+
+/// A frame from the tunnel: DHCP replies go to the client, everything else to the TAP.
+async fn deliver(ctx: &mut SessionContext<'_>, frame: &Bytes) -> io::Result<()> {
+    if let Some(dhcp) = ctx.dhcp.as_deref_mut() {
+        if DhcpClient::is_dhcp_reply(frame) {
+            dhcp.handle_frame(Instant::now(), frame);
+            return Ok(());
+        }
+    }
+    match ctx.tap.send(frame).await {
+        Ok(()) => Ok(()),
+        // The kernel refuses some frames (e.g. larger than the MTU): drop them like a NIC.
+        Err(e) if e.kind() == io::ErrorKind::InvalidInput => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Sends due DHCP frames and acts on DHCP events.
+async fn drive_dhcp(
+    ctx: &mut SessionContext<'_>,
+    outgoing: &mpsc::Sender<Bytes>,
+) -> Option<SessionEnd> {
+    let dhcp = ctx.dhcp.as_deref_mut()?;
+    let now = Instant::now();
+    while let Some(frame) = dhcp.poll_transmit(now) {
+        if outgoing.send(frame.into()).await.is_err() {
+            return Some(SessionEnd::TunnelEnded);
+        }
+    }
+    let mut events = Vec::new();
+    while let Some(event) = dhcp.poll_event() {
+        events.push(event);
+    }
+    for event in events {
+        if let Err(e) = on_event(ctx, event).await {
+            return Some(SessionEnd::Netcfg(e));
+        }
+    }
+    None
+}
+
+async fn on_event(ctx: &mut SessionContext<'_>, event: Event) -> Result<(), NetcfgError> {
+    match event {
+        Event::Bound(lease) => {
+            tracing::info!(
+                address = %lease.interface_address(),
+                gateway = ?lease.default_gateway().or(lease.router),
+                dns = ?lease.dns_servers,
+                lease_secs = lease.lease_time.as_secs(),
+                since_start_ms = ctx.started.elapsed().as_millis() as u64,
+                "lease acquired"
+            );
+            if let Some(net) = ctx.net.as_deref_mut() {
+                net.apply_lease(&lease).await?;
+            }
+            ctx.got_lease = true;
+        }
+        Event::Renewed(lease) => {
+            tracing::info!(
+                address = %lease.interface_address(),
+                lease_secs = lease.lease_time.as_secs(),
+                "lease renewed"
+            );
+            if let Some(net) = ctx.net.as_deref_mut() {
+                net.apply_lease(&lease).await?;
+            }
+        }
+        Event::Changed { old, new } => {
+            tracing::info!(
+                old = %old.interface_address(),
+                new = %new.interface_address(),
+                gateway = ?new.default_gateway().or(new.router),
+                "lease changed, reconfiguring"
+            );
+            if let Some(net) = ctx.net.as_deref_mut() {
+                net.apply_lease(&new).await?;
+            }
+        }
+        Event::Lost { lease, reason } => {
+            if reason == LostReason::Restarted {
+                // A reconnect: keep the configuration (no leak while the tunnel is down);
+                // the next ACK confirms it or replaces it.
+                tracing::debug!(address = %lease.address, "asking for the previous lease again");
+            } else {
+                tracing::warn!(address = %lease.address, ?reason, "lease lost, removing its configuration");
+                if let Some(net) = ctx.net.as_deref_mut() {
+                    for e in net.remove_lease().await {
+                        tracing::warn!("removing lease configuration: {e}");
+                    }
+                }
+            }
+        }
+        Event::Nak { server_id, message } => {
+            tracing::info!(
+                ?server_id,
+                message = message.as_deref().unwrap_or(""),
+                "DHCP NAK, starting over"
+            );
+        }
+        other => tracing::debug!(?other, "DHCP event"),
+    }
+    Ok(())
+}

@@ -1,0 +1,249 @@
+//! `softether-sidecar connect`: flags, validation, signals and exit codes around the engine.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use netcfg::{resolv, Netns, Tap, TapConfig};
+use tokio::sync::watch;
+
+use super::connect::{run_engine, EngineConfig, EngineError};
+use super::lease_apply::NetOptions;
+use super::mac::Mac;
+use crate::establish::SessionError;
+use crate::server_args::{random_seed, ServerArgs};
+
+/// Exit codes of `connect` (also listed in its `--help`).
+pub mod exit {
+    /// Stopped by SIGINT/SIGTERM; everything it added was removed.
+    pub const OK: u8 = 0;
+    /// Any other failure.
+    pub const OTHER: u8 = 1;
+    /// Bad usage (flags).
+    pub const USAGE: u8 = 2;
+    /// The server refused the login for good (bad password, unknown hub or user, ...).
+    pub const LOGIN_REFUSED: u8 = 3;
+    /// TLS trust failure or TLS setup error.
+    pub const TLS: u8 = 4;
+    /// Local network setup failed (TAP, netlink, nftables, resolv.conf).
+    pub const LOCAL_NETWORK: u8 = 6;
+    /// Stopped, but some of what it added could not be removed (see the log).
+    pub const TEARDOWN_INCOMPLETE: u8 = 7;
+}
+
+/// Flags of `connect`.
+#[derive(Debug, Clone, Args)]
+pub struct ConnectArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// TAP interface name (created in the current network namespace; kernel-assigned tapN if absent).
+    #[arg(long, value_name = "NAME")]
+    pub tap: Option<String>,
+    /// TAP MAC address, e.g. 5E:3B:6F:63:A8:3E (default: a stable 5E:… MAC derived from host, user and hub).
+    #[arg(long, value_name = "MAC")]
+    pub mac: Option<Mac>,
+    /// Do not run DHCP: bridge frames only, configure nothing on the TAP.
+    #[arg(long, conflicts_with_all = ["accept_default_gateway", "accept_static_routes", "accept_dns", "policy_route_table"])]
+    pub no_dhcp: bool,
+    /// Install the DHCP router as default route (metric 50), after pinning a /32 route to the
+    /// server through the pre-existing default gateway.
+    #[arg(long)]
+    pub accept_default_gateway: bool,
+    /// Install DHCP classless static routes (options 121/249); a 0.0.0.0/0 entry only with
+    /// --accept-default-gateway.
+    #[arg(long)]
+    pub accept_static_routes: bool,
+    /// Write the lease's DNS servers and domain to --resolv-conf (backed up, restored on exit).
+    #[arg(long)]
+    pub accept_dns: bool,
+    /// The resolv.conf that --accept-dns rewrites.
+    #[arg(long, value_name = "PATH", default_value = resolv::RESOLV_CONF)]
+    pub resolv_conf: PathBuf,
+    /// Policy routing: `from <VPN_IP> lookup N` plus the VPN subnet and a default route via the
+    /// VPN gateway in table N, so replies to VPN port forwards leave through the tunnel.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=0xffff_fffe))]
+    pub policy_route_table: Option<u32>,
+    /// CONNMARK connections arriving on the TAP (nftables) and route their replies through
+    /// table N with an fwmark rule, for DNAT'd services in local namespaces/VMs. Requires
+    /// --policy-route-table.
+    #[arg(long)]
+    pub connmark: bool,
+    /// Base of the reconnect backoff (doubles per failure with ±20 % jitter, capped at 60 s;
+    /// "server busy"/"too many sessions" waits at least 60 s).
+    #[arg(long, value_name = "DUR", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub reconnect_delay: Duration,
+    /// SoftEther max_connection requested from the server (1-32). The server may grant fewer;
+    /// the tunnel currently carries all traffic over one TCP connection.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=32))]
+    pub max_connections: u32,
+    /// TAP MTU.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(576..=9000))]
+    pub mtu: Option<u32>,
+}
+
+/// Flag combinations clap cannot express with a good message.
+pub fn validate(args: &ConnectArgs) -> Result<(), String> {
+    if args.connmark && args.policy_route_table.is_none() {
+        return Err(
+            "--connmark requires --policy-route-table N: marked replies are routed through table N"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+fn hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty() && h.len() <= 255)
+}
+
+fn engine_config(args: &ConnectArgs) -> anyhow::Result<EngineConfig> {
+    let server = &args.server;
+    let session = server.session_config(args.max_connections)?;
+    let mac = args
+        .mac
+        .unwrap_or_else(|| Mac::stable(&server.host, &server.user, &server.hub));
+    Ok(EngineConfig {
+        session,
+        mac,
+        dhcp_hostname: (!args.no_dhcp).then(hostname),
+        net: NetOptions {
+            accept_default_gateway: args.accept_default_gateway,
+            accept_static_routes: args.accept_static_routes,
+            policy_table: args.policy_route_table,
+            connmark: args.connmark,
+            resolv_conf: args.accept_dns.then(|| args.resolv_conf.clone()),
+        },
+        pin_server_route: true,
+        mtu: args.mtu,
+        reconnect_delay: args.reconnect_delay,
+        seed: random_seed(),
+        id: format!("connect_{}", std::process::id()),
+    })
+}
+
+/// Resolves when SIGINT or SIGTERM arrives (first one wins).
+fn spawn_signal_watch(tx: watch::Sender<bool>) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::spawn(async move {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        tracing::info!(signal = name, "shutting down");
+        let _ = tx.send(true);
+    });
+    Ok(())
+}
+
+/// Runs `connect`; returns the process exit code.
+pub async fn run_connect(args: ConnectArgs) -> u8 {
+    if let Err(msg) = validate(&args) {
+        eprintln!("softether-sidecar connect: {msg}");
+        return exit::USAGE;
+    }
+    let config = match engine_config(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("softether-sidecar connect: {e:#}");
+            return exit::USAGE;
+        }
+    };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    if let Err(e) = spawn_signal_watch(stop_tx) {
+        eprintln!("softether-sidecar connect: cannot install signal handlers: {e}");
+        return exit::OTHER;
+    }
+    if args.accept_dns {
+        if let Err(e) = resolv::recover_stale_backup(&args.resolv_conf) {
+            eprintln!("softether-sidecar connect: {e}");
+            return exit::LOCAL_NETWORK;
+        }
+    }
+    let netns = Netns::Current;
+    let tap_config = TapConfig {
+        name: args.tap.clone(),
+        persistent: false,
+    };
+    let tap = match Tap::create(&netns, &tap_config).await {
+        Ok(tap) => tap,
+        Err(e) => {
+            eprintln!("softether-sidecar connect: cannot create the TAP: {e}");
+            return exit::LOCAL_NETWORK;
+        }
+    };
+    tracing::info!(tap = %tap.name(), mac = %config.mac, "TAP created");
+    let outcome = run_engine(config, tap, netns, stop_rx).await;
+    let code = match &outcome.result {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            eprintln!("softether-sidecar connect: {e}");
+            exit_code(e)
+        }
+    };
+    if code == exit::OK && !outcome.teardown_errors.is_empty() {
+        return exit::TEARDOWN_INCOMPLETE;
+    }
+    code
+}
+
+fn exit_code(e: &EngineError) -> u8 {
+    match e {
+        EngineError::Session(SessionError::Tls { .. } | SessionError::TlsSetup(_)) => exit::TLS,
+        EngineError::Session(_) => exit::LOGIN_REFUSED,
+        EngineError::Netcfg(_) | EngineError::Tap(_) => exit::LOCAL_NETWORK,
+        _ => exit::OTHER,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: ConnectArgs,
+    }
+
+    fn parse(extra: &[&str]) -> Result<ConnectArgs, clap::Error> {
+        let mut argv = vec!["x", "--host", "h", "--user", "u"];
+        argv.extend_from_slice(extra);
+        Cli::try_parse_from(argv).map(|c| c.args)
+    }
+
+    #[test]
+    fn defaults() {
+        let a = parse(&[]).unwrap();
+        assert_eq!(a.reconnect_delay, Duration::from_secs(5));
+        assert_eq!(a.max_connections, 1);
+        assert_eq!(a.resolv_conf, PathBuf::from("/etc/resolv.conf"));
+        assert!(validate(&a).is_ok());
+    }
+
+    #[test]
+    fn connmark_needs_a_table() {
+        let a = parse(&["--connmark"]).unwrap();
+        let msg = validate(&a).unwrap_err();
+        assert!(msg.contains("--policy-route-table"), "{msg}");
+        let a = parse(&["--connmark", "--policy-route-table", "200"]).unwrap();
+        assert!(validate(&a).is_ok());
+    }
+
+    #[test]
+    fn ranges_and_mac() {
+        assert!(parse(&["--max-connections", "33"]).is_err());
+        assert!(parse(&["--max-connections", "0"]).is_err());
+        assert!(parse(&["--policy-route-table", "0"]).is_err());
+        assert!(parse(&["--mac", "01:00:00:00:00:01"]).is_err());
+        let a = parse(&["--mac", "5e:00:00:00:00:01", "--reconnect-delay", "250ms"]).unwrap();
+        assert_eq!(a.mac.unwrap().0, [0x5e, 0, 0, 0, 0, 1]);
+        assert_eq!(a.reconnect_delay, Duration::from_millis(250));
+        assert!(parse(&["--no-dhcp", "--accept-default-gateway"]).is_err());
+    }
+}

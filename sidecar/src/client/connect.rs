@@ -1,0 +1,278 @@
+//! The connection engine: log in, bridge, DHCP, configure, and reconnect until told to stop.
+//!
+//! It takes the TAP and the namespace to configure as inputs, so the same engine runs the
+//! standalone client (its own namespace) and, later, one pod per task in the CNI sidecar
+//! (TAP and configuration in the pod's namespace, TLS from the sidecar's).
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dhcp_client::{Config as DhcpConfig, ConfigError as DhcpConfigError, DhcpClient};
+use netcfg::{NetcfgError, Netns, Tap};
+use softether_proto::error::RetryClass;
+use tokio::sync::watch;
+
+use super::backoff::{Backoff, DEFAULT_CAP};
+use super::bridge::{run_session, shutdown_requested, SessionContext, SessionEnd};
+use super::lease_apply::{NetConfigurator, NetOptions};
+use super::mac::Mac;
+use crate::establish::{establish, SessionError};
+use crate::tunnel_driver::{spawn_tunnel, TunnelHandle};
+
+/// A session that stayed up this long resets the backoff to the base delay.
+const HEALTHY_SESSION: Duration = Duration::from_secs(30);
+/// How long a RELEASE may take to leave before the session is closed anyway.
+const RELEASE_FLUSH: Duration = Duration::from_millis(500);
+
+/// Everything the engine needs besides the TAP, the namespace and the stop signal.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub session: crate::establish::SessionConfig,
+    pub mac: Mac,
+    /// `None`: no DHCP (`--no-dhcp`); frames are bridged and nothing is configured.
+    pub dhcp_hostname: Option<Option<String>>,
+    pub net: NetOptions,
+    /// Pin a /32 route to the server through the pre-existing path before any default route
+    /// moves into the tunnel. Only meaningful when TLS leaves from the configured namespace.
+    pub pin_server_route: bool,
+    /// `--mtu`; else the kernel default (1500).
+    pub mtu: Option<u32>,
+    pub reconnect_delay: Duration,
+    /// Seeds backoff jitter, DHCP xids and tunnel padding.
+    pub seed: u64,
+    /// Names the nft table (`softether_<id>`).
+    pub id: String,
+}
+
+/// Why the engine stopped other than by request.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// Retrying cannot help (bad credentials, unknown hub, TLS trust failure, ...).
+    #[error("{0}")]
+    Session(#[source] SessionError),
+    /// TAP, netlink, nftables or resolv.conf failed in the target namespace.
+    #[error("network configuration failed: {0}")]
+    Netcfg(#[from] NetcfgError),
+    #[error("TAP I/O failed: {0}")]
+    Tap(#[source] std::io::Error),
+    #[error("DHCP client configuration: {0}")]
+    Dhcp(#[from] DhcpConfigError),
+}
+
+/// What happened, for the caller's exit status.
+#[derive(Debug)]
+pub struct EngineOutcome {
+    pub result: Result<(), EngineError>,
+    /// Teardown problems: things that may have been left behind.
+    pub teardown_errors: Vec<NetcfgError>,
+}
+
+/// Runs until `shutdown` turns true or a non-retryable error. Always tears down what it added.
+pub async fn run_engine(
+    config: EngineConfig,
+    tap: Tap,
+    netns: Netns,
+    mut shutdown: watch::Receiver<bool>,
+) -> EngineOutcome {
+    let started = Instant::now();
+    let tap_name = tap.name().to_owned();
+    let mut net =
+        match NetConfigurator::open(netns, &tap_name, config.net.clone(), &config.id).await {
+            Ok(net) => net,
+            Err(e) => {
+                return EngineOutcome {
+                    result: Err(e.into()),
+                    teardown_errors: Vec::new(),
+                }
+            }
+        };
+    let result = run_configured(&config, tap, &mut net, &mut shutdown, started).await;
+    let teardown_errors = net.teardown().await;
+    for e in &teardown_errors {
+        tracing::warn!("teardown: {e}");
+    }
+    tracing::info!(tap = %tap_name, clean = teardown_errors.is_empty(), "disconnected, configuration removed");
+    EngineOutcome {
+        result,
+        teardown_errors,
+    }
+}
+
+async fn prepare_link(config: &EngineConfig, net: &NetConfigurator) -> Result<(), NetcfgError> {
+    let nl = net.netlink();
+    let idx = net.tap_index();
+    nl.set_link_mac(idx, config.mac.0).await?;
+    if let Some(mtu) = config.mtu {
+        nl.set_link_mtu(idx, mtu).await?;
+    }
+    nl.set_link_up(idx).await
+}
+
+fn max_frame(mtu: Option<u32>) -> usize {
+    // Ethernet header + VLAN tag on top of the MTU.
+    mtu.map_or(1500, |m| m as usize).max(1500) + 18
+}
+
+async fn run_configured(
+    config: &EngineConfig,
+    tap: Tap,
+    net: &mut NetConfigurator,
+    shutdown: &mut watch::Receiver<bool>,
+    started: Instant,
+) -> Result<(), EngineError> {
+    prepare_link(config, net).await?;
+    let tap = Arc::new(tap.into_async()?);
+    let mut dhcp = match &config.dhcp_hostname {
+        Some(hostname) => {
+            let mut c = DhcpConfig::new(config.mac.0, config.seed ^ 0xd4c9);
+            c.hostname = hostname.clone();
+            c.initial_retransmit = Duration::from_secs(2);
+            c.max_retransmit = Duration::from_secs(16);
+            Some(DhcpClient::new(c, Instant::now())?)
+        }
+        None => None,
+    };
+    let mut backoff = Backoff::new(config.reconnect_delay, DEFAULT_CAP, config.seed);
+    let mut sessions = 0u32;
+    loop {
+        let server = format!("{}:{}", config.session.host, config.session.port);
+        tracing::info!(%server, hub = %config.session.hub, user = %config.session.username, "connecting");
+        let est = tokio::select! {
+            biased;
+            _ = shutdown_requested(shutdown) => return Ok(()),
+            est = establish(&config.session) => est,
+        };
+        let est = match est {
+            Ok(est) => est,
+            Err(e) => {
+                let class = e.retry_class();
+                let Some(delay) = backoff.next_delay(class) else {
+                    return Err(EngineError::Session(e));
+                };
+                tracing::warn!(
+                    reason = %e,
+                    delay = %humantime::format_duration(round_ms(delay)),
+                    attempt = backoff.attempts(),
+                    "reconnecting after a failed login"
+                );
+                if wait_or_stop(delay, shutdown).await {
+                    return Ok(());
+                }
+                continue;
+            }
+        };
+        tracing::info!(
+            server = %est.server_addr,
+            session = %est.welcome.session_name,
+            tls = %est.tls_version,
+            "logged in"
+        );
+        if config.pin_server_route && config.net.may_capture_server_traffic() {
+            if let IpAddr::V4(ip) = est.server_addr.ip() {
+                pin_server(net, ip).await?;
+            }
+        }
+        let session_started = Instant::now();
+        let mut tunnel = spawn_tunnel(est, config.seed.wrapping_add(u64::from(sessions)));
+        if sessions > 0 {
+            if let Some(d) = dhcp.as_mut() {
+                d.restart(Instant::now());
+            }
+        }
+        sessions += 1;
+        let mut ctx = SessionContext {
+            tap: &tap,
+            dhcp: dhcp.as_mut(),
+            net: Some(&mut *net),
+            shutdown: &mut *shutdown,
+            started,
+            got_lease: false,
+        };
+        let end = run_session(&mut ctx, &mut tunnel, max_frame(config.mtu)).await;
+        match end {
+            SessionEnd::Shutdown => {
+                release_and_close(dhcp.as_mut(), tunnel).await;
+                return Ok(());
+            }
+            SessionEnd::Tap(e) => {
+                let _ = tunnel.close().await;
+                return Err(EngineError::Tap(e));
+            }
+            SessionEnd::Netcfg(e) => {
+                let _ = tunnel.close().await;
+                return Err(EngineError::Netcfg(e));
+            }
+            SessionEnd::TunnelEnded => {
+                let (result, stats) = tunnel.join().await;
+                let reason = match result {
+                    Ok(()) => "closed".to_owned(),
+                    Err(e) => e.to_string(),
+                };
+                if session_started.elapsed() >= HEALTHY_SESSION {
+                    backoff.reset();
+                }
+                let delay = backoff
+                    .next_delay(RetryClass::Normal)
+                    .unwrap_or(DEFAULT_CAP);
+                tracing::warn!(
+                    %reason,
+                    delay = %humantime::format_duration(round_ms(delay)),
+                    frames_in = stats.tunnel.frames_in,
+                    frames_out = stats.tunnel.frames_out,
+                    "session lost, reconnecting"
+                );
+                if wait_or_stop(delay, shutdown).await {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+async fn pin_server(net: &mut NetConfigurator, ip: Ipv4Addr) -> Result<(), NetcfgError> {
+    if let Some(route) = net.pin_server_route(ip).await? {
+        tracing::info!(
+            server = %ip,
+            via = ?route.gateway,
+            dev = ?route.oif,
+            "pinned a host route to the server through the existing path"
+        );
+    }
+    Ok(())
+}
+
+fn round_ms(d: Duration) -> Duration {
+    Duration::from_millis(d.as_millis() as u64)
+}
+
+/// Sleeps for `delay`; returns true if shutdown was requested meanwhile (at once).
+async fn wait_or_stop(delay: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        biased;
+        _ = shutdown_requested(shutdown) => true,
+        _ = tokio::time::sleep(delay) => false,
+    }
+}
+
+/// Clean shutdown of a live session: RELEASE the lease, let it leave, close the tunnel.
+async fn release_and_close(dhcp: Option<&mut DhcpClient>, tunnel: TunnelHandle) {
+    if let Some(frame) = dhcp.and_then(|d| d.release()) {
+        if tunnel.outgoing.send(frame.into()).await.is_ok() {
+            // The driver flushes what it has taken from the channel when closing; wait until
+            // it has taken the RELEASE (bounded).
+            let deadline = Instant::now() + RELEASE_FLUSH;
+            while tunnel.outgoing.capacity() < tunnel.outgoing.max_capacity()
+                && Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            tracing::info!("lease released");
+        }
+    }
+    let (result, _) = tunnel.close().await;
+    if let Err(e) = result {
+        tracing::debug!("closing the session: {e}");
+    }
+}

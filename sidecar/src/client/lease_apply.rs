@@ -1,0 +1,422 @@
+//! Turns a DHCP lease into addresses, routes, rules, a CONNMARK table and resolv.conf inside
+//! one network namespace, and keeps a record of exactly what it added so teardown removes
+//! only that.
+//!
+//! [`plan`] is the pure part (lease + options → what to install) and is unit-tested;
+//! [`NetConfigurator`] performs a plan through [`netcfg`] and undoes it.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+
+use dhcp_client::Lease;
+use ipnet::Ipv4Net;
+use netcfg::{resolv, DnsConfig, Firewall, NetcfgError, Netlink, Netns, PolicyRule, RouteSpec};
+
+/// Metric of the default route through the VPN: below the usual DHCP/static defaults (100+,
+/// 0 aside), like softether-go.
+pub const DEFAULT_ROUTE_METRIC: u32 = 50;
+/// `ip rule` priority of `from <VPN_IP> lookup N`.
+pub const RULE_PRIORITY_FROM: u32 = 1000;
+/// `ip rule` priority of `fwmark N lookup N` (CONNMARK-restored replies).
+pub const RULE_PRIORITY_FWMARK: u32 = 1001;
+
+/// Which parts of a lease to install.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NetOptions {
+    /// Default route via the lease's router at [`DEFAULT_ROUTE_METRIC`].
+    pub accept_default_gateway: bool,
+    /// Classless static routes (options 121/249); a 0.0.0.0/0 entry only together with
+    /// `accept_default_gateway`.
+    pub accept_static_routes: bool,
+    /// `from <VPN_IP> lookup N` plus the VPN subnet and default route in table N.
+    pub policy_table: Option<u32>,
+    /// CONNMARK connections arriving on the TAP with mark N and route marked replies through
+    /// table N (needs `policy_table`).
+    pub connmark: bool,
+    /// Write the lease's DNS servers here (with a backup restored on teardown).
+    pub resolv_conf: Option<PathBuf>,
+}
+
+impl NetOptions {
+    /// Whether the default route (or a route covering the server) may move into the tunnel,
+    /// which is when the server needs a pinned /32 route through the underlay.
+    pub fn may_capture_server_traffic(&self) -> bool {
+        self.accept_default_gateway || self.accept_static_routes
+    }
+}
+
+/// What one lease becomes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeasePlan {
+    pub address: Ipv4Net,
+    pub routes: Vec<RouteSpec>,
+    pub rules: Vec<PolicyRule>,
+    /// The CONNMARK mark (the table number) when `connmark` is on.
+    pub connmark: Option<u32>,
+    pub dns: Option<DnsConfig>,
+}
+
+/// The gateway for the default route: RFC 3442's (the 0.0.0.0/0 classless entry) when the
+/// lease has classless routes with one, else the router option. A user who asked for the
+/// default gateway gets one even when the server pushed split routes plus a router.
+fn gateway_of(lease: &Lease) -> Option<Ipv4Addr> {
+    lease.default_gateway().or(lease.router)
+}
+
+/// The pure translation of a lease into kernel objects for the TAP with index `tap`.
+pub fn plan(lease: &Lease, opts: &NetOptions, tap: u32) -> LeasePlan {
+    let address = lease.interface_address();
+    let gateway = gateway_of(lease);
+    let mut routes = Vec::new();
+    if opts.accept_static_routes {
+        for (net, via) in &lease.classless_routes {
+            // The default entry is the default gateway; it is installed below, once.
+            if net.prefix_len() == 0 {
+                continue;
+            }
+            let spec = RouteSpec::to(*net).dev(tap);
+            routes.push(if via.is_unspecified() {
+                spec
+            } else {
+                spec.via(*via)
+            });
+        }
+    }
+    if opts.accept_default_gateway {
+        if let Some(gw) = gateway {
+            routes.push(
+                RouteSpec::default_route()
+                    .via(gw)
+                    .dev(tap)
+                    .metric(DEFAULT_ROUTE_METRIC),
+            );
+        }
+    }
+    let mut rules = Vec::new();
+    let mut connmark = None;
+    if let Some(table) = opts.policy_table {
+        routes.push(
+            RouteSpec::to(address.trunc())
+                .dev(tap)
+                .table(table)
+                .src(lease.address),
+        );
+        if let Some(gw) = gateway {
+            routes.push(RouteSpec::default_route().via(gw).dev(tap).table(table));
+        }
+        rules.push(PolicyRule::from_address(
+            lease.address,
+            table,
+            RULE_PRIORITY_FROM,
+        ));
+        if opts.connmark {
+            rules.push(PolicyRule::fwmark(
+                table,
+                u32::MAX,
+                table,
+                RULE_PRIORITY_FWMARK,
+            ));
+            connmark = Some(table);
+        }
+    }
+    let dns = opts.resolv_conf.as_ref().and_then(|_| {
+        (!lease.dns_servers.is_empty()).then(|| DnsConfig {
+            nameservers: lease.dns_servers.iter().copied().map(IpAddr::V4).collect(),
+            search: lease.domain_name.iter().cloned().collect(),
+        })
+    });
+    LeasePlan {
+        address,
+        routes,
+        rules,
+        connmark,
+        dns,
+    }
+}
+
+/// One thing this process added.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Added {
+    Address { index: u32, net: Ipv4Net },
+    Route(RouteSpec),
+    Rule(PolicyRule),
+    Firewall,
+    Dns(PathBuf),
+}
+
+/// Applies leases to one TAP in one namespace and remembers what it did.
+#[derive(Debug)]
+pub struct NetConfigurator {
+    nl: Netlink,
+    tap_index: u32,
+    tap_name: String,
+    opts: NetOptions,
+    firewall: Firewall,
+    /// Lives as long as the process: pinned server routes.
+    base: Vec<Added>,
+    /// What the current lease added, in order.
+    lease: Vec<Added>,
+    applied: Option<Lease>,
+}
+
+impl NetConfigurator {
+    /// Opens a netlink connection into `netns` and finds the TAP. `id` names the nft table
+    /// (`softether_<id>`).
+    pub async fn open(
+        netns: Netns,
+        tap_name: &str,
+        opts: NetOptions,
+        id: &str,
+    ) -> Result<Self, NetcfgError> {
+        let nl = Netlink::open(netns.clone()).await?;
+        let tap_index = nl.link_index(tap_name).await?;
+        Ok(Self {
+            nl,
+            tap_index,
+            tap_name: tap_name.to_owned(),
+            opts,
+            firewall: Firewall::new(netns, id),
+            base: Vec::new(),
+            lease: Vec::new(),
+            applied: None,
+        })
+    }
+
+    pub fn netlink(&self) -> &Netlink {
+        &self.nl
+    }
+
+    pub fn tap_index(&self) -> u32 {
+        self.tap_index
+    }
+
+    pub fn options(&self) -> &NetOptions {
+        &self.opts
+    }
+
+    /// The lease currently installed.
+    pub fn applied(&self) -> Option<&Lease> {
+        self.applied.as_ref()
+    }
+
+    /// Pins `server/32` to the path the kernel uses now (the pre-existing default gateway),
+    /// so that a default route into the tunnel cannot capture the tunnel's own packets.
+    /// Call before the first lease is applied. Returns the route, or `None` when not needed
+    /// (already pinned, or a route of that exact prefix exists that we did not add).
+    pub async fn pin_server_route(
+        &mut self,
+        server: Ipv4Addr,
+    ) -> Result<Option<RouteSpec>, NetcfgError> {
+        let host = Ipv4Net::from(server);
+        let main = self.nl.routes(netcfg::TABLE_MAIN).await?;
+        if main.iter().any(|r| r.destination == host) {
+            return Ok(None);
+        }
+        let through_tap = |oif: Option<u32>| oif == Some(self.tap_index);
+        let path = match self.nl.route_get(server).await? {
+            Some(l) if !through_tap(l.oif) => (l.gateway, l.oif),
+            _ => {
+                // The kernel already prefers the tunnel (a redirect to a new server after our
+                // default route went in): use the best default route that is not ours.
+                let best = main
+                    .iter()
+                    .filter(|r| r.destination.prefix_len() == 0 && !through_tap(r.oif))
+                    .min_by_key(|r| r.metric.unwrap_or(0));
+                match best {
+                    Some(r) => (r.gateway, r.oif),
+                    None => return Ok(None),
+                }
+            }
+        };
+        let mut spec = RouteSpec::to(host);
+        if let Some(gw) = path.0 {
+            spec = spec.via(gw);
+        }
+        if let Some(oif) = path.1 {
+            spec = spec.dev(oif);
+        }
+        self.nl.add_route(&spec).await?;
+        self.base.push(Added::Route(spec.clone()));
+        Ok(Some(spec))
+    }
+
+    /// Installs `lease`, replacing whatever the previous lease installed. When the new lease
+    /// has the same configuration as the installed one, nothing is touched.
+    pub async fn apply_lease(&mut self, lease: &Lease) -> Result<(), NetcfgError> {
+        if let Some(old) = &self.applied {
+            if old.same_configuration(lease) {
+                self.applied = Some(lease.clone());
+                return Ok(());
+            }
+        }
+        let errors = self.remove_lease().await;
+        if let Some(first) = errors.into_iter().next() {
+            tracing::warn!("removing the previous lease's configuration: {first}");
+        }
+        let p = plan(lease, &self.opts, self.tap_index);
+        self.applied = Some(lease.clone());
+        self.nl.add_address(self.tap_index, p.address).await?;
+        self.lease.push(Added::Address {
+            index: self.tap_index,
+            net: p.address,
+        });
+        for route in &p.routes {
+            self.nl.replace_route(route).await?;
+            self.lease.push(Added::Route(route.clone()));
+        }
+        if let Some(mark) = p.connmark {
+            self.lease.push(Added::Firewall);
+            self.firewall.apply_connmark(&self.tap_name, mark).await?;
+        }
+        for rule in &p.rules {
+            self.nl.add_rule(rule).await?;
+            self.lease.push(Added::Rule(*rule));
+        }
+        if let (Some(dns), Some(path)) = (&p.dns, &self.opts.resolv_conf) {
+            self.lease.push(Added::Dns(path.clone()));
+            resolv::apply(path, dns)?;
+        }
+        Ok(())
+    }
+
+    /// Removes everything the current lease added (newest first), continuing past errors.
+    pub async fn remove_lease(&mut self) -> Vec<NetcfgError> {
+        self.applied = None;
+        let items = std::mem::take(&mut self.lease);
+        self.undo(items).await
+    }
+
+    /// Removes everything this configurator ever added. Safe to call more than once.
+    pub async fn teardown(&mut self) -> Vec<NetcfgError> {
+        let mut errors = self.remove_lease().await;
+        let base = std::mem::take(&mut self.base);
+        errors.extend(self.undo(base).await);
+        errors
+    }
+
+    async fn undo(&self, items: Vec<Added>) -> Vec<NetcfgError> {
+        let mut errors = Vec::new();
+        for item in items.into_iter().rev() {
+            let result = match &item {
+                Added::Address { index, net } => self.nl.del_address(*index, *net).await,
+                Added::Route(spec) => self.nl.del_route(spec).await,
+                Added::Rule(rule) => self.nl.del_rule(rule).await,
+                Added::Firewall => self.firewall.remove().await,
+                Added::Dns(path) => resolv::restore(path).map(drop),
+            };
+            if let Err(e) = result {
+                errors.push(e);
+            }
+        }
+        errors
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    fn lease() -> Lease {
+        let mut l =
+            crate::client::test_lease::bound_lease(Instant::now(), Duration::from_secs(3600));
+        l.dns_servers = vec![Ipv4Addr::new(192, 168, 30, 1)];
+        l.domain_name = Some("vpn.test".into());
+        l
+    }
+
+    const TAP: u32 = 9;
+
+    #[test]
+    fn nothing_accepted_means_address_only() {
+        let p = plan(&lease(), &NetOptions::default(), TAP);
+        assert_eq!(p.address.to_string(), "192.168.30.10/24");
+        assert!(p.routes.is_empty() && p.rules.is_empty());
+        assert_eq!((p.connmark, p.dns), (None, None));
+    }
+
+    #[test]
+    fn default_gateway_at_metric_50() {
+        let opts = NetOptions {
+            accept_default_gateway: true,
+            ..NetOptions::default()
+        };
+        let p = plan(&lease(), &opts, TAP);
+        assert_eq!(
+            p.routes,
+            vec![RouteSpec::default_route()
+                .via(Ipv4Addr::new(192, 168, 30, 1))
+                .dev(TAP)
+                .metric(50)]
+        );
+    }
+
+    #[test]
+    fn static_routes_skip_default_entry_unless_gateway_accepted() {
+        let mut l = lease();
+        l.classless_routes = vec![
+            (
+                "10.99.0.0/16".parse().unwrap(),
+                Ipv4Addr::new(192, 168, 30, 254),
+            ),
+            ("10.98.0.0/16".parse().unwrap(), Ipv4Addr::UNSPECIFIED),
+            ("0.0.0.0/0".parse().unwrap(), Ipv4Addr::new(192, 168, 30, 2)),
+        ];
+        let mut opts = NetOptions {
+            accept_static_routes: true,
+            ..NetOptions::default()
+        };
+        let p = plan(&l, &opts, TAP);
+        let dests: Vec<String> = p.routes.iter().map(|r| r.destination.to_string()).collect();
+        assert_eq!(dests, ["10.99.0.0/16", "10.98.0.0/16"]);
+        assert_eq!(p.routes[1].gateway, None);
+        opts.accept_default_gateway = true;
+        let p = plan(&l, &opts, TAP);
+        let default = p.routes.last().unwrap();
+        assert_eq!(default.destination.prefix_len(), 0);
+        assert_eq!(
+            default.gateway,
+            Some(Ipv4Addr::new(192, 168, 30, 2)),
+            "RFC 3442 entry wins"
+        );
+        assert_eq!(p.routes.len(), 3);
+    }
+
+    #[test]
+    fn policy_table_and_connmark() {
+        let opts = NetOptions {
+            policy_table: Some(200),
+            connmark: true,
+            ..NetOptions::default()
+        };
+        let p = plan(&lease(), &opts, TAP);
+        assert_eq!(
+            p.rules,
+            vec![
+                PolicyRule::from_address(Ipv4Addr::new(192, 168, 30, 10), 200, RULE_PRIORITY_FROM),
+                PolicyRule::fwmark(200, u32::MAX, 200, RULE_PRIORITY_FWMARK),
+            ]
+        );
+        assert_eq!(p.connmark, Some(200));
+        assert!(p.routes.iter().all(|r| r.table == 200));
+        assert_eq!(p.routes.len(), 2);
+        assert_eq!(p.routes[0].destination.to_string(), "192.168.30.0/24");
+    }
+
+    #[test]
+    fn dns_only_when_asked_and_present() {
+        let mut opts = NetOptions {
+            resolv_conf: Some("/tmp/x/resolv.conf".into()),
+            ..NetOptions::default()
+        };
+        let p = plan(&lease(), &opts, TAP);
+        let dns = p.dns.unwrap();
+        assert_eq!(dns.search, ["vpn.test"]);
+        assert_eq!(dns.nameservers.len(), 1);
+        let mut l = lease();
+        l.dns_servers.clear();
+        assert_eq!(plan(&l, &opts, TAP).dns, None);
+        opts.resolv_conf = None;
+        assert_eq!(plan(&lease(), &opts, TAP).dns, None);
+    }
+}
