@@ -8,6 +8,8 @@
 //! - `spec`: CNI versions, the error object and codes, env, results;
 //! - `netconf`: this plugin's network-config keys;
 //! - `sidecar_client`: the seam to the daemon (trait + Unix-socket client);
+//! - `pod_tap`: the persistent TAP the plugin creates in the pod netns (fd passed to the
+//!   sidecar) and removes itself on DEL when the sidecar is down; `sys` holds its one ioctl;
 //! - `cmd`: one file per CNI command, dispatched from here.
 //!
 //! The binary's `main` is the only place that writes to stdout: the result on success, or
@@ -16,8 +18,10 @@
 pub mod cmd;
 pub mod logging;
 pub mod netconf;
+pub mod pod_tap;
 pub mod secret;
 pub mod sidecar_client;
 pub mod spec;
+mod sys;
 #[cfg(test)]
 mod test_support;

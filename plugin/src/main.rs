@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use softether_cni::cmd::{self, Output};
 use softether_cni::logging;
+use softether_cni::pod_tap::KernelTaps;
 use softether_cni::sidecar_client::{SidecarClient, UnixSidecarClient};
 use softether_cni::spec::{CniError, Env, ErrorCode};
 
@@ -43,7 +44,7 @@ fn run() -> Result<Output, CniError> {
     let connect =
         |path: &Path| -> Box<dyn SidecarClient> { Box::new(UnixSidecarClient::new(path)) };
     Env::from_process()
-        .and_then(|env| cmd::dispatch(&env, &stdin, &connect))
+        .and_then(|env| cmd::dispatch(&env, &stdin, &connect, &KernelTaps))
         .map_err(|e| e.in_version(version.as_deref()))
 }
 

@@ -11,6 +11,7 @@ mod unix_socket;
 
 use std::io;
 use std::net::IpAddr;
+use std::os::fd::BorrowedFd;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -46,7 +47,9 @@ pub struct LinkSettings {
     pub connmark: bool,
 }
 
-/// ADD: create the TAP in `netns`, log in, run DHCP, configure the netns.
+/// ADD: the plugin created the persistent TAP `ifname` in `netns` and passes
+/// its fd with this request (SCM_RIGHTS); the sidecar logs in, runs DHCP and
+/// configures the netns.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AttachRequest {
@@ -171,9 +174,11 @@ pub enum SidecarError {
 /// absolute deadline; implementations must return [`SidecarError::Timeout`]
 /// rather than block past it.
 pub trait SidecarClient {
+    /// `tap` is the TAP's fd, sent along with the request.
     fn attach(
         &mut self,
         req: &AttachRequest,
+        tap: BorrowedFd<'_>,
         deadline: Instant,
     ) -> Result<AttachResult, SidecarError>;
     fn detach(&mut self, req: &DetachRequest, deadline: Instant) -> Result<(), SidecarError>;

@@ -39,6 +39,46 @@ impl Drop for TempDir {
     }
 }
 
+/// A throwaway network namespace (`ip netns add`), deleted on drop. Needs root:
+/// without it the test fails rather than skips.
+struct TestNetns(String);
+
+impl TestNetns {
+    fn new(tag: &str) -> TestNetns {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let name = format!(
+            "se-cli-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        let ok = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "ip netns add {name} failed (these tests need root)");
+        TestNetns(name)
+    }
+
+    fn path(&self) -> String {
+        format!("/run/netns/{}", self.0)
+    }
+
+    /// `ip -o link show` inside the namespace.
+    fn links(&self) -> String {
+        let out = Command::new("ip")
+            .args(["-n", &self.0, "-o", "link", "show"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for TestNetns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
 struct Outcome {
     code: i32,
     stdout: String,
@@ -209,13 +249,11 @@ fn add_with_unsupported_version_is_1() {
 #[test]
 fn add_with_unreachable_sidecar_is_11() {
     let dir = TempDir::new("unreach");
-    let netns = dir.file("netns", "");
+    let ns = TestNetns::new("unreach");
     let c = config(&dir, "1.0.0");
-    let out = exec(
-        &container_env("ADD", netns.to_str().unwrap()),
-        &c.to_string(),
-    );
+    let out = exec(&container_env("ADD", &ns.path()), &c.to_string());
     let err = out.assert_error(11);
+    assert!(!ns.links().contains("vpn0"), "the TAP is removed again");
     let msg = err["msg"].as_str().unwrap();
     assert!(msg.contains(c["sidecarSocket"].as_str().unwrap()), "{msg}");
     assert!(msg.contains("is softether-sidecar running?"), "{msg}");
@@ -264,7 +302,8 @@ fn fake_sidecar(socket: &Path, reply: Value) -> JoinHandle<Value> {
 #[test]
 fn add_through_a_fake_sidecar_returns_the_result() {
     let dir = TempDir::new("fake");
-    let netns = dir.file("netns", "");
+    let ns = TestNetns::new("fake");
+    let netns = ns.path();
     let c = config(&dir, "0.4.0");
     let sidecar = fake_sidecar(
         Path::new(c["sidecarSocket"].as_str().unwrap()),
@@ -273,11 +312,13 @@ fn add_through_a_fake_sidecar_returns_the_result() {
                       "routes": [{"dst": "0.0.0.0/0", "gw": "10.8.0.1"}],
                       "dns": {"nameservers": ["10.8.0.1"]}}}),
     );
-    let out = exec(
-        &container_env("ADD", netns.to_str().unwrap()),
-        &c.to_string(),
-    );
+    let out = exec(&container_env("ADD", &netns), &c.to_string());
     assert_eq!(out.code, 0, "stdout: {} stderr: {}", out.stdout, out.stderr);
+    let links = ns.links();
+    assert!(
+        links.contains("vpn0:") && links.contains("link/ether 5e:"),
+        "{links}"
+    );
     assert_eq!(
         out.json(),
         json!({
@@ -293,22 +334,25 @@ fn add_through_a_fake_sidecar_returns_the_result() {
     assert_eq!(req["request"]["containerID"], "4f2a9c1e77b0");
     assert_eq!(req["request"]["login"]["user"], "alice");
     assert_eq!(req["request"]["podName"], "web");
+    assert!(req["request"]["link"]["mac"]
+        .as_str()
+        .unwrap()
+        .starts_with("5E:"));
+    assert!(req["request"]["login"].get("password").is_none());
 }
 
 #[test]
 fn add_login_failure_from_the_sidecar_is_100() {
     let dir = TempDir::new("login");
-    let netns = dir.file("netns", "");
+    let ns = TestNetns::new("login");
     let c = config(&dir, "1.0.0");
     let _sidecar = fake_sidecar(
         Path::new(c["sidecarSocket"].as_str().unwrap()),
         json!({"error": {"code": 100, "msg": "SoftEther login failed: ERR_AUTH_FAILED (9)",
                          "details": "user alice on hub DEFAULT at 198.18.0.1:443"}}),
     );
-    let out = exec(
-        &container_env("ADD", netns.to_str().unwrap()),
-        &c.to_string(),
-    );
+    let out = exec(&container_env("ADD", &ns.path()), &c.to_string());
     let err = out.assert_error(100);
     assert!(err["msg"].as_str().unwrap().contains("ERR_AUTH_FAILED"));
+    assert!(!ns.links().contains("vpn0"), "the TAP is removed again");
 }

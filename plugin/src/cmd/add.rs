@@ -1,23 +1,32 @@
-//! ADD: ask the sidecar to create the TAP in the pod netns, log in and run
-//! DHCP, then return the lease as the CNI result (chained after `prevResult`).
+//! ADD: create the persistent TAP `CNI_IFNAME` in the pod netns, hand its fd
+//! to the sidecar (which logs in and runs DHCP), then return the lease as the
+//! CNI result (chained after `prevResult`). On any failure the TAP is removed
+//! again and one error object is printed.
 //!
-//! Everything that can be checked locally (env, config, password file,
-//! prevResult) is checked before the sidecar is contacted, so persistent
-//! mistakes surface as 4/7 rather than hiding behind a transient 11.
+//! Everything that can be checked locally (env, config, prevResult) is checked
+//! before anything is created, so persistent mistakes surface as 4/7 rather
+//! than hiding behind a transient 11. The sidecar checks the password file.
 
+use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::Instant;
 
 use super::{required, Output};
 use crate::netconf::{normalize_mac, resolve_login, NetConf};
+use crate::pod_tap::{derived_mac, format_mac, parse_mac, PodTaps};
 use crate::sidecar_client::{
     AttachRequest, AttachResult, AttachmentRef, LinkSettings, SidecarClient, SidecarError,
 };
 use crate::spec::result::{Interface, IpConfig, Route};
 use crate::spec::{CniArgs, CniError, CniResult, Env, ErrorCode};
 
-pub fn run(env: &Env, conf: &NetConf, client: &mut dyn SidecarClient) -> Result<Output, CniError> {
+pub fn run(
+    env: &Env,
+    conf: &NetConf,
+    client: &mut dyn SidecarClient,
+    taps: &dyn PodTaps,
+) -> Result<Output, CniError> {
     let started = Instant::now();
     let deadline = started + conf.timeout;
     let container_id = required(&env.container_id, "CNI_CONTAINERID")?;
@@ -57,6 +66,10 @@ pub fn run(env: &Env, conf: &NetConf, client: &mut dyn SidecarClient) -> Result<
         })?),
         (None, None) => None,
     };
+    let mac = mac
+        .as_deref()
+        .and_then(parse_mac)
+        .unwrap_or_else(|| derived_mac(container_id, ifname));
     let login = resolve_login(conf, &cni_args)?;
     let request = AttachRequest {
         attachment: AttachmentRef {
@@ -68,7 +81,7 @@ pub fn run(env: &Env, conf: &NetConf, client: &mut dyn SidecarClient) -> Result<
         login,
         link: LinkSettings {
             mtu: conf.mtu,
-            mac,
+            mac: Some(format_mac(mac)),
             accept_default_gateway: conf.accept_default_gateway,
             accept_static_routes: conf.accept_static_routes,
             policy_route_table: conf.policy_route_table,
@@ -80,7 +93,18 @@ pub fn run(env: &Env, conf: &NetConf, client: &mut dyn SidecarClient) -> Result<
         pod_namespace: cni_args.pod_namespace.clone(),
         pod_name: cni_args.pod_name.clone(),
     };
-    let attached = client.attach(&request, deadline).map_err(|e| match e {
+    let tap = taps.create(netns, ifname, mac)?;
+    let attached = client.attach(&request, tap.as_fd(), deadline);
+    drop(tap);
+    let attached = attached.inspect_err(|_| {
+        // Leave nothing behind: ADD failed, and the runtime's DEL may never know the TAP.
+        if let Err(del) = taps.delete(netns, ifname) {
+            crate::logging::warn(format_args!(
+                "ADD failed and removing {ifname} failed too: {del}"
+            ));
+        }
+    });
+    let attached = attached.map_err(|e| match e {
         SidecarError::Refused(err) => err,
         SidecarError::Protocol { .. } => {
             CniError::new(ErrorCode::SidecarProtocol, e.to_string(), "")

@@ -55,7 +55,7 @@ fn attached() -> AttachResult {
 }
 
 fn add(env: &Env, conf: &NetConf, h: &Harness) -> Result<Output, CniError> {
-    run(env, conf, h.connect(&conf.sidecar_socket).as_mut())
+    run(env, conf, h.connect(&conf.sidecar_socket).as_mut(), &h.taps)
 }
 
 fn ok_script() -> Script {
@@ -89,8 +89,8 @@ fn result_for_1_1_0_and_request_contents() {
     );
     let seen = h.seen.borrow();
     let req = &seen.attach[0];
-    assert_eq!(req.login.password.expose(), "secret");
-    assert_eq!(req.link.mac.as_deref(), Some("02:ab:cd:ef:00:01"));
+    assert!(req.login.password_file.ends_with("pw"));
+    assert_eq!(req.link.mac.as_deref(), Some("02:AB:CD:EF:00:01"));
     assert_eq!(req.link.policy_route_table, Some(100));
     assert_eq!(req.pod_name.as_deref(), Some("web"));
     assert!(req.timeout_ms > 29_000 && req.timeout_ms <= 30_000);
@@ -190,7 +190,7 @@ fn cni_args_mac_and_overrides_reach_the_request() {
         Some("02:00:00:00:00:09")
     );
     assert_eq!(seen.attach[0].login.user, "bob");
-    assert_eq!(seen.attach[0].login.password.expose(), "bobpw");
+    assert!(seen.attach[0].login.password_file.ends_with("bob"));
 }
 
 #[test]
@@ -227,4 +227,44 @@ fn own_netns_is_refused_unless_overridden() {
     assert!(err.msg().contains("CNI_NETNS"));
     e.netns_override = true;
     add(&e, &c, &Harness::new(ok_script())).unwrap();
+}
+
+#[test]
+fn tap_is_created_with_the_mac_and_removed_when_attach_fails() {
+    let dir = TempDir::new("tap");
+    let c = conf(&dir, "1.0.0", json!({}));
+    let h = Harness::new(ok_script());
+    add(&env(""), &c, &h).unwrap();
+    let created = h.taps.created.borrow().clone();
+    let derived = crate::pod_tap::derived_mac("c1", "vpn0");
+    assert_eq!(
+        created,
+        vec![("/run/netns/pod1".to_string(), "vpn0".to_string(), derived)]
+    );
+    assert_eq!(
+        h.seen.borrow().attach[0].link.mac.as_deref(),
+        Some(crate::pod_tap::format_mac(derived).as_str())
+    );
+    assert!(h.taps.deleted.borrow().is_empty());
+
+    let failing = Harness::new(Script::default()); // sidecar unreachable
+    let e = add(&env(""), &c, &failing).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::TryAgainLater);
+    assert_eq!(
+        failing.taps.deleted.borrow().clone(),
+        vec![("/run/netns/pod1".to_string(), "vpn0".to_string())]
+    );
+}
+
+#[test]
+fn tap_creation_failure_is_102_and_skips_the_sidecar() {
+    let dir = TempDir::new("tapfail");
+    let c = conf(&dir, "1.0.0", json!({}));
+    let mut h = Harness::new(ok_script());
+    h.taps.fail_create = true;
+    assert_eq!(
+        add(&env(""), &c, &h).unwrap_err().code(),
+        ErrorCode::TapNetns
+    );
+    assert!(h.seen.borrow().attach.is_empty());
 }

@@ -1,23 +1,35 @@
 //! DEL: best-effort teardown that always succeeds when there is nothing (left)
 //! to do — without netns, without prevResult, repeated, sidecar down.
 //!
+//! With the sidecar down the plugin removes the TAP in the netns itself (the
+//! kernel drops its addresses and routes with it; the sidecar removes its nft
+//! table) and leaves a tombstone, `STATE_DIR/tombstones/<id>:<ifname>.json`,
+//! so the sidecar forgets the attachment when it comes back.
+//!
 //! The config is parsed leniently: a version we cannot speak or stdin that is
 //! not JSON is still an error (the runtime is broken), but a config that fails
 //! validation only produces a warning, because the attachment it created must
 //! still be removable.
 
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
 use super::{required, Connect, Output};
 use crate::logging;
-use crate::netconf::{self, NetConf, DEFAULT_SIDECAR_SOCKET, DEFAULT_TIMEOUT};
+use crate::netconf::{self, NetConf, DEFAULT_SIDECAR_SOCKET, DEFAULT_STATE_DIR, DEFAULT_TIMEOUT};
+use crate::pod_tap::PodTaps;
 use crate::sidecar_client::{AttachmentRef, DetachRequest, SidecarError};
 use crate::spec::{CniError, Env, ErrorCode};
 
-pub fn run(env: &Env, stdin: &[u8], connect: Connect<'_>) -> Result<Output, CniError> {
+pub fn run(
+    env: &Env,
+    stdin: &[u8],
+    connect: Connect<'_>,
+    taps: &dyn PodTaps,
+) -> Result<Output, CniError> {
     let container_id = required(&env.container_id, "CNI_CONTAINERID")?;
     let ifname = required(&env.ifname, "CNI_IFNAME")?;
     let map = netconf::parse_stdin(stdin)?;
@@ -25,6 +37,7 @@ pub fn run(env: &Env, stdin: &[u8], connect: Connect<'_>) -> Result<Output, CniE
         Ok(conf) => Target {
             network: conf.name,
             socket: conf.sidecar_socket,
+            state_dir: conf.state_dir,
             timeout: conf.timeout,
         },
         Err(e) if e.code() == ErrorCode::IncompatibleVersion => return Err(e),
@@ -50,19 +63,54 @@ pub fn run(env: &Env, stdin: &[u8], connect: Connect<'_>) -> Result<Output, CniE
         // the TAP); the runtime retries DEL.
         Err(SidecarError::Refused(e)) => Err(e),
         Err(e) => {
-            // TODO(sidecar): remove the TAP in the netns ourselves and leave a
-            // tombstone so the sidecar ends the session when it comes back.
             logging::warn(format_args!(
-                "DEL {container_id}/{ifname}: {e}; nothing removed now, the sidecar reconciles on start"
+                "DEL {container_id}/{ifname}: {e}; removing the TAP here and leaving a tombstone"
             ));
+            if let Some(netns) = env.netns.as_deref().filter(|n| !n.is_empty()) {
+                if let Err(e) = taps.delete(netns, ifname) {
+                    logging::warn(format_args!("DEL {container_id}/{ifname}: {e}"));
+                }
+            }
+            if let Err(e) = write_tombstone(&target.state_dir, &request) {
+                logging::warn(format_args!(
+                    "DEL {container_id}/{ifname}: cannot write the tombstone: {e}"
+                ));
+            }
             Ok(Output::Nothing)
         }
     }
 }
 
+/// Records the DEL for the sidecar (atomically: temp file + rename). Only
+/// written when the sidecar state directory exists, i.e. a sidecar ran here.
+fn write_tombstone(state_dir: &Path, req: &DetachRequest) -> std::io::Result<()> {
+    if !state_dir.is_dir() {
+        return Ok(());
+    }
+    let dir = state_dir.join("tombstones");
+    std::fs::create_dir_all(&dir)?;
+    let a = &req.attachment;
+    let name = format!("{}:{}.json", a.container_id, a.ifname);
+    let body = serde_json::json!({
+        "containerID": a.container_id,
+        "ifname": a.ifname,
+        "network": a.network,
+        "netns": req.netns,
+        "deletedAt": std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    });
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(body.to_string().as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, dir.join(name))
+}
+
 struct Target {
     network: String,
     socket: PathBuf,
+    state_dir: PathBuf,
     timeout: Duration,
 }
 
@@ -76,6 +124,11 @@ impl Target {
                 string("sidecarSocket")
                     .filter(|s| s.starts_with('/'))
                     .unwrap_or(DEFAULT_SIDECAR_SOCKET),
+            ),
+            state_dir: PathBuf::from(
+                string("stateDir")
+                    .filter(|s| s.starts_with('/'))
+                    .unwrap_or(DEFAULT_STATE_DIR),
             ),
             timeout: map
                 .get("timeout")
@@ -110,7 +163,7 @@ mod tests {
     }
 
     fn del(env: &Env, conf: &Value, h: &Harness) -> Result<Output, CniError> {
-        run(env, conf.to_string().as_bytes(), &|p| h.connect(p))
+        run(env, conf.to_string().as_bytes(), &|p| h.connect(p), &h.taps)
     }
 
     #[test]
@@ -157,6 +210,40 @@ mod tests {
     }
 
     #[test]
+    fn sidecar_down_removes_the_tap_and_leaves_a_tombstone() {
+        let dir = crate::test_support::TempDir::new("tomb");
+        let mut c = conf();
+        c["stateDir"] = json!(dir.path().to_str().unwrap());
+        let h = Harness::new(Script::default());
+        assert_eq!(
+            del(&env(Some("/run/netns/p")), &c, &h).unwrap(),
+            Output::Nothing
+        );
+        assert_eq!(
+            h.taps.deleted.borrow().clone(),
+            vec![("/run/netns/p".to_string(), "vpn0".to_string())]
+        );
+        let tomb = dir.path().join("tombstones/c1:vpn0.json");
+        let t: Value = serde_json::from_slice(&std::fs::read(tomb).unwrap()).unwrap();
+        assert_eq!(t["containerID"], "c1");
+        assert_eq!(t["ifname"], "vpn0");
+        assert_eq!(t["netns"], "/run/netns/p");
+        // No netns: nothing to delete, still a tombstone, still success.
+        let h = Harness::new(Script::default());
+        assert_eq!(del(&env(None), &c, &h).unwrap(), Output::Nothing);
+        assert!(h.taps.deleted.borrow().is_empty());
+    }
+
+    #[test]
+    fn no_tombstone_without_a_state_dir() {
+        let mut c = conf();
+        c["stateDir"] = json!("/nonexistent/softether-state");
+        let h = Harness::new(Script::default());
+        assert_eq!(del(&env(None), &c, &h).unwrap(), Output::Nothing);
+        assert!(!std::path::Path::new("/nonexistent/softether-state").exists());
+    }
+
+    #[test]
     fn sidecar_reported_failure_is_returned() {
         let e = CniError::new(ErrorCode::TapNetns, "cannot delete vpn0", "");
         let h = Harness::new(Script {
@@ -175,7 +262,7 @@ mod tests {
             del(&env(None), &c, &h).unwrap_err().code(),
             ErrorCode::IncompatibleVersion
         );
-        let e = run(&env(None), b"{not json", &|p| h.connect(p)).unwrap_err();
+        let e = run(&env(None), b"{not json", &|p| h.connect(p), &h.taps).unwrap_err();
         assert_eq!(e.code(), ErrorCode::Decode);
     }
 }

@@ -47,6 +47,7 @@ impl SidecarClient for Fake {
     fn attach(
         &mut self,
         req: &AttachRequest,
+        _tap: std::os::fd::BorrowedFd<'_>,
         _deadline: Instant,
     ) -> Result<AttachResult, SidecarError> {
         self.seen.borrow_mut().attach.push(req.clone());
@@ -86,10 +87,48 @@ impl SidecarClient for Fake {
     }
 }
 
+/// Records TAP creations/deletions instead of touching the kernel; `create`
+/// hands out an fd of `/dev/null`. `fail_create` makes creation fail (102).
+#[derive(Default)]
+pub struct FakeTaps {
+    pub created: RefCell<Vec<(String, String, [u8; 6])>>,
+    pub deleted: RefCell<Vec<(String, String)>>,
+    pub fail_create: bool,
+}
+
+impl crate::pod_tap::PodTaps for FakeTaps {
+    fn create(
+        &self,
+        netns: &str,
+        ifname: &str,
+        mac: [u8; 6],
+    ) -> Result<std::os::fd::OwnedFd, crate::spec::CniError> {
+        if self.fail_create {
+            return Err(crate::spec::CniError::new(
+                crate::spec::ErrorCode::TapNetns,
+                "cannot create TAP",
+                "",
+            ));
+        }
+        self.created
+            .borrow_mut()
+            .push((netns.into(), ifname.into(), mac));
+        Ok(std::fs::File::open("/dev/null").expect("/dev/null").into())
+    }
+
+    fn delete(&self, netns: &str, ifname: &str) -> Result<bool, crate::spec::CniError> {
+        self.deleted
+            .borrow_mut()
+            .push((netns.into(), ifname.into()));
+        Ok(true)
+    }
+}
+
 /// A `Connect` that hands out one fake per call (all sharing `seen`) and
 /// records the socket paths asked for.
 pub struct Harness {
     pub seen: Rc<RefCell<Seen>>,
+    pub taps: FakeTaps,
     pub sockets: RefCell<Vec<PathBuf>>,
     script: RefCell<Option<Script>>,
 }
@@ -98,6 +137,7 @@ impl Harness {
     pub fn new(script: Script) -> Harness {
         Harness {
             seen: Rc::default(),
+            taps: FakeTaps::default(),
             sockets: RefCell::default(),
             script: RefCell::new(Some(script)),
         }

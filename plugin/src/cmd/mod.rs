@@ -16,6 +16,7 @@ use std::path::Path;
 use serde_json::Value;
 
 use crate::netconf::NetConf;
+use crate::pod_tap::PodTaps;
 use crate::sidecar_client::SidecarClient;
 use crate::spec::{CniError, Command, Env};
 
@@ -31,15 +32,21 @@ pub enum Output {
 /// Opens a client for the sidecar socket named in the config.
 pub type Connect<'a> = &'a dyn Fn(&Path) -> Box<dyn SidecarClient>;
 
-pub fn dispatch(env: &Env, stdin: &[u8], connect: Connect<'_>) -> Result<Output, CniError> {
+/// `taps` creates/removes the pod's TAP (ADD, and DEL while the sidecar is down).
+pub fn dispatch(
+    env: &Env,
+    stdin: &[u8],
+    connect: Connect<'_>,
+    taps: &dyn PodTaps,
+) -> Result<Output, CniError> {
     match env.command {
         Command::Version => Ok(Output::Json(version::run(stdin))),
         // DEL parses its config leniently: it must not fail on a config that
         // stopped validating after ADD.
-        Command::Del => del::run(env, stdin, connect),
+        Command::Del => del::run(env, stdin, connect, taps),
         Command::Add => {
             let conf = NetConf::from_stdin(stdin)?;
-            add::run(env, &conf, connect(&conf.sidecar_socket).as_mut())
+            add::run(env, &conf, connect(&conf.sidecar_socket).as_mut(), taps)
         }
         Command::Check => {
             let conf = NetConf::from_stdin(stdin)?;

@@ -1,5 +1,5 @@
-//! Who logs in where: the network config plus per-pod overrides, and the
-//! password read from `passwordFile`.
+//! Who logs in where: the network config plus per-pod overrides. The
+//! password stays in `passwordFile`, which only the sidecar reads.
 //!
 //! Precedence, lowest to highest: network config, `CNI_ARGS`
 //! (`SOFTETHER_USER`, `SOFTETHER_PASSWORD_FILE`, `SOFTETHER_HUB`; Podman
@@ -8,15 +8,13 @@
 //! conventions prefer and the one a cluster admin reviews in a
 //! NetworkAttachmentDefinition or pod annotation.
 
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::fields::{self, Fields};
 use super::{password_refused, NetConf};
-use crate::secret::Secret;
 use crate::spec::env::{CniArgs, ARG_HUB, ARG_PASSWORD_FILE, ARG_USER};
 use crate::spec::CniError;
 
@@ -80,8 +78,8 @@ impl PodOverrides {
 }
 
 /// Everything the sidecar needs to open the SoftEther session. Serialized
-/// into the attach request (the password included: the sidecar socket is
-/// root-only and local).
+/// into the attach request. The password is not: the sidecar reads
+/// `passwordFile` itself (and keeps only the path in its records).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LoginSettings {
@@ -89,9 +87,8 @@ pub struct LoginSettings {
     pub port: u16,
     pub hub: String,
     pub user: String,
-    /// Where the password came from; for messages only.
+    /// Read by the sidecar, never by the plugin.
     pub password_file: PathBuf,
-    pub password: Secret,
     pub plain_password: bool,
     pub insecure: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -101,8 +98,8 @@ pub struct LoginSettings {
     pub max_connections: u8,
 }
 
-/// Applies the overrides, checks that `server`, `user` and `passwordFile` are
-/// set (code 7) and reads the password.
+/// Applies the overrides and checks that `server`, `user` and `passwordFile`
+/// are set (code 7).
 pub fn resolve_login(conf: &NetConf, cni_args: &CniArgs) -> Result<LoginSettings, CniError> {
     let from_config = PodOverrides {
         user: conf.user.clone(),
@@ -132,51 +129,16 @@ pub fn resolve_login(conf: &NetConf, cni_args: &CniArgs) -> Result<LoginSettings
     let password_file = merged
         .password_file
         .ok_or_else(|| missing("passwordFile"))?;
-    let password = read_password_file(&password_file)?;
     Ok(LoginSettings {
         server,
         port: conf.port,
         hub: merged.hub.unwrap_or_else(|| conf.hub.clone()),
         user,
         password_file,
-        password,
         plain_password: conf.plain_password,
         insecure: conf.insecure,
         pin_sha256: conf.pin_sha256.clone(),
         ca_file: conf.ca_file.clone(),
         max_connections: conf.max_connections,
     })
-}
-
-/// Larger files are certainly not a password (SoftEther caps them at 255 bytes).
-const MAX_PASSWORD_FILE_BYTES: u64 = 4096;
-
-/// Reads the password, dropping one trailing newline (`echo pw > file`).
-pub fn read_password_file(path: &Path) -> Result<Secret, CniError> {
-    let fail =
-        |why: String| {
-            CniError::invalid_config(
-            format!("passwordFile {:?} cannot be used: {why}", path.display().to_string()),
-            "the file must exist on the node, be readable by the CNI plugin and hold the password",
-        )
-        };
-    let file = std::fs::File::open(path).map_err(|e| fail(e.to_string()))?;
-    let mut bytes = Vec::new();
-    file.take(MAX_PASSWORD_FILE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| fail(e.to_string()))?;
-    if bytes.len() as u64 > MAX_PASSWORD_FILE_BYTES {
-        return Err(fail(format!("larger than {MAX_PASSWORD_FILE_BYTES} bytes")));
-    }
-    let mut text = String::from_utf8(bytes).map_err(|_| fail("not UTF-8 text".into()))?;
-    if text.ends_with('\n') {
-        text.pop();
-        if text.ends_with('\r') {
-            text.pop();
-        }
-    }
-    if text.is_empty() {
-        return Err(fail("the file is empty".into()));
-    }
-    Ok(Secret::new(text))
 }

@@ -7,7 +7,8 @@
 //! choice, 576..=9000], `acceptDefaultGateway` [false], `acceptStaticRoutes`
 //! [false], `policyRouteTable` [off], `connmark` [false, needs
 //! `policyRouteTable`], `timeout` [60 s, < 120], `sidecarSocket`
-//! [`/run/softether-cni/sidecar.sock`], `runtimeConfig.mac`, `args.cni.{user,
+//! [`/run/softether-cni/sidecar.sock`], `stateDir` [`/var/lib/softether-cni`],
+//! `runtimeConfig.mac`, `args.cni.{user,
 //! passwordFile, hub}`, `prevResult`, and for GC `cni.dev/valid-attachments`
 //! (or the 1.1.0-tag spelling `cni.dev/attachments`).
 
@@ -23,12 +24,14 @@ use serde_json::{Map, Value};
 use crate::spec::{CniError, Version};
 pub use fields::normalize_mac;
 use fields::Fields;
-pub use login::{read_password_file, resolve_login, LoginSettings, PodOverrides};
+pub use login::{resolve_login, LoginSettings, PodOverrides};
 
 pub const DEFAULT_PORT: u16 = 443;
 pub const DEFAULT_HUB: &str = "DEFAULT";
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_SIDECAR_SOCKET: &str = "/run/softether-cni/sidecar.sock";
+/// Where the sidecar keeps its records; DEL leaves tombstones here when it is down.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/softether-cni";
 /// kubelet gives the whole sandbox setup two minutes; ADD must fit inside.
 pub const MAX_TIMEOUT_SECS: u64 = 119;
 
@@ -69,6 +72,8 @@ pub struct NetConf {
     pub connmark: bool,
     pub timeout: Duration,
     pub sidecar_socket: PathBuf,
+    /// The sidecar's `--state-dir` (tombstones for a DEL while it is down).
+    pub state_dir: PathBuf,
     /// `runtimeConfig.mac` (capability `mac`), normalized.
     pub runtime_mac: Option<String>,
     /// `args.cni` per-pod overrides (Multus `cni-args`).
@@ -199,6 +204,9 @@ impl NetConf {
         let sidecar_socket = f
             .path("sidecarSocket")?
             .unwrap_or_else(|| PathBuf::from(DEFAULT_SIDECAR_SOCKET));
+        let state_dir = f
+            .path("stateDir")?
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
         let runtime_mac = match f.object("runtimeConfig")? {
             None => None,
             Some(rc) => {
@@ -256,6 +264,7 @@ impl NetConf {
             connmark,
             timeout,
             sidecar_socket,
+            state_dir,
             runtime_mac,
             pod_args,
             prev_result,

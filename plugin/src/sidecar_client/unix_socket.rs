@@ -7,13 +7,15 @@
 //! {"protocol":1,"op":"attach"|"detach"|"check"|"status"|"gc","request":{…}}
 //! ```
 //!
+//! (for `attach`, the TAP fd rides on the same `sendmsg` as SCM_RIGHTS)
 //! and reads one line back: `{"ok":<payload>}` or
 //! `{"error":{"code":N,"msg":"…","details":"…"}}`, where `N` is a CNI code
 //! from `spec::error` (100 login, 101 DHCP, 102 TAP/netns, 11, …). Payloads:
 //! attach → [`AttachResult`], status → [`SidecarStatus`], gc →
 //! [`GcReport`], detach/check → anything (ignored).
 
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{BufRead, BufReader, ErrorKind, IoSlice, Read, Write};
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -92,6 +94,17 @@ impl UnixSidecarClient {
         request: &impl Serialize,
         deadline: Instant,
     ) -> Result<T, SidecarError> {
+        self.call_with_fd(op, request, None, deadline)
+    }
+
+    /// [`Self::call`], passing `fd` with the request line.
+    fn call_with_fd<T: DeserializeOwned>(
+        &self,
+        op: &str,
+        request: &impl Serialize,
+        fd: Option<BorrowedFd<'_>>,
+        deadline: Instant,
+    ) -> Result<T, SidecarError> {
         let started = Instant::now();
         let stream =
             UnixStream::connect(&self.path).map_err(|source| SidecarError::Unreachable {
@@ -116,8 +129,20 @@ impl UnixSidecarClient {
         })
         .map_err(|e| self.protocol(format!("cannot encode the {op} request: {e}")))?;
         line.push(b'\n');
+        let mut sent = 0;
+        if let Some(fd) = fd {
+            let fds = [fd.as_raw_fd()];
+            sent = nix::sys::socket::sendmsg::<()>(
+                stream.as_raw_fd(),
+                &[IoSlice::new(&line)],
+                &[nix::sys::socket::ControlMessage::ScmRights(&fds)],
+                nix::sys::socket::MsgFlags::MSG_NOSIGNAL,
+                None,
+            )
+            .map_err(|e| self.io_error(started, e.into()))?;
+        }
         (&stream)
-            .write_all(&line)
+            .write_all(line.get(sent..).unwrap_or_default())
             .map_err(|e| self.io_error(started, e))?;
         (&stream).flush().map_err(|e| self.io_error(started, e))?;
 
@@ -151,9 +176,10 @@ impl SidecarClient for UnixSidecarClient {
     fn attach(
         &mut self,
         req: &AttachRequest,
+        tap: BorrowedFd<'_>,
         deadline: Instant,
     ) -> Result<AttachResult, SidecarError> {
-        self.call("attach", req, deadline)
+        self.call_with_fd("attach", req, Some(tap), deadline)
     }
 
     fn detach(&mut self, req: &DetachRequest, deadline: Instant) -> Result<(), SidecarError> {
