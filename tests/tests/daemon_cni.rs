@@ -1,0 +1,333 @@
+//! The CNI plugin + `softether-sidecar run` against the real server: the plugin is executed the
+//! way libcni does (env + stdin, exit status, stdout JSON) in the "node" namespace of the lab,
+//! for a pod namespace created here; the sidecar is killed with SIGKILL and restarted.
+//!
+//! Needs `cargo build -p softether-sidecar -p softether-cni` first, and root.
+
+#[path = "connect_lab/mod.rs"]
+mod connect_lab;
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use connect_lab::{must, sh, sidecar_bin, Lab, LAN_HOST_IP, PASSWORD, SERVER_IP};
+use serde_json::{json, Value};
+
+const POLL: Duration = Duration::from_millis(250);
+
+fn plugin_bin() -> PathBuf {
+    let bin = sidecar_bin().with_file_name("softether");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p softether-cni`",
+        bin.display()
+    );
+    bin
+}
+
+/// `softether-sidecar run` in the lab's node namespace; SIGKILLed on drop.
+struct Daemon {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn start(lab: &Lab, socket: &Path, state: &Path, n: u32) -> Daemon {
+        let log = lab.dir.join(format!("daemon-{n}.log"));
+        let out = fs::File::create(&log).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &lab.cli])
+            .arg(sidecar_bin())
+            .args(["run", "--log", "info,softether_sidecar=debug", "--socket"])
+            .arg(socket)
+            .arg("--state-dir")
+            .arg(state)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("spawn softether-sidecar run");
+        let d = Daemon {
+            child: Some(child),
+            log,
+        };
+        let until = Instant::now() + Duration::from_secs(20);
+        while std::os::unix::net::UnixStream::connect(socket).is_err() {
+            assert!(
+                Instant::now() < until,
+                "sidecar did not listen:\n{}",
+                d.log_text()
+            );
+            std::thread::sleep(POLL);
+        }
+        d
+    }
+
+    fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+struct Setup {
+    lab: Lab,
+    pod: String,
+    socket: PathBuf,
+    state: PathBuf,
+    password_file: PathBuf,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let mut lab = Lab::start();
+        let pod = lab.add_netns("pod");
+        let base = lab.dir.join("cni");
+        fs::create_dir_all(&base).unwrap();
+        let password_file = base.join("alice.pass");
+        fs::write(&password_file, format!("{PASSWORD}\n")).unwrap();
+        Setup {
+            socket: base.join("sidecar.sock"),
+            state: base.join("state"),
+            password_file,
+            pod,
+            lab,
+        }
+    }
+
+    fn netns_path(&self) -> String {
+        format!("/run/netns/{}", self.pod)
+    }
+
+    fn config(&self, version: &str) -> Value {
+        json!({
+            "cniVersion": version, "name": "vpnnet", "type": "softether",
+            "server": SERVER_IP, "hub": "LAB", "user": "alice",
+            "passwordFile": self.password_file, "insecure": true,
+            "sidecarSocket": self.socket, "stateDir": self.state, "timeout": 60
+        })
+    }
+
+    /// Runs the plugin like libcni: returns (exit code, stdout JSON or Null, stderr).
+    fn cni(&self, command: &str, container: &str, stdin: &Value) -> (i32, Value, String) {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.lab.cli])
+            .arg(plugin_bin())
+            .env_clear()
+            .env("CNI_COMMAND", command)
+            .env("CNI_CONTAINERID", container)
+            .env("CNI_NETNS", self.netns_path())
+            .env("CNI_IFNAME", "vpn0")
+            .env("CNI_PATH", "/opt/cni/bin")
+            .env("CNI_ARGS", "IgnoreUnknown=1;K8S_POD_NAME=web")
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.to_string().as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let json = if stdout.trim().is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&stdout)
+                .unwrap_or_else(|e| panic!("stdout not JSON ({e}): {stdout}"))
+        };
+        (
+            out.status.code().unwrap_or(-1),
+            json,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// The MAC of vpn0 in the pod, or None when it does not exist.
+    fn pod_mac(&self) -> Option<String> {
+        let (ok, out) = sh(&format!("ip -n {} -j link show vpn0", self.pod));
+        if !ok {
+            return None;
+        }
+        let v: Value = serde_json::from_str(&out).ok()?;
+        v[0]["address"].as_str().map(str::to_uppercase)
+    }
+
+    fn status_json(&self) -> Value {
+        let (ok, out) = sh(&format!(
+            "ip netns exec {} {} status --json --socket {}",
+            self.lab.cli,
+            sidecar_bin().display(),
+            self.socket.display()
+        ));
+        assert!(ok, "status failed: {out}");
+        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("status --json ({e}): {out}"))
+    }
+
+    /// Polls `status` until `container` is up; returns its address.
+    fn wait_up(&self, container: &str, daemon: &Daemon) -> String {
+        let until = Instant::now() + Duration::from_secs(45);
+        loop {
+            let s = self.status_json();
+            if let Some(a) = s["attachments"]
+                .as_array()
+                .and_then(|l| l.iter().find(|a| a["containerID"] == container))
+            {
+                if a["state"] == "up" {
+                    return a["address"].as_str().unwrap_or_default().to_owned();
+                }
+            }
+            assert!(
+                Instant::now() < until,
+                "{container} not up: {s}\n{}",
+                daemon.log_text()
+            );
+            std::thread::sleep(POLL);
+        }
+    }
+
+    fn ping_lan(&self) -> (bool, String) {
+        sh(&format!(
+            "ip netns exec {} ping -c 2 -i 0.3 -W 2 {LAN_HOST_IP}",
+            self.pod
+        ))
+    }
+
+    fn record(&self, container: &str) -> PathBuf {
+        self.state
+            .join(format!("attachments/{container}:vpn0.json"))
+    }
+
+    fn tombstone(&self, container: &str) -> PathBuf {
+        self.state.join(format!("tombstones/{container}:vpn0.json"))
+    }
+}
+
+fn add(s: &Setup, container: &str, daemon: &Daemon) -> Value {
+    let started = Instant::now();
+    let (code, result, stderr) = s.cni("ADD", container, &s.config("1.0.0"));
+    assert_eq!(
+        code,
+        0,
+        "ADD failed: {result} {stderr}\n{}",
+        daemon.log_text()
+    );
+    println!("ADD took {} ms", started.elapsed().as_millis());
+    let mac = s.pod_mac().expect("vpn0 exists in the pod");
+    assert_eq!(result["interfaces"][0]["name"], "vpn0");
+    assert_eq!(
+        result["interfaces"][0]["mac"]
+            .as_str()
+            .unwrap()
+            .to_uppercase(),
+        mac
+    );
+    assert_eq!(result["interfaces"][0]["sandbox"], s.netns_path().as_str());
+    let address = result["ips"][0]["address"].as_str().unwrap();
+    assert!(address.starts_with("192.168.30."), "{result}");
+    assert_eq!(result["ips"][0]["interface"], 0);
+    result
+}
+
+#[test]
+fn add_check_kill9_readopt_del_del() {
+    let s = Setup::new();
+    let mut daemon = Daemon::start(&s.lab, &s.socket, &s.state, 0);
+    let result = add(&s, "ctr1", &daemon);
+    let address = result["ips"][0]["address"].as_str().unwrap().to_owned();
+    let (ok, out) = s.ping_lan();
+    assert!(
+        ok,
+        "pod cannot reach the lan host: {out}\n{}",
+        daemon.log_text()
+    );
+    assert!(s.record("ctr1").exists());
+    let record = fs::read_to_string(s.record("ctr1")).unwrap();
+    assert!(
+        !record.contains(PASSWORD),
+        "the record never holds the password"
+    );
+
+    let mut check = s.config("1.0.0");
+    check["prevResult"] = result.clone();
+    let (code, out, err) = s.cni("CHECK", "ctr1", &check);
+    assert_eq!(code, 0, "CHECK: {out} {err}");
+    assert_eq!(s.wait_up("ctr1", &daemon), address);
+
+    // kill -9: the TAP (persistent) and its address stay in the pod; the restarted sidecar
+    // re-adopts it and gets the same address back.
+    daemon.kill9();
+    assert!(s.pod_mac().is_some(), "the TAP survives the sidecar");
+    let daemon = Daemon::start(&s.lab, &s.socket, &s.state, 1);
+    assert_eq!(
+        s.wait_up("ctr1", &daemon),
+        address,
+        "same address after restart"
+    );
+    let (ok, out) = s.ping_lan();
+    assert!(
+        ok,
+        "traffic did not resume after re-adoption: {out}\n{}",
+        daemon.log_text()
+    );
+    let (code, out, err) = s.cni("CHECK", "ctr1", &check);
+    assert_eq!(code, 0, "CHECK after restart: {out} {err}");
+
+    let mut del = s.config("1.0.0");
+    del["prevResult"] = result;
+    for _ in 0..2 {
+        let (code, out, err) = s.cni("DEL", "ctr1", &del);
+        assert_eq!((code, &out), (0, &Value::Null), "DEL: {err}");
+        assert!(s.pod_mac().is_none(), "vpn0 removed");
+        assert!(!s.record("ctr1").exists(), "record removed");
+    }
+    assert_eq!(s.status_json()["attachments"], json!([]));
+}
+
+#[test]
+fn del_while_sidecar_down_leaves_tombstone_processed_on_start() {
+    let s = Setup::new();
+    let mut daemon = Daemon::start(&s.lab, &s.socket, &s.state, 0);
+    add(&s, "ctr2", &daemon);
+    daemon.kill9();
+    let (code, out, err) = s.cni("DEL", "ctr2", &s.config("1.0.0"));
+    assert_eq!(
+        (code, &out),
+        (0, &Value::Null),
+        "DEL with the sidecar down: {err}"
+    );
+    assert!(s.pod_mac().is_none(), "the plugin removed vpn0 itself");
+    assert!(s.tombstone("ctr2").exists(), "tombstone written");
+    assert!(
+        s.record("ctr2").exists(),
+        "the record stays for the sidecar"
+    );
+
+    let daemon = Daemon::start(&s.lab, &s.socket, &s.state, 1);
+    assert!(!s.tombstone("ctr2").exists(), "{}", daemon.log_text());
+    assert!(!s.record("ctr2").exists(), "{}", daemon.log_text());
+    assert_eq!(s.status_json()["attachments"], json!([]));
+    assert!(s.pod_mac().is_none());
+    // A DEL after that is still fine.
+    let (code, _, err) = s.cni("DEL", "ctr2", &s.config("1.0.0"));
+    assert_eq!(code, 0, "{err}");
+    must(&format!("ip -n {} link show lo", s.pod));
+}
