@@ -19,7 +19,10 @@ fn dns_written_and_restored() {
     assert!(written.contains("nameserver 192.168.30.1"), "{written}");
     assert!(written.contains("search vpn.test"), "{written}");
     assert!(client.stop().success(), "{}", client.log_text());
-    assert_eq!(fs::read_to_string(&resolv).unwrap(), "nameserver 198.18.99.99\n");
+    assert_eq!(
+        fs::read_to_string(&resolv).unwrap(),
+        "nameserver 198.18.99.99\n"
+    );
     assert!(!lab.dir.join("resolv.conf.softether-backup").exists());
 }
 
@@ -32,14 +35,23 @@ fn stale_backup_from_a_crashed_run_is_restored_at_start() {
     let mut client = lab.connect(&["--accept-dns", "--resolv-conf", &path]);
     client.wait_log("lease acquired", Duration::from_secs(30));
     // Simulate a crash: SIGKILL leaves our resolv.conf and the backup behind.
-    let _ = std::process::Command::new("kill").args(["-KILL", &client.pid().to_string()]).status();
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", &client.pid().to_string()])
+        .status();
     client.wait_exit(Duration::from_secs(5));
-    assert!(fs::read_to_string(&resolv).unwrap().contains("192.168.30.1"));
+    assert!(fs::read_to_string(&resolv)
+        .unwrap()
+        .contains("192.168.30.1"));
     // The next run restores the original before doing anything else, and again on exit.
     let (_, _) = lab.in_cli("ip link del vpn0");
     let mut client = lab.connect(&["--accept-dns", "--resolv-conf", &path]);
     client.wait_log("lease acquired", Duration::from_secs(30));
-    assert!(client.log_text().contains("restored resolv.conf from a previous run's backup"));
+    assert!(client
+        .log_text()
+        .contains("restored resolv.conf from a previous run's backup"));
     assert!(client.stop().success(), "{}", client.log_text());
-    assert_eq!(fs::read_to_string(&resolv).unwrap(), "nameserver 198.18.99.99\n");
+    assert_eq!(
+        fs::read_to_string(&resolv).unwrap(),
+        "nameserver 198.18.99.99\n"
+    );
 }

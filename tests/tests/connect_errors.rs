@@ -17,8 +17,15 @@ fn wrong_password_exits_3_without_a_retry_storm() {
     let log = client.log_text();
     assert_eq!(status.code(), Some(3), "{log}");
     assert!(log.contains("ERR_AUTH_FAILED"), "{log}");
-    assert_eq!(log.matches("connecting").count(), 1, "retried a refused login:\n{log}");
-    assert!(!log.contains("not-the-password"), "password leaked into the log");
+    assert_eq!(
+        log.matches("connecting").count(),
+        1,
+        "retried a refused login:\n{log}"
+    );
+    assert!(
+        !log.contains("not-the-password"),
+        "password leaked into the log"
+    );
     assert!(took < Duration::from_secs(10), "took {took:?}");
     // Nothing left behind: the TAP is gone.
     let (_, links) = lab.in_cli("ip link show");
@@ -28,13 +35,23 @@ fn wrong_password_exits_3_without_a_retry_storm() {
 #[test]
 fn connmark_without_a_policy_table_is_refused() {
     let out = Command::new(sidecar_bin())
-        .args(["connect", "--host", "198.18.7.1", "--user", "alice", "--connmark"])
+        .args([
+            "connect",
+            "--host",
+            "198.18.7.1",
+            "--user",
+            "alice",
+            "--connmark",
+        ])
         .env("SOFTETHER_PASSWORD", "x")
         .output()
         .expect("run");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("--connmark requires --policy-route-table"), "{err}");
+    assert!(
+        err.contains("--connmark requires --policy-route-table"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -45,10 +62,23 @@ fn help_documents_every_flag_and_the_exit_codes() {
         .expect("run");
     let help = String::from_utf8_lossy(&out.stdout);
     for flag in [
-        "--tap", "--mac", "--no-dhcp", "--accept-default-gateway", "--accept-static-routes",
-        "--accept-dns", "--resolv-conf", "--policy-route-table", "--connmark", "--reconnect-delay",
-        "--max-connections", "--mtu", "--password-file", "--plain-password", "--insecure",
-        "--pin-sha256", "--ca-file",
+        "--tap",
+        "--mac",
+        "--no-dhcp",
+        "--accept-default-gateway",
+        "--accept-static-routes",
+        "--accept-dns",
+        "--resolv-conf",
+        "--policy-route-table",
+        "--connmark",
+        "--reconnect-delay",
+        "--max-connections",
+        "--mtu",
+        "--password-file",
+        "--plain-password",
+        "--insecure",
+        "--pin-sha256",
+        "--ca-file",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
     }

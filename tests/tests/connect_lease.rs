@@ -17,7 +17,11 @@ fn lease_acquired_and_lan_host_answers_pings() {
     let address = client.leased_address();
     assert!(address.starts_with("192.168.30."), "{address}");
     let (ok, out) = lab.in_cli(&format!("ping -c 3 -i 0.2 -W 2 {LAN_HOST_IP}"));
-    assert!(ok, "ping through the tunnel failed:\n{out}\n{}", client.log_text());
+    assert!(
+        ok,
+        "ping through the tunnel failed:\n{out}\n{}",
+        client.log_text()
+    );
     let (ok, out) = lab.in_lan(&format!("ping -c 1 -W 2 {address}"));
     assert!(ok, "lan host cannot reach the client:\n{out}");
     assert!(client.stop().success(), "{}", client.log_text());
@@ -33,7 +37,10 @@ fn pushed_classless_route_installed_with_accept_static_routes() {
         routes.contains(&format!("{PUSHED_ROUTE} via 192.168.30.1 dev vpn0")),
         "{routes}"
     );
-    assert!(!routes.contains("default"), "no default route without --accept-default-gateway: {routes}");
+    assert!(
+        !routes.contains("default"),
+        "no default route without --accept-default-gateway: {routes}"
+    );
     assert!(client.stop().success());
     let (_, routes) = lab.in_cli("ip route show");
     assert!(!routes.contains(PUSHED_ROUTE), "{routes}");
@@ -49,13 +56,19 @@ fn default_route_metric_50_and_pinned_server_route() {
         routes.contains("default via 192.168.30.1 dev vpn0 proto static metric 50"),
         "{routes}"
     );
-    assert!(routes.contains(&format!("{SERVER_IP} dev to-srv")), "{routes}");
+    assert!(
+        routes.contains(&format!("{SERVER_IP} dev to-srv")),
+        "{routes}"
+    );
     // The tunnel itself keeps working with the default route in it.
     let (ok, out) = lab.in_cli(&format!("ping -c 2 -i 0.2 -W 2 {LAN_HOST_IP}"));
     assert!(ok, "{out}");
     assert!(client.stop().success());
     let (_, routes) = lab.in_cli("ip route show");
-    assert!(!routes.contains("default") && !routes.contains(&format!("{SERVER_IP} ")), "{routes}");
+    assert!(
+        !routes.contains("default") && !routes.contains(&format!("{SERVER_IP} ")),
+        "{routes}"
+    );
 }
 
 #[test]
@@ -87,5 +100,8 @@ fn clean_teardown_leaves_no_trace_and_release_reaches_the_server() {
             && l.contains(&format!("ClientIP={address} "))
             && l.contains(&format!("Request,{address},"))
     });
-    assert!(release, "no RELEASE from {address} in the hub packet log:\n{log}");
+    assert!(
+        release,
+        "no RELEASE from {address} in the hub packet log:\n{log}"
+    );
 }

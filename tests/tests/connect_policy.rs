@@ -30,7 +30,8 @@ fn policy_lab() -> Lab {
 }
 
 fn lan_ping(lab: &Lab, address: &str) -> bool {
-    lab.in_lan(&format!("ping -c 2 -i 0.3 -W 2 -I {LAN_FAR_IP} {address}")).0
+    lab.in_lan(&format!("ping -c 2 -i 0.3 -W 2 -I {LAN_FAR_IP} {address}"))
+        .0
 }
 
 #[test]
@@ -40,17 +41,30 @@ fn policy_routing_answers_traffic_from_the_vpn_side() {
     let mut client = lab.connect(&[]);
     client.wait_log("lease acquired", Duration::from_secs(30));
     let address = client.leased_address();
-    assert!(!lan_ping(&lab, &address), "control: answered without policy routing?");
+    assert!(
+        !lan_ping(&lab, &address),
+        "control: answered without policy routing?"
+    );
     assert!(client.stop().success());
 
     let mut client = lab.connect(&["--policy-route-table", "200"]);
     client.wait_log("lease acquired", Duration::from_secs(30));
     let address = client.leased_address();
     let (_, rules) = lab.in_cli("ip rule show");
-    assert!(rules.contains(&format!("from {address} lookup 200")), "{rules}");
+    assert!(
+        rules.contains(&format!("from {address} lookup 200")),
+        "{rules}"
+    );
     let (_, table) = lab.in_cli("ip route show table 200");
-    assert!(table.contains(&format!("default via {LAN_HOST_IP} dev vpn0")), "{table}");
-    assert!(lan_ping(&lab, &address), "no answer with policy routing\n{}", client.log_text());
+    assert!(
+        table.contains(&format!("default via {LAN_HOST_IP} dev vpn0")),
+        "{table}"
+    );
+    assert!(
+        lan_ping(&lab, &address),
+        "no answer with policy routing\n{}",
+        client.log_text()
+    );
     assert!(client.stop().success());
     let (_, rules) = lab.in_cli("ip rule show");
     assert!(!rules.contains("lookup 200"), "{rules}");
@@ -72,14 +86,25 @@ fn nested_service(lab: &mut Lab) -> Child {
            add rule ip lab_nat pre iifname \"vpn0\" tcp dport 8080 dnat to 10.200.0.2'"
     ));
     let server = Command::new("ip")
-        .args(["netns", "exec", &inner, "/usr/bin/python3", "-m", "http.server", "8080"])
+        .args([
+            "netns",
+            "exec",
+            &inner,
+            "/usr/bin/python3",
+            "-m",
+            "http.server",
+            "8080",
+        ])
         .args(["--bind", "10.200.0.2", "--directory", "/"])
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(lab.dir.join("http.log")).expect("log"))
         .spawn()
         .expect("python3 http.server");
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !lab.in_cli("curl -s -o /dev/null -m 1 http://10.200.0.2:8080/").0 {
+    while !lab
+        .in_cli("curl -s -o /dev/null -m 1 http://10.200.0.2:8080/")
+        .0
+    {
         assert!(
             Instant::now() < deadline,
             "nested HTTP server did not start: {}",
@@ -107,7 +132,10 @@ fn connmark_returns_dnat_replies_from_a_nested_namespace_through_the_tunnel() {
     let mut client = lab.connect(&["--policy-route-table", "200"]);
     client.wait_log("lease acquired", Duration::from_secs(30));
     let address = client.leased_address();
-    assert!(!lan_fetch(&lab, &address), "control: DNAT reply came back without CONNMARK?");
+    assert!(
+        !lan_fetch(&lab, &address),
+        "control: DNAT reply came back without CONNMARK?"
+    );
     assert!(client.stop().success());
 
     let mut client = lab.connect(&["--policy-route-table", "200", "--connmark"]);
@@ -115,7 +143,11 @@ fn connmark_returns_dnat_replies_from_a_nested_namespace_through_the_tunnel() {
     let address = client.leased_address();
     let (_, rules) = lab.in_cli("ip rule show");
     assert!(rules.contains("fwmark 0xc8 lookup 200"), "{rules}");
-    assert!(lan_fetch(&lab, &address), "DNAT'd service not reachable with --connmark\n{}", client.log_text());
+    assert!(
+        lan_fetch(&lab, &address),
+        "DNAT'd service not reachable with --connmark\n{}",
+        client.log_text()
+    );
     assert!(client.stop().success(), "{}", client.log_text());
     let (_, ruleset) = lab.in_cli("nft list tables");
     assert!(!ruleset.contains("softether_"), "{ruleset}");

@@ -14,7 +14,19 @@ fn server_restart_mid_transfer_reconnects_with_a_fresh_lease() {
     client.wait_log("lease acquired", Duration::from_secs(30));
     // Traffic in flight while the server goes away.
     let mut pinger = Command::new("ip")
-        .args(["netns", "exec", &lab.cli, "ping", "-i", "0.2", "-c", "50", "-W", "1", LAN_HOST_IP])
+        .args([
+            "netns",
+            "exec",
+            &lab.cli,
+            "ping",
+            "-i",
+            "0.2",
+            "-c",
+            "50",
+            "-W",
+            "1",
+            LAN_HOST_IP,
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -75,7 +75,10 @@ pub fn require_root() {
                 .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
         })
         .unwrap_or_default();
-    assert_eq!(uid, "0", "the connect e2e tests need root (network namespaces, TAP)");
+    assert_eq!(
+        uid, "0",
+        "the connect e2e tests need root (network namespaces, TAP)"
+    );
     for tool in ["ip", "vpncmd", "nft", "ping"] {
         assert!(
             sh(&format!("command -v {tool}")).0,
@@ -170,7 +173,15 @@ impl Lab {
         );
         let log = fs::File::create(self.dir.join("server.out")).expect("server log");
         let child = Command::new("ip")
-            .args(["netns", "exec", &self.srv, "unshare", "-m", "--propagation", "private"])
+            .args([
+                "netns",
+                "exec",
+                &self.srv,
+                "unshare",
+                "-m",
+                "--propagation",
+                "private",
+            ])
             .args(["sh", "-c", &script])
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
@@ -202,7 +213,9 @@ impl Lab {
 
     pub fn stop_server(&mut self) {
         if let Some(mut child) = self.server.take() {
-            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline {
                 if matches!(child.try_wait(), Ok(Some(_))) {
@@ -254,7 +267,9 @@ impl Lab {
     /// Another namespace owned (and removed) by this lab.
     pub fn add_netns(&mut self, suffix: &str) -> String {
         let name = format!("{}-{suffix}", self.cli);
-        must(&format!("ip netns add {name} && ip -n {name} link set lo up"));
+        must(&format!(
+            "ip netns add {name} && ip -n {name} link set lo up"
+        ));
         self.extra_netns.push(name.clone());
         name
     }
@@ -282,7 +297,9 @@ impl Lab {
         let child = Command::new("ip")
             .args(["netns", "exec", &self.cli])
             .arg(sidecar_bin())
-            .args(["connect", "--host", SERVER_IP, "--hub", "LAB", "--user", "alice"])
+            .args([
+                "connect", "--host", SERVER_IP, "--hub", "LAB", "--user", "alice",
+            ])
             .args(["--insecure", "--tap", "vpn0", "--log", "info"])
             .args(extra)
             .env("SOFTETHER_PASSWORD", password)
@@ -302,8 +319,14 @@ impl Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         self.stop_server();
-        for n in self.extra_netns.iter().chain([&self.cli, &self.lan, &self.srv]) {
-            sh(&format!("ip netns pids {n} | xargs -r kill -9; ip netns del {n}"));
+        for n in self
+            .extra_netns
+            .iter()
+            .chain([&self.cli, &self.lan, &self.srv])
+        {
+            sh(&format!(
+                "ip netns pids {n} | xargs -r kill -9; ip netns del {n}"
+            ));
         }
         let _ = fs::remove_dir_all(&self.dir);
     }
@@ -336,7 +359,11 @@ impl Client {
             if self.log_text().matches(needle).count() >= count {
                 return self.started.elapsed();
             }
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 panic!(
                     "connect exited ({status}) before logging {needle:?} x{count}:\n{}",
                     self.log_text()
