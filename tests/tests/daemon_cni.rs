@@ -331,3 +331,55 @@ fn del_while_sidecar_down_leaves_tombstone_processed_on_start() {
     assert_eq!(code, 0, "{err}");
     must(&format!("ip -n {} link show lo", s.pod));
 }
+
+#[test]
+fn policy_routing_connmark_then_del_and_login_failure_is_100() {
+    let s = Setup::new();
+    let daemon = Daemon::start(&s.lab, &s.socket, &s.state, 0);
+    let mut conf = s.config("1.1.0");
+    conf["policyRouteTable"] = json!(100);
+    conf["connmark"] = json!(true);
+    conf["acceptDefaultGateway"] = json!(true);
+    let (code, result, err) = s.cni("ADD", "ctr3", &conf);
+    assert_eq!(code, 0, "ADD: {result} {err}\n{}", daemon.log_text());
+    let address = result["ips"][0]["address"].as_str().unwrap().to_owned();
+    let ip = address.split('/').next().unwrap();
+    assert_eq!(result["routes"][0]["table"], 100, "{result}");
+    let rules = must(&format!("ip -n {} rule", s.pod));
+    assert!(rules.contains(&format!("from {ip} lookup 100")), "{rules}");
+    assert!(rules.contains("fwmark 0x64 lookup 100"), "{rules}");
+    let table = must(&format!("ip -n {} route show table 100", s.pod));
+    assert!(
+        table.contains("default via 192.168.30.1 dev vpn0"),
+        "{table}"
+    );
+    let nft = must(&format!("ip netns exec {} nft list tables", s.pod));
+    assert!(nft.contains("softether_"), "{nft}");
+    let (ok, out) = s.ping_lan();
+    assert!(ok, "{out}");
+
+    let (code, _, err) = s.cni("DEL", "ctr3", &conf);
+    assert_eq!(code, 0, "{err}");
+    let nft = must(&format!("ip netns exec {} nft list tables", s.pod));
+    assert!(!nft.contains("softether_"), "nft table removed: {nft}");
+    assert!(s.pod_mac().is_none());
+
+    let wrong = s.lab.dir.join("cni/wrong.pass");
+    fs::write(&wrong, "not-the-password\n").unwrap();
+    let mut conf = s.config("1.0.0");
+    conf["passwordFile"] = json!(wrong);
+    let (code, out, _) = s.cni("ADD", "ctr4", &conf);
+    assert_eq!((code, &out["code"]), (1, &json!(100)), "{out}");
+    assert!(
+        out["msg"].as_str().unwrap().contains("ERR_AUTH_FAILED"),
+        "{out}"
+    );
+    assert!(s.pod_mac().is_none(), "the failed ADD left no TAP");
+    assert!(!s.record("ctr4").exists());
+
+    let mut conf = s.config("1.0.0");
+    conf["passwordFile"] = json!("/nonexistent/alice.pass");
+    let (code, out, _) = s.cni("ADD", "ctr5", &conf);
+    assert_eq!((code, &out["code"]), (1, &json!(7)), "{out}");
+    assert!(s.pod_mac().is_none());
+}

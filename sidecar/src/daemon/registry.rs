@@ -395,9 +395,17 @@ impl Registry {
             return tracing::warn!("ignoring tombstone with a bad key {:?}", t.container_id);
         };
         tracing::info!(attachment = %key, "processing the plugin's DEL from while we were down");
-        let netns = read_record(&self.state, &key).map(|r| r.netns).or(t.netns);
-        if let Some(ns) = netns {
+        let record = read_record(&self.state, &key);
+        let connmark = record.as_ref().is_some_and(|r| r.link.connmark);
+        let netns = record.map(|r| r.netns).or(t.netns);
+        if let Some(ns) = netns.filter(|ns| std::path::Path::new(ns).exists()) {
             remove_link(&ns, &key.ifname).await;
+            if connmark {
+                let fw = session::firewall_of(&ns, &key.container_id, &key.ifname);
+                if let Err(e) = fw.remove().await {
+                    tracing::warn!(attachment = %key, "cannot remove the nft table: {e}");
+                }
+            }
         }
         // The lease itself expires on the server: releasing needs a session from the
         // attachment's MAC, which the provisional engine does not open just to say goodbye.
@@ -473,7 +481,7 @@ fn result_of(mac: [u8; 6], lease: &dhcp_client::Lease, req: &AttachRequest) -> A
     let table = req.link.policy_route_table;
     let mut routes = Vec::new();
     if req.link.accept_default_gateway {
-        if let Some(gw) = lease.default_gateway() {
+        if let Some(gw) = session::gateway_of(lease) {
             routes.push(AttachedRoute {
                 dst: ipnet::Ipv4Net::default(),
                 gw: Some(gw),
@@ -495,7 +503,7 @@ fn result_of(mac: [u8; 6], lease: &dhcp_client::Lease, req: &AttachRequest) -> A
         mtu: lease.mtu.map(u32::from).or(req.link.mtu.map(u32::from)),
         ips: vec![AttachedIp {
             address: lease.interface_address(),
-            gateway: lease.default_gateway(),
+            gateway: session::gateway_of(lease),
         }],
         routes,
         dns: Dns {

@@ -4,8 +4,9 @@
 //!
 //! PROVISIONAL: a minimal engine built directly on `establish`, `tunnel_driver` and
 //! `dhcp-client`, until the standalone client's session engine (`crate::client`) lands; then
-//! this module should become a thin adapter over it. Not yet here: CONNMARK, resolv.conf,
-//! re-applying a changed MTU.
+//! this module should become a thin adapter over it (which needs from the engine: lease/phase/
+//! stats events, a requested address for re-adoption, and a stop mode that keeps the pod's
+//! configuration). Not yet here: resolv.conf, re-applying a changed MTU.
 
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use dhcp_client::{Config as DhcpConfig, DhcpClient, Event, Lease};
 use ipnet::Ipv4Net;
-use netcfg::{AsyncTap, Netlink, Netns, PolicyRule, RouteSpec, Tap, TABLE_MAIN};
+use netcfg::{AsyncTap, Firewall, Netlink, Netns, PolicyRule, RouteSpec, Tap, TABLE_MAIN};
 use softether_proto::error::RetryClass;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
@@ -28,6 +29,13 @@ use crate::tunnel_driver::{spawn_tunnel, TunnelHandle};
 
 /// Priority of the "from <lease address> lookup <policyRouteTable>" rule.
 const POLICY_RULE_PRIORITY: u32 = 1000;
+/// Priority of the "fwmark <table> lookup <table>" rule (CONNMARK-restored replies).
+const FWMARK_RULE_PRIORITY: u32 = 1001;
+
+/// The nft table (`softether_<id>`) of an attachment, in its pod netns.
+pub fn firewall_of(netns: &str, container_id: &str, ifname: &str) -> Firewall {
+    Firewall::new(Netns::from_path(netns), &format!("{container_id}_{ifname}"))
+}
 const BACKOFF_FIRST: Duration = Duration::from_secs(1);
 const BACKOFF_CAP: Duration = Duration::from_secs(30);
 const STEP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -326,6 +334,16 @@ impl Session {
             }
         };
         if end == Some(StopMode::Release) {
+            if self.record.link.connmark {
+                let fw = firewall_of(
+                    &self.record.netns,
+                    &self.record.container_id,
+                    &self.record.ifname,
+                );
+                if let Err(e) = fw.remove().await {
+                    tracing::warn!(attachment = %self.label(), "cannot remove the nft table: {e}");
+                }
+            }
             let tap = tap.into_tap();
             let _ = tap.set_persistent(false);
             drop(tap);
@@ -406,8 +424,22 @@ impl Session {
         match event {
             Event::Bound(lease) | Event::Changed { new: lease, .. } => {
                 let old = self.live.borrow().lease.clone();
-                if let Err(e) =
-                    apply_lease(nl, index, &lease, old.as_ref(), &self.record.link).await
+                let firewall = (self.record.link.connmark).then(|| {
+                    firewall_of(
+                        &self.record.netns,
+                        &self.record.container_id,
+                        &self.record.ifname,
+                    )
+                });
+                if let Err(e) = apply_lease(
+                    nl,
+                    index,
+                    &lease,
+                    old.as_ref(),
+                    &self.record.link,
+                    (firewall.as_ref(), &self.record.ifname),
+                )
+                .await
                 {
                     tracing::warn!(attachment = %self.label(), "cannot apply the lease: {e}");
                     self.live
@@ -448,6 +480,7 @@ async fn apply_lease(
     lease: &Lease,
     old: Option<&Lease>,
     link: &LinkSettings,
+    (firewall, tap): (Option<&Firewall>, &str),
 ) -> Result<(), netcfg::NetcfgError> {
     let address = lease.interface_address();
     let table = link.policy_route_table.unwrap_or(TABLE_MAIN);
@@ -467,7 +500,7 @@ async fn apply_lease(
         nl.add_address(index, address).await?;
     }
     if link.accept_default_gateway {
-        if let Some(gw) = lease.default_gateway() {
+        if let Some(gw) = gateway_of(lease) {
             nl.replace_route(&RouteSpec::default_route().via(gw).dev(index).table(table))
                 .await?;
         }
@@ -486,8 +519,24 @@ async fn apply_lease(
         // The subnet route lives in main; the policy table needs it too.
         nl.replace_route(&RouteSpec::to(address.trunc()).dev(index).table(table))
             .await?;
+        if let Some(fw) = firewall {
+            // Replies to connections that came in through the VPN (a server port forward)
+            // leave through it again: mark = table number.
+            fw.apply_connmark(tap, table).await?;
+            let rule = PolicyRule::fwmark(table, u32::MAX, table, FWMARK_RULE_PRIORITY);
+            if !nl.rules().await?.contains(&rule) {
+                nl.add_rule(&rule).await?;
+            }
+        }
     }
     Ok(())
+}
+
+/// The default gateway: RFC 3442's 0.0.0.0/0 classless entry, else the router option (a
+/// server pushing split routes plus a router still gives a user who asked for it a default
+/// route; same rule as the `connect` engine).
+pub fn gateway_of(lease: &Lease) -> Option<Ipv4Addr> {
+    lease.default_gateway().or(lease.router)
 }
 
 /// Classless static routes other than the default route.
