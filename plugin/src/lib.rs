@@ -19,7 +19,6 @@ pub mod cmd;
 pub mod logging;
 pub mod netconf;
 pub mod pod_tap;
-pub mod secret;
 pub mod sidecar_client;
 pub mod spec;
 mod sys;
