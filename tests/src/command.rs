@@ -1,0 +1,137 @@
+//! Running external programs with a deadline, so a wedged helper (vpncmd waiting for a password on stdin,
+//! a ping that never returns) fails the test instead of hanging it.
+
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+
+/// Default deadline for helper commands (ip, ethtool, vpncmd, openssl).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs `cmd` with stdin closed, capturing stdout/stderr, killing its whole process group at `timeout`.
+///
+/// Returns the output even when the exit status is non-zero; see [`run_ok`] for the strict variant.
+pub fn run(cmd: &mut Command, timeout: Duration) -> Result<Output> {
+    let desc = describe(cmd);
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("cannot start `{desc}`"))?;
+    let out_reader = spawn_reader(child.stdout.take());
+    let err_reader = spawn_reader(child.stderr.take());
+    let status = match wait_deadline(&mut child, timeout)? {
+        Some(status) => status,
+        None => {
+            kill_group(&mut child);
+            bail!("`{desc}` did not finish within {timeout:?}");
+        }
+    };
+    let stdout = out_reader.join().unwrap_or_default();
+    let stderr = err_reader.join().unwrap_or_default();
+    Ok(Output {
+        status,
+        stdout,
+        stderr,
+    })
+}
+
+/// Like [`run`], but a non-zero exit status is an error carrying the command's stderr and stdout.
+pub fn run_ok(cmd: &mut Command, timeout: Duration) -> Result<Output> {
+    let desc = describe(cmd);
+    let out = run(cmd, timeout)?;
+    if !out.status.success() {
+        bail!(
+            "`{desc}` failed ({}):\nstderr: {}\nstdout: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim(),
+            String::from_utf8_lossy(&out.stdout).trim()
+        );
+    }
+    Ok(out)
+}
+
+/// Convenience: `run_ok` on an argv slice, returning stdout as a String.
+pub fn run_argv(argv: &[&str]) -> Result<String> {
+    let (prog, args) = argv.split_first().context("empty command line")?;
+    let out = run_ok(Command::new(prog).args(args), DEFAULT_TIMEOUT)?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Waits for `child` until `timeout`; `None` when it is still running at the deadline.
+pub fn wait_deadline(child: &mut Child, timeout: Duration) -> Result<Option<ExitStatus>> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().context("waitpid failed")? {
+            return Ok(Some(status));
+        }
+        if Instant::now() >= deadline {
+            return Ok(None);
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// SIGKILLs the process group led by `child` (it must have been spawned with `process_group(0)`) and
+/// reaps the leader. Errors are ignored: this is used on teardown paths that must keep going.
+pub fn kill_group(child: &mut Child) {
+    if let Ok(pid) = i32::try_from(child.id()) {
+        let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Human-readable command line for error messages.
+pub fn describe(cmd: &Command) -> String {
+    let mut s = cmd.get_program().to_string_lossy().into_owned();
+    for a in cmd.get_args() {
+        s.push(' ');
+        s.push_str(&a.to_string_lossy());
+    }
+    s
+}
+
+fn spawn_reader<R: Read + Send + 'static>(pipe: Option<R>) -> thread::JoinHandle<Vec<u8>> {
+    thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(mut p) = pipe {
+            let _ = p.read_to_end(&mut buf);
+        }
+        buf
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn captures_output_and_status() {
+        let out = run(
+            Command::new("sh").args(["-c", "echo hi; echo err >&2; exit 3"]),
+            DEFAULT_TIMEOUT,
+        )
+        .unwrap();
+        assert_eq!(out.status.code(), Some(3));
+        assert_eq!(out.stdout, b"hi\n");
+        assert_eq!(out.stderr, b"err\n");
+        assert!(run_ok(&mut Command::new("false"), DEFAULT_TIMEOUT).is_err());
+    }
+
+    #[test]
+    fn kills_at_deadline() {
+        let start = Instant::now();
+        let err = run(Command::new("sleep").arg("30"), Duration::from_millis(200)).unwrap_err();
+        assert!(err.to_string().contains("did not finish"), "{err}");
+        assert!(start.elapsed() < Duration::from_secs(5));
+    }
+}

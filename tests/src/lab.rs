@@ -1,0 +1,583 @@
+//! [`Lab`]: three namespaces around a private SoftEther VPN Server, configured for end-to-end tests.
+
+use std::fs;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+
+use crate::certs::{self, ClientCert};
+use crate::command::run_argv;
+use crate::facts::{subnet, LabFacts, LabUser};
+use crate::netns::{self, KillOnDrop, Netns};
+use crate::prereq;
+use crate::server::ServerProcess;
+use crate::vpncmd::Vpncmd;
+
+static LAB_COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// Prefix of lab directories under the system temp dir (`softether-lab-<pid>-<n>`).
+pub const DIR_PREFIX: &str = "softether-lab-";
+
+/// Interface names; fixed because each is created directly inside its own namespace.
+const SERVER_IF: &str = "to-cli";
+const CLIENT_IF: &str = "to-srv";
+const BRIDGE_IF: &str = "lan-br";
+const LAN_IF: &str = "eth0";
+
+/// Knobs for [`Lab::start`]. Construct with `LabOptions { field: x, ..Default::default() }`.
+#[derive(Debug, Clone)]
+pub struct LabOptions {
+    /// Server port clients connect to (default 443). Ports other than the default listeners
+    /// (443, 992, 1194, 5555) get a `ListenerCreate`.
+    pub port: u16,
+    /// Virtual hub name (default "LAB").
+    pub hub: String,
+    /// SecureNAT DHCP lease time in seconds (default 7200; use e.g. 30 for renewal tests).
+    pub dhcp_lease_secs: u32,
+    /// If set, the `TimeOut` policy (seconds without communication before the server drops a session)
+    /// applied to every created user.
+    pub session_timeout_secs: Option<u32>,
+    /// Additional password users.
+    pub extra_users: Vec<LabUser>,
+    /// Enable SecureNAT's NAT function (default off: only the virtual host, DHCP and ICMP/ARP answer; the
+    /// server namespace has no route beyond the lab either way).
+    pub securenat_nat: bool,
+    /// Extra vpncmd commands run with the hub selected, after the standard setup (e.g.
+    /// `vec!["UserPolicySet".into(), "alice".into(), "/NAME:MaxConnection".into(), "/VALUE:1".into()]`).
+    pub extra_hub_commands: Vec<Vec<String>>,
+    /// Deadline for the server to accept connections (default 30 s).
+    pub start_timeout: Duration,
+}
+
+impl Default for LabOptions {
+    fn default() -> Self {
+        LabOptions {
+            port: 443,
+            hub: "LAB".to_owned(),
+            dhcp_lease_secs: 7200,
+            session_timeout_secs: None,
+            extra_users: Vec::new(),
+            securenat_nat: false,
+            extra_hub_commands: Vec::new(),
+            start_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Everything a lab owns; released in reverse order of acquisition on drop, even half-built.
+#[derive(Debug)]
+struct Resources {
+    server: Option<ServerProcess>,
+    namespaces: Vec<Netns>,
+    dir: PathBuf,
+}
+
+impl Drop for Resources {
+    fn drop(&mut self) {
+        if let Some(mut s) = self.server.take() {
+            s.kill();
+        }
+        while let Some(ns) = self.namespaces.pop() {
+            drop(ns);
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A running lab. Dropping it kills the server and every process in its namespaces, deletes the namespaces
+/// (and with them all veths), and removes its directory — also when a test panics.
+#[derive(Debug)]
+pub struct Lab {
+    /// Names, addresses, credentials. See [`LabFacts`].
+    pub facts: LabFacts,
+    opts: LabOptions,
+    admin: Vpncmd,
+    res: Resources,
+}
+
+impl Lab {
+    /// Builds a lab: checks prerequisites (root, tools), sweeps leftovers of dead processes, creates the
+    /// namespaces and links, starts and configures the server. Takes a few seconds.
+    pub fn start(opts: LabOptions) -> Result<Lab> {
+        prereq::check_lab()?;
+        sweep_stale();
+        let pid = std::process::id();
+        let n = LAB_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{pid}-{n}");
+        let dir = std::env::temp_dir().join(format!("{DIR_PREFIX}{id}"));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let mut res = Resources {
+            server: None,
+            namespaces: Vec::new(),
+            dir: dir.clone(),
+        };
+
+        let server_ns = format!("se-srv-{id}");
+        let client_ns = format!("se-cli-{id}");
+        let lan_ns = format!("se-lan-{id}");
+        for name in [&server_ns, &client_ns, &lan_ns] {
+            res.namespaces.push(Netns::create(name)?);
+        }
+        let (server_ip, client_ip) = underlay_pair(pid, n);
+        wire_underlay(&server_ns, &client_ns, server_ip, client_ip)?;
+        wire_lan(&server_ns, &lan_ns)?;
+
+        let mut server = ServerProcess::prepare(&server_ns, &dir.join("server"))?;
+        server.start()?;
+        let server = res.server.insert(server);
+        server.wait_listening(&client_ns, &server_ip.to_string(), 443, opts.start_timeout)?;
+
+        let admin_password = format!("lab-admin-{id}");
+        let mut admin = Vpncmd {
+            ns: server_ns.clone(),
+            port: 443,
+            password: String::new(),
+            cwd: dir.clone(),
+        };
+        admin.server_retry(
+            &["ServerPasswordSet", &admin_password],
+            Duration::from_secs(10),
+        )?;
+        admin.password = admin_password.clone();
+        if ![443, 992, 1194, 5555].contains(&opts.port) {
+            admin.server(&["ListenerCreate", &opts.port.to_string()])?;
+            server.wait_listening(
+                &client_ns,
+                &server_ip.to_string(),
+                opts.port,
+                opts.start_timeout,
+            )?;
+        }
+        admin.port = opts.port;
+
+        let carol_cert = ClientCert::generate(&dir.join("certs"), "carol")?;
+        let facts = LabFacts {
+            id,
+            server_ns,
+            client_ns,
+            lan_ns,
+            server_ip,
+            client_ip,
+            underlay_prefix_len: 30,
+            client_if: CLIENT_IF.to_owned(),
+            server_if: SERVER_IF.to_owned(),
+            port: opts.port,
+            hub: opts.hub.clone(),
+            admin_password,
+            alice: LabUser::new("alice", "alice-Secret-1"),
+            bob: LabUser::new("bob", "bob-Secret-2"),
+            carol: "carol".to_owned(),
+            carol_cert,
+            anonymous: "anon".to_owned(),
+            extra_users: opts.extra_users.clone(),
+            server_cert_pem: dir.join("server-cert.pem"),
+            server_cert_sha256: String::new(),
+            dhcp_lease_secs: opts.dhcp_lease_secs,
+            subnet: subnet::NETWORK,
+            subnet_prefix_len: subnet::PREFIX_LEN,
+            gateway: subnet::GATEWAY,
+            dhcp_start: subnet::DHCP_START,
+            dhcp_end: subnet::DHCP_END,
+            dns: subnet::GATEWAY,
+            domain: subnet::DOMAIN.to_owned(),
+            pushed_route: subnet::PUSHED_ROUTE,
+            pushed_route_prefix_len: subnet::PUSHED_ROUTE_PREFIX_LEN,
+            pushed_route_gateway: subnet::GATEWAY,
+            lan_host: subnet::LAN_HOST,
+            lan_if: LAN_IF.to_owned(),
+            bridge_if: BRIDGE_IF.to_owned(),
+            dir,
+        };
+        let mut lab = Lab {
+            facts,
+            opts,
+            admin,
+            res,
+        };
+        lab.configure()
+            .context("configuring the lab's vpnserver with vpncmd")?;
+        Ok(lab)
+    }
+
+    fn configure(&mut self) -> Result<()> {
+        let f = &self.facts;
+        let a = &self.admin;
+        let hub = f.hub.as_str();
+        // No phoning home: the namespace has no route out anyway, but don't even try.
+        a.server(&["KeepDisable"])?;
+        a.server(&["VpnAzureSetEnable", "no"])?;
+        a.server(&["HubCreate", hub, &format!("/PASSWORD:hub-{}", f.id)])?;
+        if hub != "DEFAULT" {
+            a.server(&["HubDelete", "DEFAULT"])?;
+        }
+        let mut users = vec![f.alice.clone(), f.bob.clone()];
+        users.extend(f.extra_users.iter().cloned());
+        for u in &users {
+            create_user(a, hub, &u.name)?;
+            a.hub(
+                hub,
+                &[
+                    "UserPasswordSet",
+                    &u.name,
+                    &format!("/PASSWORD:{}", u.password),
+                ],
+            )?;
+        }
+        create_user(a, hub, &f.carol)?;
+        let cert_rel = f
+            .carol_cert
+            .cert_pem
+            .strip_prefix(&f.dir)
+            .unwrap_or(&f.carol_cert.cert_pem);
+        a.hub(
+            hub,
+            &[
+                "UserCertSet",
+                &f.carol,
+                &format!("/LOADCERT:{}", cert_rel.display()),
+            ],
+        )?;
+        create_user(a, hub, &f.anonymous)?;
+        a.hub(hub, &["UserAnonymousSet", &f.anonymous])?;
+        if let Some(t) = self.opts.session_timeout_secs {
+            let mut all: Vec<&str> = users.iter().map(|u| u.name.as_str()).collect();
+            all.extend([f.carol.as_str(), f.anonymous.as_str()]);
+            for u in all {
+                a.hub(
+                    hub,
+                    &["UserPolicySet", u, "/NAME:TimeOut", &format!("/VALUE:{t}")],
+                )?;
+            }
+        }
+
+        a.hub(hub, &["SecureNatEnable"])?;
+        let mask = prefix_to_mask(f.subnet_prefix_len).to_string();
+        a.hub(
+            hub,
+            &[
+                "SecureNatHostSet",
+                "/MAC:none",
+                &format!("/IP:{}", f.gateway),
+                &format!("/MASK:{mask}"),
+            ],
+        )?;
+        let route = format!(
+            "/PUSHROUTE:{}/{}/{}",
+            f.pushed_route,
+            prefix_to_mask(f.pushed_route_prefix_len),
+            f.pushed_route_gateway
+        );
+        a.hub(
+            hub,
+            &[
+                "DhcpSet",
+                &format!("/START:{}", f.dhcp_start),
+                &format!("/END:{}", f.dhcp_end),
+                &format!("/MASK:{mask}"),
+                &format!("/EXPIRE:{}", f.dhcp_lease_secs),
+                &format!("/GW:{}", f.gateway),
+                &format!("/DNS:{}", f.dns),
+                "/DNS2:none",
+                &format!("/DOMAIN:{}", f.domain),
+                "/LOG:yes",
+                &route,
+            ],
+        )?;
+        a.hub(
+            hub,
+            &[if self.opts.securenat_nat {
+                "NatEnable"
+            } else {
+                "NatDisable"
+            }],
+        )?;
+        a.server(&[
+            "BridgeCreate",
+            hub,
+            &format!("/DEVICE:{}", f.bridge_if),
+            "/TAP:no",
+        ])?;
+        for cmd in &self.opts.extra_hub_commands {
+            let argv: Vec<&str> = cmd.iter().map(String::as_str).collect();
+            a.hub(hub, &argv)?;
+        }
+
+        let cert_file = f.server_cert_pem.file_name().context("server cert path")?;
+        a.server(&["ServerCertGet", &cert_file.to_string_lossy()])?;
+        self.facts.server_cert_sha256 = certs::sha256_fingerprint(&self.facts.server_cert_pem)?;
+        // The server writes its config lazily; a SIGKILLed server must come back with all of the above.
+        self.admin.server(&["Flush"])?;
+        Ok(())
+    }
+
+    /// Runs a vpncmd command with the lab hub selected (e.g. `&["SessionList"]`); returns its output.
+    pub fn vpncmd(&self, args: &[&str]) -> Result<String> {
+        self.admin.hub(&self.facts.hub, args)
+    }
+
+    /// Runs a server-wide vpncmd command (e.g. `&["HubList"]`).
+    pub fn vpncmd_server(&self, args: &[&str]) -> Result<String> {
+        self.admin.server(args)
+    }
+
+    /// Names of the hub's current sessions (`SessionList`), excluding SecureNAT and local-bridge sessions.
+    pub fn user_sessions(&self) -> Result<Vec<String>> {
+        let out = self.vpncmd(&["SessionList"])?;
+        Ok(crate::vpncmd::parse_table(&out)
+            .into_iter()
+            .filter(|(k, v)| {
+                k == "Session Name"
+                    && !v.starts_with("SID-SECURENAT")
+                    && !v.starts_with("SID-LOCALBRIDGE")
+            })
+            .map(|(_, v)| v)
+            .collect())
+    }
+
+    /// Runs `argv` in namespace `ns`; returns the output whatever the exit status (60 s deadline).
+    pub fn exec_in(&self, ns: &str, argv: &[&str]) -> Result<Output> {
+        netns::exec_in(ns, argv)
+    }
+
+    /// Runs `argv` in namespace `ns`; non-zero exit is an error; returns stdout.
+    pub fn exec_in_ok(&self, ns: &str, argv: &[&str]) -> Result<String> {
+        netns::exec_in_ok(ns, argv)
+    }
+
+    /// Starts `argv` in namespace `ns` in the background; killed when the handle drops (and at lab teardown).
+    pub fn spawn_in(&self, ns: &str, argv: &[&str]) -> Result<KillOnDrop> {
+        netns::spawn_in(ns, argv)
+    }
+
+    /// Runs `f` on a thread inside namespace `ns` (see [`netns::run_in`]).
+    pub fn run_in<F, R>(&self, ns: &str, f: F) -> Result<R>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        netns::run_in(ns, f)
+    }
+
+    /// `ping -c <count> -W 2 <dst>` from `ns`; true when at least one reply came back.
+    pub fn ping_from(&self, ns: &str, dst: Ipv4Addr, count: u32) -> Result<bool> {
+        let out = netns::exec_in(
+            ns,
+            &[
+                "ping",
+                "-n",
+                "-c",
+                &count.to_string(),
+                "-W",
+                "2",
+                &dst.to_string(),
+            ],
+        )?;
+        Ok(out.status.success())
+    }
+
+    /// Pings `dst` from the LAN host, retrying (up to `attempts` single pings) while the bridge settles.
+    pub fn lan_ping(&self, dst: Ipv4Addr, attempts: u32) -> Result<bool> {
+        for _ in 0..attempts {
+            if self.ping_from(&self.facts.lan_ns, dst, 1)? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Whether a TCP connect from the client namespace to the server port succeeds right now.
+    pub fn server_reachable(&self) -> Result<bool> {
+        crate::server::tcp_probe(
+            &self.facts.client_ns,
+            &self.facts.server_ip.to_string(),
+            self.facts.port,
+        )
+    }
+
+    /// SIGKILLs the vpnserver (monitor and worker), simulating a crash; sessions drop without goodbye.
+    pub fn kill_server(&mut self) {
+        if let Some(s) = self.res.server.as_mut() {
+            s.kill();
+        }
+    }
+
+    /// Starts the server again with the same configuration and waits until it accepts connections.
+    pub fn restart_server(&mut self) -> Result<()> {
+        let f = &self.facts;
+        let server = self.res.server.as_mut().context("lab has no server")?;
+        server.kill();
+        server.start()?;
+        server.wait_listening(
+            &f.client_ns,
+            &f.server_ip.to_string(),
+            f.port,
+            self.opts.start_timeout,
+        )?;
+        // The listener opens before the hub and bridge are back; wait for the hub to answer.
+        self.admin
+            .server_retry(&["HubList"], Duration::from_secs(10))?;
+        Ok(())
+    }
+
+    /// Pid of the running vpnserver monitor process, if any.
+    pub fn server_pid(&self) -> Option<u32> {
+        self.res.server.as_ref().and_then(ServerProcess::pid)
+    }
+
+    /// Private directory with `vpn_server.config` (bind-mounted over /var/lib/softether for the server).
+    pub fn server_config_dir(&self) -> Option<PathBuf> {
+        self.res.server.as_ref().map(|s| s.state().db())
+    }
+
+    /// Private directory with the server's server_log/, security_log/, packet_log/.
+    pub fn server_log_dir(&self) -> Option<PathBuf> {
+        self.res.server.as_ref().map(|s| s.state().log())
+    }
+}
+
+fn create_user(a: &Vpncmd, hub: &str, name: &str) -> Result<()> {
+    a.hub(
+        hub,
+        &[
+            "UserCreate",
+            name,
+            "/GROUP:none",
+            "/REALNAME:none",
+            "/NOTE:none",
+        ],
+    )?;
+    Ok(())
+}
+
+/// Picks the /30 for a lab inside 198.18.0.0/15 from pid and counter. Each lab's link lives only in its own
+/// two namespaces, so a collision would be harmless; distinct subnets just make captures easier to read.
+pub fn underlay_pair(pid: u32, n: u32) -> (Ipv4Addr, Ipv4Addr) {
+    const SLOTS: u32 = (1 << 17) / 4; // /15 split into /30s
+    let slot = (pid.wrapping_mul(97).wrapping_add(n)) % SLOTS;
+    let base = u32::from(Ipv4Addr::new(198, 18, 0, 0)) + slot * 4;
+    (Ipv4Addr::from(base + 1), Ipv4Addr::from(base + 2))
+}
+
+/// Netmask for a prefix length (vpncmd wants dotted masks).
+pub fn prefix_to_mask(len: u8) -> Ipv4Addr {
+    Ipv4Addr::from(
+        u32::MAX
+            .checked_shl(32 - u32::from(len.min(32)))
+            .unwrap_or(0),
+    )
+}
+
+fn wire_underlay(
+    server_ns: &str,
+    client_ns: &str,
+    server_ip: Ipv4Addr,
+    client_ip: Ipv4Addr,
+) -> Result<()> {
+    run_argv(&[
+        "ip", "-n", server_ns, "link", "add", SERVER_IF, "type", "veth", "peer", "name", CLIENT_IF,
+        "netns", client_ns,
+    ])?;
+    run_argv(&[
+        "ip",
+        "-n",
+        server_ns,
+        "addr",
+        "add",
+        &format!("{server_ip}/30"),
+        "dev",
+        SERVER_IF,
+    ])?;
+    run_argv(&[
+        "ip",
+        "-n",
+        client_ns,
+        "addr",
+        "add",
+        &format!("{client_ip}/30"),
+        "dev",
+        CLIENT_IF,
+    ])?;
+    run_argv(&["ip", "-n", server_ns, "link", "set", SERVER_IF, "up"])?;
+    run_argv(&["ip", "-n", client_ns, "link", "set", CLIENT_IF, "up"])?;
+    Ok(())
+}
+
+fn wire_lan(server_ns: &str, lan_ns: &str) -> Result<()> {
+    run_argv(&[
+        "ip", "-n", server_ns, "link", "add", BRIDGE_IF, "type", "veth", "peer", "name", LAN_IF,
+        "netns", lan_ns,
+    ])?;
+    // The local bridge reads frames with a packet socket: offloaded (partial) checksums and GSO super-frames
+    // would enter the hub as-is, so both ends must produce finished, MTU-sized frames.
+    disable_offloads(server_ns, BRIDGE_IF)?;
+    disable_offloads(lan_ns, LAN_IF)?;
+    let lan_addr = format!("{}/{}", subnet::LAN_HOST, subnet::PREFIX_LEN);
+    run_argv(&["ip", "-n", lan_ns, "addr", "add", &lan_addr, "dev", LAN_IF])?;
+    run_argv(&["ip", "-n", server_ns, "link", "set", BRIDGE_IF, "up"])?;
+    run_argv(&["ip", "-n", lan_ns, "link", "set", LAN_IF, "up"])?;
+    Ok(())
+}
+
+/// Turns off checksum and segmentation offloads on `dev` in `ns`, then verifies tx checksumming is off.
+pub fn disable_offloads(ns: &str, dev: &str) -> Result<()> {
+    // ethtool exits non-zero when some feature is fixed; the check below is what matters.
+    let _ = netns::exec_in(
+        ns,
+        &[
+            "ethtool", "-K", dev, "rx", "off", "tx", "off", "sg", "off", "tso", "off", "gso",
+            "off", "gro", "off",
+        ],
+    );
+    let features = netns::exec_in_ok(ns, &["ethtool", "-k", dev])?;
+    if !features.lines().any(|l| l.trim() == "tx-checksumming: off") {
+        bail!("could not turn off tx checksum offload on {dev} in {ns}:\n{features}");
+    }
+    Ok(())
+}
+
+/// Removes namespaces and lab directories left behind by processes that no longer exist.
+pub fn sweep_stale() {
+    netns::sweep_stale();
+    let tmp = std::env::temp_dir();
+    let Ok(entries) = fs::read_dir(&tmp) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(pid) = netns::owner_pid(&name, &[DIR_PREFIX]) {
+            if !netns::pid_alive(pid) {
+                let _ = fs::remove_dir_all(tmp.join(Path::new(&name)));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn underlay_is_a_30_in_198_18_slash_15() {
+        for (pid, n) in [(0, 0), (1, 5), (u32::MAX, u32::MAX), (123_456, 7)] {
+            let (s, c) = underlay_pair(pid, n);
+            let (s, c) = (u32::from(s), u32::from(c));
+            assert_eq!(s & !3, c & !3, "same /30");
+            assert_eq!(s & 3, 1);
+            assert_eq!(c & 3, 2);
+            assert_eq!(s >> 17, u32::from(Ipv4Addr::new(198, 18, 0, 0)) >> 17);
+        }
+        assert_ne!(underlay_pair(10, 0), underlay_pair(10, 1));
+    }
+
+    #[test]
+    fn masks() {
+        assert_eq!(prefix_to_mask(24), Ipv4Addr::new(255, 255, 255, 0));
+        assert_eq!(prefix_to_mask(0), Ipv4Addr::new(0, 0, 0, 0));
+        assert_eq!(prefix_to_mask(32), Ipv4Addr::new(255, 255, 255, 255));
+    }
+}
