@@ -82,12 +82,24 @@ pub fn wait_deadline(child: &mut Child, timeout: Duration) -> Result<Option<Exit
 
 /// SIGKILLs the process group led by `child` (it must have been spawned with `process_group(0)`) and
 /// reaps the leader. Errors are ignored: this is used on teardown paths that must keep going.
+///
+/// Returns only once no member of the group exists any more (bounded, 5 s): a SIGKILLed daemon's worker
+/// processes keep their listening sockets until the kernel has finished tearing them down, and callers
+/// (e.g. "server killed" tests) need them gone.
 pub fn kill_group(child: &mut Child) {
-    if let Ok(pid) = i32::try_from(child.id()) {
-        let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+    let pgid = i32::try_from(child.id()).ok().map(Pid::from_raw);
+    if let Some(pgid) = pgid {
+        let _ = killpg(pgid, Signal::SIGKILL);
     }
     let _ = child.kill();
     let _ = child.wait();
+    let Some(pgid) = pgid else { return };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    // Members reparented to init are reaped by it; until then they are zombies that still count.
+    while killpg(pgid, None).is_ok() && Instant::now() < deadline {
+        let _ = killpg(pgid, Signal::SIGKILL);
+        thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// Human-readable command line for error messages.

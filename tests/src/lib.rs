@@ -33,13 +33,15 @@
 //!
 //! Helpers: [`Lab::exec_in`] / [`Lab::spawn_in`] (programs in a namespace; spawned ones die on drop),
 //! [`Lab::vpncmd`] (hub admin commands), [`Lab::kill_server`] / [`Lab::restart_server`] (crash and recover),
-//! [`Lab::user_sessions`], [`Lab::ping_from`]. The binary `softether-lab up --json` starts one lab and prints
+//! [`Lab::user_sessions`], [`Lab::ping_from`]. [`OfficialClient`] runs the Debian vpnclient as a known-good
+//! peer on the hub. The binary `softether-lab up --json` starts one lab and prints
 //! [`LabFacts::to_json`] for demos.
 //!
 //! Prerequisites are checked up front ([`prereq`]): a missing tool is an error naming its Debian package, and
 //! not being root is an error (lab tests fail, never skip).
 
 pub mod certs;
+pub mod client;
 pub mod command;
 pub mod facts;
 pub mod lab;
@@ -49,6 +51,7 @@ pub mod server;
 pub mod vpncmd;
 
 pub use certs::ClientCert;
+pub use client::{ClientAuth, OfficialClient};
 pub use facts::{subnet, LabFacts, LabUser};
 pub use lab::{Lab, LabOptions};
 pub use netns::KillOnDrop;

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::thread;
 
-use softether_lab::{netns, Lab, LabOptions};
+use softether_lab::{netns, ClientAuth, Lab, LabOptions, OfficialClient};
 
 fn start() -> Lab {
     Lab::start(LabOptions::default()).expect("lab starts (needs root and the Debian packages)")
@@ -217,4 +217,57 @@ fn is_zombie(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map(|s| s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z')))
         .unwrap_or(false)
+}
+
+/// Full data path with the official client: client netns → TLS session → hub → local bridge → lan netns,
+/// for each kind of lab user (hashed password, plain password, certificate, anonymous).
+#[test]
+fn official_client_reaches_lan_host_for_every_user_kind() {
+    let lab = start();
+    let f = &lab.facts;
+    let kinds = [
+        ClientAuth::Password {
+            user: f.alice.name.clone(),
+            password: f.alice.password.clone(),
+            plain: false,
+        },
+        ClientAuth::Password {
+            user: f.bob.name.clone(),
+            password: f.bob.password.clone(),
+            plain: true,
+        },
+        ClientAuth::Cert {
+            user: f.carol.clone(),
+            cert_pem: f.carol_cert.cert_pem.clone(),
+            key_pem: f.carol_cert.key_pkcs8_pem.clone(),
+        },
+        ClientAuth::Anonymous {
+            user: f.anonymous.clone(),
+        },
+    ];
+    for (i, auth) in kinds.iter().enumerate() {
+        let client = OfficialClient::start(&lab, &f.client_ns, &format!("vpnclient-{i}")).unwrap();
+        let ifname = client.connect(&lab, "lab", auth).unwrap();
+        let addr = format!("10.99.0.{}/24", 150 + i);
+        lab.exec_in_ok(&f.client_ns, &["ip", "addr", "add", &addr, "dev", &ifname])
+            .unwrap();
+        lab.exec_in_ok(&f.client_ns, &["ip", "link", "set", &ifname, "up"])
+            .unwrap();
+        assert!(
+            lab.ping_from(&f.client_ns, f.lan_host, 3).unwrap(),
+            "{auth:?}: client → lan host"
+        );
+        assert!(
+            lab.ping_from(&f.client_ns, f.gateway, 3).unwrap(),
+            "{auth:?}: client → SecureNAT"
+        );
+        let sessions = lab.user_sessions().unwrap();
+        let sid = format!("SID-{}-", auth.user().to_uppercase());
+        assert!(
+            sessions.iter().any(|s| s.starts_with(&sid)),
+            "{auth:?}: {sessions:?}"
+        );
+        client.disconnect().unwrap();
+        drop(client);
+    }
 }
