@@ -162,7 +162,9 @@ pub async fn exchange_frames(
     ex.report.dhcp_server = Some(lease.server_id.to_string());
     ex.report.dhcp_lease_secs = Some(lease.lease_time.as_secs());
     ex.report.dns_servers = lease.dns_servers.iter().map(|d| d.to_string()).collect();
-    if let Some(gw) = lease.default_gateway() {
+    // RFC 3442 says to ignore the router option when classless routes come along, but SecureNAT
+    // pushes split routes plus a router; for probing the gateway the router is what we want.
+    if let Some(gw) = lease.default_gateway().or(lease.router) {
         ex.report.gateway = Some(gw.to_string());
         if let Some(gw_mac) = ex.resolve(lease.address, gw).await {
             ex.report.gateway_mac = Some(mac_text(gw_mac));

@@ -165,7 +165,14 @@ impl Driver {
     ) -> Result<(), TunnelExit> {
         let addr = self.addr;
         let protocol = |source| TunnelExit::Protocol { addr, source };
-        let io = |source| TunnelExit::Io { addr, source };
+        let io = |source: std::io::Error| match source.kind() {
+            // A TCP FIN/RST without TLS close_notify is how a crashed or restarted server looks.
+            std::io::ErrorKind::UnexpectedEof
+            | std::io::ErrorKind::ConnectionReset
+            | std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::BrokenPipe => TunnelExit::ServerClosed { addr },
+            _ => TunnelExit::Io { addr, source },
+        };
         if !leftover.is_empty() {
             self.tunnel
                 .handle_input(Instant::now(), &leftover)
