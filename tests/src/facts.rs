@@ -103,6 +103,8 @@ pub struct LabFacts {
     pub subnet_prefix_len: u8,
     /// SecureNAT virtual host (gateway, DNS, DHCP server).
     pub gateway: Ipv4Addr,
+    /// Router announced by DHCP: `gateway` unless [`crate::LabOptions::dhcp_router`] says otherwise.
+    pub dhcp_router: Ipv4Addr,
     /// DHCP pool start.
     pub dhcp_start: Ipv4Addr,
     /// DHCP pool end.
@@ -153,6 +155,7 @@ impl LabFacts {
             "hub_subnet": {
                 "network": format!("{}/{}", self.subnet, self.subnet_prefix_len),
                 "gateway": self.gateway.to_string(),
+                "dhcp_router": self.dhcp_router.to_string(),
                 "dhcp_start": self.dhcp_start.to_string(), "dhcp_end": self.dhcp_end.to_string(),
                 "dhcp_lease_secs": self.dhcp_lease_secs,
                 "dns": self.dns.to_string(), "domain": self.domain,

@@ -46,11 +46,15 @@ pub struct LabOptions {
     /// Enable SecureNAT's NAT function (default off: only the virtual host, DHCP and ICMP/ARP answer; the
     /// server namespace has no route beyond the lab either way).
     pub securenat_nat: bool,
-    /// Extra vpncmd commands run with the hub selected, after the standard setup (e.g.
+    /// Extra vpncmd commands run with the hub selected, after the standard setup; arguments must not contain
+    /// whitespace (e.g.
     /// `vec!["UserPolicySet".into(), "alice".into(), "/NAME:MaxConnection".into(), "/VALUE:1".into()]`).
     pub extra_hub_commands: Vec<Vec<String>>,
     /// Deadline for the server to accept connections (default 30 s).
     pub start_timeout: Duration,
+    /// Router SecureNAT's DHCP server announces (option 3). Default `None`: the SecureNAT virtual host
+    /// ([`subnet::GATEWAY`]). E.g. [`subnet::LAN_HOST`] for tests where the LAN host routes.
+    pub dhcp_router: Option<Ipv4Addr>,
 }
 
 impl Default for LabOptions {
@@ -64,6 +68,7 @@ impl Default for LabOptions {
             securenat_nat: false,
             extra_hub_commands: Vec::new(),
             start_timeout: Duration::from_secs(30),
+            dhcp_router: None,
         }
     }
 }
@@ -181,6 +186,7 @@ impl Lab {
             subnet: subnet::NETWORK,
             subnet_prefix_len: subnet::PREFIX_LEN,
             gateway: subnet::GATEWAY,
+            dhcp_router: opts.dhcp_router.unwrap_or(subnet::GATEWAY),
             dhcp_start: subnet::DHCP_START,
             dhcp_end: subnet::DHCP_END,
             dns: subnet::GATEWAY,
@@ -206,112 +212,103 @@ impl Lab {
 
     fn configure(&mut self) -> Result<()> {
         let f = &self.facts;
-        let a = &self.admin;
         let hub = f.hub.as_str();
+        let mut b = Batch::default();
         // No phoning home: the namespace has no route out anyway, but don't even try.
-        a.server(&["KeepDisable"])?;
-        a.server(&["VpnAzureSetEnable", "no"])?;
-        a.server(&["HubCreate", hub, &format!("/PASSWORD:hub-{}", f.id)])?;
+        b.add(&["KeepDisable"]);
+        b.add(&["VpnAzureSetEnable", "no"]);
+        b.add(&["HubCreate", hub, &format!("/PASSWORD:hub-{}", f.id)]);
         if hub != "DEFAULT" {
-            a.server(&["HubDelete", "DEFAULT"])?;
+            b.add(&["HubDelete", "DEFAULT"]);
         }
+        b.add(&["Hub", hub]);
         let mut users = vec![f.alice.clone(), f.bob.clone()];
         users.extend(f.extra_users.iter().cloned());
+        let new_user = |b: &mut Batch, name: &str| {
+            b.add(&[
+                "UserCreate",
+                name,
+                "/GROUP:none",
+                "/REALNAME:none",
+                "/NOTE:none",
+            ]);
+        };
         for u in &users {
-            create_user(a, hub, &u.name)?;
-            a.hub(
-                hub,
-                &[
-                    "UserPasswordSet",
-                    &u.name,
-                    &format!("/PASSWORD:{}", u.password),
-                ],
-            )?;
+            new_user(&mut b, &u.name);
+            b.add(&[
+                "UserPasswordSet",
+                &u.name,
+                &format!("/PASSWORD:{}", u.password),
+            ]);
         }
-        create_user(a, hub, &f.carol)?;
+        new_user(&mut b, &f.carol);
+        // vpncmd reads arguments starting with '/' as options: the path is relative to the lab dir.
         let cert_rel = f
             .carol_cert
             .cert_pem
             .strip_prefix(&f.dir)
             .unwrap_or(&f.carol_cert.cert_pem);
-        a.hub(
-            hub,
-            &[
-                "UserCertSet",
-                &f.carol,
-                &format!("/LOADCERT:{}", cert_rel.display()),
-            ],
-        )?;
-        create_user(a, hub, &f.anonymous)?;
-        a.hub(hub, &["UserAnonymousSet", &f.anonymous])?;
+        b.add(&[
+            "UserCertSet",
+            &f.carol,
+            &format!("/LOADCERT:{}", cert_rel.display()),
+        ]);
+        new_user(&mut b, &f.anonymous);
+        b.add(&["UserAnonymousSet", &f.anonymous]);
         if let Some(t) = self.opts.session_timeout_secs {
             let mut all: Vec<&str> = users.iter().map(|u| u.name.as_str()).collect();
             all.extend([f.carol.as_str(), f.anonymous.as_str()]);
             for u in all {
-                a.hub(
-                    hub,
-                    &["UserPolicySet", u, "/NAME:TimeOut", &format!("/VALUE:{t}")],
-                )?;
+                b.add(&["UserPolicySet", u, "/NAME:TimeOut", &format!("/VALUE:{t}")]);
             }
         }
 
-        a.hub(hub, &["SecureNatEnable"])?;
-        let mask = prefix_to_mask(f.subnet_prefix_len).to_string();
-        a.hub(
-            hub,
-            &[
-                "SecureNatHostSet",
-                "/MAC:none",
-                &format!("/IP:{}", f.gateway),
-                &format!("/MASK:{mask}"),
-            ],
-        )?;
-        let route = format!(
-            "/PUSHROUTE:{}/{}/{}",
-            f.pushed_route,
-            prefix_to_mask(f.pushed_route_prefix_len),
-            f.pushed_route_gateway
-        );
-        a.hub(
-            hub,
-            &[
-                "DhcpSet",
-                &format!("/START:{}", f.dhcp_start),
-                &format!("/END:{}", f.dhcp_end),
-                &format!("/MASK:{mask}"),
-                &format!("/EXPIRE:{}", f.dhcp_lease_secs),
-                &format!("/GW:{}", f.gateway),
-                &format!("/DNS:{}", f.dns),
-                "/DNS2:none",
-                &format!("/DOMAIN:{}", f.domain),
-                "/LOG:yes",
-                &route,
-            ],
-        )?;
-        a.hub(
-            hub,
-            &[if self.opts.securenat_nat {
-                "NatEnable"
-            } else {
-                "NatDisable"
-            }],
-        )?;
-        a.server(&[
+        b.add(&["SecureNatEnable"]);
+        let mask = prefix_to_mask(f.subnet_prefix_len);
+        b.add(&[
+            "SecureNatHostSet",
+            "/MAC:none",
+            &format!("/IP:{}", f.gateway),
+            &format!("/MASK:{mask}"),
+        ]);
+        b.add(&[
+            "DhcpSet",
+            &format!("/START:{}", f.dhcp_start),
+            &format!("/END:{}", f.dhcp_end),
+            &format!("/MASK:{mask}"),
+            &format!("/EXPIRE:{}", f.dhcp_lease_secs),
+            &format!("/GW:{}", f.dhcp_router),
+            &format!("/DNS:{}", f.dns),
+            "/DNS2:none",
+            &format!("/DOMAIN:{}", f.domain),
+            "/LOG:yes",
+            &format!(
+                "/PUSHROUTE:{}/{}/{}",
+                f.pushed_route,
+                prefix_to_mask(f.pushed_route_prefix_len),
+                f.pushed_route_gateway
+            ),
+        ]);
+        b.add(&[if self.opts.securenat_nat {
+            "NatEnable"
+        } else {
+            "NatDisable"
+        }]);
+        b.add(&[
             "BridgeCreate",
             hub,
             &format!("/DEVICE:{}", f.bridge_if),
             "/TAP:no",
-        ])?;
+        ]);
         for cmd in &self.opts.extra_hub_commands {
-            let argv: Vec<&str> = cmd.iter().map(String::as_str).collect();
-            a.hub(hub, &argv)?;
+            b.0.push(cmd.clone());
         }
-
         let cert_file = f.server_cert_pem.file_name().context("server cert path")?;
-        a.server(&["ServerCertGet", &cert_file.to_string_lossy()])?;
-        self.facts.server_cert_sha256 = certs::sha256_fingerprint(&self.facts.server_cert_pem)?;
+        b.add(&["ServerCertGet", &cert_file.to_string_lossy()]);
         // The server writes its config lazily; a SIGKILLed server must come back with all of the above.
-        self.admin.server(&["Flush"])?;
+        b.add(&["Flush"]);
+        self.admin.batch(&b.0)?;
+        self.facts.server_cert_sha256 = certs::sha256_fingerprint(&self.facts.server_cert_pem)?;
         Ok(())
     }
 
@@ -440,18 +437,14 @@ impl Lab {
     }
 }
 
-fn create_user(a: &Vpncmd, hub: &str, name: &str) -> Result<()> {
-    a.hub(
-        hub,
-        &[
-            "UserCreate",
-            name,
-            "/GROUP:none",
-            "/REALNAME:none",
-            "/NOTE:none",
-        ],
-    )?;
-    Ok(())
+/// vpncmd commands collected for one [`Vpncmd::batch`] run.
+#[derive(Default)]
+struct Batch(Vec<Vec<String>>);
+
+impl Batch {
+    fn add(&mut self, argv: &[&str]) {
+        self.0.push(argv.iter().map(|a| (*a).to_owned()).collect());
+    }
 }
 
 /// Picks the /30 for a lab inside 198.18.0.0/15 from pid and counter. Each lab's link lives only in its own

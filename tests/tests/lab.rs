@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::thread;
 
-use softether_lab::{netns, ClientAuth, Lab, LabOptions, OfficialClient};
+use softether_lab::{netns, ClientAuth, Lab, LabOptions, LabUser, OfficialClient};
 
 fn start() -> Lab {
     Lab::start(LabOptions::default()).expect("lab starts (needs root and the Debian packages)")
@@ -270,4 +270,58 @@ fn official_client_reaches_lan_host_for_every_user_kind() {
         client.disconnect().unwrap();
         drop(client);
     }
+}
+
+#[test]
+fn options_are_applied() {
+    let lab = Lab::start(LabOptions {
+        port: 8443,
+        dhcp_lease_secs: 30,
+        session_timeout_secs: Some(15),
+        extra_users: vec![LabUser::new("dave", "dave-Secret-4")],
+        extra_hub_commands: vec![vec!["SetMaxSession".into(), "7".into()]],
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(lab.facts.port, 8443);
+    assert!(lab.server_reachable().unwrap(), "custom port listens");
+    let dhcp = lab.vpncmd(&["DhcpGet"]).unwrap();
+    assert!(
+        dhcp.lines()
+            .any(|l| l.starts_with("Lease Limit") && l.ends_with("|30")),
+        "{dhcp}"
+    );
+    let policy = lab.vpncmd(&["UserGet", "dave"]).unwrap();
+    let timeout = policy
+        .lines()
+        .find(|l| l.starts_with("TimeOut"))
+        .unwrap_or_default();
+    assert!(timeout.ends_with("|15 seconds"), "{policy}");
+    let status = lab.vpncmd(&["StatusGet"]).unwrap();
+    assert!(status.contains("7"), "{status}");
+}
+
+#[test]
+fn failed_setup_reports_the_command_and_cleans_up() {
+    let before = netns::list().unwrap();
+    let err = Lab::start(LabOptions {
+        extra_hub_commands: vec![vec![
+            "UserPasswordSet".into(),
+            "nobody".into(),
+            "/PASSWORD:x".into(),
+        ]],
+        ..Default::default()
+    })
+    .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("UserPasswordSet nobody"),
+        "{err:#}"
+    );
+    let pid = std::process::id().to_string();
+    let leaked: Vec<String> = netns::list()
+        .unwrap()
+        .into_iter()
+        .filter(|n| !before.contains(n) && n.contains(&pid))
+        .collect();
+    assert!(leaked.is_empty(), "{leaked:?}");
 }
