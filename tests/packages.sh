@@ -1,0 +1,44 @@
+# shellcheck shell=bash
+# The Debian packages the demo and the test suite need, and a function installing the missing ones.
+# Sourced by tests/run and examples/demo. Each entry is "package:a file it installs" (checked with
+# test -e, which works on minimal images without dpkg-query quirks).
+SOFTETHER_CNI_PACKAGES=(
+  "softether-vpnserver:/usr/libexec/softether/vpnserver/vpnserver"
+  "softether-vpncmd:/usr/libexec/softether/vpncmd/vpncmd"
+  "softether-vpnclient:/usr/libexec/softether/vpnclient/vpnclient"
+  "iproute2:/usr/sbin/ip"
+  "nftables:/usr/sbin/nft"
+  "iperf3:/usr/bin/iperf3"
+  "openssl:/usr/bin/openssl"
+  "ethtool:/usr/sbin/ethtool"
+  "iputils-ping:/usr/bin/ping"
+  "tcpdump:/usr/bin/tcpdump"
+  "jq:/usr/bin/jq"
+  "ca-certificates:/etc/ssl/certs/ca-certificates.crt"
+  "build-essential:/usr/share/build-essential/list"
+  "pkg-config:/usr/bin/pkg-config"
+  "curl:/usr/bin/curl"
+  "util-linux:/usr/bin/unshare"
+  "procps:/usr/bin/pgrep"
+)
+
+# Installs every missing package (apt-get update first). SKIP_APT=1 skips the check.
+install_missing_packages() {
+  if [ "${SKIP_APT:-0}" = 1 ]; then
+    echo "SKIP_APT=1: not checking packages"
+    return 0
+  fi
+  local missing=() entry pkg file
+  for entry in "${SOFTETHER_CNI_PACKAGES[@]}"; do
+    pkg=${entry%%:*}; file=${entry#*:}
+    [ -e "$file" ] || missing+=("$pkg")
+  done
+  if [ ${#missing[@]} -eq 0 ]; then
+    echo "all present"
+    return 0
+  fi
+  echo "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update
+  apt-get install -y --no-install-recommends "${missing[@]}"
+}
