@@ -15,8 +15,10 @@ use nix::unistd::Pid;
 
 use crate::command::{self, DEFAULT_TIMEOUT};
 
-/// Prefixes of every namespace a lab creates; the sweeper only touches names with these.
-pub const NS_PREFIXES: &[&str] = &["se-srv-", "se-cli-", "se-lan-", "se-x-"];
+/// Prefixes of every namespace a lab or [`crate::farm::Farm`] creates; the sweeper only touches names with these.
+pub const NS_PREFIXES: &[&str] = &[
+    "se-srv-", "se-cli-", "se-lan-", "se-x-", "se-fc-", "se-fm-", "se-fcl-",
+];
 
 /// A network namespace created with `ip netns add`; deleted (after killing every process in it) on drop.
 #[derive(Debug)]
