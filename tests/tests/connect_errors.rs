@@ -1,17 +1,19 @@
 //! `connect` refusing to run, or giving up, with clear messages and distinct exit codes.
 
-mod connect_lab;
+mod common;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use connect_lab::{sidecar_bin, Lab};
+use common::connect::{connect_as, exec, TAP};
+use common::workspace_bin;
+use softether_lab::{Lab, LabOptions};
 
 #[test]
 fn wrong_password_exits_3_without_a_retry_storm() {
-    let lab = Lab::start();
+    let lab = Lab::start(LabOptions::default()).expect("lab");
     let started = Instant::now();
-    let mut client = lab.connect_as("not-the-password", &["--reconnect-delay", "100ms"]);
+    let mut client = connect_as(&lab, "not-the-password", &["--reconnect-delay", "100ms"]);
     let status = client.wait_exit(Duration::from_secs(20));
     let took = started.elapsed();
     let log = client.log_text();
@@ -28,13 +30,14 @@ fn wrong_password_exits_3_without_a_retry_storm() {
     );
     assert!(took < Duration::from_secs(10), "took {took:?}");
     // Nothing left behind: the TAP is gone.
-    let (_, links) = lab.in_cli("ip link show");
-    assert!(!links.contains("vpn0"), "{links}");
+    let (_, links) = exec(&lab.facts.client_ns, &["ip", "link", "show"]);
+    assert!(!links.contains(TAP), "{links}");
 }
 
 #[test]
 fn connmark_without_a_policy_table_is_refused() {
-    let out = Command::new(sidecar_bin())
+    // Refused while parsing flags: nothing is sent to the (nonexistent) host.
+    let out = Command::new(workspace_bin("softether-sidecar"))
         .args([
             "connect",
             "--host",
@@ -56,7 +59,7 @@ fn connmark_without_a_policy_table_is_refused() {
 
 #[test]
 fn help_documents_every_flag_and_the_exit_codes() {
-    let out = Command::new(sidecar_bin())
+    let out = Command::new(workspace_bin("softether-sidecar"))
         .args(["connect", "--help"])
         .output()
         .expect("run");

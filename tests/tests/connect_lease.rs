@@ -1,40 +1,62 @@
 //! `softether-sidecar connect` against the real server: lease, routes, teardown, RELEASE.
 
-mod connect_lab;
+mod common;
 
 use std::time::Duration;
 
-use connect_lab::{Lab, LAN_HOST_IP, PUSHED_ROUTE, SERVER_IP};
+use common::connect::{client_snapshot, connect, exec, hub_packet_log, in_dhcp_pool, TAP};
+use softether_lab::{Lab, LabOptions};
 
 const LEASE_WAIT: Duration = Duration::from_secs(30);
 
+fn lab() -> Lab {
+    Lab::start(LabOptions::default()).expect("lab")
+}
+
+fn client_routes(lab: &Lab) -> String {
+    exec(&lab.facts.client_ns, &["ip", "route", "show"]).1
+}
+
 #[test]
 fn lease_acquired_and_lan_host_answers_pings() {
-    let lab = Lab::start();
-    let mut client = lab.connect(&[]);
+    let lab = lab();
+    let f = &lab.facts;
+    let mut client = connect(&lab, &[]);
     let took = client.wait_log("lease acquired", LEASE_WAIT);
     println!("time from start to a usable lease: {} ms", took.as_millis());
     let address = client.leased_address();
-    assert!(address.starts_with("192.168.30."), "{address}");
-    let (ok, out) = lab.in_cli(&format!("ping -c 3 -i 0.2 -W 2 {LAN_HOST_IP}"));
+    assert!(in_dhcp_pool(&lab, address), "{address}");
+    let lan_host = f.lan_host.to_string();
+    let (ok, out) = exec(
+        &f.client_ns,
+        &["ping", "-c", "3", "-i", "0.2", "-W", "2", &lan_host],
+    );
     assert!(
         ok,
         "ping through the tunnel failed:\n{out}\n{}",
         client.log_text()
     );
-    let (ok, out) = lab.in_lan(&format!("ping -c 1 -W 2 {address}"));
+    let (ok, out) = exec(
+        &f.lan_ns,
+        &["ping", "-c", "1", "-W", "2", &address.to_string()],
+    );
     assert!(ok, "lan host cannot reach the client:\n{out}");
     assert!(client.stop().success(), "{}", client.log_text());
 }
 
 #[test]
 fn pushed_classless_route_installed_with_accept_static_routes() {
-    let lab = Lab::start();
-    let mut client = lab.connect(&["--accept-static-routes"]);
+    let lab = lab();
+    let f = &lab.facts;
+    let pushed = format!("{}/{}", f.pushed_route, f.pushed_route_prefix_len);
+    let mut client = connect(&lab, &["--accept-static-routes"]);
     client.wait_log("lease acquired", LEASE_WAIT);
-    let (_, routes) = lab.in_cli("ip route show");
+    let routes = client_routes(&lab);
     assert!(
-        routes.contains(&format!("{PUSHED_ROUTE} via 192.168.30.1 dev vpn0")),
+        routes.contains(&format!(
+            "{pushed} via {} dev {TAP}",
+            f.pushed_route_gateway
+        )),
         "{routes}"
     );
     assert!(
@@ -42,59 +64,78 @@ fn pushed_classless_route_installed_with_accept_static_routes() {
         "no default route without --accept-default-gateway: {routes}"
     );
     assert!(client.stop().success());
-    let (_, routes) = lab.in_cli("ip route show");
-    assert!(!routes.contains(PUSHED_ROUTE), "{routes}");
+    let routes = client_routes(&lab);
+    assert!(!routes.contains(&pushed), "{routes}");
 }
 
 #[test]
 fn default_route_metric_50_and_pinned_server_route() {
-    let lab = Lab::start();
-    let mut client = lab.connect(&["--accept-default-gateway"]);
+    let lab = lab();
+    let f = &lab.facts;
+    let mut client = connect(&lab, &["--accept-default-gateway"]);
     client.wait_log("lease acquired", LEASE_WAIT);
-    let (_, routes) = lab.in_cli("ip route show");
+    let routes = client_routes(&lab);
     assert!(
-        routes.contains("default via 192.168.30.1 dev vpn0 proto static metric 50"),
+        routes.contains(&format!(
+            "default via {} dev {TAP} proto static metric 50",
+            f.gateway
+        )),
         "{routes}"
     );
     assert!(
-        routes.contains(&format!("{SERVER_IP} dev to-srv")),
+        routes.contains(&format!("{} dev {}", f.server_ip, f.client_if)),
         "{routes}"
     );
     // The tunnel itself keeps working with the default route in it.
-    let (ok, out) = lab.in_cli(&format!("ping -c 2 -i 0.2 -W 2 {LAN_HOST_IP}"));
+    let (ok, out) = exec(
+        &f.client_ns,
+        &[
+            "ping",
+            "-c",
+            "2",
+            "-i",
+            "0.2",
+            "-W",
+            "2",
+            &f.lan_host.to_string(),
+        ],
+    );
     assert!(ok, "{out}");
     assert!(client.stop().success());
-    let (_, routes) = lab.in_cli("ip route show");
+    let routes = client_routes(&lab);
     assert!(
-        !routes.contains("default") && !routes.contains(&format!("{SERVER_IP} ")),
+        !routes.contains("default") && !routes.contains(&format!("{} ", f.server_ip)),
         "{routes}"
     );
 }
 
 #[test]
 fn clean_teardown_leaves_no_trace_and_release_reaches_the_server() {
-    let lab = Lab::start();
-    let before = lab.client_snapshot();
-    let mut client = lab.connect(&[
-        "--accept-default-gateway",
-        "--accept-static-routes",
-        "--policy-route-table",
-        "200",
-        "--connmark",
-    ]);
+    let lab = lab();
+    let before = client_snapshot(&lab);
+    let mut client = connect(
+        &lab,
+        &[
+            "--accept-default-gateway",
+            "--accept-static-routes",
+            "--policy-route-table",
+            "200",
+            "--connmark",
+        ],
+    );
     client.wait_log("lease acquired", LEASE_WAIT);
     let address = client.leased_address();
-    let during = lab.client_snapshot();
+    let during = client_snapshot(&lab);
     assert_ne!(before, during, "connect changed nothing?");
     let status = client.stop();
     assert!(status.success(), "exit {status}: {}", client.log_text());
     assert!(client.log_text().contains("lease released"));
-    let after = lab.client_snapshot();
+    let after = client_snapshot(&lab);
     assert_eq!(before, after, "state left behind in the client namespace");
     // SecureNAT's DHCP server ignores DHCPRELEASE (it only serves DISCOVER/REQUEST/INFORM),
     // so DhcpTable keeps the entry; the hub's packet log proves the RELEASE arrived: a
     // BOOTREQUEST from our address, unicast to the server, after the lease.
-    let log = lab.packet_log();
+    let log = hub_packet_log(&lab);
     let release = log.lines().any(|l| {
         l.contains("DHCPv4,Request")
             && l.contains(&format!("ClientIP={address} "))

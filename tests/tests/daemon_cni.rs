@@ -2,56 +2,53 @@
 //! way libcni does (env + stdin, exit status, stdout JSON) in the "node" namespace of the lab,
 //! for a pod namespace created here; the sidecar is killed with SIGKILL and restarted.
 //!
-//! Needs `cargo build -p softether-sidecar -p softether-cni` first, and root.
+//! Needs `cargo build --workspace --bins` first, and root.
 
-#[path = "connect_lab/mod.rs"]
-mod connect_lab;
+mod common;
 
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use connect_lab::{must, sh, sidecar_bin, Lab, LAN_HOST_IP, PASSWORD, SERVER_IP};
+use common::connect::{exec, extra_netns, must};
+use common::workspace_bin;
 use serde_json::{json, Value};
+use softether_lab::netns::{self, KillOnDrop, Netns};
+use softether_lab::{Lab, LabOptions};
 
 const POLL: Duration = Duration::from_millis(250);
 
-fn plugin_bin() -> PathBuf {
-    let bin = sidecar_bin().with_file_name("softether");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build -p softether-cni`",
-        bin.display()
-    );
-    bin
-}
-
 /// `softether-sidecar run` in the lab's node namespace; SIGKILLed on drop.
 struct Daemon {
-    child: Option<Child>,
+    process: Option<KillOnDrop>,
     log: PathBuf,
 }
 
 impl Daemon {
     fn start(lab: &Lab, socket: &Path, state: &Path, n: u32) -> Daemon {
-        let log = lab.dir.join(format!("daemon-{n}.log"));
+        let log = lab.facts.dir.join(format!("daemon-{n}.log"));
         let out = fs::File::create(&log).unwrap();
-        let child = Command::new("ip")
-            .args(["netns", "exec", &lab.cli])
-            .arg(sidecar_bin())
-            .args(["run", "--log", "info,softether_sidecar=debug", "--socket"])
-            .arg(socket)
-            .arg("--state-dir")
-            .arg(state)
-            .stdin(Stdio::null())
+        let bin = workspace_bin("softether-sidecar");
+        let mut cmd = netns::command_in(
+            &lab.facts.client_ns,
+            &[
+                bin.to_str().unwrap(),
+                "run",
+                "--log",
+                "info,softether_sidecar=debug",
+                "--socket",
+                socket.to_str().unwrap(),
+                "--state-dir",
+                state.to_str().unwrap(),
+            ],
+        );
+        cmd.stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .expect("spawn softether-sidecar run");
+            .stderr(out);
         let d = Daemon {
-            child: Some(child),
+            process: Some(netns::spawn_command(cmd).expect("spawn softether-sidecar run")),
             log,
         };
         let until = Instant::now() + Duration::from_secs(20);
@@ -71,22 +68,15 @@ impl Daemon {
     }
 
     fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.kill9();
+        // KillOnDrop SIGKILLs the process group and reaps it.
+        self.process.take();
     }
 }
 
 struct Setup {
+    // Fields drop in order: the pod namespace goes before the lab.
+    pod: Netns,
     lab: Lab,
-    pod: String,
     socket: PathBuf,
     state: PathBuf,
     password_file: PathBuf,
@@ -94,12 +84,12 @@ struct Setup {
 
 impl Setup {
     fn new() -> Setup {
-        let mut lab = Lab::start();
-        let pod = lab.add_netns("pod");
-        let base = lab.dir.join("cni");
+        let lab = Lab::start(LabOptions::default()).expect("lab");
+        let pod = extra_netns();
+        let base = lab.facts.dir.join("cni");
         fs::create_dir_all(&base).unwrap();
         let password_file = base.join("alice.pass");
-        fs::write(&password_file, format!("{PASSWORD}\n")).unwrap();
+        fs::write(&password_file, format!("{}\n", lab.facts.alice.password)).unwrap();
         Setup {
             socket: base.join("sidecar.sock"),
             state: base.join("state"),
@@ -110,13 +100,14 @@ impl Setup {
     }
 
     fn netns_path(&self) -> String {
-        format!("/run/netns/{}", self.pod)
+        format!("/run/netns/{}", self.pod.name())
     }
 
     fn config(&self, version: &str) -> Value {
+        let f = &self.lab.facts;
         json!({
             "cniVersion": version, "name": "vpnnet", "type": "softether",
-            "server": SERVER_IP, "hub": "LAB", "user": "alice",
+            "server": f.server_ip.to_string(), "port": f.port, "hub": f.hub, "user": f.alice.name,
             "passwordFile": self.password_file, "insecure": true,
             "sidecarSocket": self.socket, "stateDir": self.state, "timeout": 60
         })
@@ -124,9 +115,8 @@ impl Setup {
 
     /// Runs the plugin like libcni: returns (exit code, stdout JSON or Null, stderr).
     fn cni(&self, command: &str, container: &str, stdin: &Value) -> (i32, Value, String) {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.lab.cli])
-            .arg(plugin_bin())
+        let plugin = workspace_bin("softether");
+        let mut child = netns::command_in(&self.lab.facts.client_ns, &[plugin.to_str().unwrap()])
             .env_clear()
             .env("CNI_COMMAND", command)
             .env("CNI_CONTAINERID", container)
@@ -163,7 +153,7 @@ impl Setup {
 
     /// The MAC of vpn0 in the pod, or None when it does not exist.
     fn pod_mac(&self) -> Option<String> {
-        let (ok, out) = sh(&format!("ip -n {} -j link show vpn0", self.pod));
+        let (ok, out) = exec(self.pod.name(), &["ip", "-j", "link", "show", "vpn0"]);
         if !ok {
             return None;
         }
@@ -172,12 +162,17 @@ impl Setup {
     }
 
     fn status_json(&self) -> Value {
-        let (ok, out) = sh(&format!(
-            "ip netns exec {} {} status --json --socket {}",
-            self.lab.cli,
-            sidecar_bin().display(),
-            self.socket.display()
-        ));
+        let bin = workspace_bin("softether-sidecar");
+        let (ok, out) = exec(
+            &self.lab.facts.client_ns,
+            &[
+                bin.to_str().unwrap(),
+                "status",
+                "--json",
+                "--socket",
+                self.socket.to_str().unwrap(),
+            ],
+        );
         assert!(ok, "status failed: {out}");
         serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("status --json ({e}): {out}"))
     }
@@ -205,10 +200,19 @@ impl Setup {
     }
 
     fn ping_lan(&self) -> (bool, String) {
-        sh(&format!(
-            "ip netns exec {} ping -c 2 -i 0.3 -W 2 {LAN_HOST_IP}",
-            self.pod
-        ))
+        exec(
+            self.pod.name(),
+            &[
+                "ping",
+                "-c",
+                "2",
+                "-i",
+                "0.3",
+                "-W",
+                "2",
+                &self.lab.facts.lan_host.to_string(),
+            ],
+        )
     }
 
     fn record(&self, container: &str) -> PathBuf {
@@ -242,7 +246,9 @@ fn add(s: &Setup, container: &str, daemon: &Daemon) -> Value {
     );
     assert_eq!(result["interfaces"][0]["sandbox"], s.netns_path().as_str());
     let address = result["ips"][0]["address"].as_str().unwrap();
-    assert!(address.starts_with("192.168.30."), "{result}");
+    let ip: std::net::Ipv4Addr = address.split('/').next().unwrap().parse().unwrap();
+    let f = &s.lab.facts;
+    assert!((f.dhcp_start..=f.dhcp_end).contains(&ip), "{result}");
     assert_eq!(result["ips"][0]["interface"], 0);
     result
 }
@@ -262,7 +268,7 @@ fn add_check_kill9_readopt_del_del() {
     assert!(s.record("ctr1").exists());
     let record = fs::read_to_string(s.record("ctr1")).unwrap();
     assert!(
-        !record.contains(PASSWORD),
+        !record.contains(&s.lab.facts.alice.password),
         "the record never holds the password"
     );
 
@@ -329,7 +335,7 @@ fn del_while_sidecar_down_leaves_tombstone_processed_on_start() {
     // A DEL after that is still fine.
     let (code, _, err) = s.cni("DEL", "ctr2", &s.config("1.0.0"));
     assert_eq!(code, 0, "{err}");
-    must(&format!("ip -n {} link show lo", s.pod));
+    must(s.pod.name(), &["ip", "link", "show", "lo"]);
 }
 
 #[test]
@@ -344,27 +350,42 @@ fn policy_routing_connmark_then_del_and_login_failure_is_100() {
     assert_eq!(code, 0, "ADD: {result} {err}\n{}", daemon.log_text());
     let address = result["ips"][0]["address"].as_str().unwrap().to_owned();
     let ip = address.split('/').next().unwrap();
-    assert_eq!(result["routes"][0]["table"], 100, "{result}");
-    let rules = must(&format!("ip -n {} rule", s.pod));
+    // The same routes `connect --accept-default-gateway --policy-route-table 100` installs:
+    // the default route at metric 50 in main, and the subnet + default route in table 100.
+    let routes = result["routes"].as_array().expect("routes");
+    assert!(
+        routes
+            .iter()
+            .any(|r| r["dst"] == "0.0.0.0/0" && r["table"] == 100),
+        "{result}"
+    );
+    assert!(
+        routes
+            .iter()
+            .any(|r| r["dst"] == "0.0.0.0/0" && r.get("table").is_none()),
+        "{result}"
+    );
+    let pod = s.pod.name();
+    let rules = must(pod, &["ip", "rule"]);
     assert!(rules.contains(&format!("from {ip} lookup 100")), "{rules}");
     assert!(rules.contains("fwmark 0x64 lookup 100"), "{rules}");
-    let table = must(&format!("ip -n {} route show table 100", s.pod));
+    let table = must(pod, &["ip", "route", "show", "table", "100"]);
     assert!(
-        table.contains("default via 192.168.30.1 dev vpn0"),
+        table.contains(&format!("default via {} dev vpn0", s.lab.facts.gateway)),
         "{table}"
     );
-    let nft = must(&format!("ip netns exec {} nft list tables", s.pod));
+    let nft = must(pod, &["nft", "list", "tables"]);
     assert!(nft.contains("softether_"), "{nft}");
     let (ok, out) = s.ping_lan();
     assert!(ok, "{out}");
 
     let (code, _, err) = s.cni("DEL", "ctr3", &conf);
     assert_eq!(code, 0, "{err}");
-    let nft = must(&format!("ip netns exec {} nft list tables", s.pod));
+    let nft = must(pod, &["nft", "list", "tables"]);
     assert!(!nft.contains("softether_"), "nft table removed: {nft}");
     assert!(s.pod_mac().is_none());
 
-    let wrong = s.lab.dir.join("cni/wrong.pass");
+    let wrong = s.lab.facts.dir.join("cni/wrong.pass");
     fs::write(&wrong, "not-the-password\n").unwrap();
     let mut conf = s.config("1.0.0");
     conf["passwordFile"] = json!(wrong);

@@ -1,6 +1,7 @@
 //! Shared helpers for the end-to-end tests (`mod common;` in a test file).
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod connect;
 pub mod session;
 
 use std::path::PathBuf;
