@@ -17,6 +17,9 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::lease_apply::NetConfigurator;
+use super::status::{
+    self, stop_requested, EngineStatus, LeaseEvent, StopMode, StopSignal, Traffic,
+};
 use crate::tunnel_driver::TunnelHandle;
 
 /// Frames taken per wake-up in each direction before yielding.
@@ -27,8 +30,8 @@ const UPLINK_BUFFER: usize = 256 * 1024;
 /// Why a session loop returned.
 #[derive(Debug)]
 pub enum SessionEnd {
-    /// Shutdown was requested; the tunnel is still up (for the RELEASE).
-    Shutdown,
+    /// A stop was requested; the tunnel is still up (for the RELEASE).
+    Stop(StopMode),
     /// The tunnel driver ended; `TunnelHandle::join` tells why.
     TunnelEnded,
     /// Reading or writing the TAP failed: a local problem, not worth reconnecting for.
@@ -37,16 +40,12 @@ pub enum SessionEnd {
     Netcfg(NetcfgError),
 }
 
-/// Waits until `shutdown` turns true (or its sender is gone, which also means stop).
-pub async fn shutdown_requested(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|stop| *stop).await;
-}
-
 /// Moves frames from the TAP into the tunnel until the tunnel closes or the TAP fails.
 pub fn spawn_uplink(
     tap: Arc<AsyncTap>,
     outgoing: mpsc::Sender<Bytes>,
     max_frame: usize,
+    traffic: Arc<Traffic>,
 ) -> JoinHandle<io::Error> {
     tokio::spawn(async move {
         let mut buf = BytesMut::with_capacity(UPLINK_BUFFER);
@@ -64,6 +63,7 @@ pub fn spawn_uplink(
                 }
             }
             for frame in batch.drain(..) {
+                traffic.count_out(frame.len());
                 if outgoing.send(frame).await.is_err() {
                     return io::Error::new(io::ErrorKind::BrokenPipe, "tunnel closed");
                 }
@@ -105,7 +105,10 @@ pub struct SessionContext<'a> {
     pub tap: &'a Arc<AsyncTap>,
     pub dhcp: Option<&'a mut DhcpClient>,
     pub net: Option<&'a mut NetConfigurator>,
-    pub shutdown: &'a mut watch::Receiver<bool>,
+    pub stop: &'a mut StopSignal,
+    /// Where lease events are reported.
+    pub status: &'a watch::Sender<EngineStatus>,
+    pub traffic: Arc<Traffic>,
     /// When the process started, to report the time to a usable lease.
     pub started: Instant,
     /// Set once a lease was acquired in this session.
@@ -118,7 +121,12 @@ pub async fn run_session(
     tunnel: &mut TunnelHandle,
     max_frame: usize,
 ) -> SessionEnd {
-    let mut uplink = spawn_uplink(ctx.tap.clone(), tunnel.outgoing.clone(), max_frame);
+    let mut uplink = spawn_uplink(
+        ctx.tap.clone(),
+        tunnel.outgoing.clone(),
+        max_frame,
+        ctx.traffic.clone(),
+    );
     let end = session_loop(ctx, tunnel, &mut uplink).await;
     uplink.abort();
     end
@@ -137,12 +145,13 @@ async fn session_loop(
         let timer = ctx.dhcp.as_ref().and_then(|d| d.poll_timeout());
         tokio::select! {
             biased;
-            _ = shutdown_requested(ctx.shutdown) => return SessionEnd::Shutdown,
+            mode = stop_requested(ctx.stop) => return SessionEnd::Stop(mode),
             n = tunnel.incoming.recv_many(&mut frames, BATCH) => {
                 if n == 0 {
                     return SessionEnd::TunnelEnded;
                 }
                 for frame in frames.drain(..) {
+                    ctx.traffic.count_in(frame.len());
                     if let Err(e) = deliver(ctx, &frame).await {
                         return SessionEnd::Tap(e);
                     }
@@ -225,6 +234,7 @@ async fn on_event(ctx: &mut SessionContext<'_>, event: Event) -> Result<(), Netc
                 net.apply_lease(&lease).await?;
             }
             ctx.got_lease = true;
+            status::set_lease(ctx.status, LeaseEvent::Bound, Some(lease));
         }
         Event::Renewed(lease) => {
             tracing::info!(
@@ -235,6 +245,7 @@ async fn on_event(ctx: &mut SessionContext<'_>, event: Event) -> Result<(), Netc
             if let Some(net) = ctx.net.as_deref_mut() {
                 net.apply_lease(&lease).await?;
             }
+            status::set_lease(ctx.status, LeaseEvent::Renewed, Some(lease));
         }
         Event::Changed { old, new } => {
             tracing::info!(
@@ -246,6 +257,7 @@ async fn on_event(ctx: &mut SessionContext<'_>, event: Event) -> Result<(), Netc
             if let Some(net) = ctx.net.as_deref_mut() {
                 net.apply_lease(&new).await?;
             }
+            status::set_lease(ctx.status, LeaseEvent::Changed, Some(new));
         }
         Event::Lost { lease, reason } => {
             if reason == LostReason::Restarted {
@@ -259,6 +271,7 @@ async fn on_event(ctx: &mut SessionContext<'_>, event: Event) -> Result<(), Netc
                         tracing::warn!("removing lease configuration: {e}");
                     }
                 }
+                status::set_lease(ctx.status, LeaseEvent::Lost, None);
             }
         }
         Event::Nak { server_id, message } => {

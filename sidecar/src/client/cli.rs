@@ -10,6 +10,7 @@ use tokio::sync::watch;
 use super::connect::{run_engine, EngineConfig, EngineError};
 use super::lease_apply::NetOptions;
 use super::mac::Mac;
+use super::status::{status_channel, StopMode};
 use crate::establish::SessionError;
 use crate::server_args::{random_seed, ServerArgs};
 
@@ -121,11 +122,14 @@ fn engine_config(args: &ConnectArgs) -> anyhow::Result<EngineConfig> {
         reconnect_delay: args.reconnect_delay,
         seed: random_seed(),
         id: format!("connect_{}", std::process::id()),
+        requested_ip: None,
+        adopt_address: None,
+        on_error: StopMode::Teardown,
     })
 }
 
 /// Resolves when SIGINT or SIGTERM arrives (first one wins).
-fn spawn_signal_watch(tx: watch::Sender<bool>) -> anyhow::Result<()> {
+fn spawn_signal_watch(tx: watch::Sender<Option<StopMode>>) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -135,7 +139,7 @@ fn spawn_signal_watch(tx: watch::Sender<bool>) -> anyhow::Result<()> {
             _ = int.recv() => "SIGINT",
         };
         tracing::info!(signal = name, "shutting down");
-        let _ = tx.send(true);
+        let _ = tx.send(Some(StopMode::Teardown));
     });
     Ok(())
 }
@@ -153,7 +157,7 @@ pub async fn run_connect(args: ConnectArgs) -> u8 {
             return exit::USAGE;
         }
     };
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let (stop_tx, stop_rx) = watch::channel(None);
     if let Err(e) = spawn_signal_watch(stop_tx) {
         eprintln!("softether-sidecar connect: cannot install signal handlers: {e}");
         return exit::OTHER;
@@ -177,7 +181,9 @@ pub async fn run_connect(args: ConnectArgs) -> u8 {
         }
     };
     tracing::info!(tap = %tap.name(), mac = %config.mac, "TAP created");
-    let outcome = run_engine(config, tap, netns, stop_rx).await;
+    // `connect` reports through its log lines; the status channel is for embedders.
+    let (status, _) = status_channel();
+    let outcome = run_engine(config, tap, netns, stop_rx, &status).await;
     let code = match &outcome.result {
         Ok(()) => exit::OK,
         Err(e) => {

@@ -1,22 +1,25 @@
 //! The connection engine: log in, bridge, DHCP, configure, and reconnect until told to stop.
 //!
 //! It takes the TAP and the namespace to configure as inputs, so the same engine runs the
-//! standalone client (its own namespace) and, later, one pod per task in the CNI sidecar
-//! (TAP and configuration in the pod's namespace, TLS from the sidecar's).
+//! standalone client (its own namespace) and one pod per task in the CNI sidecar (TAP and
+//! configuration in the pod's namespace, TLS from the sidecar's). It reports on a status
+//! channel ([`super::status`]) and stops in one of two modes ([`StopMode`]).
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dhcp_client::{Config as DhcpConfig, ConfigError as DhcpConfigError, DhcpClient};
+use ipnet::Ipv4Net;
 use netcfg::{NetcfgError, Netns, Tap};
 use softether_proto::error::RetryClass;
 use tokio::sync::watch;
 
 use super::backoff::{Backoff, DEFAULT_CAP};
-use super::bridge::{run_session, shutdown_requested, SessionContext, SessionEnd};
+use super::bridge::{run_session, SessionContext, SessionEnd};
 use super::lease_apply::{NetConfigurator, NetOptions};
 use super::mac::Mac;
+use super::status::{self, stop_requested, EngineStatus, Phase, StopMode, StopSignal};
 use crate::establish::{establish, SessionError};
 use crate::tunnel_driver::{spawn_tunnel, TunnelHandle};
 
@@ -43,6 +46,14 @@ pub struct EngineConfig {
     pub seed: u64,
     /// Names the nft table (`softether_<id>`).
     pub id: String,
+    /// Ask for this address first (DHCP INIT-REBOOT), e.g. the one a previous run held.
+    pub requested_ip: Option<Ipv4Addr>,
+    /// The address a previous run installed on this TAP: take over its address, rules and
+    /// nft table (see [`NetConfigurator::adopt`]) instead of treating them as foreign.
+    pub adopt_address: Option<Ipv4Net>,
+    /// What to do with the configuration when the engine fails (a non-retryable error):
+    /// `connect` tears down; a re-adopted CNI attachment keeps the pod's configuration.
+    pub on_error: StopMode,
 }
 
 /// Why the engine stopped other than by request.
@@ -65,37 +76,65 @@ pub enum EngineError {
 #[derive(Debug)]
 pub struct EngineOutcome {
     pub result: Result<(), EngineError>,
+    /// How the configuration was left: removed (`Teardown`) or kept (`Detach`).
+    pub mode: StopMode,
     /// Teardown problems: things that may have been left behind.
     pub teardown_errors: Vec<NetcfgError>,
 }
 
-/// Runs until `shutdown` turns true or a non-retryable error. Always tears down what it added.
+/// Runs until a stop is requested or a non-retryable error, reporting on `status`. On
+/// [`StopMode::Teardown`] (and on error with `on_error: Teardown`) it RELEASEs the lease and
+/// removes everything it added; on [`StopMode::Detach`] it leaves the configuration in place.
 pub async fn run_engine(
     config: EngineConfig,
     tap: Tap,
     netns: Netns,
-    mut shutdown: watch::Receiver<bool>,
+    mut stop: StopSignal,
+    status: &watch::Sender<EngineStatus>,
 ) -> EngineOutcome {
     let started = Instant::now();
     let tap_name = tap.name().to_owned();
-    let mut net =
-        match NetConfigurator::open(netns, &tap_name, config.net.clone(), &config.id).await {
-            Ok(net) => net,
-            Err(e) => {
-                return EngineOutcome {
-                    result: Err(e.into()),
-                    teardown_errors: Vec::new(),
-                }
+    let opened = async {
+        let mut net =
+            NetConfigurator::open(netns, &tap_name, config.net.clone(), &config.id).await?;
+        if let Some(address) = config.adopt_address {
+            net.adopt(address).await?;
+        }
+        Ok::<_, NetcfgError>(net)
+    };
+    let mut net = match opened.await {
+        Ok(net) => net,
+        Err(e) => {
+            status::set_phase(status, Phase::Stopped);
+            return EngineOutcome {
+                result: Err(e.into()),
+                mode: config.on_error,
+                teardown_errors: Vec::new(),
+            };
+        }
+    };
+    let ended = run_configured(&config, tap, &mut net, &mut stop, status, started).await;
+    let (result, mode) = match ended {
+        Ok(mode) => (Ok(()), mode),
+        Err(e) => (Err(e), config.on_error),
+    };
+    let mut teardown_errors = Vec::new();
+    match mode {
+        StopMode::Teardown => {
+            teardown_errors = net.teardown().await;
+            for e in &teardown_errors {
+                tracing::warn!("teardown: {e}");
             }
-        };
-    let result = run_configured(&config, tap, &mut net, &mut shutdown, started).await;
-    let teardown_errors = net.teardown().await;
-    for e in &teardown_errors {
-        tracing::warn!("teardown: {e}");
+            tracing::info!(tap = %tap_name, clean = teardown_errors.is_empty(), "disconnected, configuration removed");
+        }
+        StopMode::Detach => {
+            tracing::info!(tap = %tap_name, "disconnected, configuration kept");
+        }
     }
-    tracing::info!(tap = %tap_name, clean = teardown_errors.is_empty(), "disconnected, configuration removed");
+    status::set_phase(status, Phase::Stopped);
     EngineOutcome {
         result,
+        mode,
         teardown_errors,
     }
 }
@@ -119,9 +158,10 @@ async fn run_configured(
     config: &EngineConfig,
     tap: Tap,
     net: &mut NetConfigurator,
-    shutdown: &mut watch::Receiver<bool>,
+    stop: &mut StopSignal,
+    status: &watch::Sender<EngineStatus>,
     started: Instant,
-) -> Result<(), EngineError> {
+) -> Result<StopMode, EngineError> {
     prepare_link(config, net).await?;
     let tap = Arc::new(tap.into_async()?);
     let mut dhcp = match &config.dhcp_hostname {
@@ -130,6 +170,7 @@ async fn run_configured(
             c.hostname = hostname.clone();
             c.initial_retransmit = Duration::from_secs(2);
             c.max_retransmit = Duration::from_secs(16);
+            c.requested_ip = config.requested_ip;
             Some(DhcpClient::new(c, Instant::now())?)
         }
         None => None,
@@ -139,9 +180,10 @@ async fn run_configured(
     loop {
         let server = format!("{}:{}", config.session.host, config.session.port);
         tracing::info!(%server, hub = %config.session.hub, user = %config.session.username, "connecting");
+        status::set_phase(status, Phase::Connecting);
         let est = tokio::select! {
             biased;
-            _ = shutdown_requested(shutdown) => return Ok(()),
+            mode = stop_requested(stop) => return Ok(mode),
             est = establish(&config.session) => est,
         };
         let est = match est {
@@ -157,8 +199,9 @@ async fn run_configured(
                     attempt = backoff.attempts(),
                     "reconnecting after a failed login"
                 );
-                if wait_or_stop(delay, shutdown).await {
-                    return Ok(());
+                status::set_reconnecting(status, e.to_string(), delay);
+                if let Some(mode) = wait_or_stop(delay, stop).await {
+                    return Ok(mode);
                 }
                 continue;
             }
@@ -169,6 +212,7 @@ async fn run_configured(
             tls = %est.tls_version,
             "logged in"
         );
+        status::set_phase(status, Phase::LoggedIn);
         if config.pin_server_route && config.net.may_capture_server_traffic() {
             if let IpAddr::V4(ip) = est.server_addr.ip() {
                 pin_server(net, ip).await?;
@@ -186,15 +230,22 @@ async fn run_configured(
             tap: &tap,
             dhcp: dhcp.as_mut(),
             net: Some(&mut *net),
-            shutdown: &mut *shutdown,
+            stop: &mut *stop,
+            status,
+            traffic: status.borrow().traffic.clone(),
             started,
             got_lease: false,
         };
         let end = run_session(&mut ctx, &mut tunnel, max_frame(config.mtu)).await;
         match end {
-            SessionEnd::Shutdown => {
+            SessionEnd::Stop(StopMode::Teardown) => {
                 release_and_close(dhcp.as_mut(), tunnel).await;
-                return Ok(());
+                return Ok(StopMode::Teardown);
+            }
+            SessionEnd::Stop(StopMode::Detach) => {
+                // No RELEASE: the lease stays with the address the pod keeps using.
+                let _ = tunnel.close().await;
+                return Ok(StopMode::Detach);
             }
             SessionEnd::Tap(e) => {
                 let _ = tunnel.close().await;
@@ -223,8 +274,9 @@ async fn run_configured(
                     frames_out = stats.tunnel.frames_out,
                     "session lost, reconnecting"
                 );
-                if wait_or_stop(delay, shutdown).await {
-                    return Ok(());
+                status::set_reconnecting(status, reason, delay);
+                if let Some(mode) = wait_or_stop(delay, stop).await {
+                    return Ok(mode);
                 }
             }
         }
@@ -247,12 +299,12 @@ fn round_ms(d: Duration) -> Duration {
     Duration::from_millis(d.as_millis() as u64)
 }
 
-/// Sleeps for `delay`; returns true if shutdown was requested meanwhile (at once).
-async fn wait_or_stop(delay: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
+/// Sleeps for `delay`; returns the stop mode if a stop was requested meanwhile (at once).
+async fn wait_or_stop(delay: Duration, stop: &mut StopSignal) -> Option<StopMode> {
     tokio::select! {
         biased;
-        _ = shutdown_requested(shutdown) => true,
-        _ = tokio::time::sleep(delay) => false,
+        mode = stop_requested(stop) => Some(mode),
+        _ = tokio::time::sleep(delay) => None,
     }
 }
 

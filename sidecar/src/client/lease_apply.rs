@@ -134,17 +134,46 @@ pub fn plan(lease: &Lease, opts: &NetOptions, tap: u32) -> LeasePlan {
     }
 }
 
-/// One thing this process added.
+/// One kernel object (or file) a lease installs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Added {
     Address { index: u32, net: Ipv4Net },
     Route(RouteSpec),
     Rule(PolicyRule),
     Firewall,
-    Dns(PathBuf),
+    Dns { path: PathBuf, config: DnsConfig },
+}
+
+impl LeasePlan {
+    /// The plan as installable items, in installation order (the firewall before the fwmark
+    /// rule that relies on it; teardown goes in reverse).
+    fn items(&self, tap: u32, resolv_conf: Option<&PathBuf>) -> Vec<Added> {
+        let mut items = vec![Added::Address {
+            index: tap,
+            net: self.address,
+        }];
+        items.extend(self.routes.iter().cloned().map(Added::Route));
+        if self.connmark.is_some() {
+            items.push(Added::Firewall);
+        }
+        items.extend(self.rules.iter().copied().map(Added::Rule));
+        if let (Some(dns), Some(path)) = (&self.dns, resolv_conf) {
+            items.push(Added::Dns {
+                path: path.clone(),
+                config: dns.clone(),
+            });
+        }
+        items
+    }
 }
 
 /// Applies leases to one TAP in one namespace and remembers what it did.
+///
+/// Applying is idempotent and incremental: objects that the new lease shares with the
+/// installed one are left alone (no blip), stale ones are removed, missing ones added.
+/// Objects that were already present before this configurator added them are not its own
+/// and are never removed, unless it [adopted](NetConfigurator::adopt) them: a restarted
+/// CNI sidecar takes over what its previous run installed on the pod's TAP.
 #[derive(Debug)]
 pub struct NetConfigurator {
     nl: Netlink,
@@ -152,9 +181,11 @@ pub struct NetConfigurator {
     tap_name: String,
     opts: NetOptions,
     firewall: Firewall,
+    /// Take ownership of matching objects that already exist (see [`Self::adopt`]).
+    owns_existing: bool,
     /// Lives as long as the process: pinned server routes.
     base: Vec<Added>,
-    /// What the current lease added, in order.
+    /// What the current lease added (or adopted), in order.
     lease: Vec<Added>,
     applied: Option<Lease>,
 }
@@ -176,6 +207,7 @@ impl NetConfigurator {
             tap_name: tap_name.to_owned(),
             opts,
             firewall: Firewall::new(netns, id),
+            owns_existing: false,
             base: Vec::new(),
             lease: Vec::new(),
             applied: None,
@@ -197,6 +229,48 @@ impl NetConfigurator {
     /// The lease currently installed.
     pub fn applied(&self) -> Option<&Lease> {
         self.applied.as_ref()
+    }
+
+    /// Takes over what a previous run installed for `address` on this TAP (the address, the
+    /// policy rules and the nft table, as far as they exist), so that a new lease replaces
+    /// them without a gap and a teardown removes them. From now on, objects a lease needs
+    /// that already exist count as this configurator's own.
+    pub async fn adopt(&mut self, address: Ipv4Net) -> Result<(), NetcfgError> {
+        self.owns_existing = true;
+        let mut present = Vec::new();
+        if self.nl.addresses(self.tap_index).await?.contains(&address) {
+            present.push(Added::Address {
+                index: self.tap_index,
+                net: address,
+            });
+        }
+        if let Some(table) = self.opts.policy_table {
+            if self.opts.connmark && self.firewall.exists().await? {
+                present.push(Added::Firewall);
+            }
+            let rules = self.nl.rules().await?;
+            let mut ours = vec![PolicyRule::from_address(
+                address.addr(),
+                table,
+                RULE_PRIORITY_FROM,
+            )];
+            if self.opts.connmark {
+                ours.push(PolicyRule::fwmark(
+                    table,
+                    u32::MAX,
+                    table,
+                    RULE_PRIORITY_FWMARK,
+                ));
+            }
+            present.extend(
+                ours.into_iter()
+                    .filter(|r| rules.contains(r))
+                    .map(Added::Rule),
+            );
+        }
+        tracing::debug!(%address, adopted = present.len(), "adopting the previous configuration");
+        self.lease = present;
+        Ok(())
     }
 
     /// Pins `server/32` to the path the kernel uses now (the pre-existing default gateway),
@@ -240,8 +314,8 @@ impl NetConfigurator {
         Ok(Some(spec))
     }
 
-    /// Installs `lease`, replacing whatever the previous lease installed. When the new lease
-    /// has the same configuration as the installed one, nothing is touched.
+    /// Installs `lease`, replacing what the previous lease installed: objects both need stay,
+    /// stale ones go, missing ones are added. Re-applying an installed lease touches nothing.
     pub async fn apply_lease(&mut self, lease: &Lease) -> Result<(), NetcfgError> {
         if let Some(old) = &self.applied {
             if old.same_configuration(lease) {
@@ -249,34 +323,60 @@ impl NetConfigurator {
                 return Ok(());
             }
         }
-        let errors = self.remove_lease().await;
-        if let Some(first) = errors.into_iter().next() {
+        let wanted = plan(lease, &self.opts, self.tap_index)
+            .items(self.tap_index, self.opts.resolv_conf.as_ref());
+        let previous = std::mem::take(&mut self.lease);
+        // Removing an address makes the kernel drop the routes through it (and, for a
+        // primary address, its secondaries): when the address changes, start from scratch.
+        let address_changes = previous
+            .iter()
+            .any(|i| matches!(i, Added::Address { .. }) && !wanted.contains(i));
+        let (kept, stale): (Vec<Added>, Vec<Added>) = previous
+            .into_iter()
+            .partition(|item| !address_changes && wanted.contains(item));
+        self.lease = kept;
+        if let Some(first) = self.undo(stale).await.into_iter().next() {
             tracing::warn!("removing the previous lease's configuration: {first}");
         }
-        let p = plan(lease, &self.opts, self.tap_index);
         self.applied = Some(lease.clone());
-        self.nl.add_address(self.tap_index, p.address).await?;
-        self.lease.push(Added::Address {
-            index: self.tap_index,
-            net: p.address,
-        });
-        for route in &p.routes {
-            self.nl.replace_route(route).await?;
-            self.lease.push(Added::Route(route.clone()));
-        }
-        if let Some(mark) = p.connmark {
-            self.lease.push(Added::Firewall);
-            self.firewall.apply_connmark(&self.tap_name, mark).await?;
-        }
-        for rule in &p.rules {
-            self.nl.add_rule(rule).await?;
-            self.lease.push(Added::Rule(*rule));
-        }
-        if let (Some(dns), Some(path)) = (&p.dns, &self.opts.resolv_conf) {
-            self.lease.push(Added::Dns(path.clone()));
-            resolv::apply(path, dns)?;
+        for item in wanted {
+            if self.lease.contains(&item) {
+                continue;
+            }
+            if self.install(&item).await? {
+                self.lease.push(item);
+            }
         }
         Ok(())
+    }
+
+    /// Adds one item; returns whether it is ours to remove later (added by us, or adopted).
+    async fn install(&self, item: &Added) -> Result<bool, NetcfgError> {
+        match item {
+            Added::Address { index, net } => {
+                let existed = self.nl.addresses(*index).await?.contains(net);
+                self.nl.add_address(*index, *net).await?;
+                Ok(!existed || self.owns_existing)
+            }
+            Added::Route(spec) => {
+                self.nl.replace_route(spec).await?;
+                Ok(true)
+            }
+            Added::Firewall => {
+                let mark = self.opts.policy_table.unwrap_or(0);
+                self.firewall.apply_connmark(&self.tap_name, mark).await?;
+                Ok(true)
+            }
+            Added::Rule(rule) => {
+                let existed = self.nl.rules().await?.contains(rule);
+                self.nl.add_rule(rule).await?;
+                Ok(!existed || self.owns_existing)
+            }
+            Added::Dns { path, config } => {
+                resolv::apply(path, config)?;
+                Ok(true)
+            }
+        }
     }
 
     /// Removes everything the current lease added (newest first), continuing past errors.
@@ -302,7 +402,7 @@ impl NetConfigurator {
                 Added::Route(spec) => self.nl.del_route(spec).await,
                 Added::Rule(rule) => self.nl.del_rule(rule).await,
                 Added::Firewall => self.firewall.remove().await,
-                Added::Dns(path) => resolv::restore(path).map(drop),
+                Added::Dns { path, .. } => resolv::restore(path).map(drop),
             };
             if let Err(e) = result {
                 errors.push(e);

@@ -7,13 +7,17 @@
 //!   in one namespace (through `netcfg`), with a record of what was added for teardown.
 //! - [`bridge`]: one tunnel session's frame pump (TAP ⇄ tunnel, batched) with the sans-IO DHCP
 //!   client listening in and lease events applied as they come.
+//! - [`status`]: what the engine reports (phase, lease, traffic, reconnects) and how it is
+//!   stopped ([`status::StopMode`]: tear down, or detach and leave the configuration).
 //! - [`connect`]: the engine: log in, run a session, reconnect with backoff, RELEASE and tear
-//!   down on shutdown. It takes the TAP and the target namespace as inputs.
+//!   down (or detach) on stop. It takes the TAP and the target namespace as inputs.
 //! - [`cli`]: the `connect` subcommand's flags, signals and exit codes.
 //!
-//! Driving the engine: create a [`netcfg::Tap`] in the namespace to configure, build an
-//! [`connect::EngineConfig`], and call [`connect::run_engine`] with a `watch` channel whose
-//! value turns `true` to stop. It returns after removing everything it added.
+//! Driving the engine: create (or reopen) a [`netcfg::Tap`] in the namespace to configure,
+//! build an [`connect::EngineConfig`], make a status channel with
+//! [`status::status_channel`], and call [`connect::run_engine`] with a `watch` stop channel
+//! whose value turns `Some(mode)` to stop. `connect` runs one engine in its own namespace;
+//! the CNI sidecar (`crate::daemon::session`) runs one per pod attachment.
 
 pub mod backoff;
 pub mod bridge;
@@ -21,5 +25,6 @@ pub mod cli;
 pub mod connect;
 pub mod lease_apply;
 pub mod mac;
+pub mod status;
 #[cfg(test)]
 mod test_lease;

@@ -11,12 +11,16 @@ use std::time::{Duration, Instant};
 
 use netcfg::{Netlink, Netns, Tap};
 
+use crate::client::status::Phase;
+
 use super::protocol::{
     code, AttachRequest, AttachResult, AttachedIp, AttachedRoute, AttachmentStatus, CheckRequest,
     DetachRequest, Dns, GcReport, GcRequest, SidecarStatus, ValidAttachment, WireError,
 };
-use super::session::{self, Phase, SessionHandle, StopMode};
+use super::session::{self, SessionHandle};
 use super::state::{unix_now, AttachmentKey, AttachmentRecord, StateDir, RECORD_VERSION};
+use crate::client::lease_apply::plan;
+use crate::client::status::StopMode;
 
 /// The attach answer must reach the plugin before its own deadline.
 const REPLY_MARGIN: Duration = Duration::from_millis(1500);
@@ -125,7 +129,8 @@ impl Registry {
             created_at: unix_now(),
         };
         let handle = session::spawn(record.clone(), mac, tap, self.state.clone());
-        let mut live = handle.live.clone();
+        let mut status = handle.status.clone();
+        let failure = handle.failure.clone();
         self.lock().insert(
             key.clone(),
             Entry {
@@ -133,43 +138,40 @@ impl Registry {
                 session: handle,
             },
         );
-        let waited = tokio::time::timeout_at(
-            deadline.into(),
-            live.wait_for(|l| matches!(l.phase, Phase::Up | Phase::Failed | Phase::Stopped)),
-        )
-        .await;
-        let waited = waited.map(|r| r.map(|l| l.clone()));
-        let outcome = match waited {
-            Ok(Ok(l)) if l.phase == Phase::Up => Ok(l),
-            Ok(Ok(l)) => Err(l.error.unwrap_or_else(|| {
-                WireError::new(code::TRY_AGAIN_LATER, "the session stopped during ADD", "")
-            })),
-            Ok(Err(_)) => Err(WireError::new(
-                code::TAP_NETNS,
-                "the session task ended",
-                "",
-            )),
+        let bound = async {
+            let bound = status
+                .wait_for(|s| s.phase == Phase::Bound && s.lease.is_some())
+                .await
+                .ok()
+                .and_then(|s| s.lease.clone());
+            // Not bound: the task ended, after saying why (the failure is sent before the
+            // task drops its status sender).
+            bound.ok_or_else(|| {
+                failure.borrow().clone().unwrap_or_else(|| {
+                    WireError::new(code::TAP_NETNS, "the session task ended", "")
+                })
+            })
+        };
+        let outcome = match tokio::time::timeout_at(deadline.into(), bound).await {
+            Ok(result) => result,
             Err(_) => {
-                let l = live.borrow().clone();
+                let s = status.borrow().clone();
                 Err(WireError::new(
                     code::TRY_AGAIN_LATER,
                     format!(
                         "no DHCP lease within the ADD timeout (session {})",
-                        l.phase.as_str()
+                        s.phase.as_str()
                     ),
-                    l.last_error.unwrap_or_default(),
+                    s.last_error.unwrap_or_default(),
                 ))
             }
         };
         match outcome {
-            Ok(l) => {
-                let lease = l
-                    .lease
-                    .ok_or_else(|| WireError::new(code::DHCP, "session up without a lease", ""))?;
+            Ok(lease) => {
                 let mut saved = record;
                 saved.last_address = Some(lease.interface_address());
                 if let Err(e) = self.state.save(&saved) {
-                    self.forget(&key, StopMode::Release).await;
+                    self.forget(&key, StopMode::Teardown).await;
                     return Err(WireError::new(
                         code::TAP_NETNS,
                         "cannot persist the attachment record",
@@ -182,7 +184,7 @@ impl Registry {
                 Ok(result_of(mac, &lease, &req))
             }
             Err(e) => {
-                self.forget(&key, StopMode::Release).await;
+                self.forget(&key, StopMode::Teardown).await;
                 Err(e)
             }
         }
@@ -201,12 +203,16 @@ impl Registry {
             .ok_or_else(|| netns_error(format!("{ifname} has no Ethernet MAC"), ""))
     }
 
-    /// Stops and removes an attachment: session, record, tombstone.
+    /// Stops and removes an attachment: session (which, on `Teardown`, releases the lease and
+    /// removes its rules and nft table), the TAP, the record and the tombstone.
     async fn forget(&self, key: &AttachmentKey, mode: StopMode) {
         if let Some(entry) = self.take(key) {
             entry.session.stop(mode).await;
+            if mode == StopMode::Teardown {
+                remove_link(&entry.record.netns, &key.ifname).await;
+            }
         }
-        if mode == StopMode::Release {
+        if mode == StopMode::Teardown {
             if let Err(e) = self.state.remove(key) {
                 tracing::warn!(attachment = %key, "{e}");
             }
@@ -219,7 +225,7 @@ impl Registry {
         let key = AttachmentKey::new(&req.attachment.container_id, &req.attachment.ifname)
             .map_err(bad_request)?;
         let netns = self.lock().get(&key).map(|e| e.record.netns.clone());
-        self.forget(&key, StopMode::Release).await;
+        self.forget(&key, StopMode::Teardown).await;
         if let Some(ns) = req.netns.or(netns) {
             remove_link(&ns, &key.ifname).await;
         }
@@ -230,10 +236,14 @@ impl Registry {
     pub async fn check(&self, req: CheckRequest) -> Result<(), WireError> {
         let key = AttachmentKey::new(&req.attachment.container_id, &req.attachment.ifname)
             .map_err(bad_request)?;
-        let (record, live) = {
+        let (record, live, up) = {
             let map = self.lock();
             match map.get(&key) {
-                Some(entry) => (entry.record.clone(), entry.session.live.borrow().clone()),
+                Some(entry) => (
+                    entry.record.clone(),
+                    entry.session.status.borrow().clone(),
+                    entry.session.is_up(),
+                ),
                 None => {
                     return Err(netns_error(
                         format!("the sidecar has no attachment {key}"),
@@ -242,12 +252,12 @@ impl Registry {
                 }
             }
         };
-        let lease = match (live.phase, live.lease) {
-            (Phase::Up, Some(lease)) => lease,
-            (phase, _) => {
+        let lease = match (up, live.lease) {
+            (true, Some(lease)) => lease,
+            _ => {
                 return Err(WireError::new(
                     code::TRY_AGAIN_LATER,
-                    format!("the VPN session of {key} is {}", phase.as_str()),
+                    format!("the VPN session of {key} is {}", live.phase.as_str()),
                     live.last_error.unwrap_or_default(),
                 ))
             }
@@ -292,7 +302,7 @@ impl Registry {
         let down: Vec<String> = self
             .lock()
             .iter()
-            .filter(|(_, e)| e.session.live.borrow().phase != Phase::Up)
+            .filter(|(_, e)| !e.session.is_up())
             .map(|(k, _)| k.to_string())
             .collect();
         if down.is_empty() {
@@ -320,7 +330,7 @@ impl Registry {
             .collect();
         let mut report = GcReport::default();
         for (key, netns) in stale {
-            self.forget(&key, StopMode::Release).await;
+            self.forget(&key, StopMode::Teardown).await;
             remove_link(&netns, &key.ifname).await;
             report.removed.push(ValidAttachment {
                 container_id: key.container_id,
@@ -336,7 +346,8 @@ impl Registry {
             .lock()
             .values()
             .map(|e| {
-                let l = e.session.live.borrow();
+                let l = e.session.status.borrow();
+                let traffic = l.traffic.snapshot();
                 let r = &e.record;
                 AttachmentStatus {
                     network: r.network.clone(),
@@ -352,10 +363,10 @@ impl Registry {
                     server: format!("{}:{}", r.login.server, r.login.port),
                     hub: r.login.hub.clone(),
                     user: r.login.user.clone(),
-                    state: l.phase.as_str().to_owned(),
-                    since: l.since,
-                    bytes_in: l.bytes_in,
-                    bytes_out: l.bytes_out,
+                    state: e.session.state_name().to_owned(),
+                    since: e.session.since(),
+                    bytes_in: traffic.bytes_in,
+                    bytes_out: traffic.bytes_out,
                     reconnects: l.reconnects,
                     last_error: l.last_error.clone(),
                 }
@@ -408,8 +419,8 @@ impl Registry {
             }
         }
         // The lease itself expires on the server: releasing needs a session from the
-        // attachment's MAC, which the provisional engine does not open just to say goodbye.
-        self.forget(&key, StopMode::Release).await;
+        // attachment's MAC, which is not worth opening just to say goodbye.
+        self.forget(&key, StopMode::Teardown).await;
     }
 
     async fn adopt(&self, rec: AttachmentRecord) {
@@ -453,7 +464,7 @@ impl Registry {
     pub async fn shutdown(&self) {
         let entries: Vec<Entry> = self.lock().drain().map(|(_, e)| e).collect();
         for e in entries {
-            e.session.stop(StopMode::Abandon).await;
+            e.session.stop(StopMode::Detach).await;
         }
     }
 }
@@ -477,33 +488,25 @@ async fn remove_link(netns: &str, ifname: &str) {
     }
 }
 
+/// The CNI result: what the engine installs for `lease` with this attachment's options
+/// (the same plan, so the result cannot drift from the pod's routing).
 fn result_of(mac: [u8; 6], lease: &dhcp_client::Lease, req: &AttachRequest) -> AttachResult {
-    let table = req.link.policy_route_table;
-    let mut routes = Vec::new();
-    if req.link.accept_default_gateway {
-        if let Some(gw) = session::gateway_of(lease) {
-            routes.push(AttachedRoute {
-                dst: ipnet::Ipv4Net::default(),
-                gw: Some(gw),
-                table,
-            });
-        }
-    }
-    if req.link.accept_static_routes {
-        for (dst, gw) in session::routes_of(lease) {
-            routes.push(AttachedRoute {
-                dst,
-                gw: Some(gw),
-                table,
-            });
-        }
-    }
+    let installed = plan(lease, &session::net_options(&req.link), 0);
+    let routes = installed
+        .routes
+        .iter()
+        .map(|r| AttachedRoute {
+            dst: r.destination,
+            gw: r.gateway,
+            table: (r.table != netcfg::TABLE_MAIN).then_some(r.table),
+        })
+        .collect();
     AttachResult {
         mac: format_mac(mac),
         mtu: lease.mtu.map(u32::from).or(req.link.mtu.map(u32::from)),
         ips: vec![AttachedIp {
-            address: lease.interface_address(),
-            gateway: session::gateway_of(lease),
+            address: installed.address,
+            gateway: lease.default_gateway().or(lease.router),
         }],
         routes,
         dns: Dns {

@@ -1,110 +1,87 @@
-//! One attachment's session task: SoftEther login from the sidecar's own namespace, the
-//! TAP ⇄ tunnel frame pump, DHCP through the tunnel, the lease applied inside the pod netns,
-//! reconnect with backoff.
+//! One attachment's session task: a thin adapter over the connection engine
+//! ([`crate::client::connect::run_engine`]), the same one `softether-sidecar connect` runs.
 //!
-//! PROVISIONAL: a minimal engine built directly on `establish`, `tunnel_driver` and
-//! `dhcp-client`, until the standalone client's session engine (`crate::client`) lands; then
-//! this module should become a thin adapter over it (which needs from the engine: lease/phase/
-//! stats events, a requested address for re-adoption, and a stop mode that keeps the pod's
-//! configuration). Not yet here: resolv.conf, re-applying a changed MTU.
+//! What the adapter adds for the CNI sidecar: the attachment record → engine options (login
+//! from the sidecar's namespace, TAP and configuration in the pod's, no pinned server route),
+//! the last address persisted in the record whenever the lease changes (so a restarted
+//! sidecar asks for the same address and adopts the pod's configuration), engine errors as
+//! CNI error codes, and, for an attachment that has had a lease, retrying after a
+//! non-retryable error instead of giving up (the password file may be fixed meanwhile).
 
-use std::net::Ipv4Addr;
-use std::time::{Duration, Instant};
+use std::time::{Duration, UNIX_EPOCH};
 
-use bytes::Bytes;
-use dhcp_client::{Config as DhcpConfig, DhcpClient, Event, Lease};
-use ipnet::Ipv4Net;
-use netcfg::{AsyncTap, Firewall, Netlink, Netns, PolicyRule, RouteSpec, Tap, TABLE_MAIN};
-use softether_proto::error::RetryClass;
-use tokio::sync::{oneshot, watch};
+use netcfg::{Firewall, Netns, Tap};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::protocol::{code, LinkSettings, LoginSettings, WireError};
-use super::state::{unix_now, AttachmentRecord, StateDir};
+use super::state::{AttachmentRecord, StateDir};
+use crate::client::connect::{run_engine, EngineConfig, EngineError};
+use crate::client::lease_apply::NetOptions;
+use crate::client::mac::Mac;
+use crate::client::status::{status_channel, EngineStatus, Phase, StopMode};
 use crate::credentials::{self, AuthInput};
-use crate::establish::{establish, SessionConfig, SessionError};
+use crate::establish::SessionConfig;
 use crate::server_args::random_seed;
 use crate::tls::{parse_pin, TlsVerify};
-use crate::tunnel_driver::{spawn_tunnel, TunnelHandle};
 
-/// Priority of the "from <lease address> lookup <policyRouteTable>" rule.
-const POLICY_RULE_PRIORITY: u32 = 1000;
-/// Priority of the "fwmark <table> lookup <table>" rule (CONNMARK-restored replies).
-const FWMARK_RULE_PRIORITY: u32 = 1001;
-
-/// The nft table (`softether_<id>`) of an attachment, in its pod netns.
-pub fn firewall_of(netns: &str, container_id: &str, ifname: &str) -> Firewall {
-    Firewall::new(Netns::from_path(netns), &format!("{container_id}_{ifname}"))
-}
-const BACKOFF_FIRST: Duration = Duration::from_secs(1);
-const BACKOFF_CAP: Duration = Duration::from_secs(30);
+/// Login and handshake timeouts, and the bound on stopping a session.
 const STEP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Base of the reconnect backoff: pods should come back quickly after a server restart.
+const RECONNECT_DELAY: Duration = Duration::from_secs(1);
+/// How long an attachment that had a lease waits before retrying after a refused login.
+const REFUSED_RETRY: Duration = Duration::from_secs(30);
 
-/// What the session is doing, for `status` and for the attach request waiting on it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    Connecting,
-    Dhcp,
-    Up,
-    Reconnecting,
-    Stopped,
-    Failed,
+/// The engine id of an attachment: names its nft table (`softether_<id>`) in the pod netns.
+fn engine_id(container_id: &str, ifname: &str) -> String {
+    format!("{container_id}_{ifname}")
 }
 
-impl Phase {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Connecting => "connecting",
-            Phase::Dhcp => "dhcp",
-            Phase::Up => "up",
-            Phase::Reconnecting => "reconnecting",
-            Phase::Stopped => "stopped",
-            Phase::Failed => "failed",
-        }
-    }
+/// The nft table of an attachment, for cleaning up after a DEL made while the sidecar was
+/// down (no engine runs for it then).
+pub fn firewall_of(netns: &str, container_id: &str, ifname: &str) -> Firewall {
+    Firewall::new(Netns::from_path(netns), &engine_id(container_id, ifname))
 }
 
-/// The live view of a session.
-#[derive(Debug, Clone)]
-pub struct Live {
-    pub phase: Phase,
-    /// Unix seconds when `phase` was entered.
-    pub since: u64,
-    pub lease: Option<Lease>,
-    pub bytes_in: u64,
-    pub bytes_out: u64,
-    pub reconnects: u32,
-    /// Set in `Failed`: the error the attach request returns.
-    pub error: Option<WireError>,
-    /// The last transient problem, for `status`.
-    pub last_error: Option<String>,
-}
-
-/// How to end a session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StopMode {
-    /// DEL/GC: release the lease and delete the TAP.
-    Release,
-    /// Daemon shutdown: keep the TAP (persistent) and the record for re-adoption.
-    Abandon,
-}
-
+/// The running session of one attachment.
 pub struct SessionHandle {
-    pub live: watch::Receiver<Live>,
-    stop: Option<oneshot::Sender<StopMode>>,
+    /// The engine's live state (kept across engine restarts).
+    pub status: watch::Receiver<EngineStatus>,
+    /// Set when the session gave up: the error an ADD waiting on it returns.
+    pub failure: watch::Receiver<Option<WireError>>,
+    stop: watch::Sender<Option<StopMode>>,
     task: JoinHandle<()>,
 }
 
 impl SessionHandle {
+    /// The word for `softether-sidecar status`.
+    pub fn state_name(&self) -> &'static str {
+        if self.failure.borrow().is_some() {
+            "failed"
+        } else {
+            self.status.borrow().phase.as_str()
+        }
+    }
+
+    pub fn is_up(&self) -> bool {
+        let s = self.status.borrow();
+        s.phase == Phase::Bound && s.lease.is_some()
+    }
+
+    /// Unix seconds since the current phase began.
+    pub fn since(&self) -> u64 {
+        let since = self.status.borrow().since;
+        since.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    }
+
     /// Asks the task to stop and waits (bounded) for it.
     pub async fn stop(mut self, mode: StopMode) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(mode);
-        }
+        let _ = self.stop.send(Some(mode));
         if tokio::time::timeout(STEP_TIMEOUT, &mut self.task)
             .await
             .is_err()
         {
+            tracing::warn!("session did not stop within {STEP_TIMEOUT:?}; aborting it");
             self.task.abort();
         }
     }
@@ -112,29 +89,24 @@ impl SessionHandle {
 
 /// Starts the session task for `record`, which owns `tap` from now on.
 pub fn spawn(record: AttachmentRecord, mac: [u8; 6], tap: Tap, state: StateDir) -> SessionHandle {
-    let (live_tx, live_rx) = watch::channel(Live {
-        phase: Phase::Connecting,
-        since: unix_now(),
-        lease: None,
-        bytes_in: 0,
-        bytes_out: 0,
-        reconnects: 0,
-        error: None,
-        last_error: None,
-    });
-    let (stop_tx, stop_rx) = oneshot::channel();
+    let (status_tx, status_rx) = status_channel();
+    let (failure_tx, failure_rx) = watch::channel(None);
+    let (stop_tx, stop_rx) = watch::channel(None);
+    let status = status_rx.clone();
     let task = tokio::spawn(async move {
-        let mut session = Session {
+        let attachment = Attachment {
             record,
-            mac,
+            mac: Mac(mac),
             state,
-            live: live_tx,
         };
-        session.run(tap, stop_rx).await;
+        attachment
+            .run(tap, stop_rx, &status_tx, status, &failure_tx)
+            .await;
     });
     SessionHandle {
-        live: live_rx,
-        stop: Some(stop_tx),
+        status: status_rx,
+        failure: failure_rx,
+        stop: stop_tx,
         task,
     }
 }
@@ -180,388 +152,240 @@ pub fn session_config(login: &LoginSettings) -> Result<SessionConfig, WireError>
     })
 }
 
-/// Errors retrying cannot fix, as the attach error to return.
-fn permanent(err: &SessionError) -> Option<WireError> {
-    if err.retry_class() != RetryClass::Never {
-        return None;
+/// The CNI link settings as the engine's options (the same struct `connect`'s flags fill).
+/// The pod's resolv.conf belongs to the runtime: DNS goes into the CNI result instead.
+pub fn net_options(link: &LinkSettings) -> NetOptions {
+    NetOptions {
+        accept_default_gateway: link.accept_default_gateway,
+        accept_static_routes: link.accept_static_routes,
+        policy_table: link.policy_route_table,
+        connmark: link.connmark,
+        resolv_conf: None,
     }
-    Some(match err.server_code() {
-        Some(c) => WireError::new(
-            code::SOFTETHER_LOGIN,
-            format!("SoftEther login refused: {}", c.name()),
-            err.to_string(),
-        ),
-        None => WireError::new(
-            code::SOFTETHER_LOGIN,
-            "SoftEther session refused",
-            err.to_string(),
-        ),
+}
+
+/// The pod name as DHCP hostname when it is a plausible one.
+fn dhcp_hostname(record: &AttachmentRecord) -> Option<String> {
+    record.pod_name.clone().filter(|n| {
+        !n.is_empty() && n.len() <= 63 && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
     })
 }
 
-enum PumpEnd {
-    Stop(StopMode),
-    Lost(String),
+/// The engine options for `record`. An attachment with a recorded address asks for it again
+/// and adopts what is installed for it; on a non-retryable error it keeps the pod's
+/// configuration (no gap for the pod) while a fresh ADD tears down.
+pub fn engine_config(record: &AttachmentRecord, mac: Mac) -> Result<EngineConfig, WireError> {
+    let adopted = record.last_address;
+    Ok(EngineConfig {
+        session: session_config(&record.login)?,
+        mac,
+        dhcp_hostname: Some(dhcp_hostname(record)),
+        net: net_options(&record.link),
+        // TLS leaves from the sidecar's namespace: pod routes cannot capture it.
+        pin_server_route: false,
+        mtu: record.link.mtu.map(u32::from),
+        reconnect_delay: RECONNECT_DELAY,
+        seed: random_seed(),
+        id: engine_id(&record.container_id, &record.ifname),
+        requested_ip: adopted.map(|a| a.addr()),
+        adopt_address: adopted,
+        on_error: if adopted.is_some() {
+            StopMode::Detach
+        } else {
+            StopMode::Teardown
+        },
+    })
 }
 
-struct Session {
+/// An engine error as the CNI error an ADD returns.
+fn wire_error(err: &EngineError, record: &AttachmentRecord) -> WireError {
+    match err {
+        EngineError::Session(e) => match e.server_code() {
+            Some(c) => WireError::new(
+                code::SOFTETHER_LOGIN,
+                format!("SoftEther login refused: {}", c.name()),
+                e.to_string(),
+            ),
+            None => WireError::new(
+                code::SOFTETHER_LOGIN,
+                "SoftEther session refused",
+                e.to_string(),
+            ),
+        },
+        EngineError::Dhcp(e) => WireError::new(code::DHCP, "DHCP client", e.to_string()),
+        other => WireError::new(
+            code::TAP_NETNS,
+            format!("cannot set up {} in {}", record.ifname, record.netns),
+            other.to_string(),
+        ),
+    }
+}
+
+struct Attachment {
     record: AttachmentRecord,
-    mac: [u8; 6],
+    mac: Mac,
     state: StateDir,
-    live: watch::Sender<Live>,
 }
 
-impl Session {
-    fn set_phase(&self, phase: Phase) {
-        self.live.send_modify(|l| {
-            if l.phase != phase {
-                l.phase = phase;
-                l.since = unix_now();
-            }
-        });
-    }
-
-    fn fail(&self, err: WireError) {
-        tracing::warn!(attachment = %self.label(), "session failed: {err}");
-        self.live.send_modify(|l| {
-            l.phase = Phase::Failed;
-            l.since = unix_now();
-            l.error = Some(err);
-        });
-    }
-
+impl Attachment {
     fn label(&self) -> String {
         format!("{}/{}", self.record.container_id, self.record.ifname)
     }
 
-    async fn run(&mut self, tap: Tap, mut stop: oneshot::Receiver<StopMode>) {
+    async fn run(
+        mut self,
+        tap: Tap,
+        mut stop: watch::Receiver<Option<StopMode>>,
+        status_tx: &watch::Sender<EngineStatus>,
+        status: watch::Receiver<EngineStatus>,
+        failure: &watch::Sender<Option<WireError>>,
+    ) {
         let netns = Netns::from_path(&self.record.netns);
-        let tap_name = tap.name().to_owned();
-        let prepared = async {
-            let tap = tap.into_async()?;
-            let nl = Netlink::open(netns.clone()).await?;
-            let index = nl.link_index(&tap_name).await?;
-            if let Some(mtu) = self.record.link.mtu {
-                nl.set_link_mtu(index, u32::from(mtu)).await?;
-            }
-            nl.set_link_up(index).await?;
-            Ok::<_, netcfg::NetcfgError>((tap, nl, index))
-        }
-        .await;
-        let (tap, nl, index) = match prepared {
-            Ok(p) => p,
-            Err(e) => {
-                return self.fail(WireError::new(
-                    code::TAP_NETNS,
-                    format!("cannot set up {tap_name} in {}", self.record.netns),
-                    e.to_string(),
-                ))
-            }
-        };
-        let mut dhcp: Option<DhcpClient> = None;
-        let mut delay = BACKOFF_FIRST;
-        let end = loop {
-            let config = match session_config(&self.record.login) {
-                Ok(c) => c,
-                Err(e) => break self.give_up_or_wait(e, &mut stop, &mut delay).await,
-            };
-            let est = tokio::select! {
-                est = establish(&config) => est,
-                mode = &mut stop => break Some(mode.unwrap_or(StopMode::Abandon)),
-            };
-            let est = match est {
-                Ok(est) => est,
-                Err(e) => match permanent(&e) {
-                    Some(w) => break self.give_up_or_wait(w, &mut stop, &mut delay).await,
-                    None => {
-                        self.live
-                            .send_modify(|l| l.last_error = Some(e.to_string()));
-                        tracing::info!(attachment = %self.label(), "connect failed, retrying in {delay:?}: {e}");
-                        if let Some(mode) = sleep_or_stop(delay, &mut stop).await {
-                            break Some(mode);
-                        }
-                        delay = (delay * 2).min(BACKOFF_CAP);
-                        continue;
-                    }
-                },
-            };
-            delay = BACKOFF_FIRST;
-            self.set_phase(Phase::Dhcp);
-            let now = Instant::now();
-            let client = match dhcp.as_mut() {
-                Some(c) => {
-                    c.restart(now);
-                    c
-                }
-                None => {
-                    let mut cfg = DhcpConfig::new(self.mac, random_seed());
-                    cfg.requested_ip = self.record.last_address.map(|a| a.addr());
-                    match DhcpClient::new(cfg, now) {
-                        Ok(c) => dhcp.insert(c),
-                        Err(e) => {
-                            self.fail(WireError::new(code::DHCP, "DHCP client", e.to_string()));
-                            break None;
-                        }
-                    }
-                }
-            };
-            let mut tunnel = spawn_tunnel(est, random_seed());
-            match self
-                .pump(&tap, &mut tunnel, client, &nl, index, &mut stop)
-                .await
-            {
-                PumpEnd::Stop(mode) => {
-                    if mode == StopMode::Release {
-                        if let Some(frame) = client.release() {
-                            let _ = tunnel.outgoing.send(Bytes::from(frame)).await;
-                        }
-                    }
-                    let _ = tunnel.close().await;
-                    break Some(mode);
-                }
-                PumpEnd::Lost(why) => {
-                    let _ = tunnel.close().await;
-                    tracing::info!(attachment = %self.label(), "session lost: {why}; reconnecting");
-                    self.live.send_modify(|l| {
-                        l.reconnects += 1;
-                        l.last_error = Some(why);
-                    });
-                    self.set_phase(Phase::Reconnecting);
-                    if let Some(mode) = sleep_or_stop(BACKOFF_FIRST, &mut stop).await {
-                        break Some(mode);
-                    }
-                }
-            }
-        };
-        if end == Some(StopMode::Release) {
-            if self.record.link.connmark {
-                let fw = firewall_of(
-                    &self.record.netns,
-                    &self.record.container_id,
-                    &self.record.ifname,
-                );
-                if let Err(e) = fw.remove().await {
-                    tracing::warn!(attachment = %self.label(), "cannot remove the nft table: {e}");
-                }
-            }
-            let tap = tap.into_tap();
-            let _ = tap.set_persistent(false);
-            drop(tap);
-            if let Ok(Some(_)) = nl.link_index_opt(&tap_name).await {
-                let _ = nl.delete_link(&tap_name).await;
-            }
-        }
-        if end.is_some() {
-            self.set_phase(Phase::Stopped);
-        }
-    }
-
-    /// A permanent error: the first attach fails with it; an adopted session keeps retrying
-    /// slowly (the password file may be fixed) until stopped.
-    async fn give_up_or_wait(
-        &self,
-        err: WireError,
-        stop: &mut oneshot::Receiver<StopMode>,
-        delay: &mut Duration,
-    ) -> Option<StopMode> {
-        let adopted = self.live.borrow().lease.is_some() || self.record.last_address.is_some();
-        if !adopted {
-            self.fail(err);
-            return None;
-        }
-        self.live
-            .send_modify(|l| l.last_error = Some(err.to_string()));
-        *delay = BACKOFF_CAP;
-        sleep_or_stop(BACKOFF_CAP, stop).await
-    }
-
-    async fn pump(
-        &mut self,
-        tap: &AsyncTap,
-        tunnel: &mut TunnelHandle,
-        dhcp: &mut DhcpClient,
-        nl: &Netlink,
-        index: u32,
-        stop: &mut oneshot::Receiver<StopMode>,
-    ) -> PumpEnd {
-        let mut buf = vec![0u8; 65536];
+        let mut tap = Some(tap);
         loop {
-            let now = Instant::now();
-            while let Some(frame) = dhcp.poll_transmit(now) {
-                let _ = tunnel.outgoing.try_send(Bytes::from(frame));
+            let had_lease = self.record.last_address.is_some();
+            let error = match engine_config(&self.record, self.mac) {
+                Err(e) => e,
+                Ok(config) => {
+                    let tap = match tap.take() {
+                        Some(t) => t,
+                        None => match Tap::open_persistent(&netns, &self.record.ifname).await {
+                            Ok(t) => t,
+                            Err(e) => {
+                                let _ = failure.send(Some(WireError::new(
+                                    code::TAP_NETNS,
+                                    format!("cannot reopen {}", self.record.ifname),
+                                    e.to_string(),
+                                )));
+                                return;
+                            }
+                        },
+                    };
+                    let engine = run_engine(config, tap, netns.clone(), stop.clone(), status_tx);
+                    let outcome = tokio::select! {
+                        outcome = engine => outcome,
+                        never = self.persist_leases(status.clone()) => match never {},
+                    };
+                    match outcome.result {
+                        Ok(()) => return,
+                        Err(e) => wire_error(&e, &self.record),
+                    }
+                }
+            };
+            if !had_lease {
+                tracing::warn!(attachment = %self.label(), "session failed: {error}");
+                let _ = failure.send(Some(error));
+                return;
             }
-            while let Some(event) = dhcp.poll_event() {
-                self.on_dhcp_event(event, nl, index).await;
-            }
-            let timer = dhcp.poll_timeout().map(tokio::time::Instant::from_std);
+            tracing::warn!(attachment = %self.label(), "session failed, keeping the pod's configuration and retrying in {REFUSED_RETRY:?}: {error}");
+            status_tx.send_modify(|s| s.last_error = Some(error.to_string()));
+            let wait = tokio::time::sleep(REFUSED_RETRY);
             tokio::select! {
-                read = tap.recv(&mut buf) => match read {
-                    Ok(n) => {
-                        let frame = Bytes::copy_from_slice(buf.get(..n).unwrap_or_default());
-                        if tunnel.outgoing.try_send(frame).is_ok() {
-                            self.live.send_modify(|l| l.bytes_out += n as u64);
-                        }
-                    }
-                    Err(e) => return PumpEnd::Lost(format!("reading {} failed: {e}", tap.name())),
-                },
-                frame = tunnel.incoming.recv() => match frame {
-                    None => return PumpEnd::Lost("tunnel closed".into()),
-                    Some(frame) => {
-                        if !(DhcpClient::is_dhcp_reply(&frame) && dhcp.handle_frame(Instant::now(), &frame))
-                            && tap.send(&frame).await.is_ok()
-                        {
-                            self.live.send_modify(|l| l.bytes_in += frame.len() as u64);
-                        }
-                    }
-                },
-                _ = sleep_until_opt(timer) => dhcp.handle_timeout(Instant::now()),
-                mode = &mut *stop => return PumpEnd::Stop(mode.unwrap_or(StopMode::Abandon)),
+                _ = wait => {}
+                _ = stop.wait_for(Option::is_some) => return,
             }
         }
     }
 
-    async fn on_dhcp_event(&mut self, event: Event, nl: &Netlink, index: u32) {
-        match event {
-            Event::Bound(lease) | Event::Changed { new: lease, .. } => {
-                let old = self.live.borrow().lease.clone();
-                let firewall = (self.record.link.connmark).then(|| {
-                    firewall_of(
-                        &self.record.netns,
-                        &self.record.container_id,
-                        &self.record.ifname,
-                    )
-                });
-                if let Err(e) = apply_lease(
-                    nl,
-                    index,
-                    &lease,
-                    old.as_ref(),
-                    &self.record.link,
-                    (firewall.as_ref(), &self.record.ifname),
-                )
-                .await
-                {
-                    tracing::warn!(attachment = %self.label(), "cannot apply the lease: {e}");
-                    self.live
-                        .send_modify(|l| l.last_error = Some(format!("applying the lease: {e}")));
-                }
-                let address = lease.interface_address();
+    /// Records each new lease address in the attachment record. Never returns.
+    async fn persist_leases(
+        &mut self,
+        mut status: watch::Receiver<EngineStatus>,
+    ) -> std::convert::Infallible {
+        loop {
+            let address = status
+                .borrow_and_update()
+                .lease
+                .as_ref()
+                .map(|l| l.interface_address());
+            if let Some(address) = address {
                 if self.record.last_address != Some(address) {
+                    tracing::info!(attachment = %self.label(), %address, "lease bound");
                     self.record.last_address = Some(address);
                     if let Err(e) = self.state.save(&self.record) {
                         tracing::warn!(attachment = %self.label(), "cannot persist the lease: {e}");
                     }
                 }
-                tracing::info!(attachment = %self.label(), %address, "lease bound");
-                self.live.send_modify(|l| l.lease = Some(lease));
-                self.set_phase(Phase::Up);
             }
-            Event::Renewed(lease) => self.live.send_modify(|l| l.lease = Some(lease)),
-            Event::Lost { lease, reason } => {
-                tracing::info!(attachment = %self.label(), "lease lost ({reason:?})");
-                // A restart after reconnect asks for the same address again; keep the
-                // configuration meanwhile so the pod only sees a pause.
-                if reason != dhcp_client::LostReason::Restarted {
-                    let _ = nl.del_address(index, lease.interface_address()).await;
-                    self.live.send_modify(|l| l.lease = None);
-                }
-                self.set_phase(Phase::Dhcp);
-            }
-            _ => {}
-        }
-    }
-}
-
-/// Address, default route (if accepted), static routes (if accepted) and the source rule for
-/// the policy table, inside the pod netns.
-async fn apply_lease(
-    nl: &Netlink,
-    index: u32,
-    lease: &Lease,
-    old: Option<&Lease>,
-    link: &LinkSettings,
-    (firewall, tap): (Option<&Firewall>, &str),
-) -> Result<(), netcfg::NetcfgError> {
-    let address = lease.interface_address();
-    let table = link.policy_route_table.unwrap_or(TABLE_MAIN);
-    if let Some(old) = old.filter(|o| o.interface_address() != address) {
-        let _ = nl.del_address(index, old.interface_address()).await;
-        if link.policy_route_table.is_some() {
-            let _ = nl
-                .del_rule(&PolicyRule::from_address(
-                    old.address,
-                    table,
-                    POLICY_RULE_PRIORITY,
-                ))
-                .await;
-        }
-    }
-    if !nl.addresses(index).await?.contains(&address) {
-        nl.add_address(index, address).await?;
-    }
-    if link.accept_default_gateway {
-        if let Some(gw) = gateway_of(lease) {
-            nl.replace_route(&RouteSpec::default_route().via(gw).dev(index).table(table))
-                .await?;
-        }
-    }
-    if link.accept_static_routes {
-        for (dst, gw) in routes_of(lease) {
-            nl.replace_route(&RouteSpec::to(dst).via(gw).dev(index).table(table))
-                .await?;
-        }
-    }
-    if link.policy_route_table.is_some() {
-        let rule = PolicyRule::from_address(lease.address, table, POLICY_RULE_PRIORITY);
-        if !nl.rules().await?.contains(&rule) {
-            nl.add_rule(&rule).await?;
-        }
-        // The subnet route lives in main; the policy table needs it too.
-        nl.replace_route(&RouteSpec::to(address.trunc()).dev(index).table(table))
-            .await?;
-        if let Some(fw) = firewall {
-            // Replies to connections that came in through the VPN (a server port forward)
-            // leave through it again: mark = table number.
-            fw.apply_connmark(tap, table).await?;
-            let rule = PolicyRule::fwmark(table, u32::MAX, table, FWMARK_RULE_PRIORITY);
-            if !nl.rules().await?.contains(&rule) {
-                nl.add_rule(&rule).await?;
+            if status.changed().await.is_err() {
+                return std::future::pending().await;
             }
         }
     }
-    Ok(())
 }
 
-/// The default gateway: RFC 3442's 0.0.0.0/0 classless entry, else the router option (a
-/// server pushing split routes plus a router still gives a user who asked for it a default
-/// route; same rule as the `connect` engine).
-pub fn gateway_of(lease: &Lease) -> Option<Ipv4Addr> {
-    lease.default_gateway().or(lease.router)
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::daemon::state::RECORD_VERSION;
 
-/// Classless static routes other than the default route.
-pub fn routes_of(lease: &Lease) -> Vec<(Ipv4Net, Ipv4Addr)> {
-    lease
-        .classless_routes
-        .iter()
-        .filter(|(net, _)| net.prefix_len() != 0)
-        .copied()
-        .collect()
-}
-
-async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
+    fn record(last: Option<&str>) -> AttachmentRecord {
+        let dir = std::env::temp_dir().join(format!("session-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let password = dir.join("pass");
+        std::fs::write(&password, "secret\n").unwrap();
+        AttachmentRecord {
+            version: RECORD_VERSION,
+            network: "net".into(),
+            container_id: "c1".into(),
+            ifname: "vpn0".into(),
+            netns: "/run/netns/x".into(),
+            mac: "5E:00:00:00:00:01".into(),
+            login: LoginSettings {
+                server: "198.18.0.1".into(),
+                port: 443,
+                hub: "HUB".into(),
+                user: "u".into(),
+                password_file: password,
+                plain_password: false,
+                insecure: true,
+                pin_sha256: None,
+                ca_file: None,
+                max_connections: 1,
+            },
+            link: LinkSettings {
+                mtu: Some(1400),
+                policy_route_table: Some(100),
+                connmark: true,
+                ..LinkSettings::default()
+            },
+            last_address: last.map(|a| a.parse().unwrap()),
+            pod_namespace: None,
+            pod_name: Some("web-1".into()),
+            created_at: 0,
+        }
     }
-}
 
-async fn sleep_or_stop(
-    delay: Duration,
-    stop: &mut oneshot::Receiver<StopMode>,
-) -> Option<StopMode> {
-    tokio::select! {
-        _ = tokio::time::sleep(delay) => None,
-        mode = stop => Some(mode.unwrap_or(StopMode::Abandon)),
+    #[test]
+    fn fresh_attachment_tears_down_on_error_and_asks_nothing() {
+        let c = engine_config(&record(None), Mac([0x5e, 0, 0, 0, 0, 1])).unwrap();
+        assert_eq!(c.on_error, StopMode::Teardown);
+        assert_eq!((c.requested_ip, c.adopt_address), (None, None));
+        assert!(!c.pin_server_route);
+        assert_eq!(c.mtu, Some(1400));
+        assert_eq!(c.net.policy_table, Some(100));
+        assert!(c.net.connmark && c.net.resolv_conf.is_none());
+        assert_eq!(c.dhcp_hostname, Some(Some("web-1".into())));
+        assert_eq!(c.id, "c1_vpn0");
+    }
+
+    #[test]
+    fn readopted_attachment_asks_for_its_address_and_keeps_config() {
+        let c = engine_config(
+            &record(Some("192.168.30.12/24")),
+            Mac([0x5e, 0, 0, 0, 0, 1]),
+        )
+        .unwrap();
+        assert_eq!(c.on_error, StopMode::Detach);
+        assert_eq!(c.requested_ip, Some("192.168.30.12".parse().unwrap()));
+        assert_eq!(c.adopt_address, Some("192.168.30.12/24".parse().unwrap()));
+    }
+
+    #[test]
+    fn missing_password_file_is_code_7() {
+        let mut r = record(None);
+        r.login.password_file = "/nonexistent/pass".into();
+        let e = engine_config(&r, Mac([0x5e, 0, 0, 0, 0, 1])).unwrap_err();
+        assert_eq!(e.code, code::INVALID_CONFIG);
     }
 }
