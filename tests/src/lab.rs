@@ -7,26 +7,22 @@ use std::process::Output;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
 use crate::certs::{self, ClientCert};
-use crate::command::run_argv;
 use crate::facts::{subnet, LabFacts, LabUser};
 use crate::netns::{self, KillOnDrop, Netns};
 use crate::prereq;
 use crate::server::ServerProcess;
+use crate::topology::{
+    prefix_to_mask, underlay_pair, wire_lan, wire_underlay, BRIDGE_IF, CLIENT_IF, LAN_IF, SERVER_IF,
+};
 use crate::vpncmd::Vpncmd;
 
 static LAB_COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// Prefix of lab directories under the system temp dir (`softether-lab-<pid>-<n>`).
 pub const DIR_PREFIX: &str = "softether-lab-";
-
-/// Interface names; fixed because each is created directly inside its own namespace.
-const SERVER_IF: &str = "to-cli";
-const CLIENT_IF: &str = "to-srv";
-const BRIDGE_IF: &str = "lan-br";
-const LAN_IF: &str = "eth0";
 
 /// Knobs for [`Lab::start`]. Construct with `LabOptions { field: x, ..Default::default() }`.
 #[derive(Debug, Clone)]
@@ -106,12 +102,18 @@ pub struct Lab {
 
 impl Lab {
     /// Builds a lab: checks prerequisites (root, tools), sweeps leftovers of dead processes, creates the
-    /// namespaces and links, starts and configures the server. Takes a few seconds.
+    /// namespaces and links, starts and configures the server. Takes about two seconds. On failure
+    /// everything built so far is torn down; the error starts with `starting lab <id>`.
     pub fn start(opts: LabOptions) -> Result<Lab> {
         prereq::check_lab()?;
         sweep_stale();
         let pid = std::process::id();
         let n = LAB_COUNTER.fetch_add(1, Ordering::Relaxed);
+        // The id in the error lets a caller check that a failed start left nothing behind.
+        Self::build(opts, pid, n).with_context(|| format!("starting lab {pid}-{n}"))
+    }
+
+    fn build(opts: LabOptions, pid: u32, n: u32) -> Result<Lab> {
         let id = format!("{pid}-{n}");
         let dir = std::env::temp_dir().join(format!("{DIR_PREFIX}{id}"));
         let _ = fs::remove_dir_all(&dir);
@@ -447,92 +449,6 @@ impl Batch {
     }
 }
 
-/// Picks the /30 for a lab inside 198.18.0.0/15 from pid and counter. Each lab's link lives only in its own
-/// two namespaces, so a collision would be harmless; distinct subnets just make captures easier to read.
-pub fn underlay_pair(pid: u32, n: u32) -> (Ipv4Addr, Ipv4Addr) {
-    const SLOTS: u32 = (1 << 17) / 4; // /15 split into /30s
-    let slot = (pid.wrapping_mul(97).wrapping_add(n)) % SLOTS;
-    let base = u32::from(Ipv4Addr::new(198, 18, 0, 0)) + slot * 4;
-    (Ipv4Addr::from(base + 1), Ipv4Addr::from(base + 2))
-}
-
-/// Netmask for a prefix length (vpncmd wants dotted masks).
-pub fn prefix_to_mask(len: u8) -> Ipv4Addr {
-    Ipv4Addr::from(
-        u32::MAX
-            .checked_shl(32 - u32::from(len.min(32)))
-            .unwrap_or(0),
-    )
-}
-
-fn wire_underlay(
-    server_ns: &str,
-    client_ns: &str,
-    server_ip: Ipv4Addr,
-    client_ip: Ipv4Addr,
-) -> Result<()> {
-    run_argv(&[
-        "ip", "-n", server_ns, "link", "add", SERVER_IF, "type", "veth", "peer", "name", CLIENT_IF,
-        "netns", client_ns,
-    ])?;
-    run_argv(&[
-        "ip",
-        "-n",
-        server_ns,
-        "addr",
-        "add",
-        &format!("{server_ip}/30"),
-        "dev",
-        SERVER_IF,
-    ])?;
-    run_argv(&[
-        "ip",
-        "-n",
-        client_ns,
-        "addr",
-        "add",
-        &format!("{client_ip}/30"),
-        "dev",
-        CLIENT_IF,
-    ])?;
-    run_argv(&["ip", "-n", server_ns, "link", "set", SERVER_IF, "up"])?;
-    run_argv(&["ip", "-n", client_ns, "link", "set", CLIENT_IF, "up"])?;
-    Ok(())
-}
-
-fn wire_lan(server_ns: &str, lan_ns: &str) -> Result<()> {
-    run_argv(&[
-        "ip", "-n", server_ns, "link", "add", BRIDGE_IF, "type", "veth", "peer", "name", LAN_IF,
-        "netns", lan_ns,
-    ])?;
-    // The local bridge reads frames with a packet socket: offloaded (partial) checksums and GSO super-frames
-    // would enter the hub as-is, so both ends must produce finished, MTU-sized frames.
-    disable_offloads(server_ns, BRIDGE_IF)?;
-    disable_offloads(lan_ns, LAN_IF)?;
-    let lan_addr = format!("{}/{}", subnet::LAN_HOST, subnet::PREFIX_LEN);
-    run_argv(&["ip", "-n", lan_ns, "addr", "add", &lan_addr, "dev", LAN_IF])?;
-    run_argv(&["ip", "-n", server_ns, "link", "set", BRIDGE_IF, "up"])?;
-    run_argv(&["ip", "-n", lan_ns, "link", "set", LAN_IF, "up"])?;
-    Ok(())
-}
-
-/// Turns off checksum and segmentation offloads on `dev` in `ns`, then verifies tx checksumming is off.
-pub fn disable_offloads(ns: &str, dev: &str) -> Result<()> {
-    // ethtool exits non-zero when some feature is fixed; the check below is what matters.
-    let _ = netns::exec_in(
-        ns,
-        &[
-            "ethtool", "-K", dev, "rx", "off", "tx", "off", "sg", "off", "tso", "off", "gso",
-            "off", "gro", "off",
-        ],
-    );
-    let features = netns::exec_in_ok(ns, &["ethtool", "-k", dev])?;
-    if !features.lines().any(|l| l.trim() == "tx-checksumming: off") {
-        bail!("could not turn off tx checksum offload on {dev} in {ns}:\n{features}");
-    }
-    Ok(())
-}
-
 /// Removes namespaces and lab directories left behind by processes that no longer exist.
 pub fn sweep_stale() {
     netns::sweep_stale();
@@ -547,30 +463,5 @@ pub fn sweep_stale() {
                 let _ = fs::remove_dir_all(tmp.join(Path::new(&name)));
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn underlay_is_a_30_in_198_18_slash_15() {
-        for (pid, n) in [(0, 0), (1, 5), (u32::MAX, u32::MAX), (123_456, 7)] {
-            let (s, c) = underlay_pair(pid, n);
-            let (s, c) = (u32::from(s), u32::from(c));
-            assert_eq!(s & !3, c & !3, "same /30");
-            assert_eq!(s & 3, 1);
-            assert_eq!(c & 3, 2);
-            assert_eq!(s >> 17, u32::from(Ipv4Addr::new(198, 18, 0, 0)) >> 17);
-        }
-        assert_ne!(underlay_pair(10, 0), underlay_pair(10, 1));
-    }
-
-    #[test]
-    fn masks() {
-        assert_eq!(prefix_to_mask(24), Ipv4Addr::new(255, 255, 255, 0));
-        assert_eq!(prefix_to_mask(0), Ipv4Addr::new(0, 0, 0, 0));
-        assert_eq!(prefix_to_mask(32), Ipv4Addr::new(255, 255, 255, 255));
     }
 }

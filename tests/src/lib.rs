@@ -49,6 +49,7 @@ pub mod lab;
 pub mod netns;
 pub mod prereq;
 pub mod server;
+pub mod topology;
 pub mod vpncmd;
 
 pub use certs::ClientCert;
