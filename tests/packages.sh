@@ -20,6 +20,7 @@ SOFTETHER_CNI_PACKAGES=(
   "curl:/usr/bin/curl"
   "util-linux:/usr/bin/unshare"
   "procps:/usr/bin/pgrep"
+  "python3:/usr/bin/python3"
 )
 
 # Installs every missing package (apt-get update first). SKIP_APT=1 skips the check.
