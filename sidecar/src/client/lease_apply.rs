@@ -504,6 +504,38 @@ mod tests {
     }
 
     #[test]
+    fn items_install_the_firewall_before_the_fwmark_rule_and_dns_last() {
+        let path = PathBuf::from("/tmp/x/resolv.conf");
+        let opts = NetOptions {
+            policy_table: Some(200),
+            connmark: true,
+            resolv_conf: Some(path.clone()),
+            ..NetOptions::default()
+        };
+        let items = plan(&lease(), &opts, TAP).items(TAP, Some(&path));
+        let kinds: Vec<&str> = items
+            .iter()
+            .map(|i| match i {
+                Added::Address { .. } => "address",
+                Added::Route(_) => "route",
+                Added::Firewall => "firewall",
+                Added::Rule(_) => "rule",
+                Added::Dns { .. } => "dns",
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            ["address", "route", "route", "firewall", "rule", "rule", "dns"]
+        );
+        // A lease with other DNS servers is a different item: it gets re-applied.
+        let mut other = lease();
+        other.dns_servers = vec![Ipv4Addr::new(192, 168, 30, 2)];
+        let changed = plan(&other, &opts, TAP).items(TAP, Some(&path));
+        assert_ne!(items.last(), changed.last());
+        assert_eq!(items[..6], changed[..6]);
+    }
+
+    #[test]
     fn dns_only_when_asked_and_present() {
         let mut opts = NetOptions {
             resolv_conf: Some("/tmp/x/resolv.conf".into()),

@@ -8,8 +8,9 @@
 //! - [`registry`]: attachments keyed by `(containerID, ifname)`; attach / detach / check /
 //!   status / gc / list, and the startup recovery (tombstones, then re-adoption);
 //! - [`state`]: attachment records and tombstones in the state directory;
-//! - [`session`]: one task per attachment (login, frame pump, DHCP, lease applied in the pod
-//!   netns, reconnect).
+//! - [`session`]: one task per attachment, a thin adapter over the `connect` engine
+//!   ([`crate::client`]: login from the sidecar's namespace, frame pump, DHCP, lease applied
+//!   in the pod netns, reconnect), persisting the lease address for re-adoption.
 //!
 //! Drive it with [`run`] (returns on SIGTERM/SIGINT, leaving TAPs and records in place for the
 //! next start) and query it with [`query_list`].
