@@ -1,6 +1,7 @@
 //! Certificates for the lab, made with the `openssl` command line tool.
 
 use std::fs;
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -82,6 +83,105 @@ impl ClientCert {
         json!({
             "cert_pem": self.cert_pem, "cert_der": self.cert_der,
             "key_pkcs8_pem": self.key_pkcs8_pem, "key_pkcs8_der": self.key_pkcs8_der,
+        })
+    }
+}
+
+/// A throw-away certificate authority and a server certificate it issued, for tests of CA-based server
+/// verification (the server's default self-signed certificate is CA:TRUE without subjectAltName, which
+/// webpki-style validation rejects).
+#[derive(Debug, Clone)]
+pub struct LabCa {
+    /// CA certificate, PEM (what a client is given as its trust anchor).
+    pub ca_pem: PathBuf,
+    /// Server certificate issued by the CA (subjectAltName: the server IP and [`LabCa::server_name`]), PEM.
+    pub server_cert_pem: PathBuf,
+    /// The server certificate's private key, PKCS#8 PEM.
+    pub server_key_pem: PathBuf,
+    /// DNS name in the server certificate (also its CN).
+    pub server_name: String,
+}
+
+impl LabCa {
+    /// Generates the CA and a server certificate for `server_ip` / `server_name` under `dir`.
+    pub fn generate(dir: &Path, server_ip: Ipv4Addr, server_name: &str) -> Result<Self> {
+        fs::create_dir_all(dir)?;
+        let s = |p: &Path| p.to_string_lossy().into_owned();
+        let ca_pem = dir.join("lab-ca.crt.pem");
+        let ca_key = dir.join("lab-ca.key.pem");
+        run_argv(&[
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-sha256",
+            "-days",
+            "3650",
+            "-subj",
+            "/CN=softether-lab test CA",
+            "-keyout",
+            &s(&ca_key),
+            "-out",
+            &s(&ca_pem),
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ])
+        .context("generating the lab CA")?;
+        let server_cert_pem = dir.join("server.crt.pem");
+        let server_key_pem = dir.join("server.key.pem");
+        let csr = dir.join("server.csr");
+        let ext = dir.join("server.ext");
+        fs::write(
+            &ext,
+            format!(
+                "subjectAltName=IP:{server_ip},DNS:{server_name}\nbasicConstraints=critical,CA:FALSE\n\
+                 keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n"
+            ),
+        )?;
+        let subj = format!("/CN={server_name}");
+        run_argv(&[
+            "openssl",
+            "req",
+            "-new",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            &subj,
+            "-keyout",
+            &s(&server_key_pem),
+            "-out",
+            &s(&csr),
+        ])?;
+        run_argv(&[
+            "openssl",
+            "x509",
+            "-req",
+            "-in",
+            &s(&csr),
+            "-CA",
+            &s(&ca_pem),
+            "-CAkey",
+            &s(&ca_key),
+            "-CAcreateserial",
+            "-days",
+            "3650",
+            "-sha256",
+            "-extfile",
+            &s(&ext),
+            "-out",
+            &s(&server_cert_pem),
+        ])
+        .context("issuing the lab server certificate")?;
+        Ok(LabCa {
+            ca_pem,
+            server_cert_pem,
+            server_key_pem,
+            server_name: server_name.to_owned(),
         })
     }
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde_json::{json, Value};
 
-use crate::certs::ClientCert;
+use crate::certs::{ClientCert, LabCa};
 
 /// Address plan of the hub's virtual subnet (SecureNAT + local bridge). Fixed in every lab: each lab has its
 /// own server and namespaces, so the same addresses never meet.
@@ -95,6 +95,9 @@ pub struct LabFacts {
     pub server_cert_pem: PathBuf,
     /// SHA-256 of the server certificate's DER, lowercase hex (for pinning).
     pub server_cert_sha256: String,
+    /// The CA that issued the server certificate, when [`crate::LabOptions::server_cert_from_lab_ca`] is
+    /// set; otherwise the server keeps its default self-signed certificate.
+    pub lab_ca: Option<LabCa>,
     /// DHCP lease time configured on SecureNAT, seconds.
     pub dhcp_lease_secs: u32,
     /// Hub subnet, see [`subnet`].
@@ -151,7 +154,11 @@ impl LabFacts {
                 "anonymous": {"name": self.anonymous},
                 "extra": self.extra_users.iter().map(user).collect::<Vec<_>>(),
             },
-            "server_cert": {"pem": self.server_cert_pem, "sha256": self.server_cert_sha256},
+            "server_cert": {
+                "pem": self.server_cert_pem, "sha256": self.server_cert_sha256,
+                "ca_pem": self.lab_ca.as_ref().map(|c| &c.ca_pem),
+                "server_name": self.lab_ca.as_ref().map(|c| &c.server_name),
+            },
             "hub_subnet": {
                 "network": format!("{}/{}", self.subnet, self.subnet_prefix_len),
                 "gateway": self.gateway.to_string(),

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use crate::certs::{self, ClientCert};
+use crate::certs::{self, ClientCert, LabCa};
 use crate::facts::{subnet, LabFacts, LabUser};
 use crate::netns::{self, KillOnDrop, Netns};
 use crate::prereq;
@@ -23,6 +23,9 @@ static LAB_COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// Prefix of lab directories under the system temp dir (`softether-lab-<pid>-<n>`).
 pub const DIR_PREFIX: &str = "softether-lab-";
+
+/// DNS name in the lab-CA-issued server certificate ([`LabOptions::server_cert_from_lab_ca`]).
+pub const LAB_SERVER_NAME: &str = "vpn.lab.test";
 
 /// Knobs for [`Lab::start`]. Construct with `LabOptions { field: x, ..Default::default() }`.
 #[derive(Debug, Clone)]
@@ -51,6 +54,9 @@ pub struct LabOptions {
     /// Router SecureNAT's DHCP server announces (option 3). Default `None`: the SecureNAT virtual host
     /// ([`subnet::GATEWAY`]). E.g. [`subnet::LAN_HOST`] for tests where the LAN host routes.
     pub dhcp_router: Option<Ipv4Addr>,
+    /// Replace the server's default self-signed certificate with one issued by a lab CA
+    /// ([`LabFacts::lab_ca`]), for tests of CA-based server verification (default false).
+    pub server_cert_from_lab_ca: bool,
 }
 
 impl Default for LabOptions {
@@ -65,6 +71,7 @@ impl Default for LabOptions {
             extra_hub_commands: Vec::new(),
             start_timeout: Duration::from_secs(30),
             dhcp_router: None,
+            server_cert_from_lab_ca: false,
         }
     }
 }
@@ -163,6 +170,15 @@ impl Lab {
         admin.port = opts.port;
 
         let carol_cert = ClientCert::generate(&dir.join("certs"), "carol")?;
+        let lab_ca = if opts.server_cert_from_lab_ca {
+            Some(LabCa::generate(
+                &dir.join("certs"),
+                server_ip,
+                LAB_SERVER_NAME,
+            )?)
+        } else {
+            None
+        };
         let facts = LabFacts {
             id,
             server_ns,
@@ -184,6 +200,7 @@ impl Lab {
             extra_users: opts.extra_users.clone(),
             server_cert_pem: dir.join("server-cert.pem"),
             server_cert_sha256: String::new(),
+            lab_ca,
             dhcp_lease_secs: opts.dhcp_lease_secs,
             subnet: subnet::NETWORK,
             subnet_prefix_len: subnet::PREFIX_LEN,
@@ -304,6 +321,14 @@ impl Lab {
         ]);
         for cmd in &self.opts.extra_hub_commands {
             b.0.push(cmd.clone());
+        }
+        if let Some(ca) = &f.lab_ca {
+            let rel = |p: &Path| p.strip_prefix(&f.dir).unwrap_or(p).display().to_string();
+            b.add(&[
+                "ServerCertSet",
+                &format!("/LOADCERT:{}", rel(&ca.server_cert_pem)),
+                &format!("/LOADKEY:{}", rel(&ca.server_key_pem)),
+            ]);
         }
         let cert_file = f.server_cert_pem.file_name().context("server cert path")?;
         b.add(&["ServerCertGet", &cert_file.to_string_lossy()]);

@@ -52,7 +52,7 @@ pub mod server;
 pub mod topology;
 pub mod vpncmd;
 
-pub use certs::ClientCert;
+pub use certs::{ClientCert, LabCa};
 pub use client::{ClientAuth, OfficialClient};
 pub use facts::{subnet, LabFacts, LabUser};
 pub use farm::{Farm, FarmFacts};

@@ -348,3 +348,36 @@ fn stale_namespaces_of_dead_processes_are_swept() {
     assert!(!after.contains(&stale), "stale namespace swept");
     assert!(after.contains(&live), "namespace of a live process kept");
 }
+
+/// With `server_cert_from_lab_ca` the server presents a CA-issued leaf that a verifying TLS client accepts
+/// for the server IP and name; the default self-signed certificate does not verify.
+#[test]
+fn lab_ca_server_cert_verifies() {
+    let lab = Lab::start(LabOptions {
+        server_cert_from_lab_ca: true,
+        ..Default::default()
+    })
+    .unwrap();
+    let f = &lab.facts;
+    let ca = f.lab_ca.as_ref().expect("lab CA facts");
+    let script = format!(
+        "openssl s_client -connect {}:{} -CAfile {} -verify_return_error -verify_ip {} </dev/null",
+        f.server_ip,
+        f.port,
+        ca.ca_pem.display(),
+        f.server_ip
+    );
+    let out = lab
+        .exec_in(&f.client_ns, &["timeout", "10", "sh", "-c", &script])
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("Verify return code: 0 (ok)"),
+        "{text}"
+    );
+    let fp = softether_lab::certs::sha256_fingerprint(&ca.server_cert_pem).unwrap();
+    assert_eq!(
+        fp, f.server_cert_sha256,
+        "ServerCertGet returns the installed certificate"
+    );
+}
