@@ -21,6 +21,7 @@ SOFTETHER_CNI_PACKAGES=(
   "util-linux:/usr/bin/unshare"
   "procps:/usr/bin/pgrep"
   "python3:/usr/bin/python3"
+  "python3-venv:/usr/share/doc/python3-venv"
 )
 
 # Installs every missing package (apt-get update first). SKIP_APT=1 skips the check.
