@@ -10,10 +10,14 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use softether_proto::tunnel::{Tunnel, TunnelError, TunnelStats};
+use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot, watch};
+
+use softether_proto::handshake::Direction;
+use tokio::sync::{mpsc, watch, Mutex};
 use tokio::task::JoinHandle;
+use tokio::task::JoinSet;
 use tokio_rustls::client::TlsStream;
 
 use crate::establish::Established;
@@ -54,27 +58,49 @@ pub struct LiveStats {
     pub frames_dropped_in: u64,
 }
 
-/// Handle to a running tunnel.
+impl LiveStats {
+    fn add(mut self, o: LiveStats) -> LiveStats {
+        let (t, u) = (&mut self.tunnel, o.tunnel);
+        t.frames_in += u.frames_in;
+        t.frames_out += u.frames_out;
+        t.bytes_in += u.bytes_in;
+        t.bytes_out += u.bytes_out;
+        t.keepalives_in += u.keepalives_in;
+        t.keepalives_out += u.keepalives_out;
+        t.frames_out_dropped += u.frames_out_dropped;
+        self.frames_dropped_in += o.frames_dropped_in;
+        self
+    }
+}
+
+/// Handle to a running tunnel (one or more TCP connections of one session).
 pub struct TunnelHandle {
     /// Send Ethernet frames into the tunnel.
     pub outgoing: mpsc::Sender<Bytes>,
     /// Ethernet frames received from the tunnel.
     pub incoming: mpsc::Receiver<Bytes>,
-    stats: watch::Receiver<LiveStats>,
-    close: Option<oneshot::Sender<()>>,
+    stats: Vec<watch::Receiver<LiveStats>>,
+    close: watch::Sender<bool>,
     task: JoinHandle<(Result<(), TunnelExit>, LiveStats)>,
 }
 
 impl TunnelHandle {
+    /// Counters summed over every connection of the session.
     pub fn stats(&self) -> LiveStats {
-        *self.stats.borrow()
+        self.stats
+            .iter()
+            .fold(LiveStats::default(), |acc, rx| acc.add(*rx.borrow()))
     }
 
-    /// Closes the session cleanly (TLS close_notify) and waits for the driver to finish.
-    pub async fn close(mut self) -> (Result<(), TunnelExit>, LiveStats) {
-        if let Some(tx) = self.close.take() {
-            let _ = tx.send(());
-        }
+    /// How many TCP connections carry the session.
+    pub fn connections(&self) -> usize {
+        self.stats.len()
+    }
+
+    /// Closes the session cleanly (TLS close_notify on every connection) and waits for the
+    /// driver to finish.
+    pub async fn close(self) -> (Result<(), TunnelExit>, LiveStats) {
+        let _ = self.close.send(true);
         self.join().await
     }
 
@@ -98,38 +124,87 @@ impl TunnelHandle {
     }
 }
 
-/// Starts the driver task for an established session.
+/// Starts the driver tasks for an established session: one per TCP connection. Outgoing frames
+/// go to whichever send-capable connection is free first (work sharing, like the C client's
+/// least-busy choice); frames received on any connection are delivered in arrival order. The
+/// session ends when any connection fails: the caller's reconnect logic then starts afresh.
 pub fn spawn_tunnel(est: Established, seed: u64) -> TunnelHandle {
     let (out_tx, out_rx) = mpsc::channel(CHANNEL_DEPTH);
     let (in_tx, in_rx) = mpsc::channel(CHANNEL_DEPTH);
-    let (stats_tx, stats_rx) = watch::channel(LiveStats::default());
-    let (close_tx, close_rx) = oneshot::channel();
+    // `close` is the caller's (dropping the handle also closes); `abort` is the supervisor's,
+    // raised when one connection fails so the others stop too.
+    let (close_tx, close_rx) = watch::channel(false);
+    let (abort_tx, abort_rx) = watch::channel(false);
+    let out_rx = Arc::new(Mutex::new(out_rx));
     let addr = est.server_addr;
-    let tunnel = Tunnel::new(Instant::now(), est.welcome.timeout, seed);
-    let driver = Driver {
-        stream: est.stream,
-        tunnel,
-        addr,
-        out_rx,
-        in_tx,
-        stats_tx,
-        dropped_in: 0,
-    };
-    let task = tokio::spawn(driver.run(est.leftover, close_rx));
+    let timeout = est.welcome.timeout;
+    let mut connections = vec![(est.stream, Direction::Both, est.leftover)];
+    connections.extend(
+        est.additional
+            .into_iter()
+            .map(|c| (c.stream, c.direction, c.leftover)),
+    );
+    let mut stats = Vec::with_capacity(connections.len());
+    let mut drivers = JoinSet::new();
+    for (i, (stream, direction, leftover)) in connections.into_iter().enumerate() {
+        let (stats_tx, stats_rx) = watch::channel(LiveStats::default());
+        stats.push(stats_rx);
+        let driver = Driver {
+            stream,
+            tunnel: Tunnel::new(Instant::now(), timeout, seed.wrapping_add(i as u64)),
+            addr,
+            out_rx: direction.can_send().then(|| out_rx.clone()),
+            in_tx: in_tx.clone(),
+            stats_tx,
+            dropped_in: 0,
+        };
+        drivers.spawn(driver.run(leftover, close_rx.clone(), abort_rx.clone()));
+    }
+    drop(in_tx);
+    let task = tokio::spawn(supervise(drivers, abort_tx));
     TunnelHandle {
         outgoing: out_tx,
         incoming: in_rx,
-        stats: stats_rx,
-        close: Some(close_tx),
+        stats,
+        close: close_tx,
         task,
     }
+}
+
+/// Waits for every connection; the first failure closes the others and is the session's result.
+async fn supervise(
+    mut drivers: JoinSet<(Result<(), TunnelExit>, LiveStats)>,
+    close: watch::Sender<bool>,
+) -> (Result<(), TunnelExit>, LiveStats) {
+    let mut result = Ok(());
+    let mut total = LiveStats::default();
+    while let Some(joined) = drivers.join_next().await {
+        let (r, stats) = joined.unwrap_or_else(|e| {
+            (
+                Err(TunnelExit::Io {
+                    addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+                    source: std::io::Error::other(format!("tunnel task failed: {e}")),
+                }),
+                LiveStats::default(),
+            )
+        });
+        total = total.add(stats);
+        if let Err(e) = r {
+            if result.is_ok() {
+                result = Err(e);
+                let _ = close.send(true);
+            }
+        }
+    }
+    (result, total)
 }
 
 struct Driver {
     stream: TlsStream<TcpStream>,
     tunnel: Tunnel,
     addr: SocketAddr,
-    out_rx: mpsc::Receiver<Bytes>,
+    /// Shared by every send-capable connection; `None` on a receive-only one.
+    out_rx: Option<Arc<Mutex<mpsc::Receiver<Bytes>>>>,
     in_tx: mpsc::Sender<Bytes>,
     stats_tx: watch::Sender<LiveStats>,
     dropped_in: u64,
@@ -139,9 +214,10 @@ impl Driver {
     async fn run(
         mut self,
         leftover: Vec<u8>,
-        close: oneshot::Receiver<()>,
+        close: watch::Receiver<bool>,
+        abort: watch::Receiver<bool>,
     ) -> (Result<(), TunnelExit>, LiveStats) {
-        let result = self.pump(leftover, close).await;
+        let result = self.pump(leftover, close, abort).await;
         let stats = self.live_stats();
         let _ = self.stats_tx.send(stats);
         match &result {
@@ -161,7 +237,8 @@ impl Driver {
     async fn pump(
         &mut self,
         leftover: Vec<u8>,
-        mut close: oneshot::Receiver<()>,
+        mut close: watch::Receiver<bool>,
+        mut abort: watch::Receiver<bool>,
     ) -> Result<(), TunnelExit> {
         let addr = self.addr;
         let protocol = |source| TunnelExit::Protocol { addr, source };
@@ -179,8 +256,8 @@ impl Driver {
                 .map_err(protocol)?;
         }
         let mut buf = vec![0u8; 64 * 1024];
-        let mut outgoing_open = true;
-        let mut last_stats = Instant::now();
+        let mut outgoing_open = self.out_rx.is_some();
+        let shared_out = self.out_rx.clone();
         loop {
             let now = Instant::now();
             let mut wrote = false;
@@ -196,10 +273,12 @@ impl Driver {
                     self.dropped_in += 1;
                 }
             }
-            if now.duration_since(last_stats) >= Duration::from_millis(500) {
-                let _ = self.stats_tx.send(self.live_stats());
-                last_stats = now;
-            }
+            // Publish without waking anyone: readers poll `stats()`; this is a lock and a copy.
+            let live = self.live_stats();
+            self.stats_tx.send_if_modified(|s| {
+                *s = live;
+                false
+            });
             let deadline = tokio::time::Instant::from_std(self.tunnel.poll_timeout());
             tokio::select! {
                 read = self.stream.read(&mut buf) => {
@@ -209,14 +288,10 @@ impl Driver {
                     }
                     self.tunnel.handle_input(Instant::now(), &buf[..n]).map_err(protocol)?;
                 }
-                frame = self.out_rx.recv(), if outgoing_open => match frame {
-                    Some(frame) => {
-                        self.tunnel.queue_frame(&frame);
-                        for _ in 1..MAX_BATCH_FRAMES {
-                            match self.out_rx.try_recv() {
-                                Ok(frame) => self.tunnel.queue_frame(&frame),
-                                Err(_) => break,
-                            }
+                batch = next_batch(shared_out.as_deref()), if outgoing_open => match batch {
+                    Some(frames) => {
+                        for frame in &frames {
+                            self.tunnel.queue_frame(frame);
                         }
                     }
                     None => outgoing_open = false,
@@ -227,7 +302,7 @@ impl Driver {
                         other => TunnelExit::Protocol { addr, source: other },
                     })?;
                 }
-                _ = &mut close => {
+                () = closed(&mut close, &mut abort) => {
                     // Flush what is queued, then close_notify + FIN: SoftEther has no logout message.
                     let now = Instant::now();
                     while let Some(record) = self.tunnel.poll_transmit(now) {
@@ -238,5 +313,29 @@ impl Driver {
                 }
             }
         }
+    }
+}
+
+/// Takes the next batch of outgoing frames from the shared queue: waits for one, then drains
+/// what is already queued (up to [`MAX_BATCH_FRAMES`]). `None` once the sender is gone.
+async fn next_batch(shared: Option<&Mutex<mpsc::Receiver<Bytes>>>) -> Option<Vec<Bytes>> {
+    let mut rx = shared?.lock().await;
+    let first = rx.recv().await?;
+    let mut frames = Vec::with_capacity(16);
+    frames.push(first);
+    while frames.len() < MAX_BATCH_FRAMES {
+        match rx.try_recv() {
+            Ok(frame) => frames.push(frame),
+            Err(_) => break,
+        }
+    }
+    Some(frames)
+}
+
+/// Resolves once the caller asked to close (or dropped the handle) or the supervisor aborted.
+async fn closed(close: &mut watch::Receiver<bool>, abort: &mut watch::Receiver<bool>) {
+    tokio::select! {
+        _ = close.wait_for(|closed| *closed) => {}
+        _ = abort.wait_for(|aborted| *aborted) => {}
     }
 }

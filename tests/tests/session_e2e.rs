@@ -180,3 +180,38 @@ fn silent_server_is_detected_by_the_session_timeout() {
         "took {took:?}"
     );
 }
+
+#[test]
+fn a_session_spreads_over_several_tcp_connections() {
+    let lab = Lab::start(LabOptions::default()).expect("lab");
+    let f = lab.facts.clone();
+    let mut config = config(&lab);
+    config.max_connection = 4;
+    let lab = &lab;
+    block_on_in_netns(&f.client_ns, || async move {
+        let est = establish(&config).await.expect("login");
+        assert_eq!(
+            est.additional.len(),
+            3,
+            "3 additional_connect joins expected"
+        );
+        let session = est.welcome.session_name.clone();
+        let mut host = TunnelHost::new(spawn_tunnel(est, 5), MAC, STATIC_IP);
+        assert_eq!(host.tunnel.connections(), 4);
+        for _ in 0..5 {
+            assert!(
+                host.reach(f.lan_host, 3).await.is_some(),
+                "lan host unreachable"
+            );
+        }
+        let info = lab.vpncmd(&["SessionGet", &session]).expect("SessionGet");
+        let line = info
+            .lines()
+            .find(|l| l.contains("Number of TCP Connections"))
+            .unwrap_or_else(|| panic!("no connection count in:\n{info}"));
+        assert!(line.trim_end().ends_with('4'), "{line}");
+        let stats = host.tunnel.stats();
+        assert!(stats.tunnel.keepalives_out + stats.tunnel.frames_out > 0);
+        host.tunnel.close().await.0.expect("clean close");
+    });
+}

@@ -73,8 +73,9 @@ pub struct ConnectArgs {
     /// "server busy"/"too many sessions" waits at least 60 s).
     #[arg(long, value_name = "DUR", default_value = "5s", value_parser = humantime::parse_duration)]
     pub reconnect_delay: Duration,
-    /// SoftEther max_connection requested from the server (1-32). The server may grant fewer;
-    /// the tunnel currently carries all traffic over one TCP connection.
+    /// TCP connections per session (SoftEther max_connection, 1-32): the first logs in, the
+    /// others join with additional_connect, and frames are spread over all of them. The server
+    /// may grant fewer (policy MaxConnection).
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=32))]
     pub max_connections: u32,
     /// TAP MTU.
