@@ -1,7 +1,10 @@
 //! Shared helpers for the end-to-end tests (`mod common;` in a test file).
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod cni;
+pub mod cni_lab;
 pub mod connect;
+pub mod podman;
 pub mod session;
 
 use std::path::PathBuf;
