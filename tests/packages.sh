@@ -22,6 +22,11 @@ SOFTETHER_CNI_PACKAGES=(
   "procps:/usr/bin/pgrep"
   "python3:/usr/bin/python3"
   "python3-venv:/usr/share/doc/python3-venv"
+  # tests/tests/podman_e2e.rs: Debian's Podman 4.3 (CNI backend) with runc, and a static busybox
+  # for the imported test image (the dynamic `busybox` package also has /bin/busybox, hence the doc dir).
+  "podman:/usr/bin/podman"
+  "runc:/usr/sbin/runc"
+  "busybox-static:/usr/share/doc/busybox-static"
 )
 
 # Installs every missing package (apt-get update first). SKIP_APT=1 skips the check.

@@ -1,0 +1,284 @@
+//! Real Podman 4.3 (Debian 12, CNI backend) for end-to-end tests, set up privately so the host's
+//! Podman state is never touched:
+//!
+//! - one directory per instance (`/tmp/softether-podman-<pid>-<n>`) holding `containers.conf`
+//!   (named by `CONTAINERS_CONF`), the CNI config dir `net.d`, a plugin dir `bin` with the
+//!   workspace's `softether`, and Podman's `--root`, `--runroot` and `--tmpdir`;
+//! - every `podman` runs with only its network namespace switched to the lab's client ("node")
+//!   namespace (`nsenter --net=…`, not `ip netns exec`: that would also give it a private mount
+//!   namespace, and the bind mounts of the container netns under /run/netns must be visible to
+//!   the next `podman`, to conmon's cleanup and to the sidecar). So the plugin and the container's
+//!   new namespace are created from the client namespace, exactly like on a node;
+//! - runtime `runc`, cgroup manager `cgroupfs`, file events and tight ulimits (docs/cni.md §13:
+//!   crun cannot do hybrid cgroups v1, and Podman's default rlimits exceed the hard limits here);
+//! - a busybox image imported from Debian's busybox-static (`podman import`, no registry).
+//!
+//! Dropping it removes every container and image, kills conmon leftovers of this instance (by pid)
+//! and deletes the directory.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::Value;
+use softether_lab::command;
+use softether_lab::prereq::{self, Tool};
+
+use super::workspace_bin;
+
+/// The network name, also the conflist's file name.
+pub const NETWORK: &str = "softether-vpn";
+/// The image `import_busybox` creates.
+pub const IMAGE: &str = "localhost/bbtest:latest";
+/// Deadline of one `podman` command (a `run` includes the plugin's ADD: login + DHCP).
+pub const PODMAN_TIMEOUT: Duration = Duration::from_secs(120);
+/// Debian's statically linked busybox (package busybox-static).
+const BUSYBOX: &str = "/bin/busybox";
+/// Applets linked in the image, so `ip`, `ping`, `sh` work by name too.
+const APPLETS: &[&str] = &["sh", "ip", "ping", "sleep", "cat", "ls", "echo"];
+
+const TOOLS: &[Tool] = &[
+    Tool {
+        program: "/usr/bin/podman",
+        package: "podman",
+    },
+    Tool {
+        program: "runc",
+        package: "runc",
+    },
+    Tool {
+        program: "conmon",
+        package: "conmon",
+    },
+    Tool {
+        program: "nsenter",
+        package: "util-linux",
+    },
+    Tool {
+        program: BUSYBOX,
+        package: "busybox-static",
+    },
+];
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A private Podman installation whose commands run in network namespace `netns`.
+pub struct Podman {
+    dir: PathBuf,
+    netns: String,
+}
+
+impl Podman {
+    /// Checks the prerequisites (missing Podman is a failure, never a skip) and writes the private
+    /// configuration. Podman's own state directories are created by its first command.
+    pub fn new(netns: &str) -> Podman {
+        prereq::require_root().unwrap_or_else(|e| panic!("{e:#}"));
+        prereq::require_tools(TOOLS).unwrap_or_else(|e| panic!("{e:#}"));
+        let dir = PathBuf::from(format!(
+            "/tmp/softether-podman-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = fs::remove_dir_all(&dir);
+        for sub in ["bin", "net.d"] {
+            fs::create_dir_all(dir.join(sub)).expect("podman test dir");
+        }
+        std::os::unix::fs::symlink(workspace_bin("softether"), dir.join("bin/softether"))
+            .expect("plugin symlink");
+        let conf = format!(
+            "# written by tests/tests/common/podman.rs\n\
+             [containers]\n\
+             default_ulimits = [\"nofile=1024:1024\", \"nproc=4096:4096\"]\n\
+             [engine]\n\
+             runtime = \"runc\"\n\
+             cgroup_manager = \"cgroupfs\"\n\
+             events_logger = \"file\"\n\
+             [network]\n\
+             network_backend = \"cni\"\n\
+             cni_plugin_dirs = [\"{bin}\", \"/usr/lib/cni\"]\n\
+             network_config_dir = \"{netd}\"\n",
+            bin = dir.join("bin").display(),
+            netd = dir.join("net.d").display(),
+        );
+        fs::write(dir.join("containers.conf"), conf).expect("containers.conf");
+        Podman {
+            dir,
+            netns: netns.to_owned(),
+        }
+    }
+
+    /// The instance's directory (for extra files such as password files).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Writes `net.d/<NETWORK>.conflist` with `plugin` as its only plugin.
+    pub fn write_network(&self, cni_version: &str, plugin: Value) {
+        let conflist = serde_json::json!({
+            "cniVersion": cni_version,
+            "name": NETWORK,
+            "plugins": [plugin],
+        });
+        fs::write(
+            self.dir.join(format!("net.d/{NETWORK}.conflist")),
+            serde_json::to_string_pretty(&conflist).expect("json"),
+        )
+        .expect("conflist");
+    }
+
+    /// `podman <global flags> <args>` in the namespace, with the private configuration.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net=/run/netns/{}", self.netns))
+            .arg("/usr/bin/podman")
+            .arg("--root")
+            .arg(self.dir.join("root"))
+            .arg("--runroot")
+            .arg(self.dir.join("runroot"))
+            .arg("--tmpdir")
+            .arg(self.dir.join("tmp"))
+            .args(args)
+            .env("CONTAINERS_CONF", self.dir.join("containers.conf"));
+        cmd
+    }
+
+    /// Runs podman (bounded by [`PODMAN_TIMEOUT`]); returns its output whatever the status.
+    pub fn run(&self, args: &[&str]) -> Output {
+        command::run(&mut self.command(args), PODMAN_TIMEOUT)
+            .unwrap_or_else(|e| panic!("podman {args:?}: {e:#}"))
+    }
+
+    /// Runs podman, panicking with its output unless it succeeds; returns trimmed stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "podman {args:?} failed ({}):\nstderr: {}\nstdout: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// Builds a rootfs from Debian's static busybox (+ applet symlinks) and imports it as [`IMAGE`].
+    pub fn import_busybox(&self) {
+        let binary = fs::read(BUSYBOX).expect("read /bin/busybox");
+        // A dynamically linked busybox (package `busybox`) would not run in the empty rootfs.
+        assert!(
+            !binary.windows(7).any(|w| w == b".interp"),
+            "{BUSYBOX} is dynamically linked: install busybox-static"
+        );
+        let rootfs = self.dir.join("rootfs");
+        fs::create_dir_all(rootfs.join("bin")).expect("rootfs");
+        fs::write(rootfs.join("bin/busybox"), binary).expect("copy busybox");
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(
+            rootfs.join("bin/busybox"),
+            fs::Permissions::from_mode(0o755),
+        )
+        .expect("chmod busybox");
+        for applet in APPLETS {
+            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet))
+                .expect("applet symlink");
+        }
+        let tar = self.dir.join("rootfs.tar");
+        command::run_ok(
+            Command::new("tar")
+                .arg("-C")
+                .arg(&rootfs)
+                .arg("-cf")
+                .arg(&tar)
+                .arg("."),
+            Duration::from_secs(30),
+        )
+        .unwrap_or_else(|e| panic!("{e:#}"));
+        self.ok(&[
+            "import",
+            "--quiet",
+            "--change",
+            r#"CMD ["/bin/sh"]"#,
+            tar.to_str().expect("utf-8 path"),
+            IMAGE,
+        ]);
+    }
+
+    /// Pids of conmon processes belonging to this instance (their command line names our dir).
+    pub fn conmon_pids(&self) -> Vec<i32> {
+        let needle = self.dir.to_string_lossy().into_owned();
+        let Ok(entries) = fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| {
+                let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+                let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                comm.trim() == "conmon" && String::from_utf8_lossy(&cmdline).contains(&needle)
+            })
+            .collect()
+    }
+
+    /// Waits (bounded) until no conmon of this instance is left; returns whether that happened.
+    pub fn wait_no_conmon(&self, timeout: Duration) -> bool {
+        let until = Instant::now() + timeout;
+        loop {
+            if self.conmon_pids().is_empty() {
+                return true;
+            }
+            if Instant::now() >= until {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Mount points under our directory (overlay layers of running containers, shm, …).
+    fn mounts_below(&self) -> Vec<String> {
+        let prefix = format!("{}/", self.dir.display());
+        fs::read_to_string("/proc/self/mounts")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1))
+            .filter(|m| m.starts_with(&prefix))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl Drop for Podman {
+    fn drop(&mut self) {
+        if self.dir.join("root").exists() {
+            // Force-remove runs the plugin's DEL for containers still attached.
+            let _ = command::run(
+                &mut self.command(&["rm", "--all", "--force", "--time", "0"]),
+                PODMAN_TIMEOUT,
+            );
+            let _ = command::run(
+                &mut self.command(&["rmi", "--all", "--force"]),
+                PODMAN_TIMEOUT,
+            );
+        }
+        if !self.wait_no_conmon(Duration::from_secs(5)) {
+            for pid in self.conmon_pids() {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+        // Deepest first, lazily: a leftover mount must not keep the directory alive.
+        let mut mounts = self.mounts_below();
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in mounts {
+            let _ = command::run(
+                Command::new("umount").arg("-l").arg(&m),
+                Duration::from_secs(10),
+            );
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
