@@ -33,9 +33,16 @@
 //!
 //! Helpers: [`Lab::exec_in`] / [`Lab::spawn_in`] (programs in a namespace; spawned ones die on drop),
 //! [`Lab::vpncmd`] (hub admin commands), [`Lab::kill_server`] / [`Lab::restart_server`] (crash and recover),
-//! [`Lab::user_sessions`], [`Lab::ping_from`]. [`OfficialClient`] runs the Debian vpnclient as a known-good
-//! peer on the hub. The binary `softether-lab up --json` starts one lab and prints
-//! [`LabFacts::to_json`] for demos.
+//! [`Lab::user_sessions`], [`Lab::ping_from`], [`Lab::run_in`] (a closure on a thread inside a namespace).
+//! [`OfficialClient`] runs the Debian vpnclient as a known-good peer on the hub (all four user kinds).
+//! [`LabOptions`] tunes lease time, session `TimeOut` policy, extra users, port, NAT, the DHCP router, a
+//! lab-CA-issued server certificate ([`LabCa`]) and arbitrary extra vpncmd commands. [`Farm`] builds a
+//! cluster (controller + member) for redirect tests. The binary `softether-lab up --json` starts one lab
+//! and prints [`LabFacts::to_json`] for demos.
+//!
+//! Modules: [`lab`] (the Lab), [`topology`] (veths, addresses, offloads), [`server`] (private vpnserver
+//! process), [`vpncmd`] (admin commands, batches), [`client`], [`certs`] (openssl), [`netns`] (namespaces,
+//! running programs in them, stale sweeping), [`command`] (programs with deadlines), [`prereq`].
 //!
 //! Prerequisites are checked up front ([`prereq`]): a missing tool is an error naming its Debian package, and
 //! not being root is an error (lab tests fail, never skip).

@@ -27,7 +27,7 @@ pub struct Netns {
 }
 
 impl Netns {
-    /// Creates `name` and brings its `lo` up.
+    /// Creates `name`, brings its `lo` up and turns IPv6 duplicate address detection off.
     pub fn create(name: &str) -> Result<Self> {
         command::run_argv(&["ip", "netns", "add", name])
             .with_context(|| format!("creating network namespace {name}"))?;
@@ -35,6 +35,19 @@ impl Netns {
             name: name.to_owned(),
         };
         command::run_argv(&["ip", "-n", name, "link", "set", "lo", "up"])?;
+        // No IPv6 duplicate address detection: otherwise link-local addresses stay "tentative" for a
+        // second or two after a link appears, and snapshots of the namespace taken meanwhile differ from
+        // later ones. Applies to every interface created in the namespace later (veths, TAPs).
+        command::run_argv(&[
+            "ip",
+            "netns",
+            "exec",
+            name,
+            "sysctl",
+            "-qw",
+            "net.ipv6.conf.default.accept_dad=0",
+            "net.ipv6.conf.all.accept_dad=0",
+        ])?;
         Ok(ns)
     }
 

@@ -60,6 +60,10 @@ pub const LAB_TOOLS: &[Tool] = &[
         package: "util-linux",
     },
     Tool {
+        program: "sysctl",
+        package: "procps",
+    },
+    Tool {
         program: "mount",
         package: "mount",
     },

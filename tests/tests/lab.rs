@@ -109,6 +109,11 @@ fn lab_comes_up_configured() {
         .unwrap();
     assert!(addrs.contains("10.99.0.200/24"), "{addrs}");
     assert!(lab.user_sessions().unwrap().is_empty());
+    // No IPv6 DAD: link-local addresses are final at once, so namespace snapshots are stable.
+    for ns in [&f.client_ns, &f.server_ns, &f.lan_ns] {
+        let v6 = lab.exec_in_ok(ns, &["ip", "-6", "addr"]).unwrap();
+        assert!(!v6.contains("tentative"), "{ns}: {v6}");
+    }
 }
 
 /// The local bridge and SecureNAT work: the LAN host reaches SecureNAT's virtual host through the hub.
