@@ -4,6 +4,7 @@
 use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -26,6 +27,7 @@ pub fn run(cmd: &mut Command, timeout: Duration) -> Result<Output> {
         .process_group(0)
         .spawn()
         .with_context(|| format!("cannot start `{desc}`"))?;
+    let deadline = Instant::now() + timeout;
     let out_reader = spawn_reader(child.stdout.take());
     let err_reader = spawn_reader(child.stderr.take());
     let status = match wait_deadline(&mut child, timeout)? {
@@ -35,8 +37,17 @@ pub fn run(cmd: &mut Command, timeout: Duration) -> Result<Output> {
             bail!("`{desc}` did not finish within {timeout:?}");
         }
     };
-    let stdout = out_reader.join().unwrap_or_default();
-    let stderr = err_reader.join().unwrap_or_default();
+    // A background process the command started may keep the pipes open; don't wait for it forever.
+    let left = deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_secs(1));
+    let (Ok(stdout), Ok(stderr)) = (out_reader.recv_timeout(left), err_reader.recv_timeout(left))
+    else {
+        bail!(
+            "`{desc}` exited ({status}) but a process it started still holds its stdout/stderr; \
+             redirect that process's output"
+        );
+    };
     Ok(Output {
         status,
         stdout,
@@ -112,14 +123,16 @@ pub fn describe(cmd: &Command) -> String {
     s
 }
 
-fn spawn_reader<R: Read + Send + 'static>(pipe: Option<R>) -> thread::JoinHandle<Vec<u8>> {
+fn spawn_reader<R: Read + Send + 'static>(pipe: Option<R>) -> mpsc::Receiver<Vec<u8>> {
+    let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
         let mut buf = Vec::new();
         if let Some(mut p) = pipe {
             let _ = p.read_to_end(&mut buf);
         }
-        buf
-    })
+        let _ = tx.send(buf);
+    });
+    rx
 }
 
 #[cfg(test)]
@@ -137,6 +150,18 @@ mod tests {
         assert_eq!(out.stdout, b"hi\n");
         assert_eq!(out.stderr, b"err\n");
         assert!(run_ok(&mut Command::new("false"), DEFAULT_TIMEOUT).is_err());
+    }
+
+    #[test]
+    fn background_holder_of_the_pipes_does_not_hang_the_caller() {
+        let start = Instant::now();
+        let err = run(
+            Command::new("sh").args(["-c", "sleep 5 & echo started"]),
+            Duration::from_millis(500),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("still holds"), "{err}");
+        assert!(start.elapsed() < Duration::from_secs(3));
     }
 
     #[test]
