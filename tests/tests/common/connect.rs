@@ -85,6 +85,12 @@ pub fn connect(lab: &Lab, extra: &[&str]) -> Connect {
 
 /// Like [`connect`] with another password for alice.
 pub fn connect_as(lab: &Lab, password: &str, extra: &[&str]) -> Connect {
+    connect_with_tap(lab, password, Some(TAP), extra)
+}
+
+/// Like [`connect_as`] with `--tap tap`, or no `--tap` flag at all for `None` (the kernel
+/// names the TAP; [`Connect::tap_name`] tells which).
+pub fn connect_with_tap(lab: &Lab, password: &str, tap: Option<&str>, extra: &[&str]) -> Connect {
     let f = &lab.facts;
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let log = f.dir.join(format!("connect-{n}.log"));
@@ -103,11 +109,12 @@ pub fn connect_as(lab: &Lab, password: &str, extra: &[&str]) -> Connect {
         "--user",
         &f.alice.name,
         "--insecure",
-        "--tap",
-        TAP,
         "--log",
         "info",
     ];
+    if let Some(tap) = tap {
+        argv.extend_from_slice(&["--tap", tap]);
+    }
     argv.extend_from_slice(extra);
     let mut cmd = netns::command_in(&f.client_ns, &argv);
     cmd.env("SOFTETHER_PASSWORD", password)
@@ -196,6 +203,11 @@ impl Connect {
         kill(Pid::from_raw(pid), signal).expect("signal connect");
     }
 
+    /// Sends SIGTERM without waiting (see [`Connect::wait_exit`]).
+    pub fn terminate(&self) {
+        self.signal(Signal::SIGTERM);
+    }
+
     /// SIGTERM, then wait (bounded) for the exit status.
     pub fn stop(&mut self) -> ExitStatus {
         self.signal(Signal::SIGTERM);
@@ -218,6 +230,32 @@ impl Connect {
             .nth(1)?
             .parse()
             .ok()
+    }
+
+    /// The raw text after `field=` in the last log line containing `message`, up to the next
+    /// `name=` token (values formatted with `%` may contain spaces, e.g. `delay=1s 873ms`).
+    pub fn log_field(&self, message: &str, field: &str) -> String {
+        let log = self.log_text();
+        let line = log
+            .lines()
+            .rev()
+            .find(|l| l.contains(message))
+            .unwrap_or_else(|| panic!("no {message:?} line in:\n{log}"));
+        let key = format!(" {field}=");
+        let at = line
+            .find(&key)
+            .unwrap_or_else(|| panic!("no {field} in {line:?}"))
+            + key.len();
+        line[at..]
+            .split(' ')
+            .take_while(|token| !token.contains('='))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// The TAP's name from the "TAP created" log line.
+    pub fn tap_name(&self) -> String {
+        self.log_field("TAP created", "tap")
     }
 
     /// The leased address from the (last) "lease acquired" log line.
