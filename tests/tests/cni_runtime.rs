@@ -473,3 +473,75 @@ fn status_and_gc_with_both_key_spellings() {
         .expect_err("STATUS with the sidecar down");
     assert_eq!((inv.code, inv.error_code()), (1, Some(50)), "{inv}");
 }
+
+/// The spec's "if an interface with that name already exists, the plugin MUST error" — and the
+/// failed ADD must not hurt the live attachment (its cleanup only removes what it created).
+#[test]
+fn duplicate_add_errors_and_leaves_the_live_attachment_alone() {
+    let lab = Lab::start(LabOptions::default()).expect("lab");
+    let dirs = CniDirs::create(&lab);
+    let sidecar = Sidecar::start(&lab, &dirs.socket, &dirs.state, 0);
+    let rt = dirs.runtime(&lab);
+    let list = network_list("vpnnet", "1.0.0", &dirs.plugin_conf(&lab), false);
+    let (pod, other_pod) = (extra_netns(), extra_netns());
+    let live = attachment("dup0", pod.name());
+    let result = rt
+        .add(&list, &live)
+        .unwrap_or_else(|inv| panic!("ADD: {inv}\n{}", sidecar.log_text()));
+    let mac = pod_link(pod.name(), "vpn0").expect("vpn0")["address"].clone();
+
+    let same_ifname_other_container = attachment("dup1", pod.name());
+    let same_container_other_pod = attachment("dup0", other_pod.name());
+    for (what, att) in [
+        ("the same attachment again", &live),
+        (
+            "another container, same netns and ifname",
+            &same_ifname_other_container,
+        ),
+        (
+            "the same container and ifname in another netns",
+            &same_container_other_pod,
+        ),
+    ] {
+        let inv = rt.add(&list, att).expect_err(what);
+        assert_eq!(inv.code, 1, "{what}: {inv}");
+        assert!(inv.error_code().is_some_and(|c| c >= 100), "{what}: {inv}");
+        assert_eq!(
+            pod_link(pod.name(), "vpn0").expect("vpn0 survives")["address"],
+            mac,
+            "{what}"
+        );
+        // Re-cache the live result (the runtime caches only successes, keyed per attachment).
+        rt.check(&list, &live)
+            .unwrap_or_else(|inv| panic!("CHECK after {what}: {inv}\n{}", sidecar.log_text()));
+    }
+    assert!(
+        pod_link(other_pod.name(), "vpn0").is_none(),
+        "the refused ADD removed its TAP"
+    );
+    let listed = dirs.status_attachments(&lab);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["state"], "up", "{listed:?}");
+    assert_eq!(
+        listed[0]["address"], result["ips"][0]["address"],
+        "{listed:?}"
+    );
+    let (ok, out) = ping_lan(&lab, pod.name(), 3);
+    assert!(ok, "{out}");
+
+    // The runtime DELs the failed ADDs too (spec: DEL follows every ADD): they must not touch
+    // the live attachment... except `dup0`, which *is* the live attachment's key.
+    rt.del(&list, &same_ifname_other_container)
+        .unwrap_or_else(|inv| panic!("DEL dup1: {inv}"));
+    assert!(
+        pod_link(pod.name(), "vpn0").is_some(),
+        "DEL of dup1 left dup0's vpn0 alone"
+    );
+    rt.check(&list, &live)
+        .unwrap_or_else(|inv| panic!("CHECK after DEL dup1: {inv}"));
+    rt.del(&list, &live)
+        .unwrap_or_else(|inv| panic!("DEL: {inv}"));
+    assert_eq!(pod_leftovers(pod.name()), Vec::<String>::new());
+    assert_eq!(pod_leftovers(other_pod.name()), Vec::<String>::new());
+    assert_eq!(dirs.leftover_state(), Vec::<String>::new());
+}

@@ -227,9 +227,20 @@ impl Registry {
         let netns = self.lock().get(&key).map(|e| e.record.netns.clone());
         self.forget(&key, StopMode::Teardown).await;
         if let Some(ns) = req.netns.or(netns) {
-            remove_link(&ns, &key.ifname).await;
+            // DEL follows every ADD, also one refused because another attachment already had
+            // this interface name in this netns: that interface is not ours to remove.
+            if !self.link_owned_by_other(&ns, &key) {
+                remove_link(&ns, &key.ifname).await;
+            }
         }
         Ok(())
+    }
+
+    /// Whether a live attachment other than `key` owns `key.ifname` in `netns`.
+    fn link_owned_by_other(&self, netns: &str, key: &AttachmentKey) -> bool {
+        self.lock()
+            .iter()
+            .any(|(k, e)| k != key && k.ifname == key.ifname && same_netns(&e.record.netns, netns))
     }
 
     /// CHECK: the session is up and the interface carries the leased address.
@@ -474,6 +485,16 @@ fn read_record(state: &StateDir, key: &AttachmentKey) -> Option<AttachmentRecord
     serde_json::from_slice(&bytes).ok()
 }
 
+/// Same namespace file: equal paths, or the same inode (`/run/netns/x` and `/proc/<pid>/ns/net`).
+fn same_netns(a: &str, b: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    a == b
+        || matches!(
+            (std::fs::metadata(a), std::fs::metadata(b)),
+            (Ok(x), Ok(y)) if x.dev() == y.dev() && x.ino() == y.ino()
+        )
+}
+
 /// Deletes `ifname` in `netns` if both still exist.
 async fn remove_link(netns: &str, ifname: &str) {
     if !std::path::Path::new(netns).exists() {
@@ -519,6 +540,14 @@ fn result_of(mac: [u8; 6], lease: &dhcp_client::Lease, req: &AttachRequest) -> A
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn same_netns_by_path_or_inode() {
+        let own = format!("/proc/{}/ns/net", std::process::id());
+        assert!(same_netns("/proc/self/ns/net", &own));
+        assert!(same_netns("/run/netns/gone", "/run/netns/gone"));
+        assert!(!same_netns("/run/netns/gone-a", "/run/netns/gone-b"));
+    }
 
     #[test]
     fn macs_parse_and_format() {
