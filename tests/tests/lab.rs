@@ -386,3 +386,35 @@ fn lab_ca_server_cert_verifies() {
         "ServerCertGet returns the installed certificate"
     );
 }
+
+/// Without root the lab refuses with a clear error (tests then fail; they never skip).
+#[test]
+fn refuses_without_root() {
+    let dir = tempdir_for_test("noroot");
+    let bin = dir.join("softether-lab");
+    std::fs::copy(env!("CARGO_BIN_EXE_softether-lab"), &bin).unwrap();
+    let chmod = |p: &std::path::Path, mode| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    chmod(&dir, 0o755);
+    chmod(&bin, 0o755);
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&bin)
+        .arg("up")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("needs root"), "{stderr}");
+}
+
+fn tempdir_for_test(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("softether-lab-test-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
