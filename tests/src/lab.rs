@@ -406,8 +406,13 @@ impl Lab {
 
     /// Pings `dst` from the LAN host, retrying (up to `attempts` single pings) while the bridge settles.
     pub fn lan_ping(&self, dst: Ipv4Addr, attempts: u32) -> Result<bool> {
+        self.ping_until(&self.facts.lan_ns, dst, attempts)
+    }
+
+    /// Single pings (2 s reply deadline each) from `ns` to `dst` until one is answered, at most `attempts`.
+    pub fn ping_until(&self, ns: &str, dst: Ipv4Addr, attempts: u32) -> Result<bool> {
         for _ in 0..attempts {
-            if self.ping_from(&self.facts.lan_ns, dst, 1)? {
+            if self.ping_from(ns, dst, 1)? {
                 return Ok(true);
             }
         }

@@ -259,11 +259,11 @@ fn official_client_reaches_lan_host_for_every_user_kind() {
         lab.exec_in_ok(&f.client_ns, &["ip", "link", "set", &ifname, "up"])
             .unwrap();
         assert!(
-            lab.ping_from(&f.client_ns, f.lan_host, 3).unwrap(),
+            lab.ping_until(&f.client_ns, f.lan_host, 5).unwrap(),
             "{auth:?}: client → lan host"
         );
         assert!(
-            lab.ping_from(&f.client_ns, f.gateway, 3).unwrap(),
+            lab.ping_until(&f.client_ns, f.gateway, 5).unwrap(),
             "{auth:?}: client → SecureNAT"
         );
         let sessions = lab.user_sessions().unwrap();
