@@ -24,8 +24,9 @@ use crate::tunnel_driver::TunnelHandle;
 
 /// Frames taken per wake-up in each direction before yielding.
 const BATCH: usize = 256;
-/// Uplink buffer: refilled when less than one frame of room is left.
-const UPLINK_BUFFER: usize = 256 * 1024;
+/// Uplink buffer: refilled when less than one frame of room is left. A chunk is freed only when
+/// every frame cut from it has been sent, so smaller chunks keep less memory pinned under load.
+const UPLINK_BUFFER: usize = 64 * 1024;
 
 /// Why a session loop returned.
 #[derive(Debug)]
