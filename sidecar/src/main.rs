@@ -8,6 +8,9 @@ use softether_sidecar::client::cli::{run_connect, ConnectArgs};
 use softether_sidecar::daemon::cli::{run_daemon, run_status, RunArgs, StatusArgs};
 use softether_sidecar::probe::{render_text, run_probe, ProbeFailure};
 use softether_sidecar::server_args::ServerArgs;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -16,7 +19,7 @@ use softether_sidecar::server_args::ServerArgs;
     about = "SoftEther VPN sidecar daemon and standalone client"
 )]
 struct Cli {
-    /// Log filter (tracing EnvFilter syntax), e.g. "info" or "softether_sidecar=debug". Also RUST_LOG.
+    /// Log filter: a level or `level,crate=level` directives, e.g. "info" or "softether_sidecar=debug". Also RUST_LOG.
     /// Default: "info" for connect, "warn" otherwise.
     #[arg(long, global = true, env = "RUST_LOG")]
     log: Option<String>,
@@ -62,13 +65,19 @@ enum Command {
 }
 
 fn init_logging(filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
+    // `Targets` takes the same `level,crate=level` directives as EnvFilter without pulling in
+    // a regex engine (a smaller binary is less resident memory).
+    let filter: Targets = filter
+        .parse()
+        .unwrap_or_else(|_| Targets::new().with_default(tracing::Level::WARN));
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_target(false),
+        )
         .init();
 }
 
