@@ -78,7 +78,7 @@ pub struct ConnectArgs {
     /// may grant fewer (policy MaxConnection).
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=32))]
     pub max_connections: u32,
-    /// TAP MTU.
+    /// TAP MTU (default: the lease's MTU option 26 when it is 576-1500, else 1500).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(576..=9000))]
     pub mtu: Option<u32>,
 }
@@ -117,6 +117,7 @@ fn engine_config(args: &ConnectArgs) -> anyhow::Result<EngineConfig> {
             policy_table: args.policy_route_table,
             connmark: args.connmark,
             resolv_conf: args.accept_dns.then(|| args.resolv_conf.clone()),
+            lease_mtu: args.mtu.is_none(),
         },
         pin_server_route: true,
         mtu: args.mtu,

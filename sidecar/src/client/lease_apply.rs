@@ -35,6 +35,8 @@ pub struct NetOptions {
     pub connmark: bool,
     /// Write the lease's DNS servers here (with a backup restored on teardown).
     pub resolv_conf: Option<PathBuf>,
+    /// Set the TAP's MTU from the lease (option 26); off when the user fixed the MTU.
+    pub lease_mtu: bool,
 }
 
 impl NetOptions {
@@ -54,6 +56,8 @@ pub struct LeasePlan {
     /// The CONNMARK mark (the table number) when `connmark` is on.
     pub connmark: Option<u32>,
     pub dns: Option<DnsConfig>,
+    /// The TAP MTU from the lease's option 26, when `lease_mtu` is on.
+    pub mtu: Option<u32>,
 }
 
 /// The gateway for the default route: RFC 3442's (the 0.0.0.0/0 classless entry) when the
@@ -131,7 +135,18 @@ pub fn plan(lease: &Lease, opts: &NetOptions, tap: u32) -> LeasePlan {
         rules,
         connmark,
         dns,
+        mtu: opts
+            .lease_mtu
+            .then_some(lease.mtu)
+            .flatten()
+            .and_then(usable_mtu),
     }
+}
+
+/// Option 26 values we apply: at least the IPv4 minimum for a link we route over (576), at
+/// most 1500, since the tunnel carries frames of at most 1600 bytes with the header.
+fn usable_mtu(mtu: u16) -> Option<u32> {
+    (576..=1500).contains(&mtu).then_some(u32::from(mtu))
 }
 
 /// One kernel object (or file) a lease installs.
@@ -323,8 +338,9 @@ impl NetConfigurator {
                 return Ok(());
             }
         }
-        let wanted = plan(lease, &self.opts, self.tap_index)
-            .items(self.tap_index, self.opts.resolv_conf.as_ref());
+        let lease_plan = plan(lease, &self.opts, self.tap_index);
+        let mtu = lease_plan.mtu;
+        let wanted = lease_plan.items(self.tap_index, self.opts.resolv_conf.as_ref());
         let previous = std::mem::take(&mut self.lease);
         // Removing an address makes the kernel drop the routes through it (and, for a
         // primary address, its secondaries): when the address changes, start from scratch.
@@ -346,6 +362,10 @@ impl NetConfigurator {
             if self.install(&item).await? {
                 self.lease.push(item);
             }
+        }
+        if let Some(mtu) = mtu {
+            // `ip link set dev <tap> mtu N`; the TAP is ours, so nothing to undo on teardown.
+            self.nl.set_link_mtu(self.tap_index, mtu).await?;
         }
         Ok(())
     }
@@ -449,6 +469,28 @@ mod tests {
                 .dev(TAP)
                 .metric(50)]
         );
+    }
+
+    #[test]
+    fn lease_mtu_applies_only_when_asked_and_sane() {
+        let mut l = lease();
+        l.mtu = Some(1400);
+        let on = NetOptions {
+            lease_mtu: true,
+            ..NetOptions::default()
+        };
+        assert_eq!(plan(&l, &on, TAP).mtu, Some(1400));
+        assert_eq!(
+            plan(&l, &NetOptions::default(), TAP).mtu,
+            None,
+            "--mtu given"
+        );
+        for odd in [68, 575, 1501, 9000] {
+            l.mtu = Some(odd);
+            assert_eq!(plan(&l, &on, TAP).mtu, None, "{odd} is ignored");
+        }
+        l.mtu = None;
+        assert_eq!(plan(&l, &on, TAP).mtu, None);
     }
 
     #[test]

@@ -161,6 +161,7 @@ pub fn net_options(link: &LinkSettings) -> NetOptions {
         policy_table: link.policy_route_table,
         connmark: link.connmark,
         resolv_conf: None,
+        lease_mtu: link.mtu.is_none(),
     }
 }
 
