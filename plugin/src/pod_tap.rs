@@ -11,14 +11,25 @@ use netcfg::sys::{open_tun, tun_set_iff, tun_set_persist, TapFlags};
 use netcfg::Netns;
 
 use crate::spec::{CniError, ErrorCode};
-use crate::sys::set_tap_mac;
+use crate::sys::{set_tap_mac, tap_mac};
+
+/// What [`PodTaps::delete`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TapRemoval {
+    /// No interface by that name (or no netns): nothing to do.
+    Absent,
+    /// The TAP was ours and is gone.
+    Removed,
+    /// A TAP by that name exists with another MAC: someone else's, left alone.
+    NotOurs { mac: [u8; 6] },
+}
 
 /// How commands reach the pod's TAP; tests substitute a fake.
 pub trait PodTaps {
     /// Creates the persistent TAP `ifname` in `netns` with `mac`; errors if the name exists.
     fn create(&self, netns: &str, ifname: &str, mac: [u8; 6]) -> Result<OwnedFd, CniError>;
-    /// Deletes the TAP if it is there; `Ok(false)` when there was nothing to delete.
-    fn delete(&self, netns: &str, ifname: &str) -> Result<bool, CniError>;
+    /// Deletes the TAP `ifname` in `netns` if it is there and its MAC is `ours`.
+    fn delete(&self, netns: &str, ifname: &str, ours: [u8; 6]) -> Result<TapRemoval, CniError>;
 }
 
 /// The real thing: TUN ioctls inside the netns.
@@ -54,22 +65,28 @@ impl PodTaps for KernelTaps {
         made.map_err(|e| tap_error(format!("cannot create TAP {ifname} in {netns}"), e))
     }
 
-    fn delete(&self, netns: &str, ifname: &str) -> Result<bool, CniError> {
+    fn delete(&self, netns: &str, ifname: &str, ours: [u8; 6]) -> Result<TapRemoval, CniError> {
         if !std::path::Path::new(netns).exists() {
-            return Ok(false);
+            return Ok(TapRemoval::Absent);
         }
         let ns = Netns::from_path(netns);
         let done = ns
-            .run(|| -> std::io::Result<bool> {
+            .run(|| -> std::io::Result<TapRemoval> {
                 if nix::net::if_::if_nametoindex(ifname).is_err() {
-                    return Ok(false);
+                    return Ok(TapRemoval::Absent);
                 }
-                // Attach by name, drop persistence, close: the kernel removes the TAP. Fails
-                // with EBUSY while the sidecar still holds it (then the sidecar removes it).
+                // Attach by name, check the MAC of the device we now hold, drop persistence,
+                // close: the kernel removes the TAP. Attaching fails with EBUSY while the
+                // sidecar still holds it (then the sidecar removes it). Closing without
+                // touching persistence leaves a foreign TAP exactly as it was.
                 let fd = open_tun()?;
                 tun_set_iff(fd.as_fd(), ifname, TapFlags { exclusive: false })?;
+                let mac = tap_mac(fd.as_fd())?;
+                if mac != ours {
+                    return Ok(TapRemoval::NotOurs { mac });
+                }
                 tun_set_persist(fd.as_fd(), false)?;
-                Ok(true)
+                Ok(TapRemoval::Removed)
             })
             .map_err(|e| tap_error(format!("cannot enter {netns}"), e))?;
         done.map_err(|e| tap_error(format!("cannot delete TAP {ifname} in {netns}"), e))

@@ -356,3 +356,77 @@ fn add_login_failure_from_the_sidecar_is_100() {
     assert!(err["msg"].as_str().unwrap().contains("ERR_AUTH_FAILED"));
     assert!(!ns.links().contains("vpn0"), "the TAP is removed again");
 }
+
+/// A config whose `stateDir` is `dir` (it exists, so DEL may leave tombstones).
+fn config_with_state(dir: &TempDir) -> Value {
+    let mut c = config(dir, "1.0.0");
+    c["stateDir"] = json!(dir.0);
+    c
+}
+
+#[test]
+fn del_with_sidecar_down_leaves_another_attachments_tap_alone() {
+    let dir = TempDir::new("foreign");
+    let ns = TestNetns::new("foreign");
+    // Container A's TAP: same name, a MAC this attachment never had.
+    for args in [
+        vec!["tuntap", "add", "dev", "vpn0", "mode", "tap"],
+        vec!["link", "set", "vpn0", "address", "02:aa:bb:cc:dd:01"],
+    ] {
+        let ok = Command::new("ip")
+            .args(["-n", &ns.0])
+            .args(&args)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "ip {args:?} in {} failed", ns.0);
+    }
+    let out = exec(
+        &container_env("DEL", &ns.path()),
+        &config_with_state(&dir).to_string(),
+    );
+    assert_eq!(out.code, 0, "stdout: {} stderr: {}", out.stdout, out.stderr);
+    assert_eq!(out.stdout, "");
+    let links = ns.links();
+    assert!(
+        links.contains("vpn0:") && links.contains("02:aa:bb:cc:dd:01"),
+        "A's TAP survives: {links}"
+    );
+    assert!(
+        out.stderr.contains("02:AA:BB:CC:DD:01") && out.stderr.contains("leaving it"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !dir.0.join("tombstones/4f2a9c1e77b0:vpn0.json").exists(),
+        "no tombstone that would make the sidecar remove A's TAP"
+    );
+}
+
+#[test]
+fn del_with_sidecar_down_removes_our_tap_and_leaves_a_tombstone() {
+    let dir = TempDir::new("own");
+    let ns = TestNetns::new("own");
+    let c = config_with_state(&dir);
+    let socket = PathBuf::from(c["sidecarSocket"].as_str().unwrap());
+    let sidecar = fake_sidecar(
+        &socket,
+        json!({"ok": {"mac": "02:11:22:33:44:55", "mtu": 1400, "ips": [], "routes": []}}),
+    );
+    let out = exec(&container_env("ADD", &ns.path()), &c.to_string());
+    assert_eq!(out.code, 0, "stdout: {} stderr: {}", out.stdout, out.stderr);
+    sidecar.join().unwrap();
+    assert!(
+        ns.links().contains("vpn0:"),
+        "ADD left the TAP for the sidecar"
+    );
+    // The one-shot sidecar is gone: its socket refuses connections.
+    let out = exec(&container_env("DEL", &ns.path()), &c.to_string());
+    assert_eq!(out.code, 0, "stdout: {} stderr: {}", out.stdout, out.stderr);
+    assert!(!ns.links().contains("vpn0"), "{}", ns.links());
+    let tomb: Value = serde_json::from_slice(
+        &std::fs::read(dir.0.join("tombstones/4f2a9c1e77b0:vpn0.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(tomb["containerID"], "4f2a9c1e77b0");
+    assert_eq!(tomb["netns"], ns.path());
+}

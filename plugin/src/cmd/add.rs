@@ -98,7 +98,7 @@ pub fn run(
     drop(tap);
     let attached = attached.inspect_err(|_| {
         // Leave nothing behind: ADD failed, and the runtime's DEL may never know the TAP.
-        if let Err(del) = taps.delete(netns, ifname) {
+        if let Err(del) = taps.delete(netns, ifname, mac) {
             crate::logging::warn(format_args!(
                 "ADD failed and removing {ifname} failed too: {del}"
             ));

@@ -4,7 +4,10 @@
 //! With the sidecar down the plugin removes the TAP in the netns itself (the
 //! kernel drops its addresses and routes with it; the sidecar removes its nft
 //! table) and leaves a tombstone, `STATE_DIR/tombstones/<id>:<ifname>.json`,
-//! so the sidecar forgets the attachment when it comes back.
+//! so the sidecar forgets the attachment when it comes back. Only a TAP that is
+//! this attachment's (see `del_ownership`) is removed; another attachment's TAP
+//! of the same name (this DEL may follow an ADD refused for that very reason)
+//! is left alone and gets no tombstone, which would make the sidecar remove it.
 //!
 //! The config is parsed leniently: a version we cannot speak or stdin that is
 //! not JSON is still an error (the runtime is broken), but a config that fails
@@ -20,7 +23,7 @@ use serde_json::{Map, Value};
 use super::{required, Connect, Output};
 use crate::logging;
 use crate::netconf::{self, NetConf, DEFAULT_SIDECAR_SOCKET, DEFAULT_STATE_DIR, DEFAULT_TIMEOUT};
-use crate::pod_tap::PodTaps;
+use crate::pod_tap::{format_mac, PodTaps, TapRemoval};
 use crate::sidecar_client::{AttachmentRef, DetachRequest, SidecarError};
 use crate::spec::{CniError, Env, ErrorCode};
 
@@ -64,11 +67,21 @@ pub fn run(
         Err(SidecarError::Refused(e)) => Err(e),
         Err(e) => {
             logging::warn(format_args!(
-                "DEL {container_id}/{ifname}: {e}; removing the TAP here and leaving a tombstone"
+                "DEL {container_id}/{ifname}: {e}; removing this attachment's TAP here and leaving a tombstone"
             ));
-            if let Some(netns) = env.netns.as_deref().filter(|n| !n.is_empty()) {
-                if let Err(e) = taps.delete(netns, ifname) {
-                    logging::warn(format_args!("DEL {container_id}/{ifname}: {e}"));
+            let netns = env.netns.as_deref().filter(|n| !n.is_empty());
+            if let Some(netns) = netns {
+                let ours = remove_own_tap(
+                    taps,
+                    &map,
+                    &env.args,
+                    &target.state_dir,
+                    netns,
+                    container_id,
+                    ifname,
+                );
+                if !ours {
+                    return Ok(Output::Nothing);
                 }
             }
             if let Err(e) = write_tombstone(&target.state_dir, &request) {
@@ -77,6 +90,43 @@ pub fn run(
                 ));
             }
             Ok(Output::Nothing)
+        }
+    }
+}
+
+/// Removes `CNI_IFNAME` in `netns` if it is this attachment's. `false` when it
+/// belongs to another attachment: then it stays, and so must its record.
+fn remove_own_tap(
+    taps: &dyn PodTaps,
+    conf: &Map<String, Value>,
+    cni_args: &str,
+    state_dir: &Path,
+    netns: &str,
+    container_id: &str,
+    ifname: &str,
+) -> bool {
+    if let Some(other) = ownership::claimed_by_other(state_dir, container_id, ifname, netns) {
+        logging::warn(format_args!(
+            "DEL {container_id}/{ifname}: {ifname} in {netns} belongs to attachment \
+             {other}/{ifname}; leaving it and writing no tombstone"
+        ));
+        return false;
+    }
+    let mac = ownership::expected_mac(conf, cni_args, state_dir, container_id, ifname, netns);
+    match taps.delete(netns, ifname, mac) {
+        Ok(TapRemoval::NotOurs { mac: found }) => {
+            logging::warn(format_args!(
+                "DEL {container_id}/{ifname}: {ifname} in {netns} has MAC {}, not this \
+                 attachment's {}; leaving it and writing no tombstone",
+                format_mac(found),
+                format_mac(mac)
+            ));
+            false
+        }
+        Ok(TapRemoval::Removed | TapRemoval::Absent) => true,
+        Err(e) => {
+            logging::warn(format_args!("DEL {container_id}/{ifname}: {e}"));
+            true
         }
     }
 }
@@ -138,6 +188,9 @@ impl Target {
         }
     }
 }
+
+#[path = "del_ownership.rs"]
+mod ownership;
 
 #[cfg(test)]
 mod tests {
@@ -232,6 +285,87 @@ mod tests {
         let h = Harness::new(Script::default());
         assert_eq!(del(&env(None), &c, &h).unwrap(), Output::Nothing);
         assert!(h.taps.deleted.borrow().is_empty());
+    }
+
+    #[test]
+    fn sidecar_down_leaves_a_tap_with_another_mac_and_writes_no_tombstone() {
+        let dir = crate::test_support::TempDir::new("foreign-mac");
+        let mut c = conf();
+        c["stateDir"] = json!(dir.path().to_str().unwrap());
+        let mut h = Harness::new(Script::default());
+        h.taps.existing_mac = Some([0x5e, 1, 2, 3, 4, 5]);
+        assert_eq!(
+            del(&env(Some("/run/netns/p")), &c, &h).unwrap(),
+            Output::Nothing
+        );
+        assert!(h.taps.deleted.borrow().is_empty());
+        let derived = crate::pod_tap::derived_mac("c1", "vpn0");
+        assert_eq!(
+            h.taps.refused.borrow().clone(),
+            vec![("/run/netns/p".to_string(), "vpn0".to_string(), derived)]
+        );
+        assert!(!dir.path().join("tombstones/c1:vpn0.json").exists());
+    }
+
+    #[test]
+    fn sidecar_down_compares_with_the_mac_the_attachment_had() {
+        let ours = [2, 0, 0, 0, 0, 7];
+        let cases = [
+            (json!({"runtimeConfig": {"mac": "02:00:00:00:00:07"}}), ""),
+            (json!({}), "IgnoreUnknown=1;MAC=02:00:00:00:00:07"),
+            (
+                json!({"prevResult": {"interfaces": [
+                    {"name": "vpn0", "mac": "02:00:00:00:00:07", "sandbox": "/run/netns/p"}]}}),
+                "",
+            ),
+        ];
+        let dir = crate::test_support::TempDir::new("own-mac");
+        for (extra, args) in cases {
+            let mut c = conf();
+            c["stateDir"] = json!(dir.path().to_str().unwrap());
+            for (k, v) in extra.as_object().unwrap() {
+                c[k] = v.clone();
+            }
+            let mut e = env(Some("/run/netns/p"));
+            e.args = args.into();
+            let mut h = Harness::new(Script::default());
+            h.taps.existing_mac = Some(ours);
+            assert_eq!(del(&e, &c, &h).unwrap(), Output::Nothing);
+            assert_eq!(h.taps.deleted.borrow().len(), 1, "{extra} {args}");
+            // The derived MAC is not this attachment's when it had another one.
+            let mut h = Harness::new(Script::default());
+            h.taps.existing_mac = Some(crate::pod_tap::derived_mac("c1", "vpn0"));
+            assert_eq!(del(&e, &c, &h).unwrap(), Output::Nothing);
+            assert!(h.taps.deleted.borrow().is_empty(), "{extra} {args}");
+        }
+    }
+
+    #[test]
+    fn sidecar_down_leaves_a_tap_another_attachment_records_even_with_our_mac() {
+        let dir = crate::test_support::TempDir::new("foreign-record");
+        std::fs::create_dir_all(dir.path().join("attachments")).unwrap();
+        dir.file(
+            "attachments/c0:vpn0.json",
+            &json!({"containerID": "c0", "ifname": "vpn0", "netns": "/run/netns/p",
+                    "mac": "02:00:00:00:00:07"})
+            .to_string(),
+        );
+        let mut c = conf();
+        c["stateDir"] = json!(dir.path().to_str().unwrap());
+        c["runtimeConfig"] = json!({"mac": "02:00:00:00:00:07"});
+        let h = Harness::new(Script::default());
+        assert_eq!(
+            del(&env(Some("/run/netns/p")), &c, &h).unwrap(),
+            Output::Nothing
+        );
+        assert!(h.taps.deleted.borrow().is_empty());
+        assert!(h.taps.refused.borrow().is_empty(), "not even attached to");
+        assert!(!dir.path().join("tombstones/c1:vpn0.json").exists());
+        // In another netns the record claims nothing.
+        let h = Harness::new(Script::default());
+        del(&env(Some("/run/netns/q")), &c, &h).unwrap();
+        assert_eq!(h.taps.deleted.borrow().len(), 1);
+        assert!(dir.path().join("tombstones/c1:vpn0.json").exists());
     }
 
     #[test]

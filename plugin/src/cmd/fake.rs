@@ -89,10 +89,15 @@ impl SidecarClient for Fake {
 
 /// Records TAP creations/deletions instead of touching the kernel; `create`
 /// hands out an fd of `/dev/null`. `fail_create` makes creation fail (102).
+/// `existing_mac` is the MAC of the TAP `delete` finds (`None`: whatever MAC
+/// the caller expects); `deleted` lists only TAPs actually removed, `refused`
+/// the (netns, ifname, expected MAC) of those left alone as someone else's.
 #[derive(Default)]
 pub struct FakeTaps {
     pub created: RefCell<Vec<(String, String, [u8; 6])>>,
     pub deleted: RefCell<Vec<(String, String)>>,
+    pub refused: RefCell<Vec<(String, String, [u8; 6])>>,
+    pub existing_mac: Option<[u8; 6]>,
     pub fail_create: bool,
 }
 
@@ -116,11 +121,26 @@ impl crate::pod_tap::PodTaps for FakeTaps {
         Ok(std::fs::File::open("/dev/null").expect("/dev/null").into())
     }
 
-    fn delete(&self, netns: &str, ifname: &str) -> Result<bool, crate::spec::CniError> {
-        self.deleted
-            .borrow_mut()
-            .push((netns.into(), ifname.into()));
-        Ok(true)
+    fn delete(
+        &self,
+        netns: &str,
+        ifname: &str,
+        ours: [u8; 6],
+    ) -> Result<crate::pod_tap::TapRemoval, crate::spec::CniError> {
+        match self.existing_mac {
+            Some(mac) if mac != ours => {
+                self.refused
+                    .borrow_mut()
+                    .push((netns.into(), ifname.into(), ours));
+                Ok(crate::pod_tap::TapRemoval::NotOurs { mac })
+            }
+            _ => {
+                self.deleted
+                    .borrow_mut()
+                    .push((netns.into(), ifname.into()));
+                Ok(crate::pod_tap::TapRemoval::Removed)
+            }
+        }
     }
 }
 

@@ -1,0 +1,221 @@
+//! Whose TAP is `CNI_IFNAME` in `CNI_NETNS`? DEL follows every ADD, also one
+//! refused because another attachment already had that name in that netns, so
+//! with the sidecar down DEL must not remove a TAP by name alone. Two witnesses:
+//!
+//! - the sidecar's attachment records: one of *another* container (not
+//!   already tombstoned) claiming this netns and ifname means the TAP is
+//!   theirs, whatever its MAC;
+//! - the MAC this attachment gave its TAP: the `mac` of our interface in
+//!   `prevResult`, else the one in our own record, else the one ADD would have
+//!   chosen (`runtimeConfig.mac`, then `CNI_ARGS` `MAC=`, then the MAC derived
+//!   from container id and ifname). `PodTaps::delete` compares it with the MAC
+//!   of the TAP it holds.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use serde_json::{Map, Value};
+
+use crate::netconf::normalize_mac;
+use crate::pod_tap::{derived_mac, parse_mac};
+
+/// The MAC this attachment's TAP has, if it exists and is ours.
+pub(super) fn expected_mac(
+    conf: &Map<String, Value>,
+    cni_args: &str,
+    state_dir: &Path,
+    container_id: &str,
+    ifname: &str,
+    netns: &str,
+) -> [u8; 6] {
+    prev_result_mac(conf, ifname, netns)
+        .or_else(|| own_record_mac(state_dir, container_id, ifname))
+        .or_else(|| runtime_config_mac(conf))
+        .or_else(|| cni_args_mac(cni_args))
+        .unwrap_or_else(|| derived_mac(container_id, ifname))
+}
+
+/// The container id of another live attachment whose sidecar record claims
+/// `ifname` in `netns`.
+pub(super) fn claimed_by_other(
+    state_dir: &Path,
+    container_id: &str,
+    ifname: &str,
+    netns: &str,
+) -> Option<String> {
+    let suffix = format!(":{ifname}.json");
+    let entries = std::fs::read_dir(state_dir.join("attachments")).ok()?;
+    entries.flatten().find_map(|entry| {
+        let name = entry.file_name().into_string().ok()?;
+        let other = name.strip_suffix(&suffix)?;
+        if other == container_id || other.starts_with('.') {
+            return None;
+        }
+        // A tombstoned attachment is already gone as far as the runtime knows.
+        if state_dir.join("tombstones").join(&name).exists() {
+            return None;
+        }
+        let record = read_json(&entry.path())?;
+        let claims = record.get("containerID").and_then(Value::as_str) == Some(other)
+            && record.get("ifname").and_then(Value::as_str) == Some(ifname)
+            && record
+                .get("netns")
+                .and_then(Value::as_str)
+                .is_some_and(|ns| same_netns(ns, netns));
+        claims.then(|| other.to_owned())
+    })
+}
+
+fn read_json(path: &Path) -> Option<Map<String, Value>> {
+    match serde_json::from_slice(&std::fs::read(path).ok()?).ok()? {
+        Value::Object(map) => Some(map),
+        _ => None,
+    }
+}
+
+fn mac_of(text: Option<&Value>) -> Option<[u8; 6]> {
+    normalize_mac(text?.as_str()?)
+        .ok()
+        .as_deref()
+        .and_then(parse_mac)
+}
+
+/// ADD refuses a `prevResult` that already has `ifname` in `netns`, so in the
+/// final result DEL receives such an entry is the one this plugin added.
+fn prev_result_mac(conf: &Map<String, Value>, ifname: &str, netns: &str) -> Option<[u8; 6]> {
+    let interfaces = conf.get("prevResult")?.get("interfaces")?.as_array()?;
+    interfaces
+        .iter()
+        .filter(|i| i.get("name").and_then(Value::as_str) == Some(ifname))
+        .filter(|i| {
+            i.get("sandbox")
+                .and_then(Value::as_str)
+                .is_some_and(|s| same_netns(s, netns))
+        })
+        .find_map(|i| mac_of(i.get("mac")))
+}
+
+fn own_record_mac(state_dir: &Path, container_id: &str, ifname: &str) -> Option<[u8; 6]> {
+    let path = state_dir
+        .join("attachments")
+        .join(format!("{container_id}:{ifname}.json"));
+    mac_of(read_json(&path)?.get("mac"))
+}
+
+fn runtime_config_mac(conf: &Map<String, Value>) -> Option<[u8; 6]> {
+    mac_of(conf.get("runtimeConfig")?.get("mac"))
+}
+
+/// Lenient on purpose: DEL must not fail over `CNI_ARGS` that ADD checked.
+fn cni_args_mac(raw: &str) -> Option<[u8; 6]> {
+    let value = raw.split(';').find_map(|item| item.strip_prefix("MAC="))?;
+    mac_of(Some(&Value::String(value.to_owned())))
+}
+
+/// Same path, or two paths (bind mounts) of the same namespace.
+fn same_netns(a: &str, b: &str) -> bool {
+    a == b
+        || matches!(
+            (std::fs::metadata(a), std::fs::metadata(b)),
+            (Ok(x), Ok(y)) if x.dev() == y.dev() && x.ino() == y.ino()
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::TempDir;
+    use serde_json::json;
+
+    const NS: &str = "/run/netns/pod1";
+
+    fn map(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            _ => unreachable!(),
+        }
+    }
+
+    fn record(dir: &TempDir, id: &str, ifname: &str, netns: &str, mac: &str) {
+        std::fs::create_dir_all(dir.path().join("attachments")).unwrap();
+        let body = json!({"containerID": id, "ifname": ifname, "netns": netns, "mac": mac});
+        dir.file(
+            &format!("attachments/{id}:{ifname}.json"),
+            &body.to_string(),
+        );
+    }
+
+    #[test]
+    fn mac_falls_back_from_prev_result_to_record_to_runtime_config_to_args_to_derived() {
+        let dir = TempDir::new("own-mac");
+        let derived = derived_mac("c1", "vpn0");
+        let m =
+            |conf: Value, args: &str| expected_mac(&map(conf), args, dir.path(), "c1", "vpn0", NS);
+        assert_eq!(m(json!({}), ""), derived);
+        assert_eq!(
+            m(json!({}), "IgnoreUnknown=1;MAC=02:00:00:00:00:05"),
+            [2, 0, 0, 0, 0, 5]
+        );
+        let rc = json!({"runtimeConfig": {"mac": "02-00-00-00-00-04"}});
+        assert_eq!(m(rc.clone(), "MAC=02:00:00:00:00:05"), [2, 0, 0, 0, 0, 4]);
+        record(&dir, "c1", "vpn0", NS, "5E:00:00:00:00:03");
+        assert_eq!(m(rc, ""), [0x5e, 0, 0, 0, 0, 3]);
+        let prev = json!({"runtimeConfig": {"mac": "02:00:00:00:00:04"}, "prevResult": {"interfaces": [
+            {"name": "eth0", "mac": "02:00:00:00:00:09", "sandbox": NS},
+            {"name": "vpn0", "mac": "02:00:00:00:00:08", "sandbox": "/run/netns/other"},
+            {"name": "vpn0", "mac": "5e:00:00:00:00:02", "sandbox": NS},
+        ]}});
+        assert_eq!(m(prev, ""), [0x5e, 0, 0, 0, 0, 2]);
+    }
+
+    #[test]
+    fn unusable_macs_are_skipped_not_fatal() {
+        let dir = TempDir::new("bad-mac");
+        let conf = json!({"runtimeConfig": {"mac": "not-a-mac"},
+                          "prevResult": {"interfaces": [{"name": "vpn0", "mac": 7, "sandbox": NS}]}});
+        assert_eq!(
+            expected_mac(&map(conf), "MAC=zz", dir.path(), "c1", "vpn0", NS),
+            derived_mac("c1", "vpn0")
+        );
+    }
+
+    #[test]
+    fn another_containers_record_for_the_same_netns_and_ifname_claims_it() {
+        let dir = TempDir::new("claims");
+        assert_eq!(claimed_by_other(dir.path(), "c2", "vpn0", NS), None);
+        record(&dir, "c1", "vpn0", NS, "5E:00:00:00:00:01");
+        assert_eq!(
+            claimed_by_other(dir.path(), "c2", "vpn0", NS).as_deref(),
+            Some("c1")
+        );
+        // Our own record, another ifname or another netns claim nothing.
+        assert_eq!(claimed_by_other(dir.path(), "c1", "vpn0", NS), None);
+        assert_eq!(claimed_by_other(dir.path(), "c2", "vpn1", NS), None);
+        assert_eq!(
+            claimed_by_other(dir.path(), "c2", "vpn0", "/run/netns/x"),
+            None
+        );
+    }
+
+    #[test]
+    fn tombstoned_or_unreadable_records_claim_nothing() {
+        let dir = TempDir::new("claims-dead");
+        record(&dir, "c1", "vpn0", NS, "5E:00:00:00:00:01");
+        std::fs::create_dir_all(dir.path().join("tombstones")).unwrap();
+        dir.file("tombstones/c1:vpn0.json", "{}");
+        assert_eq!(claimed_by_other(dir.path(), "c2", "vpn0", NS), None);
+        dir.file("attachments/c3:vpn0.json", "{not json");
+        dir.file(
+            "attachments/c4:vpn0.json",
+            r#"{"containerID":"c5","ifname":"vpn0","netns":"/run/netns/pod1"}"#,
+        );
+        assert_eq!(claimed_by_other(dir.path(), "c2", "vpn0", NS), None);
+    }
+
+    #[test]
+    fn netns_paths_compare_by_inode() {
+        let own = format!("/proc/{}/ns/net", std::process::id());
+        assert!(same_netns("/proc/self/ns/net", &own));
+        assert!(!same_netns("/run/netns/gone-a", "/run/netns/gone-b"));
+    }
+}
