@@ -29,6 +29,20 @@ pub fn underlay_pair(pid: u32, n: u32) -> (Ipv4Addr, Ipv4Addr) {
     (Ipv4Addr::from(base + 1), Ipv4Addr::from(base + 2))
 }
 
+/// The `k`-th /30 a test may add inside one lab (an extra link between namespaces, or an address beyond
+/// the hub), as (`.1`, `.2`). Derived from the lab's own underlay address so that it can never meet it:
+/// the underlay /30 moved to the other half of 198.18.0.0/15 (198.18.x.y <-> 198.19.x.y), then `k` /30s
+/// further on, wrapping inside that half. Distinct `k` below 16384 give distinct /30s; since the underlay
+/// is unique per lab (pid and counter, see [`underlay_pair`]), so are these.
+pub fn side_pair(underlay: Ipv4Addr, k: u16) -> (Ipv4Addr, Ipv4Addr) {
+    let base = u32::from(Ipv4Addr::new(198, 18, 0, 0));
+    let lab = u32::from(underlay);
+    let half = (lab & (1 << 16)) ^ (1 << 16);
+    let offset = ((lab & 0xfffc) + 4 * u32::from(k)) & 0xfffc;
+    let net = base | half | offset;
+    (Ipv4Addr::from(net + 1), Ipv4Addr::from(net + 2))
+}
+
 /// Netmask for a prefix length (vpncmd wants dotted masks).
 pub fn prefix_to_mask(len: u8) -> Ipv4Addr {
     Ipv4Addr::from(
@@ -121,6 +135,31 @@ mod tests {
             assert_eq!(s >> 17, u32::from(Ipv4Addr::new(198, 18, 0, 0)) >> 17);
         }
         assert_ne!(underlay_pair(10, 0), underlay_pair(10, 1));
+    }
+
+    #[test]
+    fn side_pairs_stay_in_198_18_slash_15_and_never_meet_the_underlay() {
+        let slash15 = u32::from(Ipv4Addr::new(198, 18, 0, 0)) >> 17;
+        for (pid, n) in [(0, 0), (1, 5), (u32::MAX, u32::MAX), (123_456, 7), (40, 9)] {
+            let (_, client) = underlay_pair(pid, n);
+            let mut seen = std::collections::HashSet::new();
+            for k in [0, 1, 2, 16383] {
+                let (a, b) = side_pair(client, k);
+                let (a, b) = (u32::from(a), u32::from(b));
+                assert_eq!((a & 3, b & 3, a & !3), (1, 2, b & !3), "a /30");
+                assert_eq!(a >> 17, slash15);
+                assert_ne!(a & !3, u32::from(client) & !3, "not the underlay /30");
+                assert!(seen.insert(a & !3), "distinct per k");
+            }
+        }
+        assert_eq!(
+            side_pair(Ipv4Addr::new(198, 18, 255, 254), 1),
+            (Ipv4Addr::new(198, 19, 0, 1), Ipv4Addr::new(198, 19, 0, 2))
+        );
+        assert_eq!(
+            side_pair(Ipv4Addr::new(198, 19, 0, 6), 0),
+            (Ipv4Addr::new(198, 18, 0, 5), Ipv4Addr::new(198, 18, 0, 6))
+        );
     }
 
     #[test]

@@ -123,15 +123,15 @@ fn every_version(chained: bool) {
         if chained {
             // The previous plugin's part of the result is kept, in front.
             assert_eq!(interfaces[0]["name"], "eth0", "{ctx}");
-            assert_eq!(ips[0]["address"], "10.88.0.5/16", "{ctx}");
+            assert_eq!(ips[0]["address"], "198.18.0.5/16", "{ctx}");
             assert_eq!(ips[0]["interface"], 0, "{ctx}");
             assert!(
                 routes
                     .iter()
-                    .any(|r| r["dst"] == "0.0.0.0/0" && r["gw"] == "10.88.0.1"),
+                    .any(|r| r["dst"] == "0.0.0.0/0" && r["gw"] == "198.18.0.1"),
                 "{ctx}"
             );
-            assert_eq!(servers[0], "10.88.0.1", "{ctx}");
+            assert_eq!(servers[0], "198.18.0.1", "{ctx}");
         } else {
             assert_eq!(dns["domain"], f.domain.as_str(), "{ctx}");
         }

@@ -2,8 +2,13 @@
 //! through it, although the client's main default route points at the underlay.
 //!
 //! The lab's DHCP announces the lan host as the router, and the lan host talks from an
-//! off-subnet address (10.88.0.5), so only a route through the VPN gateway can carry replies
-//! back.
+//! off-subnet address (beyond the hub, see [`lan_far_ip`]), so only a route through the VPN
+//! gateway can carry replies back.
+//!
+//! Addresses: besides the lab's own (the underlay /30 and the hub's 10.99.0.0/24) these tests
+//! use only `topology::side_pair` /30s of the lab: k = 0 for the lan host's far address, k = 1
+//! for the veth link to the nested namespace. They lie in 198.18.0.0/15, in the other half from
+//! the lab's underlay, so they never meet it, and they differ per lab.
 
 mod common;
 
@@ -14,9 +19,19 @@ use std::time::{Duration, Instant};
 
 use common::connect::{connect, exec, extra_netns, must, TAP};
 use softether_lab::netns::{self, KillOnDrop, Netns};
+use softether_lab::topology::side_pair;
 use softether_lab::{subnet, Lab, LabOptions};
 
-const LAN_FAR_IP: &str = "10.88.0.5";
+/// An address of the lan host outside the hub subnet: the client's main default route (the
+/// underlay) cannot reach it, only the lan host as router through the VPN can.
+fn lan_far_ip(lab: &Lab) -> Ipv4Addr {
+    side_pair(lab.facts.client_ip, 0).0
+}
+
+/// The veth link between the client namespace and the nested one: (client end, nested end).
+fn nested_link(lab: &Lab) -> (Ipv4Addr, Ipv4Addr) {
+    side_pair(lab.facts.client_ip, 1)
+}
 
 fn policy_lab() -> Lab {
     let lab = Lab::start(LabOptions {
@@ -32,7 +47,7 @@ fn policy_lab() -> Lab {
             "ip",
             "addr",
             "add",
-            &format!("{LAN_FAR_IP}/32"),
+            &format!("{}/32", lan_far_ip(&lab)),
             "dev",
             "lo",
         ],
@@ -83,7 +98,7 @@ fn lan_ping(lab: &Lab, address: Ipv4Addr) -> bool {
             "-W",
             "2",
             "-I",
-            LAN_FAR_IP,
+            &lan_far_ip(lab).to_string(),
             &address.to_string(),
         ],
     )
@@ -135,17 +150,48 @@ fn policy_routing_answers_traffic_from_the_vpn_side() {
 fn nested_service(lab: &Lab) -> (Netns, KillOnDrop) {
     let inner = extra_netns();
     let (c, i) = (lab.facts.client_ns.as_str(), inner.name());
+    let (outer_ip, inner_ip) = nested_link(lab);
     must(
         c,
         &[
             "ip", "link", "add", "to-in", "type", "veth", "peer", "name", "eth0", "netns", i,
         ],
     );
-    must(c, &["ip", "addr", "add", "10.200.0.1/30", "dev", "to-in"]);
+    must(
+        c,
+        &[
+            "ip",
+            "addr",
+            "add",
+            &format!("{outer_ip}/30"),
+            "dev",
+            "to-in",
+        ],
+    );
     must(c, &["ip", "link", "set", "to-in", "up"]);
-    must(i, &["ip", "addr", "add", "10.200.0.2/30", "dev", "eth0"]);
+    must(
+        i,
+        &[
+            "ip",
+            "addr",
+            "add",
+            &format!("{inner_ip}/30"),
+            "dev",
+            "eth0",
+        ],
+    );
     must(i, &["ip", "link", "set", "eth0", "up"]);
-    must(i, &["ip", "route", "add", "default", "via", "10.200.0.1"]);
+    must(
+        i,
+        &[
+            "ip",
+            "route",
+            "add",
+            "default",
+            "via",
+            &outer_ip.to_string(),
+        ],
+    );
     must(c, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
     must(
         c,
@@ -154,7 +200,7 @@ fn nested_service(lab: &Lab) -> (Netns, KillOnDrop) {
             &format!(
                 "add table ip lab_nat; \
                  add chain ip lab_nat pre {{ type nat hook prerouting priority -100; }}; \
-                 add rule ip lab_nat pre iifname \"{TAP}\" tcp dport 8080 dnat to 10.200.0.2"
+                 add rule ip lab_nat pre iifname \"{TAP}\" tcp dport 8080 dnat to {inner_ip}"
             ),
         ],
     );
@@ -167,7 +213,7 @@ fn nested_service(lab: &Lab) -> (Netns, KillOnDrop) {
             "http.server",
             "8080",
             "--bind",
-            "10.200.0.2",
+            &inner_ip.to_string(),
             "--directory",
             "/",
         ],
@@ -186,7 +232,7 @@ fn nested_service(lab: &Lab) -> (Netns, KillOnDrop) {
             "/dev/null",
             "-m",
             "1",
-            "http://10.200.0.2:8080/",
+            &format!("http://{inner_ip}:8080/"),
         ],
     )
     .0
@@ -214,7 +260,7 @@ fn lan_fetch(lab: &Lab, address: Ipv4Addr) -> bool {
             "-m",
             "4",
             "--interface",
-            LAN_FAR_IP,
+            &lan_far_ip(lab).to_string(),
             &format!("http://{address}:8080/"),
         ],
     )

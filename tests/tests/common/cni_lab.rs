@@ -174,8 +174,9 @@ impl CniDirs {
 }
 
 /// A shell plugin that behaves like a bridge plugin without touching anything: ADD prints a
-/// fixed result for the requested version (eth0 in CNI_NETNS, 10.88.0.5/16), the rest print
-/// nothing. Each call appends `COMMAND CONTAINERID` to `<path>.log`.
+/// fixed result for the requested version (eth0 in CNI_NETNS, 198.18.0.5/16; only JSON, nothing
+/// is configured), the rest print nothing. Each call appends `COMMAND CONTAINERID` to
+/// `<path>.log`.
 fn write_prev_plugin(path: &Path) {
     let log = format!("{}.log", path.display());
     let script = format!(
@@ -189,7 +190,7 @@ case "$version" in
 esac
 case "$CNI_COMMAND" in
   ADD)
-    printf '{{"cniVersion":"%s","interfaces":[{{"name":"eth0","mac":"0a:58:0a:58:00:05","sandbox":"%s"}}],"ips":[{{%s"address":"10.88.0.5/16","gateway":"10.88.0.1","interface":0}}],"routes":[{{"dst":"0.0.0.0/0","gw":"10.88.0.1"}}],"dns":{{"nameservers":["10.88.0.1"]}}}}\n' "$version" "$CNI_NETNS" "$ipver"
+    printf '{{"cniVersion":"%s","interfaces":[{{"name":"eth0","mac":"0a:58:c6:12:00:05","sandbox":"%s"}}],"ips":[{{%s"address":"198.18.0.5/16","gateway":"198.18.0.1","interface":0}}],"routes":[{{"dst":"0.0.0.0/0","gw":"198.18.0.1"}}],"dns":{{"nameservers":["198.18.0.1"]}}}}\n' "$version" "$CNI_NETNS" "$ipver"
     ;;
   VERSION)
     printf '{{"cniVersion":"%s","supportedVersions":["0.3.0","0.3.1","0.4.0","1.0.0","1.1.0"]}}\n' "$version"
