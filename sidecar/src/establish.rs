@@ -172,7 +172,7 @@ pub async fn establish(config: &SessionConfig) -> Result<Established, SessionErr
         match attempt {
             Attempt::Welcome(mut est) => {
                 est.redirected_to = redirected_to;
-                join_additional(config, &mut est, &host, port).await;
+                crate::session_join::join_additional(config, &mut est, &host, port).await;
                 return Ok(*est);
             }
             Attempt::Redirect { redirect, from } => {
@@ -437,86 +437,5 @@ pub async fn drive_handshake(
                 HandshakeError::Server(code) => SessionError::Server { addr, code },
                 source => SessionError::Handshake { addr, source },
             })?;
-    }
-}
-
-/// Above this many quick connections the server's DoS guard (16 per burst from one IP) could
-/// drop us, so later joins are spaced out.
-const JOIN_BURST: usize = 8;
-const JOIN_SPACING: Duration = Duration::from_millis(300);
-
-/// Opens `min(requested, granted) - 1` additional connections to the session. Failures are
-/// logged and leave the session with fewer connections; they never fail the login.
-async fn join_additional(config: &SessionConfig, est: &mut Established, host: &str, port: u16) {
-    let wanted = config
-        .max_connection
-        .min(est.welcome.max_connection)
-        .clamp(1, 32) as usize;
-    for i in 1..wanted {
-        if i >= JOIN_BURST {
-            tokio::time::sleep(JOIN_SPACING).await;
-        }
-        match join_session(config, est, host, port).await {
-            Ok(conn) => est.additional.push(conn),
-            Err(e) => {
-                tracing::warn!(
-                    joined = est.additional.len() + 1,
-                    wanted,
-                    "cannot add another TCP connection to the session: {e}"
-                );
-                break;
-            }
-        }
-    }
-    if wanted > 1 {
-        tracing::info!(
-            connections = est.additional.len() + 1,
-            granted = est.welcome.max_connection,
-            "session uses several TCP connections"
-        );
-    }
-}
-
-/// Joins one more TCP connection to an established session (`additional_connect`, §9.1): the
-/// server must present the same certificate as on the first connection.
-pub async fn join_session(
-    config: &SessionConfig,
-    est: &Established,
-    host: &str,
-    port: u16,
-) -> Result<AdditionalConnection, SessionError> {
-    let verify = TlsVerify::ExactCert(est.server_cert_der.clone());
-    let (mut stream, _, addr) = connect_tls(host, port, &verify, config.connect_timeout).await?;
-    let mut info = config.info.clone();
-    if let SocketAddr::V4(local) = est.local_addr {
-        info.client_ip = *local.ip();
-    }
-    info.server_host = host.to_string();
-    info.server_port = port;
-    let request = Request::AdditionalConnect {
-        session_key: est.welcome.session_key,
-        info,
-    };
-    let mut handshake = ClientHandshake::new(request, config.seed ^ u64::from(port));
-    let outcome = tokio::time::timeout(
-        config.handshake_timeout,
-        drive_handshake(&mut stream, &mut handshake, addr),
-    )
-    .await
-    .map_err(|_| SessionError::Timeout {
-        stage: "additional connection",
-        addr,
-        after: config.handshake_timeout,
-    })??;
-    match outcome {
-        Outcome::Joined { direction } => Ok(AdditionalConnection {
-            stream,
-            direction,
-            leftover: handshake.take_leftover(),
-        }),
-        _ => Err(SessionError::Handshake {
-            addr,
-            source: HandshakeError::Protocol("unexpected reply to additional_connect".into()),
-        }),
     }
 }

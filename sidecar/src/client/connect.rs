@@ -20,8 +20,9 @@ use super::bridge::{run_session, SessionContext, SessionEnd};
 use super::lease_apply::{NetConfigurator, NetOptions};
 use super::mac::Mac;
 use super::status::{self, stop_requested, EngineStatus, Phase, StopMode, StopSignal};
-use crate::establish::{establish, SessionError};
-use crate::tunnel_driver::{spawn_tunnel, TunnelHandle};
+use crate::establish::{establish, Established, SessionError};
+use crate::session_join::{resume, ResumeTicket};
+use crate::tunnel_driver::{spawn_tunnel, TunnelExit, TunnelHandle};
 
 /// A session that stayed up this long resets the backoff to the base delay.
 const HEALTHY_SESSION: Duration = Duration::from_secs(30);
@@ -177,14 +178,21 @@ async fn run_configured(
     };
     let mut backoff = Backoff::new(config.reconnect_delay, DEFAULT_CAP, config.seed);
     let mut sessions = 0u32;
+    // A session whose connections broke while the server kept it, rejoined without a login.
+    let mut resumed: Option<Established> = None;
     loop {
-        let server = format!("{}:{}", config.session.host, config.session.port);
-        tracing::info!(%server, hub = %config.session.hub, user = %config.session.username, "connecting");
-        status::set_phase(status, Phase::Connecting);
-        let est = tokio::select! {
-            biased;
-            mode = stop_requested(stop) => return Ok(mode),
-            est = establish(&config.session) => est,
+        let was_resumed = resumed.is_some();
+        let est = if let Some(est) = resumed.take() {
+            Ok(est)
+        } else {
+            let server = format!("{}:{}", config.session.host, config.session.port);
+            tracing::info!(%server, hub = %config.session.hub, user = %config.session.username, "connecting");
+            status::set_phase(status, Phase::Connecting);
+            tokio::select! {
+                biased;
+                mode = stop_requested(stop) => return Ok(mode),
+                est = establish(&config.session) => est,
+            }
         };
         let est = match est {
             Ok(est) => est,
@@ -206,13 +214,24 @@ async fn run_configured(
                 continue;
             }
         };
-        tracing::info!(
-            server = %est.server_addr,
-            session = %est.welcome.session_name,
-            tls = %est.tls_version,
-            "logged in"
+        if !was_resumed {
+            tracing::info!(
+                server = %est.server_addr,
+                session = %est.welcome.session_name,
+                tls = %est.tls_version,
+                "logged in"
+            );
+        }
+        let still_bound = was_resumed && status.borrow().lease.is_some();
+        status::set_phase(
+            status,
+            if still_bound {
+                Phase::Bound
+            } else {
+                Phase::LoggedIn
+            },
         );
-        status::set_phase(status, Phase::LoggedIn);
+        let ticket = ResumeTicket::of(&est);
         if config.pin_server_route && config.net.may_capture_server_traffic() {
             if let IpAddr::V4(ip) = est.server_addr.ip() {
                 pin_server(net, ip).await?;
@@ -220,7 +239,8 @@ async fn run_configured(
         }
         let session_started = Instant::now();
         let mut tunnel = spawn_tunnel(est, config.seed.wrapping_add(u64::from(sessions)));
-        if sessions > 0 {
+        // A resumed session still has its lease and the hub's tables: no new DHCP exchange.
+        if sessions > 0 && !was_resumed {
             if let Some(d) = dhcp.as_mut() {
                 d.restart(Instant::now());
             }
@@ -257,6 +277,27 @@ async fn run_configured(
             }
             SessionEnd::TunnelEnded => {
                 let (result, stats) = tunnel.join().await;
+                // A broken connection (not a silent server) may have left the session alive on
+                // the server: try to rejoin it once, at once, before the backoff and a full login.
+                if matches!(&result, Err(e) if !matches!(e, TunnelExit::Timeout { .. })) {
+                    let attempt = tokio::select! {
+                        biased;
+                        mode = stop_requested(stop) => return Ok(mode),
+                        r = resume(&config.session, &ticket) => r,
+                    };
+                    match attempt {
+                        Ok(est) => {
+                            tracing::info!(
+                                session = %ticket.session_name(),
+                                reason = %result.as_ref().err().map(ToString::to_string).unwrap_or_default(),
+                                "connection lost, session resumed"
+                            );
+                            resumed = Some(est);
+                            continue;
+                        }
+                        Err(e) => tracing::debug!("cannot resume the session: {e}"),
+                    }
+                }
                 let reason = match result {
                     Ok(()) => "closed".to_owned(),
                     Err(e) => e.to_string(),

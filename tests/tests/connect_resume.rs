@@ -1,0 +1,94 @@
+//! A broken TCP connection while the server keeps the session: `connect` rejoins the same
+//! session with additional_connect at once — no new login, no new DHCP exchange, same address —
+//! instead of backing off and logging in again.
+
+mod common;
+
+use std::time::Duration;
+
+use common::connect::{connect, must};
+use softether_lab::{Lab, LabOptions};
+
+/// The local port of our established TCP connection to the server.
+fn our_port(lab: &Lab) -> String {
+    let f = &lab.facts;
+    let out = must(
+        &f.client_ns,
+        &[
+            "ss",
+            "-Htn",
+            "state",
+            "established",
+            "dst",
+            &f.server_ip.to_string(),
+        ],
+    );
+    let line = out
+        .lines()
+        .next()
+        .unwrap_or_else(|| panic!("no connection in:\n{out}"));
+    // "0  0  198.18.x.2:PORT  198.18.x.1:443"
+    let local = line
+        .split_whitespace()
+        .nth(2)
+        .expect("local address column");
+    local.rsplit(':').next().expect("port").to_owned()
+}
+
+#[test]
+fn broken_connection_resumes_the_same_session_without_dhcp() {
+    let lab = Lab::start(LabOptions::default()).expect("lab");
+    let f = &lab.facts;
+    let mut client = connect(&lab, &[]);
+    client.wait_log("lease acquired", Duration::from_secs(30));
+    let address = client.leased_address();
+    let sessions_before = lab.user_sessions().expect("sessions");
+    assert_eq!(sessions_before.len(), 1, "{sessions_before:?}");
+
+    // Reset our side of the connection only: the server never sees a FIN or RST, so it keeps
+    // the session (for its timeout) while we lose the socket.
+    let port = our_port(&lab);
+    let rules = format!(
+        "add table inet cut\n\
+         add chain inet cut out {{ type filter hook output priority 0; }}\n\
+         add rule inet cut out tcp sport {port} reject with tcp reset\n"
+    );
+    let nft = lab
+        .exec_in(
+            &f.client_ns,
+            &["sh", "-c", &format!("printf '{rules}' | nft -f -")],
+        )
+        .expect("nft");
+    assert!(
+        nft.status.success(),
+        "{}",
+        String::from_utf8_lossy(&nft.stderr)
+    );
+    // Traffic makes us write on the doomed socket (keepalives would too, a few seconds later).
+    let _ = lab.ping_from(&f.client_ns, f.lan_host, 1);
+    client.wait_log("session resumed", Duration::from_secs(20));
+
+    assert!(
+        lab.ping_from(&f.client_ns, f.lan_host, 3).expect("ping"),
+        "traffic after resume"
+    );
+    let log = client.log_text();
+    assert_eq!(
+        log.matches("lease acquired").count(),
+        1,
+        "no new DHCP exchange:\n{log}"
+    );
+    assert_eq!(
+        log.matches("logged in").count(),
+        1,
+        "no second login:\n{log}"
+    );
+    assert_eq!(client.leased_address(), address);
+    let sessions_after = lab.user_sessions().expect("sessions");
+    assert_eq!(
+        sessions_after, sessions_before,
+        "the server kept the same session"
+    );
+    let status = client.stop();
+    assert!(status.success(), "{status:?}");
+}
