@@ -18,5 +18,6 @@ pub mod establish;
 pub mod probe;
 pub mod probe_frames;
 pub mod server_args;
+pub mod session_join;
 pub mod tls;
 pub mod tunnel_driver;
