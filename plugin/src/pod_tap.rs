@@ -106,20 +106,6 @@ pub fn derived_mac(container_id: &str, ifname: &str) -> [u8; 6] {
     [0x5e, b[3], b[4], b[5], b[6], b[7]]
 }
 
-/// `02:AB:…` text → bytes (input already validated by `netconf::normalize_mac`).
-pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
-    let mut out = [0u8; 6];
-    let mut parts = text.split([':', '-']);
-    for byte in &mut out {
-        *byte = u8::from_str_radix(parts.next()?, 16).ok()?;
-    }
-    parts.next().is_none().then_some(out)
-}
-
-pub fn format_mac(mac: [u8; 6]) -> String {
-    mac.map(|b| format!("{b:02X}")).join(":")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,13 +120,5 @@ mod tests {
         assert_ne!(a, derived_mac("c1", "vpn1"));
         assert_ne!(a, derived_mac("c2", "vpn0"));
         assert_ne!(derived_mac("a", "bc"), derived_mac("ab", "c"));
-    }
-
-    #[test]
-    fn mac_text_round_trips() {
-        let m = [0x5e, 0, 0xab, 1, 2, 0xff];
-        assert_eq!(format_mac(m), "5E:00:AB:01:02:FF");
-        assert_eq!(parse_mac(&format_mac(m)), Some(m));
-        assert_eq!(parse_mac("5e:00"), None);
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! Commands talk to a [`SidecarClient`]; [`UnixSidecarClient`] is the real one
 //! (one JSON request line, one JSON reply line per connection on the
-//! `sidecarSocket` Unix socket, see `unix_socket.rs` for the wire format).
+//! `sidecarSocket` Unix socket). The request and reply types are the control
+//! protocol's (`softether-control`, shared with the sidecar), re-exported here.
 //! Tests substitute a fake. Errors stay a [`SidecarError`] here: what an
 //! unreachable sidecar means (11 for ADD, 50 for STATUS, success for DEL) is
 //! each command's decision.
@@ -10,147 +11,16 @@
 mod unix_socket;
 
 use std::io;
-use std::net::IpAddr;
 use std::os::fd::BorrowedFd;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-
-use crate::netconf::{Attachment, LoginSettings};
-use crate::spec::result::{Dns, IpPrefix};
 use crate::spec::CniError;
+pub use softether_control::{
+    AttachRequest, AttachResult, AttachedIp, AttachedRoute, AttachmentRef, CheckRequest,
+    DetachRequest, GcReport, GcRequest, LinkSettings, SidecarStatus,
+};
 pub use unix_socket::UnixSidecarClient;
-
-/// Which pod interface a request is about, and in which CNI network.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct AttachmentRef {
-    pub network: String,
-    #[serde(rename = "containerID")]
-    pub container_id: String,
-    pub ifname: String,
-}
-
-/// Link-level and routing choices for the TAP in the pod netns.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct LinkSettings {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub mtu: Option<u16>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub mac: Option<String>,
-    pub accept_default_gateway: bool,
-    pub accept_static_routes: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub policy_route_table: Option<u32>,
-    pub connmark: bool,
-}
-
-/// ADD: the plugin created the persistent TAP `ifname` in `netns` and passes
-/// its fd with this request (SCM_RIGHTS); the sidecar logs in, runs DHCP and
-/// configures the netns.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct AttachRequest {
-    #[serde(flatten)]
-    pub attachment: AttachmentRef,
-    pub netns: String,
-    pub login: LoginSettings,
-    pub link: LinkSettings,
-    /// What is left of the plugin's `timeout`; the sidecar should give up
-    /// (and clean up) before it runs out.
-    pub timeout_ms: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pod_namespace: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pod_name: Option<String>,
-}
-
-/// What the sidecar configured; the plugin turns it into the CNI result.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct AttachResult {
-    /// The TAP's MAC; Podman refuses a sandbox interface without one.
-    pub mac: String,
-    #[serde(default)]
-    pub mtu: Option<u32>,
-    #[serde(default)]
-    pub ips: Vec<AttachedIp>,
-    #[serde(default)]
-    pub routes: Vec<AttachedRoute>,
-    #[serde(default)]
-    pub dns: Dns,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct AttachedIp {
-    pub address: IpPrefix,
-    #[serde(default)]
-    pub gateway: Option<IpAddr>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct AttachedRoute {
-    pub dst: IpPrefix,
-    #[serde(default)]
-    pub gw: Option<IpAddr>,
-    #[serde(default)]
-    pub table: Option<u32>,
-    #[serde(default)]
-    pub priority: Option<u32>,
-}
-
-/// DEL: end the session, release the lease, remove the TAP if the netns is
-/// still there. Must succeed when nothing is left.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct DetachRequest {
-    #[serde(flatten)]
-    pub attachment: AttachmentRef,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub netns: Option<String>,
-}
-
-/// CHECK: is the session up and is the pod interface as ADD left it?
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct CheckRequest {
-    #[serde(flatten)]
-    pub attachment: AttachmentRef,
-    pub netns: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub mac: Option<String>,
-    pub ips: Vec<IpPrefix>,
-}
-
-/// GC: drop every attachment of `network` not listed in `valid`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct GcRequest {
-    pub network: String,
-    pub valid: Vec<Attachment>,
-}
-
-/// What GC did; `errors` are attachments it could not clean up.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct GcReport {
-    #[serde(default)]
-    pub removed: Vec<Attachment>,
-    #[serde(default)]
-    pub errors: Vec<String>,
-}
-
-/// STATUS answer from a sidecar that is up.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(tag = "state", rename_all = "camelCase")]
-pub enum SidecarStatus {
-    /// Ready to serve ADD.
-    Ready,
-    /// Up, but some sessions are down (CNI code 51).
-    Degraded { reason: String },
-}
 
 /// Why a sidecar call failed.
 #[derive(Debug, thiserror::Error)]

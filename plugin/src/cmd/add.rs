@@ -13,13 +13,14 @@ use std::path::Path;
 use std::time::Instant;
 
 use super::{required, Output};
-use crate::netconf::{normalize_mac, resolve_login, NetConf};
-use crate::pod_tap::{derived_mac, format_mac, parse_mac, PodTaps};
+use crate::netconf::{resolve_login, NetConf, MAC_EXPECTED};
+use crate::pod_tap::{derived_mac, PodTaps};
 use crate::sidecar_client::{
     AttachRequest, AttachResult, AttachmentRef, LinkSettings, SidecarClient, SidecarError,
 };
 use crate::spec::result::{Interface, IpConfig, Route};
 use crate::spec::{CniArgs, CniError, CniResult, Env, ErrorCode};
+use softether_control::Mac;
 
 pub fn run(
     env: &Env,
@@ -56,20 +57,16 @@ pub fn run(
         ));
     }
     let cni_args = CniArgs::parse(&env.args)?;
-    let mac = match (&conf.runtime_mac, &cni_args.mac) {
-        (Some(mac), _) => Some(mac.clone()),
-        (None, Some(raw)) => Some(normalize_mac(raw).map_err(|why| {
+    let mac = match (conf.runtime_mac, &cni_args.mac) {
+        (Some(mac), _) => mac,
+        (None, Some(raw)) => raw.parse::<Mac>().map_err(|_| {
             CniError::invalid_env(
                 format!("CNI_ARGS MAC={raw:?} is invalid"),
-                format!("expected {why}"),
+                format!("expected {MAC_EXPECTED}"),
             )
-        })?),
-        (None, None) => None,
+        })?,
+        (None, None) => Mac(derived_mac(container_id, ifname)),
     };
-    let mac = mac
-        .as_deref()
-        .and_then(parse_mac)
-        .unwrap_or_else(|| derived_mac(container_id, ifname));
     let login = resolve_login(conf, &cni_args)?;
     let request = AttachRequest {
         attachment: AttachmentRef {
@@ -81,7 +78,7 @@ pub fn run(
         login,
         link: LinkSettings {
             mtu: conf.mtu,
-            mac: Some(format_mac(mac)),
+            mac: Some(mac),
             accept_default_gateway: conf.accept_default_gateway,
             accept_static_routes: conf.accept_static_routes,
             policy_route_table: conf.policy_route_table,
@@ -93,12 +90,12 @@ pub fn run(
         pod_namespace: cni_args.pod_namespace.clone(),
         pod_name: cni_args.pod_name.clone(),
     };
-    let tap = taps.create(netns, ifname, mac)?;
+    let tap = taps.create(netns, ifname, mac.octets())?;
     let attached = client.attach(&request, tap.as_fd(), deadline);
     drop(tap);
     let attached = attached.inspect_err(|_| {
         // Leave nothing behind: ADD failed, and the runtime's DEL may never know the TAP.
-        if let Err(del) = taps.delete(netns, ifname, mac) {
+        if let Err(del) = taps.delete(netns, ifname, mac.octets()) {
             crate::logging::warn(format_args!(
                 "ADD failed and removing {ifname} failed too: {del}"
             ));
@@ -120,7 +117,7 @@ pub fn run(
             CniError::try_again_later(e.to_string(), "")
         }
     })?;
-    let ours = to_cni_result(attached, ifname, netns)?;
+    let ours = to_cni_result(attached, ifname, netns);
     let result = match prev {
         Some(prev) => prev.chain(ours),
         None => ours,
@@ -129,18 +126,12 @@ pub fn run(
 }
 
 /// Our interface is index 0 of our own result; chaining shifts it.
-fn to_cni_result(attached: AttachResult, ifname: &str, netns: &str) -> Result<CniResult, CniError> {
-    let mac = normalize_mac(&attached.mac).map_err(|why| {
-        CniError::new(
-            ErrorCode::SidecarProtocol,
-            format!("sidecar reported MAC {:?} for {ifname}", attached.mac),
-            format!("expected {why}"),
-        )
-    })?;
-    Ok(CniResult {
+/// CNI results carry the MAC in lowercase.
+fn to_cni_result(attached: AttachResult, ifname: &str, netns: &str) -> CniResult {
+    CniResult {
         interfaces: vec![Interface {
             name: ifname.to_owned(),
-            mac: Some(mac),
+            mac: Some(format!("{:x}", attached.mac)),
             mtu: attached.mtu,
             sandbox: Some(netns.to_owned()),
             ..Interface::default()
@@ -168,7 +159,7 @@ fn to_cni_result(attached: AttachResult, ifname: &str, netns: &str) -> Result<Cn
             })
             .collect(),
         dns: attached.dns,
-    })
+    }
 }
 
 /// skel's `ErrInvalidNetNS` check: same inode as our own netns. A path we

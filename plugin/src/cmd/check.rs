@@ -7,6 +7,7 @@ use super::{required, Output};
 use crate::netconf::NetConf;
 use crate::sidecar_client::{AttachmentRef, CheckRequest, SidecarClient, SidecarError};
 use crate::spec::{CniError, CniResult, Env, ErrorCode, Version};
+use softether_control::Mac;
 
 pub fn run(env: &Env, conf: &NetConf, client: &mut dyn SidecarClient) -> Result<Output, CniError> {
     if conf.cni_version < Version::V0_4_0 {
@@ -32,6 +33,15 @@ pub fn run(env: &Env, conf: &NetConf, client: &mut dyn SidecarClient) -> Result<
                 "",
             )
         })?;
+    let mac = match prev.interfaces.get(index).and_then(|i| i.mac.as_deref()) {
+        None => None,
+        Some(text) => Some(text.parse::<Mac>().map_err(|e| {
+            CniError::invalid_config(
+                format!("prevResult has a bad MAC for {ifname} in {netns}"),
+                e.to_string(),
+            )
+        })?),
+    };
     let request = CheckRequest {
         attachment: AttachmentRef {
             network: conf.name.clone(),
@@ -39,7 +49,7 @@ pub fn run(env: &Env, conf: &NetConf, client: &mut dyn SidecarClient) -> Result<
             ifname: ifname.to_owned(),
         },
         netns: netns.to_owned(),
-        mac: prev.interfaces.get(index).and_then(|i| i.mac.clone()),
+        mac,
         ips: prev
             .ips
             .iter()
@@ -113,7 +123,10 @@ mod tests {
         );
         let seen = h.seen.borrow();
         assert_eq!(seen.check[0].ips, vec!["10.8.0.23/24".parse().unwrap()]);
-        assert_eq!(seen.check[0].mac.as_deref(), Some("02:00:00:00:00:01"));
+        assert_eq!(
+            seen.check[0].mac,
+            Some("02:00:00:00:00:01".parse().unwrap())
+        );
     }
 
     #[test]

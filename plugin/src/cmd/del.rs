@@ -23,9 +23,10 @@ use serde_json::{Map, Value};
 use super::{required, Connect, Output};
 use crate::logging;
 use crate::netconf::{self, NetConf, DEFAULT_SIDECAR_SOCKET, DEFAULT_STATE_DIR, DEFAULT_TIMEOUT};
-use crate::pod_tap::{format_mac, PodTaps, TapRemoval};
+use crate::pod_tap::{PodTaps, TapRemoval};
 use crate::sidecar_client::{AttachmentRef, DetachRequest, SidecarError};
 use crate::spec::{CniError, Env, ErrorCode};
+use softether_control::Mac;
 
 pub fn run(
     env: &Env,
@@ -118,8 +119,8 @@ fn remove_own_tap(
             logging::warn(format_args!(
                 "DEL {container_id}/{ifname}: {ifname} in {netns} has MAC {}, not this \
                  attachment's {}; leaving it and writing no tombstone",
-                format_mac(found),
-                format_mac(mac)
+                Mac(found),
+                Mac(mac)
             ));
             false
         }

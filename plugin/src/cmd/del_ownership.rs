@@ -16,8 +16,9 @@ use std::path::Path;
 
 use serde_json::{Map, Value};
 
-use crate::netconf::normalize_mac;
-use crate::pod_tap::{derived_mac, parse_mac};
+use softether_control::Mac;
+
+use crate::pod_tap::derived_mac;
 
 /// The MAC this attachment's TAP has, if it exists and is ours.
 pub(super) fn expected_mac(
@@ -74,10 +75,7 @@ fn read_json(path: &Path) -> Option<Map<String, Value>> {
 }
 
 fn mac_of(text: Option<&Value>) -> Option<[u8; 6]> {
-    normalize_mac(text?.as_str()?)
-        .ok()
-        .as_deref()
-        .and_then(parse_mac)
+    text?.as_str()?.parse::<Mac>().ok().map(Mac::octets)
 }
 
 /// ADD refuses a `prevResult` that already has `ifname` in `netns`, so in the

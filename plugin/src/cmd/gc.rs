@@ -61,7 +61,7 @@ pub fn run(conf: &NetConf, client: &mut dyn SidecarClient) -> Result<Output, Cni
 mod tests {
     use super::*;
     use crate::cmd::fake::{Harness, Script};
-    use crate::netconf::Attachment;
+    use crate::netconf::ValidAttachment;
     use crate::sidecar_client::GcReport;
     use serde_json::{json, Value};
 
@@ -73,8 +73,8 @@ mod tests {
         NetConf::from_stdin(v.to_string().as_bytes()).unwrap()
     }
 
-    fn a(id: &str) -> Attachment {
-        Attachment {
+    fn a(id: &str) -> ValidAttachment {
+        ValidAttachment {
             container_id: id.into(),
             ifname: "vpn0".into(),
         }

@@ -177,30 +177,6 @@ pub fn normalize_pin(s: &str) -> Result<String, String> {
     }
 }
 
-/// A unicast MAC address, `02:00:00:00:00:01` or with '-'. Returns it
-/// lowercase with ':' separators.
-pub fn normalize_mac(s: &str) -> Result<String, String> {
-    let parts: Vec<&str> = s.split([':', '-']).collect();
-    let bytes: Option<Vec<u8>> = parts
-        .iter()
-        .map(|p| {
-            if p.len() == 2 {
-                u8::from_str_radix(p, 16).ok()
-            } else {
-                None
-            }
-        })
-        .collect();
-    match bytes {
-        Some(b) if b.len() == 6 && b[0] & 1 == 0 && b.iter().any(|x| *x != 0) => Ok(b
-            .iter()
-            .map(|x| format!("{x:02x}"))
-            .collect::<Vec<_>>()
-            .join(":")),
-        _ => Err("a unicast MAC address such as 02:00:5e:10:00:01".into()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,29 +196,6 @@ mod tests {
             &format!("a:b{}", "ab".repeat(31)),
         ] {
             assert!(normalize_pin(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn macs() {
-        assert_eq!(
-            normalize_mac("02:AA:bb:00:00:01").unwrap(),
-            "02:aa:bb:00:00:01"
-        );
-        assert_eq!(
-            normalize_mac("02-aa-bb-00-00-01").unwrap(),
-            "02:aa:bb:00:00:01"
-        );
-        for bad in [
-            "",
-            "01:00:5e:00:00:01",
-            "00:00:00:00:00:00",
-            "02:aa:bb:00:00",
-            "02:aa:bb:00:00:01:02",
-            "0g:00:00:00:00:01",
-            "2:aa:bb:00:00:01",
-        ] {
-            assert!(normalize_mac(bad).is_err(), "{bad}");
         }
     }
 

@@ -1,5 +1,6 @@
-//! Who logs in where: the network config plus per-pod overrides. The
-//! password stays in `passwordFile`, which only the sidecar reads.
+//! Who logs in where: the network config plus per-pod overrides, resolved
+//! into the attach request's [`LoginSettings`]. The password stays in
+//! `passwordFile`, which only the sidecar reads.
 //!
 //! Precedence, lowest to highest: network config, `CNI_ARGS`
 //! (`SOFTETHER_USER`, `SOFTETHER_PASSWORD_FILE`, `SOFTETHER_HUB`; Podman
@@ -10,11 +11,10 @@
 
 use std::path::PathBuf;
 
-use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::fields::{self, Fields};
-use super::{password_refused, NetConf};
+use super::{password_refused, LoginSettings, NetConf};
 use crate::spec::env::{CniArgs, ARG_HUB, ARG_PASSWORD_FILE, ARG_USER};
 use crate::spec::CniError;
 
@@ -75,27 +75,6 @@ impl PodOverrides {
             hub: over.hub.clone().or(self.hub),
         }
     }
-}
-
-/// Everything the sidecar needs to open the SoftEther session. Serialized
-/// into the attach request. The password is not: the sidecar reads
-/// `passwordFile` itself (and keeps only the path in its records).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct LoginSettings {
-    pub server: String,
-    pub port: u16,
-    pub hub: String,
-    pub user: String,
-    /// Read by the sidecar, never by the plugin.
-    pub password_file: PathBuf,
-    pub plain_password: bool,
-    pub insecure: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pin_sha256: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ca_file: Option<PathBuf>,
-    pub max_connections: u8,
 }
 
 /// Applies the overrides and checks that `server`, `user` and `passwordFile`

@@ -18,13 +18,13 @@ mod login;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::spec::{CniError, Version};
-pub use fields::normalize_mac;
 use fields::Fields;
-pub use login::{resolve_login, LoginSettings, PodOverrides};
+pub use login::{resolve_login, PodOverrides};
+use softether_control::Mac;
+pub use softether_control::{LoginSettings, ValidAttachment};
 
 pub const DEFAULT_PORT: u16 = 443;
 pub const DEFAULT_HUB: &str = "DEFAULT";
@@ -34,18 +34,12 @@ pub const DEFAULT_SIDECAR_SOCKET: &str = "/run/softether-cni/sidecar.sock";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/softether-cni";
 /// kubelet gives the whole sandbox setup two minutes; ADD must fit inside.
 pub const MAX_TIMEOUT_SECS: u64 = 119;
+/// What a MAC in the config or `CNI_ARGS` must look like (the "expected …" of the error).
+pub const MAC_EXPECTED: &str = "a unicast MAC address such as 02:00:5e:10:00:01";
 
 /// The GC keys: libcni ≥ 1.2.3 sends both spellings (spec tag 1.1.0 had the
 /// second one).
 pub const GC_KEYS: [&str; 2] = ["cni.dev/valid-attachments", "cni.dev/attachments"];
-
-/// One still-valid attachment in a GC request.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Attachment {
-    #[serde(rename = "containerID")]
-    pub container_id: String,
-    pub ifname: String,
-}
 
 /// A validated network configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -75,12 +69,12 @@ pub struct NetConf {
     /// The sidecar's `--state-dir` (tombstones for a DEL while it is down).
     pub state_dir: PathBuf,
     /// `runtimeConfig.mac` (capability `mac`), normalized.
-    pub runtime_mac: Option<String>,
+    pub runtime_mac: Option<Mac>,
     /// `args.cni` per-pod overrides (Multus `cni-args`).
     pub pod_args: PodOverrides,
     pub prev_result: Option<Value>,
     /// Union of both GC keys; `None` when neither is present.
-    pub valid_attachments: Option<Vec<Attachment>>,
+    pub valid_attachments: Option<Vec<ValidAttachment>>,
     /// Keys this plugin does not know, untouched.
     pub unknown: Map<String, Value>,
 }
@@ -214,8 +208,8 @@ impl NetConf {
                 match rc.string("mac")? {
                     None => None,
                     Some(s) => Some(
-                        fields::normalize_mac(&s)
-                            .map_err(|why| rc.error("mac", &Value::String(s), &why))?,
+                        s.parse::<Mac>()
+                            .map_err(|_| rc.error("mac", &Value::String(s), MAC_EXPECTED))?,
                     ),
                 }
             }
@@ -228,12 +222,13 @@ impl NetConf {
             },
         };
         let prev_result = f.take("prevResult");
-        let mut valid_attachments: Option<Vec<Attachment>> = None;
+        let mut valid_attachments: Option<Vec<ValidAttachment>> = None;
         for key in GC_KEYS {
             if let Some(v) = f.take(key) {
-                let list: Vec<Attachment> = serde_json::from_value(v.clone()).map_err(|_| {
-                    f.error(key, &v, "a list of {\"containerID\", \"ifname\"} objects")
-                })?;
+                let list: Vec<ValidAttachment> =
+                    serde_json::from_value(v.clone()).map_err(|_| {
+                        f.error(key, &v, "a list of {\"containerID\", \"ifname\"} objects")
+                    })?;
                 let all = valid_attachments.get_or_insert_with(Vec::new);
                 for a in list {
                     if !all.contains(&a) {

@@ -86,7 +86,7 @@ fn every_key_parses() {
     assert_eq!(c.policy_route_table, Some(100));
     assert!(c.connmark && c.plain_password && c.insecure);
     assert_eq!(c.timeout, Duration::from_secs(119));
-    assert_eq!(c.runtime_mac.as_deref(), Some("02:aa:bb:cc:dd:ee"));
+    assert_eq!(c.runtime_mac, Some("02:aa:bb:cc:dd:ee".parse().unwrap()));
     assert_eq!(c.pod_args.user.as_deref(), Some("carol"));
     assert_eq!(c.pod_args.hub.as_deref(), Some("H2"));
     assert!(c.prev_result.is_some());
@@ -238,7 +238,7 @@ fn gc_accepts_both_key_spellings_and_merges_them() {
     assert_eq!(list.len(), 2);
     assert_eq!(
         list[1],
-        Attachment {
+        ValidAttachment {
             container_id: "c2".into(),
             ifname: "vpn0".into()
         }

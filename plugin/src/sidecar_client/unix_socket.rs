@@ -1,18 +1,11 @@
 //! [`SidecarClient`] over the sidecar's Unix socket.
 //!
-//! Wire format (proposal, version 1; the sidecar must match it): one
-//! connection per call; the plugin writes one JSON object and a newline,
-//!
-//! ```text
-//! {"protocol":1,"op":"attach"|"detach"|"check"|"status"|"gc","request":{…}}
-//! ```
-//!
-//! (for `attach`, the TAP fd rides on the same `sendmsg` as SCM_RIGHTS)
-//! and reads one line back: `{"ok":<payload>}` or
-//! `{"error":{"code":N,"msg":"…","details":"…"}}`, where `N` is a CNI code
-//! from `spec::error` (100 login, 101 DHCP, 102 TAP/netns, 11, …). Payloads:
-//! attach → [`AttachResult`], status → [`SidecarStatus`], gc →
-//! [`GcReport`], detach/check → anything (ignored).
+//! One connection per call: the request line (for `attach` with the TAP fd
+//! on the same `sendmsg`, SCM_RIGHTS), then one reply line. The framing is
+//! `softether_control`'s; this file adds the socket, the deadline and the
+//! mapping of the sidecar's error codes to [`CniError`]. Payloads: attach →
+//! [`AttachResult`], status → [`SidecarStatus`], gc → [`GcReport`],
+//! detach/check → anything (ignored).
 
 use std::io::{BufRead, BufReader, ErrorKind, IoSlice, Read, Write};
 use std::os::fd::{AsRawFd, BorrowedFd};
@@ -21,8 +14,9 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{json, Value};
+use softether_control::{parse_reply, request_line, ReplyError, MAX_REPLY_BYTES};
 
 use super::{
     AttachRequest, AttachResult, CheckRequest, DetachRequest, GcReport, GcRequest, SidecarClient,
@@ -30,36 +24,10 @@ use super::{
 };
 use crate::spec::{CniError, ErrorCode};
 
-pub const PROTOCOL_VERSION: u32 = 1;
-/// A reply is a few hundred bytes; anything near this is a confused peer.
-const MAX_REPLY_BYTES: u64 = 1 << 20;
-
 /// Talks to the sidecar listening on `path`.
 #[derive(Debug, Clone)]
 pub struct UnixSidecarClient {
     path: PathBuf,
-}
-
-#[derive(Serialize)]
-struct Envelope<'a, R> {
-    protocol: u32,
-    op: &'a str,
-    request: &'a R,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum Reply {
-    Ok(Value),
-    Error(WireError),
-}
-
-#[derive(Deserialize)]
-struct WireError {
-    code: u32,
-    msg: String,
-    #[serde(default)]
-    details: String,
 }
 
 impl UnixSidecarClient {
@@ -122,13 +90,8 @@ impl UnixSidecarClient {
             .set_read_timeout(Some(remaining))
             .and_then(|()| stream.set_write_timeout(Some(remaining)))
             .map_err(|e| self.io_error(started, e))?;
-        let mut line = serde_json::to_vec(&Envelope {
-            protocol: PROTOCOL_VERSION,
-            op,
-            request,
-        })
-        .map_err(|e| self.protocol(format!("cannot encode the {op} request: {e}")))?;
-        line.push(b'\n');
+        let line = request_line(op, request)
+            .map_err(|e| self.protocol(format!("cannot encode the {op} request: {e}")))?;
         let mut sent = 0;
         if let Some(fd) = fd {
             let fds = [fd.as_raw_fd()];
@@ -150,13 +113,9 @@ impl UnixSidecarClient {
         BufReader::new((&stream).take(MAX_REPLY_BYTES))
             .read_line(&mut reply)
             .map_err(|e| self.io_error(started, e))?;
-        if reply.trim().is_empty() {
-            return Err(self.protocol(format!("connection closed without a reply to {op}")));
-        }
-        match serde_json::from_str::<Reply>(&reply) {
-            Ok(Reply::Ok(payload)) => serde_json::from_value(payload)
-                .map_err(|e| self.protocol(format!("bad {op} payload: {e}"))),
-            Ok(Reply::Error(err)) => match ErrorCode::from_u32(err.code) {
+        match parse_reply::<T>(&reply) {
+            Ok(Ok(payload)) => Ok(payload),
+            Ok(Err(err)) => match ErrorCode::from_u32(err.code) {
                 Some(code) => Err(SidecarError::Refused(CniError::new(
                     code,
                     err.msg,
@@ -167,6 +126,10 @@ impl UnixSidecarClient {
                     err.code, err.msg, err.details
                 ))),
             },
+            Err(ReplyError::Empty) => {
+                Err(self.protocol(format!("connection closed without a reply to {op}")))
+            }
+            Err(ReplyError::Payload(e)) => Err(self.protocol(format!("bad {op} payload: {e}"))),
             Err(e) => Err(self.protocol(format!("bad reply to {op}: {e}"))),
         }
     }

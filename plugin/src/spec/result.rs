@@ -5,66 +5,16 @@
 //! `prevResult` accepts every supported version (unknown keys such as the
 //! 0.x `version` are ignored and recomputed on output).
 
-use std::fmt;
 use std::net::IpAddr;
-use std::str::FromStr;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
+/// Shared with the control protocol: the sidecar reports addresses and DNS in
+/// exactly the CNI result's text forms, so they pass through unchanged.
+pub use softether_control::{Dns, IpPrefix};
 
 use super::error::CniError;
 use super::version::Version;
-
-/// An address with prefix length, `10.8.0.23/24` or `fd00::5/64`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IpPrefix {
-    pub addr: IpAddr,
-    pub len: u8,
-}
-
-impl IpPrefix {
-    pub fn new(addr: IpAddr, len: u8) -> Option<IpPrefix> {
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        (len <= max).then_some(IpPrefix { addr, len })
-    }
-}
-
-impl FromStr for IpPrefix {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (a, l) = s
-            .split_once('/')
-            .ok_or_else(|| format!("{s:?} is not ADDRESS/PREFIX"))?;
-        let addr: IpAddr = a
-            .parse()
-            .map_err(|_| format!("{a:?} is not an IP address"))?;
-        let len: u8 = l
-            .parse()
-            .map_err(|_| format!("{l:?} is not a prefix length"))?;
-        IpPrefix::new(addr, len)
-            .ok_or_else(|| format!("prefix length {len} is too long for {addr}"))
-    }
-}
-
-impl fmt::Display for IpPrefix {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.len)
-    }
-}
-
-impl Serialize for IpPrefix {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for IpPrefix {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -112,24 +62,6 @@ pub struct Route {
     pub table: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<u32>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Dns {
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub nameservers: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub domain: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub search: Vec<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub options: Vec<String>,
-}
-
-impl Dns {
-    pub fn is_empty(&self) -> bool {
-        *self == Dns::default()
-    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -9,7 +9,7 @@ use tokio::sync::watch;
 
 use super::connect::{run_engine, EngineConfig, EngineError};
 use super::lease_apply::NetOptions;
-use super::mac::Mac;
+use super::mac::{stable_mac, Mac};
 use super::status::{status_channel, StopMode};
 use crate::establish::SessionError;
 use crate::server_args::{random_seed, ServerArgs};
@@ -106,7 +106,7 @@ fn engine_config(args: &ConnectArgs) -> anyhow::Result<EngineConfig> {
     let session = server.session_config(args.max_connections)?;
     let mac = args
         .mac
-        .unwrap_or_else(|| Mac::stable(&server.host, &server.user, &server.hub));
+        .unwrap_or_else(|| stable_mac(&server.host, &server.user, &server.hub));
     Ok(EngineConfig {
         session,
         mac,

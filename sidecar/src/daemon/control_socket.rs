@@ -15,11 +15,8 @@ use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::{UnixListener, UnixStream};
 
-use super::protocol::{Envelope, Reply};
 use super::sys;
-
-/// A request line is a few kilobytes at most.
-const MAX_REQUEST_BYTES: usize = 64 * 1024;
+use softether_control::{Envelope, Reply, MAX_REQUEST_BYTES};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -147,8 +144,7 @@ async fn read_line(stream: &UnixStream) -> Result<Incoming, ReadError> {
 
 /// Writes the reply line and shuts the write side down.
 pub async fn write_reply(stream: &mut UnixStream, reply: &Reply) -> io::Result<()> {
-    let mut line = serde_json::to_vec(reply).map_err(io::Error::other)?;
-    line.push(b'\n');
+    let line = reply.line().map_err(io::Error::other)?;
     stream.write_all(&line).await?;
     stream.shutdown().await
 }

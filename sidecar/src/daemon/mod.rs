@@ -4,7 +4,7 @@
 //! - [`control_socket`]: the root-only Unix socket (stale-file removal, mode 0600,
 //!   `SO_PEERCRED`), one JSON line each way, the TAP fd received with `attach` (SCM_RIGHTS,
 //!   through [`sys`], the crate's only `unsafe`);
-//! - [`protocol`]: the wire types shared with `plugin/src/sidecar_client.rs`;
+//! - the wire types and framing come from [`softether_control`], shared with the plugin;
 //! - [`registry`]: attachments keyed by `(containerID, ifname)`; attach / detach / check /
 //!   status / gc / list, and the startup recovery (tombstones, then re-adoption);
 //! - [`state`]: attachment records and tombstones in the state directory;
@@ -17,7 +17,6 @@
 
 pub mod cli;
 pub mod control_socket;
-pub mod protocol;
 pub mod registry;
 pub mod session;
 pub mod state;
@@ -29,12 +28,14 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
 use control_socket::{peer_allowed, peer_uid, read_request, write_reply, Incoming};
-use protocol::{code, Envelope, ListReply, Reply, WireError, PROTOCOL_VERSION};
 use registry::Registry;
+use softether_control::{
+    code, parse_reply, request_line, ListReply, Reply, WireError, MAX_REPLY_BYTES, PROTOCOL_VERSION,
+};
 use state::StateDir;
 
 pub const DEFAULT_SOCKET: &str = "/run/softether-cni/sidecar.sock";
@@ -129,16 +130,6 @@ fn decode<T: DeserializeOwned>(op: &str, v: Value) -> Result<T, WireError> {
     })
 }
 
-fn to_reply<T: serde::Serialize>(r: Result<T, WireError>) -> Reply {
-    match r.and_then(|v| {
-        serde_json::to_value(v)
-            .map_err(|e| WireError::new(code::PROTOCOL, "cannot encode the reply", e.to_string()))
-    }) {
-        Ok(v) => Reply::Ok(v),
-        Err(e) => Reply::Error(e),
-    }
-}
-
 async fn dispatch(incoming: Incoming, registry: &Registry) -> Reply {
     let Incoming { envelope, fds } = incoming;
     if envelope.protocol != PROTOCOL_VERSION {
@@ -156,23 +147,23 @@ async fn dispatch(incoming: Incoming, registry: &Registry) -> Reply {
     tracing::debug!(op, "control request");
     match op {
         "attach" => match decode(op, req) {
-            Ok(r) => to_reply(registry.attach(r, fds).await),
+            Ok(r) => Reply::from_result(registry.attach(r, fds).await),
             Err(e) => Reply::Error(e),
         },
         "detach" => match decode(op, req) {
-            Ok(r) => to_reply(registry.detach(r).await.map(|()| Value::Null)),
+            Ok(r) => Reply::from_result(registry.detach(r).await.map(|()| Value::Null)),
             Err(e) => Reply::Error(e),
         },
         "check" => match decode(op, req) {
-            Ok(r) => to_reply(registry.check(r).await.map(|()| Value::Null)),
+            Ok(r) => Reply::from_result(registry.check(r).await.map(|()| Value::Null)),
             Err(e) => Reply::Error(e),
         },
         "gc" => match decode(op, req) {
-            Ok(r) => to_reply(Ok(registry.gc(r).await)),
+            Ok(r) => Reply::from_result(Ok(registry.gc(r).await)),
             Err(e) => Reply::Error(e),
         },
-        "status" => to_reply(Ok(registry.status())),
-        "list" => to_reply(Ok(ListReply {
+        "status" => Reply::from_result(Ok(registry.status())),
+        "list" => Reply::from_result(Ok(ListReply {
             attachments: registry.list(),
         })),
         other => Reply::Error(WireError::new(
@@ -191,26 +182,19 @@ pub async fn query_list(socket: &Path) -> Result<ListReply, String> {
             socket.display()
         )
     })?;
-    let env = Envelope {
-        protocol: PROTOCOL_VERSION,
-        op: "list".into(),
-        request: Value::Object(Default::default()),
-    };
-    let mut line = serde_json::to_vec(&env).map_err(|e| e.to_string())?;
-    line.push(b'\n');
+    let line = request_line("list", &serde_json::json!({})).map_err(|e| e.to_string())?;
     stream.write_all(&line).await.map_err(|e| e.to_string())?;
     let mut reply = String::new();
     tokio::time::timeout(
         REQUEST_READ_TIMEOUT,
-        BufReader::new(&mut stream).read_line(&mut reply),
+        BufReader::new((&mut stream).take(MAX_REPLY_BYTES)).read_line(&mut reply),
     )
     .await
     .map_err(|_| "no reply within 10s".to_string())?
     .map_err(|e| e.to_string())?;
-    match serde_json::from_str::<Reply>(&reply).map_err(|e| format!("bad reply: {e}"))? {
-        Reply::Ok(v) => serde_json::from_value(v).map_err(|e| format!("bad list: {e}")),
-        Reply::Error(e) => Err(e.to_string()),
-    }
+    parse_reply::<ListReply>(&reply)
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
 }
 
 /// The human-readable `status` table.

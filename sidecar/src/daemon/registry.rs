@@ -5,22 +5,25 @@
 //! lease, stopping a session) happens outside it.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::os::fd::OwnedFd;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use ipnet::Ipv4Net;
 use netcfg::{Netlink, Netns, Tap};
 
 use crate::client::status::Phase;
 
-use super::protocol::{
-    code, AttachRequest, AttachResult, AttachedIp, AttachedRoute, AttachmentStatus, CheckRequest,
-    DetachRequest, Dns, GcReport, GcRequest, SidecarStatus, ValidAttachment, WireError,
-};
 use super::session::{self, SessionHandle};
 use super::state::{unix_now, AttachmentKey, AttachmentRecord, StateDir, RECORD_VERSION};
 use crate::client::lease_apply::plan;
 use crate::client::status::StopMode;
+use softether_control::{
+    code, AttachRequest, AttachResult, AttachedIp, AttachedRoute, AttachmentStatus, CheckRequest,
+    DetachRequest, Dns, GcReport, GcRequest, IpPrefix, Mac, SidecarStatus, ValidAttachment,
+    WireError,
+};
 
 /// The attach answer must reach the plugin before its own deadline.
 const REPLY_MARGIN: Duration = Duration::from_millis(1500);
@@ -41,20 +44,6 @@ fn bad_request(e: String) -> WireError {
 
 fn netns_error(what: String, e: impl std::fmt::Display) -> WireError {
     WireError::new(code::TAP_NETNS, what, e.to_string())
-}
-
-/// `5E:01:…` (any case, `:` or `-`) → bytes.
-pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
-    let mut out = [0u8; 6];
-    let mut parts = text.split([':', '-']);
-    for byte in &mut out {
-        *byte = u8::from_str_radix(parts.next()?, 16).ok()?;
-    }
-    parts.next().is_none().then_some(out)
-}
-
-pub fn format_mac(mac: [u8; 6]) -> String {
-    mac.map(|b| format!("{b:02X}")).join(":")
 }
 
 impl Registry {
@@ -106,10 +95,8 @@ impl Registry {
                 "DEL the attachment first",
             ));
         }
-        let mac = match req.link.mac.as_deref() {
-            Some(text) => parse_mac(text).ok_or_else(|| {
-                WireError::new(code::INVALID_CONFIG, format!("bad MAC {text:?}"), "")
-            })?,
+        let mac = match req.link.mac {
+            Some(mac) => mac.octets(),
             None => self.read_mac(&req.netns, &key.ifname).await?,
         };
         // Fail fast (code 7) on an unusable password file or pin.
@@ -120,7 +107,7 @@ impl Registry {
             container_id: key.container_id.clone(),
             ifname: key.ifname.clone(),
             netns: req.netns.clone(),
-            mac: format_mac(mac),
+            mac: Mac(mac).to_string(),
             login: req.login.clone(),
             link: req.link.clone(),
             last_address: None,
@@ -286,16 +273,17 @@ impl Registry {
         let mac = info
             .mac
             .as_deref()
-            .and_then(|m| <[u8; 6]>::try_from(m).ok());
-        let want_mac = req.mac.as_deref().unwrap_or(&record.mac);
-        if mac.map(format_mac) != parse_mac(want_mac).map(format_mac) {
+            .and_then(|m| <[u8; 6]>::try_from(m).ok())
+            .map(Mac);
+        let want_mac = req.mac.or_else(|| record.mac.parse().ok());
+        if mac != want_mac {
             return Err(netns_error(format!("{} has the wrong MAC", key.ifname), ""));
         }
         let have = nl
             .addresses(info.index)
             .await
             .map_err(|e| netns_error("cannot list addresses".into(), e))?;
-        let mut want: Vec<String> = req.ips.clone();
+        let mut want: Vec<String> = req.ips.iter().map(IpPrefix::to_string).collect();
         want.push(lease.interface_address().to_string());
         for ip in want {
             if !have.iter().any(|a| a.to_string() == ip) {
@@ -370,7 +358,8 @@ impl Registry {
                         .lease
                         .as_ref()
                         .map(|x| x.interface_address())
-                        .or(r.last_address),
+                        .or(r.last_address)
+                        .map(ip_prefix),
                     server: format!("{}:{}", r.login.server, r.login.port),
                     hub: r.login.hub.clone(),
                     user: r.login.user.clone(),
@@ -453,7 +442,7 @@ impl Registry {
             let _ = self.state.remove(&key);
             return;
         }
-        let Some(mac) = parse_mac(&rec.mac) else {
+        let Ok(mac) = rec.mac.parse::<Mac>() else {
             return tracing::warn!(attachment = %key, "record has a bad MAC {:?}", rec.mac);
         };
         let tap = match Tap::open_persistent(&ns, &key.ifname).await {
@@ -461,7 +450,7 @@ impl Registry {
             Err(e) => return tracing::warn!(attachment = %key, "cannot reopen the TAP: {e}"),
         };
         tracing::info!(attachment = %key, address = ?rec.last_address, "re-adopting attachment");
-        let handle = session::spawn(rec.clone(), mac, tap, self.state.clone());
+        let handle = session::spawn(rec.clone(), mac.octets(), tap, self.state.clone());
         self.lock().insert(
             key,
             Entry {
@@ -509,6 +498,14 @@ async fn remove_link(netns: &str, ifname: &str) {
     }
 }
 
+/// The lease's `Ipv4Net` in the wire's family-neutral form.
+fn ip_prefix(net: Ipv4Net) -> IpPrefix {
+    IpPrefix {
+        addr: IpAddr::V4(net.addr()),
+        len: net.prefix_len(),
+    }
+}
+
 /// The CNI result: what the engine installs for `lease` with this attachment's options
 /// (the same plan, so the result cannot drift from the pod's routing).
 fn result_of(mac: [u8; 6], lease: &dhcp_client::Lease, req: &AttachRequest) -> AttachResult {
@@ -517,22 +514,24 @@ fn result_of(mac: [u8; 6], lease: &dhcp_client::Lease, req: &AttachRequest) -> A
         .routes
         .iter()
         .map(|r| AttachedRoute {
-            dst: r.destination,
-            gw: r.gateway,
+            dst: ip_prefix(r.destination),
+            gw: r.gateway.map(IpAddr::V4),
             table: (r.table != netcfg::TABLE_MAIN).then_some(r.table),
+            priority: None,
         })
         .collect();
     AttachResult {
-        mac: format_mac(mac),
+        mac: Mac(mac),
         mtu: lease.mtu.map(u32::from).or(req.link.mtu.map(u32::from)),
         ips: vec![AttachedIp {
-            address: installed.address,
-            gateway: lease.default_gateway().or(lease.router),
+            address: ip_prefix(installed.address),
+            gateway: lease.default_gateway().or(lease.router).map(IpAddr::V4),
         }],
         routes,
         dns: Dns {
             nameservers: lease.dns_servers.iter().map(|d| d.to_string()).collect(),
             domain: lease.domain_name.clone(),
+            ..Dns::default()
         },
     }
 }
@@ -547,21 +546,5 @@ mod tests {
         assert!(same_netns("/proc/self/ns/net", &own));
         assert!(same_netns("/run/netns/gone", "/run/netns/gone"));
         assert!(!same_netns("/run/netns/gone-a", "/run/netns/gone-b"));
-    }
-
-    #[test]
-    fn macs_parse_and_format() {
-        assert_eq!(
-            parse_mac("5e:00:0a:ff:01:02"),
-            Some([0x5e, 0, 0x0a, 0xff, 1, 2])
-        );
-        assert_eq!(
-            parse_mac("5E-00-0A-FF-01-02"),
-            parse_mac("5e:00:0a:ff:01:02")
-        );
-        assert_eq!(parse_mac("5e:00:0a:ff:01"), None);
-        assert_eq!(parse_mac("5e:00:0a:ff:01:02:03"), None);
-        assert_eq!(parse_mac("zz:00:0a:ff:01:02"), None);
-        assert_eq!(format_mac([0x5e, 0, 0x0a, 0xff, 1, 2]), "5E:00:0A:FF:01:02");
     }
 }

@@ -14,7 +14,6 @@ use netcfg::{Firewall, Netns, Tap};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::protocol::{code, LinkSettings, LoginSettings, WireError};
 use super::state::{AttachmentRecord, StateDir};
 use crate::client::connect::{run_engine, EngineConfig, EngineError};
 use crate::client::lease_apply::NetOptions;
@@ -24,6 +23,7 @@ use crate::credentials::{self, AuthInput};
 use crate::establish::SessionConfig;
 use crate::server_args::random_seed;
 use crate::tls::{parse_pin, TlsVerify};
+use softether_control::{code, LinkSettings, LoginSettings, WireError};
 
 /// Login and handshake timeouts, and the bound on stopping a session.
 const STEP_TIMEOUT: Duration = Duration::from_secs(10);

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
-use super::protocol::{LinkSettings, LoginSettings};
+use softether_control::{LinkSettings, LoginSettings};
 
 pub const RECORD_VERSION: u32 = 1;
 const ATTACHMENTS: &str = "attachments";
