@@ -5,6 +5,8 @@
 //! - [`mac`]: the TAP's MAC, given or derived stably from host + user + hub.
 //! - [`lease_apply`]: lease → addresses, routes, policy rules, CONNMARK table and resolv.conf
 //!   in one namespace (through `netcfg`), with a record of what was added for teardown.
+//! - [`verify`]: which of a plan's routes, rules and nft table are missing from a namespace
+//!   (CNI CHECK).
 //! - [`bridge`]: one tunnel session's frame pump (TAP ⇄ tunnel, batched) with the sans-IO DHCP
 //!   client listening in and lease events applied as they come.
 //! - [`status`]: what the engine reports (phase, lease, traffic, reconnects) and how it is
@@ -28,3 +30,4 @@ pub mod mac;
 pub mod status;
 #[cfg(test)]
 mod test_lease;
+pub mod verify;

@@ -19,6 +19,7 @@ use super::session::{self, SessionHandle};
 use super::state::{unix_now, AttachmentKey, AttachmentRecord, StateDir, RECORD_VERSION};
 use crate::client::lease_apply::plan;
 use crate::client::status::StopMode;
+use crate::client::verify::missing_objects;
 use softether_control::{
     code, AttachRequest, AttachResult, AttachedIp, AttachedRoute, AttachmentStatus, CheckRequest,
     DetachRequest, Dns, GcReport, GcRequest, IpPrefix, Mac, SidecarStatus, ValidAttachment,
@@ -230,7 +231,8 @@ impl Registry {
             .any(|(k, e)| k != key && k.ifname == key.ifname && same_netns(&e.record.netns, netns))
     }
 
-    /// CHECK: the session is up and the interface carries the leased address.
+    /// CHECK: the session is up, the interface carries the leased address, and the routes,
+    /// policy rules and nft table the lease implies are in place.
     pub async fn check(&self, req: CheckRequest) -> Result<(), WireError> {
         let key = AttachmentKey::new(&req.attachment.container_id, &req.attachment.ifname)
             .map_err(bad_request)?;
@@ -292,6 +294,14 @@ impl Registry {
                     format!("present: {have:?}"),
                 ));
             }
+        }
+        let planned = plan(&lease, &session::net_options(&record.link), info.index);
+        let firewall = session::firewall_of(&req.netns, &key.container_id, &key.ifname);
+        let missing = missing_objects(&nl, &firewall, &planned, &key.ifname)
+            .await
+            .map_err(|e| netns_error(format!("cannot inspect {}", req.netns), e))?;
+        if !missing.is_empty() {
+            return Err(netns_error(missing.join("; "), format!("in {}", req.netns)));
         }
         Ok(())
     }
