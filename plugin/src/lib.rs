@@ -10,6 +10,8 @@
 //! - `sidecar_client`: the seam to the daemon (trait + Unix-socket client);
 //! - `pod_tap`: the persistent TAP the plugin creates in the pod netns (fd passed to the
 //!   sidecar) and removes itself on DEL when the sidecar is down; `sys` holds its one ioctl;
+//! - `pod_routing`: the policy rules and CONNMARK table DEL removes itself along with the TAP
+//!   when the sidecar is down;
 //! - `cmd`: one file per CNI command, dispatched from here.
 //!
 //! The binary's `main` is the only place that writes to stdout: the result on success, or
@@ -18,6 +20,7 @@
 pub mod cmd;
 pub mod logging;
 pub mod netconf;
+pub mod pod_routing;
 pub mod pod_tap;
 pub mod sidecar_client;
 pub mod spec;

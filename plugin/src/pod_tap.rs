@@ -2,7 +2,7 @@
 //!
 //! ADD creates a *persistent* TAP named `CNI_IFNAME` (so a restarted sidecar can reopen it by
 //! name), sets its MAC, and hands the fd to the sidecar over SCM_RIGHTS. DEL removes it when
-//! the sidecar is down. The namespace is entered on a short-lived thread (`netcfg::Netns::run`);
+//! the sidecar is down, and with it the rules and nft table `pod_routing` knows about. The namespace is entered on a short-lived thread (`netcfg::Netns::run`);
 //! the plugin's own threads never change namespace.
 
 use std::os::fd::{AsFd, OwnedFd};
@@ -10,6 +10,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use netcfg::sys::{open_tun, tun_set_iff, tun_set_persist, TapFlags};
 use netcfg::Netns;
 
+use crate::pod_routing::{self, PodLeftovers};
 use crate::spec::{CniError, ErrorCode};
 use crate::sys::{set_tap_mac, tap_mac};
 
@@ -30,6 +31,9 @@ pub trait PodTaps {
     fn create(&self, netns: &str, ifname: &str, mac: [u8; 6]) -> Result<OwnedFd, CniError>;
     /// Deletes the TAP `ifname` in `netns` if it is there and its MAC is `ours`.
     fn delete(&self, netns: &str, ifname: &str, ours: [u8; 6]) -> Result<TapRemoval, CniError>;
+    /// Removes what the attachment installed in `netns` besides the TAP, best effort;
+    /// returns the failures for the log.
+    fn remove_leftovers(&self, netns: &str, leftovers: &PodLeftovers) -> Vec<String>;
 }
 
 /// The real thing: TUN ioctls inside the netns.
@@ -90,6 +94,10 @@ impl PodTaps for KernelTaps {
             })
             .map_err(|e| tap_error(format!("cannot enter {netns}"), e))?;
         done.map_err(|e| tap_error(format!("cannot delete TAP {ifname} in {netns}"), e))
+    }
+
+    fn remove_leftovers(&self, netns: &str, leftovers: &PodLeftovers) -> Vec<String> {
+        pod_routing::remove_leftovers(netns, leftovers)
     }
 }
 

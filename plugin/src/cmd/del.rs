@@ -2,12 +2,15 @@
 //! to do — without netns, without prevResult, repeated, sidecar down.
 //!
 //! With the sidecar down the plugin removes the TAP in the netns itself (the
-//! kernel drops its addresses and routes with it; the sidecar removes its nft
-//! table) and leaves a tombstone, `STATE_DIR/tombstones/<id>:<ifname>.json`,
-//! so the sidecar forgets the attachment when it comes back. Only a TAP that is
-//! this attachment's (see `del_ownership`) is removed; another attachment's TAP
-//! of the same name (this DEL may follow an ADD refused for that very reason)
-//! is left alone and gets no tombstone, which would make the sidecar remove it.
+//! kernel drops its addresses and routes with it), then the policy rules of
+//! `policyRouteTable` and the CONNMARK nft table (`pod_routing`), and leaves a
+//! tombstone, `STATE_DIR/tombstones/<id>:<ifname>.json`, so the sidecar
+//! forgets the attachment when it comes back. Only a TAP that is this
+//! attachment's (see `del_ownership`) is removed, and only then its rules and
+//! table; another attachment's TAP of the same name (this DEL may follow an ADD
+//! refused for that very reason) is left alone, with everything else, and gets
+//! no tombstone, which would make the sidecar remove it. Each step is best
+//! effort: a failure is logged and the next step still runs.
 //!
 //! The config is parsed leniently: a version we cannot speak or stdin that is
 //! not JSON is still an error (the runtime is broken), but a config that fails
@@ -23,9 +26,11 @@ use serde_json::{Map, Value};
 use super::{required, Connect, Output};
 use crate::logging;
 use crate::netconf::{self, NetConf, DEFAULT_SIDECAR_SOCKET, DEFAULT_STATE_DIR, DEFAULT_TIMEOUT};
+use crate::pod_routing::PodLeftovers;
 use crate::pod_tap::{PodTaps, TapRemoval};
 use crate::sidecar_client::{AttachmentRef, DetachRequest, SidecarError};
 use crate::spec::{CniError, Env, ErrorCode};
+use softether_control::pod_netns::attachment_engine_id;
 use softether_control::Mac;
 
 pub fn run(
@@ -43,6 +48,8 @@ pub fn run(
             socket: conf.sidecar_socket,
             state_dir: conf.state_dir,
             timeout: conf.timeout,
+            policy_table: conf.policy_route_table,
+            connmark: conf.connmark,
         },
         Err(e) if e.code() == ErrorCode::IncompatibleVersion => return Err(e),
         Err(e) => {
@@ -68,7 +75,7 @@ pub fn run(
         Err(SidecarError::Refused(e)) => Err(e),
         Err(e) => {
             logging::warn(format_args!(
-                "DEL {container_id}/{ifname}: {e}; removing this attachment's TAP here and leaving a tombstone"
+                "DEL {container_id}/{ifname}: {e}; removing this attachment's TAP, rules and nft table here and leaving a tombstone"
             ));
             let netns = env.netns.as_deref().filter(|n| !n.is_empty());
             if let Some(netns) = netns {
@@ -83,6 +90,20 @@ pub fn run(
                 );
                 if !ours {
                     return Ok(Output::Nothing);
+                }
+                let leftovers = PodLeftovers {
+                    policy_table: target.policy_table,
+                    address: target
+                        .policy_table
+                        .and_then(|_| ownership::prev_result_address(&map, ifname, netns)),
+                    connmark_id: target
+                        .connmark
+                        .then(|| attachment_engine_id(container_id, ifname)),
+                };
+                if !leftovers.is_empty() {
+                    for e in taps.remove_leftovers(netns, &leftovers) {
+                        logging::warn(format_args!("DEL {container_id}/{ifname}: {e}"));
+                    }
                 }
             }
             if let Err(e) = write_tombstone(&target.state_dir, &request) {
@@ -163,6 +184,9 @@ struct Target {
     socket: PathBuf,
     state_dir: PathBuf,
     timeout: Duration,
+    /// `policyRouteTable` and `connmark`: what to remove besides the TAP.
+    policy_table: Option<u32>,
+    connmark: bool,
 }
 
 impl Target {
@@ -186,6 +210,12 @@ impl Target {
                 .and_then(Value::as_u64)
                 .filter(|t| (1..=netconf::MAX_TIMEOUT_SECS).contains(t))
                 .map_or(DEFAULT_TIMEOUT, Duration::from_secs),
+            policy_table: map
+                .get("policyRouteTable")
+                .and_then(Value::as_u64)
+                .and_then(|t| u32::try_from(t).ok())
+                .filter(|t| *t != 0 && !(253..=255).contains(t)),
+            connmark: map.get("connmark").and_then(Value::as_bool) == Some(true),
         }
     }
 }
@@ -367,6 +397,77 @@ mod tests {
         del(&env(Some("/run/netns/q")), &c, &h).unwrap();
         assert_eq!(h.taps.deleted.borrow().len(), 1);
         assert!(dir.path().join("tombstones/c1:vpn0.json").exists());
+    }
+
+    fn policy_conf(dir: &crate::test_support::TempDir) -> Value {
+        let mut c = conf();
+        c["stateDir"] = json!(dir.path().to_str().unwrap());
+        c["policyRouteTable"] = json!(100);
+        c["connmark"] = json!(true);
+        c["prevResult"] = json!({
+            "interfaces": [{"name": "eth0", "sandbox": "/run/netns/p"},
+                           {"name": "vpn0", "sandbox": "/run/netns/p"}],
+            "ips": [{"address": "198.18.0.5/16", "interface": 0},
+                    {"address": "192.168.30.10/24", "interface": 1}],
+        });
+        c
+    }
+
+    #[test]
+    fn sidecar_down_removes_rules_and_nft_table_with_our_tap() {
+        let dir = crate::test_support::TempDir::new("leftovers");
+        let mut c = policy_conf(&dir);
+        let h = Harness::new(Script::default());
+        assert_eq!(
+            del(&env(Some("/run/netns/p")), &c, &h).unwrap(),
+            Output::Nothing
+        );
+        let want = PodLeftovers {
+            policy_table: Some(100),
+            address: Some([192, 168, 30, 10].into()),
+            connmark_id: Some("c1_vpn0".into()),
+        };
+        assert_eq!(
+            h.taps.cleaned.borrow().clone(),
+            vec![("/run/netns/p".to_string(), want)]
+        );
+        assert!(dir.path().join("tombstones/c1:vpn0.json").exists());
+        // A config that no longer validates still names the table; no prevResult, no
+        // address; without connmark, no nft table.
+        c.as_object_mut().unwrap().remove("prevResult");
+        c["connmark"] = json!(false);
+        c["port"] = json!(0);
+        let h = Harness::new(Script::default());
+        del(&env(Some("/run/netns/p")), &c, &h).unwrap();
+        let want = PodLeftovers {
+            policy_table: Some(100),
+            ..PodLeftovers::default()
+        };
+        assert_eq!(h.taps.cleaned.borrow()[0].1, want);
+    }
+
+    #[test]
+    fn rules_and_table_stay_when_not_ours_or_nothing_to_remove() {
+        let dir = crate::test_support::TempDir::new("leftovers-stay");
+        // Another attachment's TAP: its rules and table are left too.
+        let mut h = Harness::new(Script::default());
+        h.taps.existing_mac = Some([0x5e, 1, 2, 3, 4, 5]);
+        let mut c = policy_conf(&dir);
+        c.as_object_mut().unwrap().remove("prevResult");
+        del(&env(Some("/run/netns/p")), &c, &h).unwrap();
+        assert!(h.taps.cleaned.borrow().is_empty());
+        // The sidecar answered: it removed them.
+        let h = Harness::new(Script {
+            detach: Some(Ok(())),
+            ..Script::default()
+        });
+        del(&env(Some("/run/netns/p")), &c, &h).unwrap();
+        assert!(h.taps.cleaned.borrow().is_empty());
+        // Neither policy routing nor connmark configured, or no netns: nothing to clean.
+        let h = Harness::new(Script::default());
+        del(&env(Some("/run/netns/p")), &conf(), &h).unwrap();
+        del(&env(None), &c, &h).unwrap();
+        assert!(h.taps.cleaned.borrow().is_empty());
     }
 
     #[test]

@@ -10,7 +10,10 @@
 //!   chosen (`runtimeConfig.mac`, then `CNI_ARGS` `MAC=`, then the MAC derived
 //!   from container id and ifname). `PodTaps::delete` compares it with the MAC
 //!   of the TAP it holds.
+//!
+//! `prevResult` also names the address our policy rule is from, when it has one.
 
+use std::net::Ipv4Addr;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
@@ -91,6 +94,31 @@ fn prev_result_mac(conf: &Map<String, Value>, ifname: &str, netns: &str) -> Opti
                 .is_some_and(|s| same_netns(s, netns))
         })
         .find_map(|i| mac_of(i.get("mac")))
+}
+
+/// The IPv4 address `prevResult` gives our interface (an `ips` entry whose `interface`
+/// indexes our entry in `interfaces`): then only the policy rule from that address is ours.
+pub(super) fn prev_result_address(
+    conf: &Map<String, Value>,
+    ifname: &str,
+    netns: &str,
+) -> Option<Ipv4Addr> {
+    let prev = conf.get("prevResult")?;
+    let interfaces = prev.get("interfaces")?.as_array()?;
+    let ours = |index: &Value| {
+        let entry = usize::try_from(index.as_u64()?).ok()?;
+        let i = interfaces.get(entry)?;
+        let sandbox = i.get("sandbox")?.as_str()?;
+        Some(i.get("name")?.as_str()? == ifname && same_netns(sandbox, netns))
+    };
+    prev.get("ips")?
+        .as_array()?
+        .iter()
+        .filter(|ip| ip.get("interface").and_then(ours) == Some(true))
+        .find_map(|ip| {
+            let (addr, _) = ip.get("address")?.as_str()?.split_once('/')?;
+            addr.parse().ok()
+        })
 }
 
 fn own_record_mac(state_dir: &Path, container_id: &str, ifname: &str) -> Option<[u8; 6]> {
@@ -208,6 +236,36 @@ mod tests {
             r#"{"containerID":"c5","ifname":"vpn0","netns":"/run/netns/pod1"}"#,
         );
         assert_eq!(claimed_by_other(dir.path(), "c2", "vpn0", NS), None);
+    }
+
+    #[test]
+    fn address_is_the_ipv4_of_our_interface_in_prev_result() {
+        let prev = |ips: Value| {
+            map(json!({"prevResult": {
+                "interfaces": [
+                    {"name": "eth0", "sandbox": NS},
+                    {"name": "vpn0", "sandbox": "/run/netns/other"},
+                    {"name": "vpn0", "sandbox": NS},
+                ],
+                "ips": ips,
+            }}))
+        };
+        let a = |conf: &Map<String, Value>| prev_result_address(conf, "vpn0", NS);
+        let ips = json!([
+            {"address": "198.18.0.5/16", "interface": 0},
+            {"address": "10.1.0.9/24", "interface": 1},
+            {"address": "fd00::5/64", "interface": 2},
+            {"address": "192.168.30.10/24", "interface": 2},
+        ]);
+        assert_eq!(a(&prev(ips)), Some(Ipv4Addr::new(192, 168, 30, 10)));
+        let not_ours = json!([
+            {"address": "198.18.0.5/16", "interface": 0},
+            {"address": "10.1.0.9/24", "interface": 9},
+            {"address": "10.1.0.8/24"},
+            {"address": "bogus", "interface": 2},
+        ]);
+        assert_eq!(a(&prev(not_ours)), None);
+        assert_eq!(a(&map(json!({}))), None);
     }
 
     #[test]

@@ -97,6 +97,8 @@ pub struct FakeTaps {
     pub created: RefCell<Vec<(String, String, [u8; 6])>>,
     pub deleted: RefCell<Vec<(String, String)>>,
     pub refused: RefCell<Vec<(String, String, [u8; 6])>>,
+    /// `remove_leftovers` calls: (netns, what).
+    pub cleaned: RefCell<Vec<(String, crate::pod_routing::PodLeftovers)>>,
     pub existing_mac: Option<[u8; 6]>,
     pub fail_create: bool,
 }
@@ -141,6 +143,17 @@ impl crate::pod_tap::PodTaps for FakeTaps {
                 Ok(crate::pod_tap::TapRemoval::Removed)
             }
         }
+    }
+
+    fn remove_leftovers(
+        &self,
+        netns: &str,
+        leftovers: &crate::pod_routing::PodLeftovers,
+    ) -> Vec<String> {
+        self.cleaned
+            .borrow_mut()
+            .push((netns.into(), leftovers.clone()));
+        Vec::new()
     }
 }
 

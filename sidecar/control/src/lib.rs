@@ -14,6 +14,9 @@
 //! 3. the client turns that line into the op's answer ([`AttachResult`], [`SidecarStatus`],
 //!    [`GcReport`], [`ListReply`]) or a [`WireError`] with [`parse_reply`].
 //!
+//! [`pod_netns`] names what an attachment leaves in the pod's namespace (policy-rule
+//! priorities, the CONNMARK table's id), so the plugin can remove it when the sidecar is down.
+//!
 //! The MAC address type lives here rather than in `netcfg` because the plugin and the sidecar
 //! exchange MACs as text on this wire; `netcfg` only ever needs the raw `[u8; 6]`, which
 //! [`Mac`] wraps.
@@ -22,6 +25,7 @@ mod framing;
 mod ip_prefix;
 mod mac;
 mod messages;
+pub mod pod_netns;
 mod text_serde;
 
 pub use framing::{code, parse_reply, request_line, Envelope, Reply, ReplyError, WireError};

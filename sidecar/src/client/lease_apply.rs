@@ -15,10 +15,9 @@ use netcfg::{resolv, DnsConfig, Firewall, NetcfgError, Netlink, Netns, PolicyRul
 /// Metric of the default route through the VPN: below the usual DHCP/static defaults (100+,
 /// 0 aside), like softether-go.
 pub const DEFAULT_ROUTE_METRIC: u32 = 50;
-/// `ip rule` priority of `from <VPN_IP> lookup N`.
-pub const RULE_PRIORITY_FROM: u32 = 1000;
-/// `ip rule` priority of `fwmark N lookup N` (CONNMARK-restored replies).
-pub const RULE_PRIORITY_FWMARK: u32 = 1001;
+/// `ip rule` priorities of `from <VPN_IP> lookup N` and `fwmark N lookup N`; shared with the
+/// plugin, which removes these rules itself on a DEL while the sidecar is down.
+pub use softether_control::pod_netns::{RULE_PRIORITY_FROM, RULE_PRIORITY_FWMARK};
 
 /// Which parts of a lease to install.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -23,6 +23,9 @@ use crate::credentials::{self, AuthInput};
 use crate::establish::SessionConfig;
 use crate::server_args::random_seed;
 use crate::tls::{parse_pin, TlsVerify};
+// The engine id names the attachment's nft table (`softether_<id>`) in the pod netns; the
+// plugin removes that table itself on a DEL while we are down, so the id is shared.
+use softether_control::pod_netns::attachment_engine_id as engine_id;
 use softether_control::{code, LinkSettings, LoginSettings, WireError};
 
 /// Login and handshake timeouts, and the bound on stopping a session.
@@ -31,11 +34,6 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 const RECONNECT_DELAY: Duration = Duration::from_secs(1);
 /// How long an attachment that had a lease waits before retrying after a refused login.
 const REFUSED_RETRY: Duration = Duration::from_secs(30);
-
-/// The engine id of an attachment: names its nft table (`softether_<id>`) in the pod netns.
-fn engine_id(container_id: &str, ifname: &str) -> String {
-    format!("{container_id}_{ifname}")
-}
 
 /// The nft table of an attachment, for cleaning up after a DEL made while the sidecar was
 /// down (no engine runs for it then).
