@@ -418,9 +418,23 @@ impl Registry {
         tracing::info!(attachment = %key, "processing the plugin's DEL from while we were down");
         let record = read_record(&self.state, &key);
         let connmark = record.as_ref().is_some_and(|r| r.link.connmark);
+        let rules = record.as_ref().map(policy_rules_of).unwrap_or_default();
         let netns = record.map(|r| r.netns).or(t.netns);
         if let Some(ns) = netns.filter(|ns| std::path::Path::new(ns).exists()) {
             remove_link(&ns, &key.ifname).await;
+            // The plugin removes these itself when it can; repeat it, deleting is idempotent.
+            if !rules.is_empty() {
+                match Netlink::open(Netns::from_path(&ns)).await {
+                    Ok(nl) => {
+                        for rule in &rules {
+                            if let Err(e) = nl.del_rule(rule).await {
+                                tracing::warn!(attachment = %key, "cannot remove a policy rule: {e}");
+                            }
+                        }
+                    }
+                    Err(e) => tracing::warn!(attachment = %key, "cannot open netlink in {ns}: {e}"),
+                }
+            }
             if connmark {
                 let fw = session::firewall_of(&ns, &key.container_id, &key.ifname);
                 if let Err(e) = fw.remove().await {
@@ -544,6 +558,31 @@ fn result_of(mac: [u8; 6], lease: &dhcp_client::Lease, req: &AttachRequest) -> A
             ..Dns::default()
         },
     }
+}
+
+/// The policy rules an attachment's engine installs (`lease_apply::plan`), rebuilt from its
+/// record: `from <last address> lookup N` and, with CONNMARK, `fwmark N lookup N`.
+fn policy_rules_of(rec: &AttachmentRecord) -> Vec<netcfg::PolicyRule> {
+    let Some(table) = rec.link.policy_route_table else {
+        return Vec::new();
+    };
+    let mut rules = Vec::new();
+    if let Some(addr) = rec.last_address {
+        rules.push(netcfg::PolicyRule::from_address(
+            addr.addr(),
+            table,
+            softether_control::pod_netns::RULE_PRIORITY_FROM,
+        ));
+    }
+    if rec.link.connmark {
+        rules.push(netcfg::PolicyRule::fwmark(
+            table,
+            u32::MAX,
+            table,
+            softether_control::pod_netns::RULE_PRIORITY_FWMARK,
+        ));
+    }
+    rules
 }
 
 #[cfg(test)]
