@@ -297,22 +297,7 @@ async fn attempt_login(
 ) -> Result<Attempt, SessionError> {
     let (mut stream, server_cert_der, addr) =
         connect_tls(host, port, verify, config.connect_timeout).await?;
-    let local_addr = stream
-        .get_ref()
-        .0
-        .local_addr()
-        .map_err(|source| SessionError::Io {
-            addr,
-            stage: "local address",
-            source,
-        })?;
-    let mut info = config.info.clone();
-    if let std::net::IpAddr::V4(ip) = local_addr.ip() {
-        info.client_ip = ip;
-    }
-    info.client_port = local_addr.port();
-    info.server_host = host.to_string();
-    info.server_port = port;
+    let (local_addr, info) = connection_info(config, &stream, addr, host, port)?;
     let request = Request::Login(LoginRequest {
         hub: config.hub.clone(),
         username: config.username.clone(),
@@ -321,17 +306,15 @@ async fn attempt_login(
         half_connection: false,
         info,
     });
-    let mut handshake = ClientHandshake::new(request, config.seed);
-    let outcome = tokio::time::timeout(
+    let (outcome, mut handshake) = run_handshake(
+        &mut stream,
+        request,
+        config.seed,
         config.handshake_timeout,
-        drive_handshake(&mut stream, &mut handshake, addr),
-    )
-    .await
-    .map_err(|_| SessionError::Timeout {
-        stage: "SoftEther handshake",
+        "SoftEther handshake",
         addr,
-        after: config.handshake_timeout,
-    })??;
+    )
+    .await?;
     let hello = handshake.hello().cloned();
     let leftover = handshake.take_leftover();
     match outcome {
@@ -342,15 +325,7 @@ async fn attempt_login(
             if welcome.use_compress {
                 return Err(SessionError::UnexpectedCompression { addr });
             }
-            let (_, conn) = stream.get_ref();
-            let tls_version = conn
-                .protocol_version()
-                .map(|v| format!("{v:?}"))
-                .unwrap_or_default();
-            let cipher_suite = conn
-                .negotiated_cipher_suite()
-                .map(|c| format!("{:?}", c.suite()))
-                .unwrap_or_default();
+            let (tls_version, cipher_suite) = tls_details(&stream);
             Ok(Attempt::Welcome(Box::new(Established {
                 stream,
                 hello: hello.ok_or(SessionError::Disconnected {
@@ -438,4 +413,65 @@ pub async fn drive_handshake(
                 source => SessionError::Handshake { addr, source },
             })?;
     }
+}
+
+/// The local address of a fresh connection and the login identity filled in for it.
+pub(crate) fn connection_info(
+    config: &SessionConfig,
+    stream: &TlsStream<TcpStream>,
+    addr: SocketAddr,
+    host: &str,
+    port: u16,
+) -> Result<(SocketAddr, ClientInfo), SessionError> {
+    let local_addr = stream
+        .get_ref()
+        .0
+        .local_addr()
+        .map_err(|source| SessionError::Io {
+            addr,
+            stage: "local address",
+            source,
+        })?;
+    let mut info = config.info.clone();
+    if let std::net::IpAddr::V4(ip) = local_addr.ip() {
+        info.client_ip = ip;
+    }
+    info.client_port = local_addr.port();
+    info.server_host = host.to_string();
+    info.server_port = port;
+    Ok((local_addr, info))
+}
+
+/// Negotiated TLS version and cipher suite, for reports and logs.
+pub(crate) fn tls_details(stream: &TlsStream<TcpStream>) -> (String, String) {
+    let (_, conn) = stream.get_ref();
+    let version = conn
+        .protocol_version()
+        .map(|v| format!("{v:?}"))
+        .unwrap_or_default();
+    let cipher = conn
+        .negotiated_cipher_suite()
+        .map(|c| format!("{:?}", c.suite()))
+        .unwrap_or_default();
+    (version, cipher)
+}
+
+/// Runs one request through a new handshake on `stream` within `timeout`.
+pub(crate) async fn run_handshake(
+    stream: &mut TlsStream<TcpStream>,
+    request: Request,
+    seed: u64,
+    timeout: Duration,
+    stage: &'static str,
+    addr: SocketAddr,
+) -> Result<(Outcome, ClientHandshake), SessionError> {
+    let mut handshake = ClientHandshake::new(request, seed);
+    let outcome = tokio::time::timeout(timeout, drive_handshake(stream, &mut handshake, addr))
+        .await
+        .map_err(|_| SessionError::Timeout {
+            stage,
+            addr,
+            after: timeout,
+        })??;
+    Ok((outcome, handshake))
 }

@@ -6,11 +6,14 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use softether_proto::handshake::{
-    ClientHandshake, HandshakeError, Outcome, Request, ServerHello, Welcome,
+    Direction, HandshakeError, Outcome, Request, ServerHello, Welcome,
 };
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 
 use crate::establish::{
-    connect_tls, drive_handshake, AdditionalConnection, Established, SessionConfig, SessionError,
+    connect_tls, connection_info, run_handshake, tls_details, AdditionalConnection, Established,
+    SessionConfig, SessionError,
 };
 use crate::tls::TlsVerify;
 
@@ -66,38 +69,57 @@ pub async fn join_session(
 ) -> Result<AdditionalConnection, SessionError> {
     let verify = TlsVerify::ExactCert(est.server_cert_der.clone());
     let (mut stream, _, addr) = connect_tls(host, port, &verify, config.connect_timeout).await?;
-    let mut info = config.info.clone();
-    if let SocketAddr::V4(local) = est.local_addr {
-        info.client_ip = *local.ip();
-    }
-    info.server_host = host.to_string();
-    info.server_port = port;
+    let (direction, leftover) = additional_connect(
+        config,
+        &mut stream,
+        addr,
+        &est.welcome,
+        (host, port),
+        "additional connection",
+    )
+    .await?;
+    Ok(AdditionalConnection {
+        stream,
+        direction,
+        leftover,
+    })
+}
+
+/// `additional_connect` on a fresh stream: the direction the server assigned and the tunnel
+/// bytes that came with its reply.
+async fn additional_connect(
+    config: &SessionConfig,
+    stream: &mut TlsStream<TcpStream>,
+    addr: SocketAddr,
+    welcome: &Welcome,
+    (host, port): (&str, u16),
+    stage: &'static str,
+) -> Result<(Direction, Vec<u8>), SessionError> {
+    let (_, info) = connection_info(config, stream, addr, host, port)?;
     let request = Request::AdditionalConnect {
-        session_key: est.welcome.session_key,
+        session_key: welcome.session_key,
         info,
     };
-    let mut handshake = ClientHandshake::new(request, config.seed ^ u64::from(port));
-    let outcome = tokio::time::timeout(
-        config.handshake_timeout,
-        drive_handshake(&mut stream, &mut handshake, addr),
-    )
-    .await
-    .map_err(|_| SessionError::Timeout {
-        stage: "additional connection",
-        addr,
-        after: config.handshake_timeout,
-    })??;
+    let seed = config.seed ^ u64::from(info_port(stream));
+    let (outcome, mut handshake) =
+        run_handshake(stream, request, seed, config.handshake_timeout, stage, addr).await?;
     match outcome {
-        Outcome::Joined { direction } => Ok(AdditionalConnection {
-            stream,
-            direction,
-            leftover: handshake.take_leftover(),
-        }),
+        Outcome::Joined { direction } => Ok((direction, handshake.take_leftover())),
         _ => Err(SessionError::Handshake {
             addr,
             source: HandshakeError::Protocol("unexpected reply to additional_connect".into()),
         }),
     }
+}
+
+/// The local port, to vary padding seeds between connections.
+fn info_port(stream: &TlsStream<TcpStream>) -> u16 {
+    stream
+        .get_ref()
+        .0
+        .local_addr()
+        .map(|a| a.port())
+        .unwrap_or(0)
 }
 
 /// What it takes to rejoin a session after its TCP connections broke (§9.4): the server keeps
@@ -140,28 +162,19 @@ pub async fn resume(
     let host = ticket.server_addr.ip().to_string();
     let port = ticket.server_addr.port();
     let verify = TlsVerify::ExactCert(ticket.server_cert_der.clone());
-    let (stream, server_cert_der, addr) =
+    let (mut stream, server_cert_der, addr) =
         connect_tls(&host, port, &verify, config.connect_timeout).await?;
-    let local_addr = stream
-        .get_ref()
-        .0
-        .local_addr()
-        .map_err(|source| SessionError::Io {
-            addr,
-            stage: "local address",
-            source,
-        })?;
-    let (tls_version, cipher_suite) = {
-        let (_, conn) = stream.get_ref();
-        (
-            conn.protocol_version()
-                .map(|v| format!("{v:?}"))
-                .unwrap_or_default(),
-            conn.negotiated_cipher_suite()
-                .map(|c| format!("{:?}", c.suite()))
-                .unwrap_or_default(),
-        )
-    };
+    let (local_addr, _) = connection_info(config, &stream, addr, &host, port)?;
+    let (_, leftover) = additional_connect(
+        config,
+        &mut stream,
+        addr,
+        &ticket.welcome,
+        (&host, port),
+        "session resume",
+    )
+    .await?;
+    let (tls_version, cipher_suite) = tls_details(&stream);
     let mut est = Established {
         stream,
         hello: ticket.hello.clone(),
@@ -171,52 +184,10 @@ pub async fn resume(
         local_addr,
         tls_version,
         cipher_suite,
-        leftover: Vec::new(),
+        leftover,
         redirected_to: ticket.redirected_to,
         additional: Vec::new(),
     };
-    let joined = join_on(config, &mut est, &host, port).await?;
-    est.leftover = joined;
     join_additional(config, &mut est, &host, port).await;
     Ok(est)
-}
-
-/// Runs `additional_connect` on the primary stream of `est` itself (a resumed session has no
-/// login connection); returns the tunnel bytes that came with the reply.
-async fn join_on(
-    config: &SessionConfig,
-    est: &mut Established,
-    host: &str,
-    port: u16,
-) -> Result<Vec<u8>, SessionError> {
-    let addr = est.server_addr;
-    let mut info = config.info.clone();
-    if let SocketAddr::V4(local) = est.local_addr {
-        info.client_ip = *local.ip();
-    }
-    info.client_port = est.local_addr.port();
-    info.server_host = host.to_string();
-    info.server_port = port;
-    let request = Request::AdditionalConnect {
-        session_key: est.welcome.session_key,
-        info,
-    };
-    let mut handshake = ClientHandshake::new(request, config.seed.rotate_left(7));
-    let outcome = tokio::time::timeout(
-        config.handshake_timeout,
-        drive_handshake(&mut est.stream, &mut handshake, addr),
-    )
-    .await
-    .map_err(|_| SessionError::Timeout {
-        stage: "session resume",
-        addr,
-        after: config.handshake_timeout,
-    })??;
-    match outcome {
-        Outcome::Joined { .. } => Ok(handshake.take_leftover()),
-        _ => Err(SessionError::Handshake {
-            addr,
-            source: HandshakeError::Protocol("unexpected reply to additional_connect".into()),
-        }),
-    }
 }
