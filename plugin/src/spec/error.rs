@@ -13,7 +13,7 @@
 //! | 7 | `InvalidConfig` | a network-config key is missing, mistyped or out of range (names key and value); inline password |
 //! | 11 | `TryAgainLater` | ADD/CHECK/GC: the sidecar is unreachable or did not answer before the deadline |
 //! | 50 | `NotAvailable` | STATUS: the sidecar is unreachable or not ready |
-//! | 51 | `LimitedConnectivity` | STATUS: the sidecar is up but some SoftEther sessions are down |
+//! | 51 | `LimitedConnectivity` | spec code, passed through if a sidecar sends it; STATUS itself answers 0 whenever the sidecar answers |
 //! | 100 | `SoftEtherLogin` | the SoftEther server refused the login; `msg`/`details` carry the SoftEther error name (e.g. `ERR_AUTH_FAILED`) |
 //! | 101 | `Dhcp` | no DHCP lease through the tunnel (timeout, NAK) |
 //! | 102 | `TapNetns` | creating/configuring the TAP, addresses, routes or rules in the pod netns failed |
