@@ -8,70 +8,18 @@ mod common;
 
 use std::fs;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use common::cni_lab::{sidecar_status, Sidecar};
 use common::connect::{exec, extra_netns, must};
 use common::workspace_bin;
 use serde_json::{json, Value};
-use softether_lab::netns::{self, KillOnDrop, Netns};
+use softether_lab::netns::{self, Netns};
 use softether_lab::{Lab, LabOptions};
 
 const POLL: Duration = Duration::from_millis(250);
-
-/// `softether-sidecar run` in the lab's node namespace; SIGKILLed on drop.
-struct Daemon {
-    process: Option<KillOnDrop>,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn start(lab: &Lab, socket: &Path, state: &Path, n: u32) -> Daemon {
-        let log = lab.facts.dir.join(format!("daemon-{n}.log"));
-        let out = fs::File::create(&log).unwrap();
-        let bin = workspace_bin("softether-sidecar");
-        let mut cmd = netns::command_in(
-            &lab.facts.client_ns,
-            &[
-                bin.to_str().unwrap(),
-                "run",
-                "--log",
-                "info,softether_sidecar=debug",
-                "--socket",
-                socket.to_str().unwrap(),
-                "--state-dir",
-                state.to_str().unwrap(),
-            ],
-        );
-        cmd.stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out);
-        let d = Daemon {
-            process: Some(netns::spawn_command(cmd).expect("spawn softether-sidecar run")),
-            log,
-        };
-        let until = Instant::now() + Duration::from_secs(20);
-        while std::os::unix::net::UnixStream::connect(socket).is_err() {
-            assert!(
-                Instant::now() < until,
-                "sidecar did not listen:\n{}",
-                d.log_text()
-            );
-            std::thread::sleep(POLL);
-        }
-        d
-    }
-
-    fn log_text(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn kill9(&mut self) {
-        // KillOnDrop SIGKILLs the process group and reaps it.
-        self.process.take();
-    }
-}
 
 struct Setup {
     // Fields drop in order: the pod namespace goes before the lab.
@@ -162,23 +110,11 @@ impl Setup {
     }
 
     fn status_json(&self) -> Value {
-        let bin = workspace_bin("softether-sidecar");
-        let (ok, out) = exec(
-            &self.lab.facts.client_ns,
-            &[
-                bin.to_str().unwrap(),
-                "status",
-                "--json",
-                "--socket",
-                self.socket.to_str().unwrap(),
-            ],
-        );
-        assert!(ok, "status failed: {out}");
-        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("status --json ({e}): {out}"))
+        sidecar_status(&self.lab.facts.client_ns, &self.socket)
     }
 
     /// Polls `status` until `container` is up; returns its address.
-    fn wait_up(&self, container: &str, daemon: &Daemon) -> String {
+    fn wait_up(&self, container: &str, daemon: &Sidecar) -> String {
         let until = Instant::now() + Duration::from_secs(45);
         loop {
             let s = self.status_json();
@@ -225,7 +161,7 @@ impl Setup {
     }
 }
 
-fn add(s: &Setup, container: &str, daemon: &Daemon) -> Value {
+fn add(s: &Setup, container: &str, daemon: &Sidecar) -> Value {
     let started = Instant::now();
     let (code, result, stderr) = s.cni("ADD", container, &s.config("1.0.0"));
     assert_eq!(
@@ -256,7 +192,7 @@ fn add(s: &Setup, container: &str, daemon: &Daemon) -> Value {
 #[test]
 fn add_check_kill9_readopt_del_del() {
     let s = Setup::new();
-    let mut daemon = Daemon::start(&s.lab, &s.socket, &s.state, 0);
+    let mut daemon = Sidecar::start(&s.lab, &s.socket, &s.state, 0);
     let result = add(&s, "ctr1", &daemon);
     let address = result["ips"][0]["address"].as_str().unwrap().to_owned();
     let (ok, out) = s.ping_lan();
@@ -282,7 +218,7 @@ fn add_check_kill9_readopt_del_del() {
     // re-adopts it and gets the same address back.
     daemon.kill9();
     assert!(s.pod_mac().is_some(), "the TAP survives the sidecar");
-    let daemon = Daemon::start(&s.lab, &s.socket, &s.state, 1);
+    let daemon = Sidecar::start(&s.lab, &s.socket, &s.state, 1);
     assert_eq!(
         s.wait_up("ctr1", &daemon),
         address,
@@ -311,7 +247,7 @@ fn add_check_kill9_readopt_del_del() {
 #[test]
 fn del_while_sidecar_down_leaves_tombstone_processed_on_start() {
     let s = Setup::new();
-    let mut daemon = Daemon::start(&s.lab, &s.socket, &s.state, 0);
+    let mut daemon = Sidecar::start(&s.lab, &s.socket, &s.state, 0);
     add(&s, "ctr2", &daemon);
     daemon.kill9();
     let (code, out, err) = s.cni("DEL", "ctr2", &s.config("1.0.0"));
@@ -327,7 +263,7 @@ fn del_while_sidecar_down_leaves_tombstone_processed_on_start() {
         "the record stays for the sidecar"
     );
 
-    let daemon = Daemon::start(&s.lab, &s.socket, &s.state, 1);
+    let daemon = Sidecar::start(&s.lab, &s.socket, &s.state, 1);
     assert!(!s.tombstone("ctr2").exists(), "{}", daemon.log_text());
     assert!(!s.record("ctr2").exists(), "{}", daemon.log_text());
     assert_eq!(s.status_json()["attachments"], json!([]));
@@ -341,7 +277,7 @@ fn del_while_sidecar_down_leaves_tombstone_processed_on_start() {
 #[test]
 fn policy_routing_connmark_then_del_and_login_failure_is_100() {
     let s = Setup::new();
-    let daemon = Daemon::start(&s.lab, &s.socket, &s.state, 0);
+    let daemon = Sidecar::start(&s.lab, &s.socket, &s.state, 0);
     let mut conf = s.config("1.1.0");
     conf["policyRouteTable"] = json!(100);
     conf["connmark"] = json!(true);

@@ -13,24 +13,22 @@ mod common;
 use std::fs;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::connect::{exec, must};
+use common::cni_lab;
+use common::connect::must;
 use common::podman::{Podman, IMAGE, NETWORK};
-use common::workspace_bin;
 use serde_json::{json, Value};
-use softether_lab::netns::{self, KillOnDrop};
 use softether_lab::{Lab, LabOptions};
 
 const POLL: Duration = Duration::from_millis(200);
 /// Inside the container: `--network softether-vpn:interface_name=vpn0`.
 const IFNAME: &str = "vpn0";
 
-/// `softether-sidecar run` in the lab's client namespace; SIGKILLed on drop.
+/// The shared `softether-sidecar run` (SIGKILLed on drop) with its socket and state dir in
+/// Podman's private directory.
 struct Sidecar {
-    _process: KillOnDrop,
-    log: PathBuf,
+    daemon: cni_lab::Sidecar,
     socket: PathBuf,
     state: PathBuf,
     client_ns: String,
@@ -38,67 +36,26 @@ struct Sidecar {
 
 impl Sidecar {
     fn start(lab: &Lab, dir: &Path) -> Sidecar {
-        let log = dir.join("sidecar.log");
         let socket = dir.join("sidecar.sock");
         let state = dir.join("state");
-        let out = fs::File::create(&log).expect("sidecar log");
-        let bin = workspace_bin("softether-sidecar");
-        let mut cmd = netns::command_in(
-            &lab.facts.client_ns,
-            &[
-                bin.to_str().expect("utf-8 path"),
-                "run",
-                "--log",
-                "info,softether_sidecar=debug",
-                "--socket",
-                socket.to_str().expect("utf-8 path"),
-                "--state-dir",
-                state.to_str().expect("utf-8 path"),
-            ],
-        );
-        cmd.stdin(Stdio::null())
-            .stdout(out.try_clone().expect("log"))
-            .stderr(out);
-        let sidecar = Sidecar {
-            _process: netns::spawn_command(cmd).expect("spawn softether-sidecar run"),
-            log,
+        Sidecar {
+            daemon: cni_lab::Sidecar::start(lab, &socket, &state, 0),
             socket,
             state,
             client_ns: lab.facts.client_ns.clone(),
-        };
-        let until = Instant::now() + Duration::from_secs(20);
-        while std::os::unix::net::UnixStream::connect(&sidecar.socket).is_err() {
-            assert!(
-                Instant::now() < until,
-                "sidecar did not listen:\n{}",
-                sidecar.log_text()
-            );
-            std::thread::sleep(POLL);
         }
-        sidecar
     }
 
     fn log_text(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
+        self.daemon.log_text()
     }
 
     /// `softether-sidecar status --json`: the attachment list.
     fn attachments(&self) -> Vec<Value> {
-        let bin = workspace_bin("softether-sidecar");
-        let (ok, out) = exec(
-            &self.client_ns,
-            &[
-                bin.to_str().expect("utf-8 path"),
-                "status",
-                "--json",
-                "--socket",
-                self.socket.to_str().expect("utf-8 path"),
-            ],
-        );
-        assert!(ok, "status failed: {out}");
-        let v: Value = serde_json::from_str(out.trim())
-            .unwrap_or_else(|e| panic!("status --json ({e}): {out}"));
-        v["attachments"].as_array().cloned().unwrap_or_default()
+        cni_lab::sidecar_status(&self.client_ns, &self.socket)["attachments"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Waits (bounded) until the attachment list satisfies `done`; returns it.
@@ -120,12 +77,7 @@ impl Sidecar {
 
     /// Attachment records and tombstones left in the state directory.
     fn leftover_state(&self) -> Vec<String> {
-        ["attachments", "tombstones"]
-            .iter()
-            .flat_map(|sub| fs::read_dir(self.state.join(sub)).into_iter().flatten())
-            .flatten()
-            .map(|e| e.path().display().to_string())
-            .collect()
+        cni_lab::state_leftovers(&self.state)
     }
 }
 

@@ -38,7 +38,7 @@ impl Sidecar {
                 bin.to_str().expect("utf-8 path"),
                 "run",
                 "--log",
-                "info",
+                "info,softether_sidecar=debug",
                 "--socket",
                 socket.to_str().expect("utf-8 path"),
                 "--state-dir",
@@ -52,7 +52,7 @@ impl Sidecar {
             process: Some(netns::spawn_command(cmd).expect("spawn softether-sidecar run")),
             log,
         };
-        let until = Instant::now() + Duration::from_secs(30);
+        let until = Instant::now() + Duration::from_secs(20);
         while std::os::unix::net::UnixStream::connect(socket).is_err() {
             assert!(
                 Instant::now() < until,
@@ -141,36 +141,47 @@ impl CniDirs {
 
     /// Files left in the state dir's `attachments/` and `tombstones/`.
     pub fn leftover_state(&self) -> Vec<String> {
-        ["attachments", "tombstones"]
-            .iter()
-            .flat_map(|d| fs::read_dir(self.state.join(d)).into_iter().flatten())
-            .flatten()
-            .map(|e| e.path().display().to_string())
-            .collect()
+        state_leftovers(&self.state)
     }
 
     /// `softether-sidecar status --json` → the `attachments` array.
     pub fn status_attachments(&self, lab: &Lab) -> Vec<Value> {
-        let bin = workspace_bin("softether-sidecar");
-        let (ok, out) = exec(
-            &lab.facts.client_ns,
-            &[
-                bin.to_str().expect("utf-8"),
-                "status",
-                "--json",
-                "--socket",
-                self.socket.to_str().expect("utf-8"),
-            ],
-        );
-        assert!(ok, "status failed: {out}");
-        let v: Value = serde_json::from_str(out.trim())
-            .unwrap_or_else(|e| panic!("status --json ({e}): {out}"));
-        v["attachments"].as_array().cloned().unwrap_or_default()
+        sidecar_status(&lab.facts.client_ns, &self.socket)["attachments"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 
     pub fn runtime(&self, lab: &Lab) -> Runtime {
         Runtime::new(&lab.facts.client_ns, vec![self.bin.clone()])
     }
+}
+
+/// `softether-sidecar status --json --socket <socket>`, run in `client_ns`, parsed.
+pub fn sidecar_status(client_ns: &str, socket: &Path) -> Value {
+    let bin = workspace_bin("softether-sidecar");
+    let (ok, out) = exec(
+        client_ns,
+        &[
+            bin.to_str().expect("utf-8"),
+            "status",
+            "--json",
+            "--socket",
+            socket.to_str().expect("utf-8"),
+        ],
+    );
+    assert!(ok, "status failed: {out}");
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("status --json ({e}): {out}"))
+}
+
+/// Attachment records and tombstones left in a sidecar state directory.
+pub fn state_leftovers(state: &Path) -> Vec<String> {
+    ["attachments", "tombstones"]
+        .iter()
+        .flat_map(|d| fs::read_dir(state.join(d)).into_iter().flatten())
+        .flatten()
+        .map(|e| e.path().display().to_string())
+        .collect()
 }
 
 /// A shell plugin that behaves like a bridge plugin without touching anything: ADD prints a
