@@ -29,9 +29,9 @@ use anyhow::{bail, Context, Result};
 use crate::certs;
 use crate::command::run_argv;
 use crate::facts::LabUser;
-use crate::netns::{self, Netns};
+use crate::netns::Netns;
 use crate::prereq;
-use crate::server::ServerProcess;
+use crate::server::{Resources, ServerProcess};
 use crate::vpncmd::Vpncmd;
 
 static FARM_COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -95,26 +95,6 @@ pub struct FarmFacts {
     pub dir: PathBuf,
 }
 
-/// Everything a farm owns; released in reverse order of acquisition on drop, even half-built.
-#[derive(Debug)]
-struct Resources {
-    servers: Vec<ServerProcess>,
-    namespaces: Vec<Netns>,
-    dir: PathBuf,
-}
-
-impl Drop for Resources {
-    fn drop(&mut self) {
-        while let Some(mut s) = self.servers.pop() {
-            s.kill();
-        }
-        while let Some(ns) = self.namespaces.pop() {
-            drop(ns);
-        }
-        let _ = fs::remove_dir_all(&self.dir);
-    }
-}
-
 /// A running controller + member farm. Dropping it kills both servers and every process in its namespaces,
 /// deletes the namespaces and removes its directory.
 #[derive(Debug)]
@@ -133,18 +113,12 @@ impl Farm {
     /// the user. Takes several seconds.
     pub fn start() -> Result<Farm> {
         prereq::check_lab()?;
-        sweep_stale();
+        crate::lab::sweep_stale();
         let pid = std::process::id();
         let n = FARM_COUNTER.fetch_add(1, Ordering::Relaxed);
         let id = format!("{pid}-{n}");
         let dir = std::env::temp_dir().join(format!("{DIR_PREFIX}{id}"));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let mut res = Resources {
-            servers: Vec::new(),
-            namespaces: Vec::new(),
-            dir: dir.clone(),
-        };
+        let mut res = Resources::new(&dir)?;
 
         let client_ns = format!("{CLIENT_NS_PREFIX}{id}");
         let controller_ns = format!("{CONTROLLER_NS_PREFIX}{id}");
@@ -416,26 +390,10 @@ fn wire_segment(hub_ns: &str, hub_ip: Ipv4Addr, peers: &[(&str, &str, Ipv4Addr)]
     Ok(())
 }
 
-/// Removes namespaces (any lab kind) and farm directories left behind by processes that no longer exist.
-pub fn sweep_stale() {
-    netns::sweep_stale();
-    let tmp = std::env::temp_dir();
-    let Ok(entries) = fs::read_dir(&tmp) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if let Some(pid) = netns::owner_pid(&name, &[DIR_PREFIX]) {
-            if !netns::pid_alive(pid) {
-                let _ = fs::remove_dir_all(tmp.join(&name));
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::netns;
 
     #[test]
     fn segment_is_a_29_in_198_18_slash_15() {

@@ -13,7 +13,7 @@ use crate::certs::{self, ClientCert, LabCa};
 use crate::facts::{subnet, LabFacts, LabUser};
 use crate::netns::{self, KillOnDrop, Netns};
 use crate::prereq;
-use crate::server::ServerProcess;
+use crate::server::{Resources, ServerProcess};
 use crate::topology::{
     prefix_to_mask, underlay_pair, wire_lan, wire_underlay, BRIDGE_IF, CLIENT_IF, LAN_IF, SERVER_IF,
 };
@@ -76,26 +76,6 @@ impl Default for LabOptions {
     }
 }
 
-/// Everything a lab owns; released in reverse order of acquisition on drop, even half-built.
-#[derive(Debug)]
-struct Resources {
-    server: Option<ServerProcess>,
-    namespaces: Vec<Netns>,
-    dir: PathBuf,
-}
-
-impl Drop for Resources {
-    fn drop(&mut self) {
-        if let Some(mut s) = self.server.take() {
-            s.kill();
-        }
-        while let Some(ns) = self.namespaces.pop() {
-            drop(ns);
-        }
-        let _ = fs::remove_dir_all(&self.dir);
-    }
-}
-
 /// A running lab. Dropping it kills the server and every process in its namespaces, deletes the namespaces
 /// (and with them all veths), and removes its directory — also when a test panics.
 #[derive(Debug)]
@@ -123,13 +103,7 @@ impl Lab {
     fn build(opts: LabOptions, pid: u32, n: u32) -> Result<Lab> {
         let id = format!("{pid}-{n}");
         let dir = std::env::temp_dir().join(format!("{DIR_PREFIX}{id}"));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let mut res = Resources {
-            server: None,
-            namespaces: Vec::new(),
-            dir: dir.clone(),
-        };
+        let mut res = Resources::new(&dir)?;
 
         let server_ns = format!("se-srv-{id}");
         let client_ns = format!("se-cli-{id}");
@@ -143,7 +117,8 @@ impl Lab {
 
         let mut server = ServerProcess::prepare(&server_ns, &dir.join("server"))?;
         server.start()?;
-        let server = res.server.insert(server);
+        res.servers.push(server);
+        let server = res.servers.last_mut().context("server just pushed")?;
         server.wait_listening(&client_ns, &server_ip.to_string(), 443, opts.start_timeout)?;
 
         let admin_password = format!("lab-admin-{id}");
@@ -430,7 +405,7 @@ impl Lab {
 
     /// SIGKILLs the vpnserver (monitor and worker), simulating a crash; sessions drop without goodbye.
     pub fn kill_server(&mut self) {
-        if let Some(s) = self.res.server.as_mut() {
+        if let Some(s) = self.res.servers.first_mut() {
             s.kill();
         }
     }
@@ -438,7 +413,7 @@ impl Lab {
     /// Starts the server again with the same configuration and waits until it accepts connections.
     pub fn restart_server(&mut self) -> Result<()> {
         let f = &self.facts;
-        let server = self.res.server.as_mut().context("lab has no server")?;
+        let server = self.res.servers.first_mut().context("lab has no server")?;
         server.kill();
         server.start()?;
         server.wait_listening(
@@ -455,17 +430,17 @@ impl Lab {
 
     /// Pid of the running vpnserver monitor process, if any.
     pub fn server_pid(&self) -> Option<u32> {
-        self.res.server.as_ref().and_then(ServerProcess::pid)
+        self.res.servers.first().and_then(ServerProcess::pid)
     }
 
     /// Private directory with `vpn_server.config` (bind-mounted over /var/lib/softether for the server).
     pub fn server_config_dir(&self) -> Option<PathBuf> {
-        self.res.server.as_ref().map(|s| s.state().db())
+        self.res.servers.first().map(|s| s.state().db())
     }
 
     /// Private directory with the server's server_log/, security_log/, packet_log/.
     pub fn server_log_dir(&self) -> Option<PathBuf> {
-        self.res.server.as_ref().map(|s| s.state().log())
+        self.res.servers.first().map(|s| s.state().log())
     }
 }
 
@@ -479,7 +454,7 @@ impl Batch {
     }
 }
 
-/// Removes namespaces and lab directories left behind by processes that no longer exist.
+/// Removes namespaces and lab and farm directories left behind by processes that no longer exist.
 pub fn sweep_stale() {
     netns::sweep_stale();
     let tmp = std::env::temp_dir();
@@ -488,7 +463,7 @@ pub fn sweep_stale() {
     };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        if let Some(pid) = netns::owner_pid(&name, &[DIR_PREFIX]) {
+        if let Some(pid) = netns::owner_pid(&name, &[DIR_PREFIX, crate::farm::DIR_PREFIX]) {
             if !netns::pid_alive(pid) {
                 let _ = fs::remove_dir_all(tmp.join(Path::new(&name)));
             }

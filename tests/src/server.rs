@@ -212,3 +212,37 @@ pub fn tcp_probe(ns: &str, ip: &str, port: u16) -> Result<bool> {
     )?;
     Ok(out.status.success())
 }
+
+/// Everything a lab or farm owns: its servers, namespaces and directory, released in reverse
+/// order of acquisition on drop — also when a start fails half-way or a test panics.
+#[derive(Debug)]
+pub(crate) struct Resources {
+    pub servers: Vec<ServerProcess>,
+    pub namespaces: Vec<crate::netns::Netns>,
+    pub dir: PathBuf,
+}
+
+impl Resources {
+    /// Takes `dir` (emptied if a dead run left it behind) as the owned directory.
+    pub fn new(dir: &Path) -> anyhow::Result<Self> {
+        let _ = fs::remove_dir_all(dir);
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(Resources {
+            servers: Vec::new(),
+            namespaces: Vec::new(),
+            dir: dir.to_path_buf(),
+        })
+    }
+}
+
+impl Drop for Resources {
+    fn drop(&mut self) {
+        while let Some(mut s) = self.servers.pop() {
+            s.kill();
+        }
+        while let Some(ns) = self.namespaces.pop() {
+            drop(ns);
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
