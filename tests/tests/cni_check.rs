@@ -7,7 +7,7 @@
 mod common;
 
 use common::cni::{Attachment, Failed, NetworkList, Runtime};
-use common::cni_lab::{netns_path, network_list, pod_leftovers, CniDirs, Sidecar};
+use common::cni_lab::{network_list, pod_attachment, pod_leftovers, CniDirs, Sidecar};
 use common::connect::{extra_netns, must};
 use serde_json::json;
 use softether_lab::{Lab, LabOptions};
@@ -48,12 +48,7 @@ fn check_fails_when_a_route_rule_or_nft_table_is_gone() {
     plugin["policyRouteTable"] = json!(TABLE);
     plugin["connmark"] = json!(true);
     let list = network_list("vpnnet", "1.1.0", &plugin, false);
-    let att = Attachment {
-        container_id: "chk0".to_owned(),
-        netns: Some(netns_path(ns)),
-        ifname: "vpn0".to_owned(),
-        ..Attachment::default()
-    };
+    let att = pod_attachment("chk0", ns);
 
     let result = rt
         .add(&list, &att)

@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use common::cni::Attachment;
-use common::cni_lab::{netns_path, network_list, pod_leftovers, pod_link, CniDirs, Sidecar};
+use common::cni_lab::{network_list, pod_attachment, pod_leftovers, pod_link, CniDirs, Sidecar};
 use common::connect::{extra_netns, must};
 use softether_lab::{Lab, LabOptions};
 
@@ -72,12 +71,7 @@ fn del_with_the_sidecar_killed_removes_tap_rules_and_nft_table_in_the_pod() {
     plugin["connmark"] = json!(true);
     plugin["acceptDefaultGateway"] = json!(true);
     let list = network_list("vpnnet", "1.0.0", &plugin, false);
-    let att = Attachment {
-        container_id: "deloffline".into(),
-        netns: Some(netns_path(pod.name())),
-        ifname: "vpn0".into(),
-        ..Attachment::default()
-    };
+    let att = pod_attachment("deloffline", pod.name());
     let result = rt
         .add(&list, &att)
         .unwrap_or_else(|inv| panic!("ADD: {inv}\n{}", sidecar.log_text()));

@@ -9,8 +9,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::cni::Attachment;
-use common::cni_lab::{netns_path, network_list, ping_lan, CniDirs, Sidecar};
+use common::cni_lab::{network_list, ping_lan, pod_attachment, CniDirs, Sidecar};
 use common::connect::extra_netns;
 use softether_lab::{Lab, LabOptions};
 
@@ -47,12 +46,7 @@ fn pod_keeps_its_interface_and_leaks_nothing_while_the_server_is_down() {
     plugin["acceptDefaultGateway"] = serde_json::json!(true);
     plugin["acceptStaticRoutes"] = serde_json::json!(true);
     let list = network_list("vpnnet", "1.0.0", &plugin, false);
-    let att = Attachment {
-        container_id: "outage".into(),
-        netns: Some(netns_path(pod.name())),
-        ifname: "vpn0".into(),
-        ..Attachment::default()
-    };
+    let att = pod_attachment("outage", pod.name());
     let result = rt
         .add(&list, &att)
         .unwrap_or_else(|inv| panic!("ADD: {inv}\n{}", sidecar.log_text()));

@@ -13,8 +13,8 @@ use std::path::PathBuf;
 
 use common::cni::{version_at_least, Attachment, Runtime, VERSIONS};
 use common::cni_lab::{
-    netns_path, network_list, ping_lan, pod_leftovers, pod_link, prev_plugin_calls, CniDirs,
-    Sidecar, PREV_PLUGIN,
+    netns_path, network_list, ping_lan, pod_attachment, pod_leftovers, pod_link, prev_plugin_calls,
+    CniDirs, Sidecar, PREV_PLUGIN,
 };
 use common::connect::extra_netns;
 use common::workspace_bin;
@@ -23,11 +23,8 @@ use softether_lab::{Lab, LabOptions};
 
 fn attachment(id: &str, pod: &str) -> Attachment {
     Attachment {
-        container_id: id.to_owned(),
-        netns: Some(netns_path(pod)),
-        ifname: "vpn0".to_owned(),
         args: vec![("K8S_POD_NAME".into(), id.into())],
-        ..Attachment::default()
+        ..pod_attachment(id, pod)
     }
 }
 

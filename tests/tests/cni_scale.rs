@@ -14,7 +14,7 @@ use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use common::cni::{Attachment, Runtime};
-use common::cni_lab::{netns_path, network_list, ping_lan, pod_leftovers, CniDirs, Sidecar};
+use common::cni_lab::{network_list, ping_lan, pod_attachment, pod_leftovers, CniDirs, Sidecar};
 use common::connect::{extra_netns, must};
 use serde_json::{json, Value};
 use softether_lab::{Lab, LabOptions};
@@ -25,11 +25,8 @@ const PING_PARALLEL: usize = 10;
 
 fn attachment(n: usize, pod: &str) -> Attachment {
     Attachment {
-        container_id: format!("scale{n:02}"),
-        netns: Some(netns_path(pod)),
-        ifname: "vpn0".to_owned(),
         args: vec![("K8S_POD_NAME".into(), format!("pod-{n}"))],
-        ..Attachment::default()
+        ..pod_attachment(&format!("scale{n:02}"), pod)
     }
 }
 

@@ -157,6 +157,16 @@ impl CniDirs {
     }
 }
 
+/// The attachment of `container_id`'s `vpn0` in the pod namespace `pod`.
+pub fn pod_attachment(container_id: &str, pod: &str) -> Attachment {
+    Attachment {
+        container_id: container_id.to_owned(),
+        netns: Some(netns_path(pod)),
+        ifname: "vpn0".to_owned(),
+        ..Attachment::default()
+    }
+}
+
 /// `softether-sidecar status --json --socket <socket>`, run in `client_ns`, parsed.
 pub fn sidecar_status(client_ns: &str, socket: &Path) -> Value {
     let bin = workspace_bin("softether-sidecar");
