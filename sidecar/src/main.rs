@@ -4,10 +4,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use softether_sidecar::client::cli::{run_connect, ConnectArgs};
-use softether_sidecar::daemon::cli::{run_daemon, run_status, RunArgs, StatusArgs};
-use softether_sidecar::probe::{render_text, run_probe, ProbeFailure};
-use softether_sidecar::server_args::ServerArgs;
+use softether_sidecar::cmd::args::ServerArgs;
+use softether_sidecar::cmd::connect::{run_connect, ConnectArgs};
+use softether_sidecar::cmd::probe::probe_command;
+use softether_sidecar::cmd::run::{run_daemon, RunArgs};
+use softether_sidecar::cmd::status::{run_status, StatusArgs};
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -112,42 +113,11 @@ fn main() -> ExitCode {
                 server,
                 json,
                 frame_wait,
-            } => probe(&server, json, frame_wait).await,
+            } => probe_command(&server, json, frame_wait).await,
             Command::Connect(args) => run_connect(*args).await,
             Command::Run(args) => run_daemon(args).await,
             Command::Status(args) => run_status(args).await,
         }
     });
     ExitCode::from(code)
-}
-
-async fn probe(server: &ServerArgs, json: bool, frame_wait: Duration) -> u8 {
-    match run_probe(server, frame_wait).await {
-        Ok(Ok(report)) => {
-            if json {
-                println!("{}", serde_json::to_string(&report).unwrap_or_default());
-            } else {
-                print!("{}", render_text(&report));
-            }
-            0
-        }
-        Ok(Err(err)) => {
-            let failure = ProbeFailure::from_session_error(&err);
-            if json {
-                println!("{}", serde_json::to_string(&failure).unwrap_or_default());
-            }
-            eprintln!("probe failed: {err}");
-            ProbeFailure::exit_code(&err) as u8
-        }
-        Err(err) => {
-            if json {
-                println!(
-                    "{}",
-                    serde_json::json!({"ok": false, "error": format!("{err:#}")})
-                );
-            }
-            eprintln!("probe failed: {err:#}");
-            1
-        }
-    }
 }

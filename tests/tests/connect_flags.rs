@@ -12,7 +12,7 @@ use common::connect::{
     client_snapshot, connect, connect_with_tap, exec, hub_packet_log, in_dhcp_pool, must, TAP,
 };
 use softether_lab::{Lab, LabOptions};
-use softether_sidecar::client::mac::stable_mac;
+use softether_sidecar::engine::mac::stable_mac;
 
 const LEASE_WAIT: Duration = Duration::from_secs(30);
 /// A static address in the VPN subnet, outside the DHCP pool, for the --no-dhcp test.

@@ -11,10 +11,10 @@ use common::session::{block_on_in_netns, TunnelHost};
 use softether_lab::{Lab, LabOptions};
 use softether_proto::handshake::Credential;
 use softether_proto::password::hash_password;
-use softether_sidecar::credentials::client_info;
-use softether_sidecar::establish::{establish, SessionConfig};
-use softether_sidecar::tls::TlsVerify;
-use softether_sidecar::tunnel_driver::{spawn_tunnel, TunnelExit};
+use softether_sidecar::transport::credentials::client_info;
+use softether_sidecar::transport::driver::{spawn_tunnel, TunnelExit};
+use softether_sidecar::transport::tls::TlsVerify;
+use softether_sidecar::transport::{connection::SessionConfig, establish::establish};
 
 /// A static address inside the hub subnet but outside SecureNAT's DHCP range.
 const STATIC_IP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 150);
@@ -29,7 +29,7 @@ fn config(lab: &Lab) -> SessionConfig {
         username: f.alice.name.clone(),
         credential: Credential::HashedPassword(hash_password(&f.alice.name, &f.alice.password)),
         tls: TlsVerify::PinSha256(
-            softether_sidecar::tls::parse_pin(&f.server_cert_sha256).expect("lab pin"),
+            softether_sidecar::transport::tls::parse_pin(&f.server_cert_sha256).expect("lab pin"),
         ),
         max_connection: 1,
         connect_timeout: Duration::from_secs(10),

@@ -3,6 +3,10 @@
 
 use std::fmt;
 
+use crate::login::MAX_REQUEST_PACK;
+use crate::pack::PackError;
+use crate::rsa::SignError;
+
 /// A numeric SoftEther error code, as carried in the `error` INT of a server pack or used by
 /// the client for its own failures (connect failed, not a VPN server, ...).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -150,6 +154,57 @@ mod tests {
         for c in ErrorCode::ALL {
             assert!(c.name().starts_with("ERR_"));
             assert_ne!(c.description(), "unknown error");
+        }
+    }
+}
+
+/// Why the handshake failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HandshakeError {
+    /// The server answered with an error pack.
+    #[error("server refused the connection: {0}")]
+    Server(ErrorCode),
+    /// Wrong HTTP status/content type/hello: probably not a SoftEther server (or wrong port).
+    #[error("server is not a SoftEther VPN server: {0}")]
+    NotVpn(String),
+    /// The server's reply was well-formed HTTP but not a valid protocol message.
+    #[error("protocol error in server reply: {0}")]
+    Protocol(String),
+    #[error("malformed pack from server: {0}")]
+    Pack(#[from] PackError),
+    #[error("handshake API misuse: {0}")]
+    InvalidState(&'static str),
+    #[error("request pack of {0} bytes exceeds the server's limit of {MAX_REQUEST_PACK} bytes")]
+    RequestTooLarge(usize),
+    #[error("could not sign the certificate login: {0}")]
+    Sign(#[from] SignError),
+}
+
+impl HandshakeError {
+    /// The SoftEther error code closest to this failure.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            HandshakeError::Server(c) => *c,
+            HandshakeError::NotVpn(_) => ErrorCode::SERVER_IS_NOT_VPN,
+            HandshakeError::Protocol(_) | HandshakeError::Pack(_) => ErrorCode::PROTOCOL_ERROR,
+            HandshakeError::InvalidState(_) => ErrorCode::INTERNAL_ERROR,
+            HandshakeError::RequestTooLarge(_) | HandshakeError::Sign(_) => {
+                ErrorCode::INTERNAL_ERROR
+            }
+        }
+    }
+
+    /// Whether reconnecting can help. Garbled server replies are treated as transient.
+    pub fn retry_class(&self) -> RetryClass {
+        match self {
+            HandshakeError::Server(c) => c.retry_class(),
+            HandshakeError::NotVpn(_) | HandshakeError::Protocol(_) | HandshakeError::Pack(_) => {
+                RetryClass::Normal
+            }
+            HandshakeError::InvalidState(_)
+            | HandshakeError::RequestTooLarge(_)
+            | HandshakeError::Sign(_) => RetryClass::Never,
         }
     }
 }

@@ -11,14 +11,13 @@
 
 use std::collections::VecDeque;
 
-use crate::error::{ErrorCode, RetryClass};
 use crate::http::{self, HttpError, HttpMessage, HttpParser};
-use crate::login::{additional_connect_pack, encode_with_pencore, login_pack, MAX_REQUEST_PACK};
-use crate::pack::{Pack, PackError};
+use crate::login::{additional_connect_pack, encode_with_pencore, login_pack};
+use crate::pack::Pack;
 use crate::prng::SplitMix64;
-use crate::rsa::SignError;
 use crate::welcome::{classify_join_reply, classify_login_reply, parse_hello, Reply};
 
+pub use crate::error::HandshakeError;
 pub use crate::login::{ClientInfo, Credential, LoginRequest, Request};
 pub use crate::rsa::{CertSigner, RsaPrivateKey};
 pub use crate::welcome::{Direction, Outcome, Policy, Redirect, ServerHello, Welcome};
@@ -28,57 +27,6 @@ pub use crate::welcome::{Direction, Outcome, Policy, Redirect, ServerHello, Welc
 pub const MAX_RESPONSE_BODY: usize = 16 * 1024 * 1024;
 /// Consecutive noop packs tolerated while waiting for the reply (the C client allows 30).
 pub const MAX_NOOPS: u32 = 1024;
-
-/// Why the handshake failed.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum HandshakeError {
-    /// The server answered with an error pack.
-    #[error("server refused the connection: {0}")]
-    Server(ErrorCode),
-    /// Wrong HTTP status/content type/hello: probably not a SoftEther server (or wrong port).
-    #[error("server is not a SoftEther VPN server: {0}")]
-    NotVpn(String),
-    /// The server's reply was well-formed HTTP but not a valid protocol message.
-    #[error("protocol error in server reply: {0}")]
-    Protocol(String),
-    #[error("malformed pack from server: {0}")]
-    Pack(#[from] PackError),
-    #[error("handshake API misuse: {0}")]
-    InvalidState(&'static str),
-    #[error("request pack of {0} bytes exceeds the server's limit of {MAX_REQUEST_PACK} bytes")]
-    RequestTooLarge(usize),
-    #[error("could not sign the certificate login: {0}")]
-    Sign(#[from] SignError),
-}
-
-impl HandshakeError {
-    /// The SoftEther error code closest to this failure.
-    pub fn code(&self) -> ErrorCode {
-        match self {
-            HandshakeError::Server(c) => *c,
-            HandshakeError::NotVpn(_) => ErrorCode::SERVER_IS_NOT_VPN,
-            HandshakeError::Protocol(_) | HandshakeError::Pack(_) => ErrorCode::PROTOCOL_ERROR,
-            HandshakeError::InvalidState(_) => ErrorCode::INTERNAL_ERROR,
-            HandshakeError::RequestTooLarge(_) | HandshakeError::Sign(_) => {
-                ErrorCode::INTERNAL_ERROR
-            }
-        }
-    }
-
-    /// Whether reconnecting can help. Garbled server replies are treated as transient.
-    pub fn retry_class(&self) -> RetryClass {
-        match self {
-            HandshakeError::Server(c) => c.retry_class(),
-            HandshakeError::NotVpn(_) | HandshakeError::Protocol(_) | HandshakeError::Pack(_) => {
-                RetryClass::Normal
-            }
-            HandshakeError::InvalidState(_)
-            | HandshakeError::RequestTooLarge(_)
-            | HandshakeError::Sign(_) => RetryClass::Never,
-        }
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {

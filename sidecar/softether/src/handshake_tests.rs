@@ -1,3 +1,4 @@
+use crate::error::{ErrorCode, RetryClass};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;

@@ -4,8 +4,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
-use crate::error::ErrorCode;
-use crate::handshake::HandshakeError;
+use crate::error::{ErrorCode, HandshakeError};
 use crate::pack::Pack;
 
 /// The session timeout used when the Welcome carries none (policy default, 20 s).

@@ -9,18 +9,18 @@
 //!   status / gc / list, and the startup recovery (tombstones, then re-adoption);
 //! - [`state`]: attachment records and tombstones in the state directory;
 //! - [`session`]: one task per attachment, a thin adapter over the `connect` engine
-//!   ([`crate::client`]: login from the sidecar's namespace, frame pump, DHCP, lease applied
+//!   ([`crate::engine`]: login from the sidecar's namespace, frame pump, DHCP, lease applied
 //!   in the pod netns, reconnect), persisting the lease address for re-adoption.
 //!
 //! Drive it with [`run`] (returns on SIGTERM/SIGINT, leaving TAPs and records in place for the
 //! next start) and query it with [`query_list`].
 
-pub mod cli;
 pub mod control_socket;
 pub mod registry;
 pub mod session;
 pub mod state;
 mod sys;
+pub mod verify;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -195,41 +195,4 @@ pub async fn query_list(socket: &Path) -> Result<ListReply, String> {
     parse_reply::<ListReply>(&reply)
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())
-}
-
-/// The human-readable `status` table.
-pub fn render_list(list: &ListReply) -> String {
-    let mut out = format!(
-        "{:<16} {:<24} {:<8} {:<18} {:<22} {:<12} {:<20} {:>10} {:>10} {:>5}\n",
-        "CONTAINER",
-        "NETNS",
-        "IFNAME",
-        "ADDRESS",
-        "SERVER",
-        "STATE",
-        "SINCE",
-        "BYTES_IN",
-        "BYTES_OUT",
-        "RECON"
-    );
-    for a in &list.attachments {
-        let since =
-            humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(a.since));
-        out.push_str(&format!(
-            "{:<16} {:<24} {:<8} {:<18} {:<22} {:<12} {:<20} {:>10} {:>10} {:>5}\n",
-            a.container_id.chars().take(16).collect::<String>(),
-            a.netns,
-            a.ifname,
-            a.address
-                .map(|x| x.to_string())
-                .unwrap_or_else(|| "-".into()),
-            a.server,
-            a.state,
-            since,
-            a.bytes_in,
-            a.bytes_out,
-            a.reconnects
-        ));
-    }
-    out
 }

@@ -13,13 +13,13 @@ use std::time::{Duration, Instant};
 use ipnet::Ipv4Net;
 use netcfg::{Netlink, Netns, Tap};
 
-use crate::client::status::Phase;
+use crate::engine::status::Phase;
 
 use super::session::{self, SessionHandle};
 use super::state::{unix_now, AttachmentKey, AttachmentRecord, StateDir, RECORD_VERSION};
-use crate::client::lease_apply::plan;
-use crate::client::status::StopMode;
-use crate::client::verify::missing_objects;
+use crate::daemon::verify::missing_objects;
+use crate::engine::lease_apply::plan;
+use crate::engine::status::StopMode;
 use softether_control::{
     code, AttachRequest, AttachResult, AttachedIp, AttachedRoute, AttachmentStatus, CheckRequest,
     DetachRequest, Dns, GcReport, GcRequest, IpPrefix, Mac, SidecarStatus, ValidAttachment,

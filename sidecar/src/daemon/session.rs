@@ -1,5 +1,5 @@
 //! One attachment's session task: a thin adapter over the connection engine
-//! ([`crate::client::connect::run_engine`]), the same one `softether-sidecar connect` runs.
+//! ([`crate::engine::run::run_engine`]), the same one `softether-sidecar connect` runs.
 //!
 //! What the adapter adds for the CNI sidecar: the attachment record → engine options (login
 //! from the sidecar's namespace, TAP and configuration in the pod's, no pinned server route),
@@ -15,14 +15,14 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::state::{AttachmentRecord, StateDir};
-use crate::client::connect::{run_engine, EngineConfig, EngineError};
-use crate::client::lease_apply::NetOptions;
-use crate::client::mac::Mac;
-use crate::client::status::{status_channel, EngineStatus, Phase, StopMode};
-use crate::credentials::{self, AuthInput};
-use crate::establish::SessionConfig;
-use crate::server_args::random_seed;
-use crate::tls::{parse_pin, TlsVerify};
+use crate::engine::lease_apply::NetOptions;
+use crate::engine::mac::Mac;
+use crate::engine::run::{run_engine, EngineConfig, EngineError};
+use crate::engine::status::{status_channel, EngineStatus, Phase, StopMode};
+use crate::transport::connection::SessionConfig;
+use crate::transport::credentials::{self, AuthInput};
+use crate::transport::random_seed;
+use crate::transport::tls::{parse_pin, TlsVerify};
 // The engine id names the attachment's nft table (`softether_<id>`) in the pod netns; the
 // plugin removes that table itself on a DEL while we are down, so the id is shared.
 use softether_control::pod_netns::attachment_engine_id as engine_id;

@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use dhcp_client::{arp, icmp};
-use softether_sidecar::tunnel_driver::TunnelHandle;
+use softether_sidecar::transport::driver::TunnelHandle;
 
 /// Runs `make()`'s future on a fresh current-thread runtime on a thread that entered the
 /// network namespace `ns` (sockets created there live in that namespace).

@@ -216,7 +216,7 @@ mod tests {
     #[test]
     fn lease_events_drive_the_phase() {
         let (tx, rx) = status_channel();
-        let lease = crate::client::test_lease::bound_lease(
+        let lease = crate::engine::test_lease::bound_lease(
             std::time::Instant::now(),
             Duration::from_secs(60),
         );

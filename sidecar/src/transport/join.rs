@@ -11,11 +11,11 @@ use softether_proto::handshake::{
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
-use crate::establish::{
+use crate::transport::connection::{
     connect_tls, connection_info, run_handshake, tls_details, AdditionalConnection, Established,
     SessionConfig, SessionError,
 };
-use crate::tls::TlsVerify;
+use crate::transport::tls::TlsVerify;
 
 /// Above this many quick connections the server's DoS guard (16 per burst from one IP) could
 /// drop us, so later joins are spaced out.

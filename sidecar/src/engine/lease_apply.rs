@@ -438,7 +438,7 @@ mod tests {
 
     fn lease() -> Lease {
         let mut l =
-            crate::client::test_lease::bound_lease(Instant::now(), Duration::from_secs(3600));
+            crate::engine::test_lease::bound_lease(Instant::now(), Duration::from_secs(3600));
         l.dns_servers = vec![Ipv4Addr::new(192, 168, 30, 1)];
         l.domain_name = Some("vpn.test".into());
         l

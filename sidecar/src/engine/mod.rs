@@ -1,33 +1,28 @@
-//! The connection engine behind `softether-sidecar connect` (and, per pod, the CNI sidecar).
+//! The connection engine behind `softether-sidecar connect` and, per pod, the CNI daemon.
 //!
 //! Layers, bottom up:
 //! - [`backoff`]: the reconnect delay policy, a pure seeded value.
 //! - [`mac`]: the TAP's MAC, given or derived stably from host + user + hub.
 //! - [`lease_apply`]: lease → addresses, routes, policy rules, CONNMARK table and resolv.conf
 //!   in one namespace (through `netcfg`), with a record of what was added for teardown.
-//! - [`verify`]: which of a plan's routes, rules and nft table are missing from a namespace
-//!   (CNI CHECK).
 //! - [`bridge`]: one tunnel session's frame pump (TAP ⇄ tunnel, batched) with the sans-IO DHCP
 //!   client listening in and lease events applied as they come.
 //! - [`status`]: what the engine reports (phase, lease, traffic, reconnects) and how it is
 //!   stopped ([`status::StopMode`]: tear down, or detach and leave the configuration).
-//! - [`connect`]: the engine: log in, run a session, reconnect with backoff, RELEASE and tear
+//! - [`run`]: the engine: log in, run a session, reconnect with backoff, RELEASE and tear
 //!   down (or detach) on stop. It takes the TAP and the target namespace as inputs.
-//! - [`cli`]: the `connect` subcommand's flags, signals and exit codes.
 //!
 //! Driving the engine: create (or reopen) a [`netcfg::Tap`] in the namespace to configure,
-//! build an [`connect::EngineConfig`], make a status channel with
-//! [`status::status_channel`], and call [`connect::run_engine`] with a `watch` stop channel
-//! whose value turns `Some(mode)` to stop. `connect` runs one engine in its own namespace;
-//! the CNI sidecar (`crate::daemon::session`) runs one per pod attachment.
+//! build an [`run::EngineConfig`], make a status channel with [`status::status_channel`], and
+//! call [`run::run_engine`] with a `watch` stop channel whose value turns `Some(mode)` to stop.
+//! `connect` ([`crate::cmd::connect`]) runs one engine in its own namespace; the CNI daemon
+//! ([`crate::daemon::session`]) runs one per pod attachment.
 
 pub mod backoff;
 pub mod bridge;
-pub mod cli;
-pub mod connect;
 pub mod lease_apply;
 pub mod mac;
+pub mod run;
 pub mod status;
 #[cfg(test)]
-mod test_lease;
-pub mod verify;
+pub(crate) mod test_lease;

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use dhcp_client::{arp, icmp, Config as DhcpConfig, DhcpClient, Event};
 use serde::Serialize;
 
-use crate::server_args::random_seed;
-use crate::tunnel_driver::TunnelHandle;
+use crate::transport::driver::TunnelHandle;
+use crate::transport::random_seed;
 
 /// What the frame exchange found.
 #[derive(Debug, Default, Clone, Serialize)]

@@ -9,7 +9,7 @@
 
 use netcfg::{Firewall, NetcfgError, Netlink, PolicyRule, RouteSpec, TABLE_MAIN};
 
-use super::lease_apply::LeasePlan;
+use crate::engine::lease_apply::LeasePlan;
 
 /// Whether the installed route `have` is the planned route `want`. Fields the plan leaves
 /// open (interface, preferred source) match anything; a missing metric is metric 0, which is
@@ -138,7 +138,7 @@ pub async fn missing_objects(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::lease_apply::{plan, NetOptions};
+    use crate::engine::lease_apply::{plan, NetOptions};
     use std::net::Ipv4Addr;
     use std::time::{Duration, Instant};
 
@@ -146,7 +146,7 @@ mod tests {
 
     fn full_plan() -> LeasePlan {
         let mut lease =
-            crate::client::test_lease::bound_lease(Instant::now(), Duration::from_secs(3600));
+            crate::engine::test_lease::bound_lease(Instant::now(), Duration::from_secs(3600));
         lease.classless_routes = vec![(
             "10.98.0.0/24".parse().unwrap(),
             Ipv4Addr::new(192, 168, 30, 254),

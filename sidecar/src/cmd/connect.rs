@@ -7,12 +7,12 @@ use clap::Args;
 use netcfg::{resolv, Netns, Tap, TapConfig};
 use tokio::sync::watch;
 
-use super::connect::{run_engine, EngineConfig, EngineError};
-use super::lease_apply::NetOptions;
-use super::mac::{stable_mac, Mac};
-use super::status::{status_channel, StopMode};
-use crate::establish::SessionError;
-use crate::server_args::{random_seed, ServerArgs};
+use crate::engine::lease_apply::NetOptions;
+use crate::engine::mac::{stable_mac, Mac};
+use crate::engine::run::{run_engine, EngineConfig, EngineError};
+use crate::engine::status::{status_channel, StopMode};
+use crate::transport::connection::SessionError;
+use crate::{cmd::args::ServerArgs, transport::random_seed};
 
 /// Exit codes of `connect` (also listed in its `--help`).
 pub mod exit {

@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 use tokio::task::JoinSet;
 use tokio_rustls::client::TlsStream;
 
-use crate::establish::Established;
+use crate::transport::connection::Established;
 
 /// How many frames may wait in each direction: ~3 ms at 1 Gbit/s, several times what one
 /// 64 KiB read yields. Deeper queues only held more frames (RSS under load) without more

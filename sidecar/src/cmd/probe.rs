@@ -6,11 +6,12 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use softether_proto::error::RetryClass;
 
-use crate::establish::{establish, Established, SessionError};
-use crate::probe_frames::{exchange_frames, FrameReport};
-use crate::server_args::{random_seed, ServerArgs};
-use crate::tls::cert_sha256_hex;
-use crate::tunnel_driver::spawn_tunnel;
+use crate::cmd::probe_frames::{exchange_frames, FrameReport};
+use crate::transport::connection::{Established, SessionError};
+use crate::transport::driver::spawn_tunnel;
+use crate::transport::establish::establish;
+use crate::transport::tls::cert_sha256_hex;
+use crate::{cmd::args::ServerArgs, transport::random_seed};
 
 /// Policy items worth a line in the human-readable report when set.
 const POLICY_HIGHLIGHTS: &[&str] = &[
@@ -221,4 +222,36 @@ pub fn render_text(r: &ProbeReport) -> String {
         line("frames", l);
     }
     out
+}
+
+/// The `probe` subcommand: the report (text or JSON) and its exit code.
+pub async fn probe_command(server: &ServerArgs, json: bool, frame_wait: Duration) -> u8 {
+    match run_probe(server, frame_wait).await {
+        Ok(Ok(report)) => {
+            if json {
+                println!("{}", serde_json::to_string(&report).unwrap_or_default());
+            } else {
+                print!("{}", render_text(&report));
+            }
+            0
+        }
+        Ok(Err(err)) => {
+            let failure = ProbeFailure::from_session_error(&err);
+            if json {
+                println!("{}", serde_json::to_string(&failure).unwrap_or_default());
+            }
+            eprintln!("probe failed: {err}");
+            ProbeFailure::exit_code(&err) as u8
+        }
+        Err(err) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"ok": false, "error": format!("{err:#}")})
+                );
+            }
+            eprintln!("probe failed: {err:#}");
+            1
+        }
+    }
 }

@@ -1,24 +1,26 @@
-//! Establishing a SoftEther session: TCP connect, TLS, the HTTP handshake driven by the sans-IO
-//! [`ClientHandshake`], and following cluster redirects with a ticket.
+//! One SoftEther connection: what a session is configured with, what a logged-in connection
+//! holds, why it failed, and the primitives every connection uses — TCP + TLS
+//! ([`connect_tls`]) and one HTTP handshake run over it ([`run_handshake`]).
 //!
-//! This is the thin I/O driver around `softether_proto::handshake`; all protocol decisions live
-//! there. Every stage has its own timeout so a silent or wrong server fails fast with a message
-//! naming the stage.
+//! Both the first login ([`super::establish`]) and every joined or resumed connection
+//! ([`super::join`]) build on this module; it imports neither, so they do not import each other.
+//! All protocol decisions live in `softether_proto::handshake`; every stage has its own timeout so
+//! a silent or wrong server fails fast with a message naming the stage.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use softether_proto::error::{ErrorCode, RetryClass};
 use softether_proto::handshake::{
-    ClientHandshake, ClientInfo, Credential, Direction, HandshakeError, LoginRequest, Outcome,
-    Redirect, Request, ServerHello, Welcome,
+    ClientHandshake, ClientInfo, Credential, Direction, HandshakeError, Outcome, Request,
+    ServerHello, Welcome,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-use crate::tls::{self, PresentedCert, TlsSetupError, TlsVerify};
+use super::tls::{self, PresentedCert, TlsSetupError, TlsVerify};
 
 /// What to connect to and how to authenticate.
 #[derive(Debug, Clone)]
@@ -158,55 +160,6 @@ impl SessionError {
     }
 }
 
-const MAX_REDIRECTS: usize = 3;
-
-/// Connects, logs in, follows redirects; returns the session in tunnel mode.
-pub async fn establish(config: &SessionConfig) -> Result<Established, SessionError> {
-    let mut host = config.host.clone();
-    let mut port = config.port;
-    let mut tls_verify = config.tls.clone();
-    let mut credential = config.credential.clone();
-    let mut redirected_to = None;
-    for _ in 0..=MAX_REDIRECTS {
-        let attempt = attempt_login(config, &host, port, &tls_verify, credential.clone()).await?;
-        match attempt {
-            Attempt::Welcome(mut est) => {
-                est.redirected_to = redirected_to;
-                crate::session_join::join_additional(config, &mut est, &host, port).await;
-                return Ok(*est);
-            }
-            Attempt::Redirect { redirect, from } => {
-                tracing::info!(
-                    member = %redirect.ip,
-                    ports = ?redirect.ports,
-                    "cluster controller {from} redirected the session"
-                );
-                port = if redirect.ports.contains(&port) {
-                    port
-                } else {
-                    redirect.ports.first().copied().unwrap_or(port)
-                };
-                host = redirect.ip.to_string();
-                // The member must present exactly the certificate the controller announced.
-                tls_verify = TlsVerify::ExactCert(redirect.cert_der.clone());
-                credential = Credential::Ticket(redirect.ticket);
-                redirected_to = Some(SocketAddr::new(redirect.ip.into(), port));
-            }
-        }
-    }
-    Err(SessionError::RedirectLoop {
-        addr: redirected_to.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], port))),
-    })
-}
-
-enum Attempt {
-    Welcome(Box<Established>),
-    Redirect {
-        redirect: Redirect,
-        from: SocketAddr,
-    },
-}
-
 async fn resolve(host: &str, port: u16) -> Result<SocketAddr, SessionError> {
     let mut addrs = tokio::net::lookup_host((host, port))
         .await
@@ -285,77 +238,6 @@ fn tls_error(addr: SocketAddr, err: &std::io::Error, presented: Option<Vec<u8>>)
         detail: err.to_string(),
         hint,
         presented_sha256,
-    }
-}
-
-async fn attempt_login(
-    config: &SessionConfig,
-    host: &str,
-    port: u16,
-    verify: &TlsVerify,
-    credential: Credential,
-) -> Result<Attempt, SessionError> {
-    let (mut stream, server_cert_der, addr) =
-        connect_tls(host, port, verify, config.connect_timeout).await?;
-    let (local_addr, info) = connection_info(config, &stream, addr, host, port)?;
-    let request = Request::Login(LoginRequest {
-        hub: config.hub.clone(),
-        username: config.username.clone(),
-        credential,
-        max_connection: config.max_connection,
-        half_connection: false,
-        info,
-    });
-    let (outcome, mut handshake) = run_handshake(
-        &mut stream,
-        request,
-        config.seed,
-        config.handshake_timeout,
-        "SoftEther handshake",
-        addr,
-    )
-    .await?;
-    let hello = handshake.hello().cloned();
-    let leftover = handshake.take_leftover();
-    match outcome {
-        Outcome::Welcome(welcome) => {
-            if !welcome.use_encrypt {
-                return Err(SessionError::Unencrypted { addr });
-            }
-            if welcome.use_compress {
-                return Err(SessionError::UnexpectedCompression { addr });
-            }
-            let (tls_version, cipher_suite) = tls_details(&stream);
-            Ok(Attempt::Welcome(Box::new(Established {
-                stream,
-                hello: hello.ok_or(SessionError::Disconnected {
-                    addr,
-                    stage: "hello",
-                })?,
-                welcome,
-                server_cert_der,
-                server_addr: addr,
-                local_addr,
-                tls_version,
-                cipher_suite,
-                leftover,
-                redirected_to: None,
-                additional: Vec::new(),
-            })))
-        }
-        Outcome::Redirect(redirect) => {
-            let _ = stream.shutdown().await;
-            Ok(Attempt::Redirect {
-                redirect,
-                from: addr,
-            })
-        }
-        Outcome::Joined { .. } => Err(SessionError::Handshake {
-            addr,
-            source: HandshakeError::Protocol(
-                "unexpected additional-connection reply to a login".into(),
-            ),
-        }),
     }
 }
 

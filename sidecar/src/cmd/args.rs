@@ -5,9 +5,10 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::credentials::{self, AuthInput};
-use crate::establish::SessionConfig;
-use crate::tls::{parse_pin, TlsVerify};
+use crate::transport::connection::SessionConfig;
+use crate::transport::credentials::{self, AuthInput};
+use crate::transport::random_seed;
+use crate::transport::tls::{parse_pin, TlsVerify};
 
 /// Connection and authentication flags. The password is never a flag: it comes from
 /// `--password-file` or the `SOFTETHER_PASSWORD` environment variable.
@@ -106,17 +107,4 @@ impl ServerArgs {
             seed: random_seed(),
         })
     }
-}
-
-/// A seed for protocol padding; uniqueness matters, not secrecy.
-pub fn random_seed() -> u64 {
-    let mut bytes = [0u8; 8];
-    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes).is_err() {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
-        return t ^ u64::from(std::process::id());
-    }
-    u64::from_le_bytes(bytes)
 }

@@ -20,9 +20,10 @@ use super::bridge::{run_session, SessionContext, SessionEnd};
 use super::lease_apply::{NetConfigurator, NetOptions};
 use super::mac::Mac;
 use super::status::{self, stop_requested, EngineStatus, Phase, StopMode, StopSignal};
-use crate::establish::{establish, Established, SessionError};
-use crate::session_join::{resume, ResumeTicket};
-use crate::tunnel_driver::{spawn_tunnel, TunnelExit, TunnelHandle};
+use crate::transport::connection::{Established, SessionError};
+use crate::transport::driver::{spawn_tunnel, TunnelExit, TunnelHandle};
+use crate::transport::establish::establish;
+use crate::transport::join::{resume, ResumeTicket};
 
 /// A session that stayed up this long resets the backoff to the base delay.
 const HEALTHY_SESSION: Duration = Duration::from_secs(30);
@@ -32,7 +33,7 @@ const RELEASE_FLUSH: Duration = Duration::from_millis(500);
 /// Everything the engine needs besides the TAP, the namespace and the stop signal.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
-    pub session: crate::establish::SessionConfig,
+    pub session: crate::transport::connection::SessionConfig,
     pub mac: Mac,
     /// `None`: no DHCP (`--no-dhcp`); frames are bridged and nothing is configured.
     pub dhcp_hostname: Option<Option<String>>,

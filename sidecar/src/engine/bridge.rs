@@ -20,7 +20,7 @@ use super::lease_apply::NetConfigurator;
 use super::status::{
     self, stop_requested, EngineStatus, LeaseEvent, StopMode, StopSignal, Traffic,
 };
-use crate::tunnel_driver::TunnelHandle;
+use crate::transport::driver::TunnelHandle;
 
 /// Frames taken per wake-up in each direction before yielding.
 const BATCH: usize = 256;

@@ -1,0 +1,74 @@
+//! The `status` subcommand: what a running daemon holds, as a table or JSON.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use softether_control::ListReply;
+
+use crate::daemon::{query_list, DEFAULT_SOCKET};
+
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    /// The daemon's control socket.
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// Print the attachments as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Exit codes: 0 listed; 1 the daemon did not answer.
+pub async fn run_status(args: StatusArgs) -> u8 {
+    match query_list(&args.socket).await {
+        Ok(list) => {
+            if args.json {
+                println!("{}", serde_json::to_string(&list).unwrap_or_default());
+            } else {
+                print!("{}", render_list(&list));
+            }
+            0
+        }
+        Err(e) => {
+            eprintln!("softether-sidecar status: {e}");
+            1
+        }
+    }
+}
+
+/// The human-readable `status` table.
+pub fn render_list(list: &ListReply) -> String {
+    let mut out = format!(
+        "{:<16} {:<24} {:<8} {:<18} {:<22} {:<12} {:<20} {:>10} {:>10} {:>5}\n",
+        "CONTAINER",
+        "NETNS",
+        "IFNAME",
+        "ADDRESS",
+        "SERVER",
+        "STATE",
+        "SINCE",
+        "BYTES_IN",
+        "BYTES_OUT",
+        "RECON"
+    );
+    for a in &list.attachments {
+        let since =
+            humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(a.since));
+        out.push_str(&format!(
+            "{:<16} {:<24} {:<8} {:<18} {:<22} {:<12} {:<20} {:>10} {:>10} {:>5}\n",
+            a.container_id.chars().take(16).collect::<String>(),
+            a.netns,
+            a.ifname,
+            a.address
+                .map(|x| x.to_string())
+                .unwrap_or_else(|| "-".into()),
+            a.server,
+            a.state,
+            since,
+            a.bytes_in,
+            a.bytes_out,
+            a.reconnects
+        ));
+    }
+    out
+}

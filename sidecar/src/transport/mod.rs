@@ -1,0 +1,32 @@
+//! Reaching a SoftEther server: everything between the sans-IO protocol crate and a socket.
+//!
+//! Bottom up:
+//! - [`tls`]: rustls configuration (system roots, CA file, SHA-256 pin, insecure) that records
+//!   the server certificate.
+//! - [`credentials`]: password files, certificate + key, and the login identity.
+//! - [`connection`]: one connection — session configuration, TCP + TLS, one handshake over it,
+//!   [`connection::Established`] and [`connection::SessionError`].
+//! - [`join`]: additional connections and resuming a session with its key.
+//! - [`establish`]: the first login, following cluster redirects, then joining more connections.
+//! - [`driver`]: one task pumping the tunnel state machine over the session's connections;
+//!   frames in and out through channels.
+
+pub mod connection;
+pub mod credentials;
+pub mod driver;
+pub mod establish;
+pub mod join;
+pub mod tls;
+
+/// A seed for protocol padding and DHCP transaction ids; uniqueness matters, not secrecy.
+pub fn random_seed() -> u64 {
+    let mut bytes = [0u8; 8];
+    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes).is_err() {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        return t ^ u64::from(std::process::id());
+    }
+    u64::from_le_bytes(bytes)
+}
