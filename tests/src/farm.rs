@@ -39,7 +39,7 @@ static FARM_COUNTER: AtomicU32 = AtomicU32::new(0);
 /// Prefix of farm directories under the system temp dir (`softether-farm-<pid>-<n>`).
 pub const DIR_PREFIX: &str = "softether-farm-";
 
-/// Namespace name prefixes (also listed in [`netns::NS_PREFIXES`] so the sweeper knows them).
+/// Namespace name prefixes (also listed in `netns::NS_PREFIXES` so the sweeper knows them).
 pub const CONTROLLER_NS_PREFIX: &str = "se-fc-";
 /// See [`CONTROLLER_NS_PREFIX`].
 pub const MEMBER_NS_PREFIX: &str = "se-fm-";

@@ -167,7 +167,7 @@ impl Drop for KillOnDrop {
 }
 
 /// Spawns `argv` inside `ns` in its own process group, stdin closed, stdout/stderr inherited.
-/// Use [`spawn_command_in`] for control over stdio.
+/// Use `spawn_command_in` for control over stdio.
 pub fn spawn_in(ns: &str, argv: &[&str]) -> Result<KillOnDrop> {
     let mut cmd = command_in(ns, argv);
     cmd.stdin(Stdio::null());

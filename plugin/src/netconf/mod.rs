@@ -1,13 +1,13 @@
 //! The network configuration on stdin: every key of the `softether` plugin,
 //! validated up front (code 7 naming key and value), unknown keys kept.
 //!
-//! Keys (defaults in brackets): `server`, `port` [443], `hub` ["DEFAULT"],
-//! `user`, `passwordFile`, `plainPassword` [false], `insecure` [false],
-//! `pinSha256`, `caFile`, `maxConnections` [1, 1..=32], `mtu` [sidecar's
-//! choice, 576..=9000], `acceptDefaultGateway` [false], `acceptStaticRoutes`
-//! [false], `policyRouteTable` [off], `connmark` [false, needs
-//! `policyRouteTable`], `timeout` [60 s, < 120], `sidecarSocket`
-//! [`/run/softether-cni/sidecar.sock`], `stateDir` [`/var/lib/softether-cni`],
+//! Keys (defaults in parentheses): `server`, `port` (443), `hub` ("DEFAULT"),
+//! `user`, `passwordFile`, `plainPassword` (false), `insecure` (false),
+//! `pinSha256`, `caFile`, `maxConnections` (1, 1..=32), `mtu` (sidecar's
+//! choice, 576..=9000), `acceptDefaultGateway` (false), `acceptStaticRoutes`
+//! (false), `policyRouteTable` (off), `connmark` (false, needs
+//! `policyRouteTable`), `timeout` (60 s, < 120), `sidecarSocket`
+//! (`/run/softether-cni/sidecar.sock`), `stateDir` (`/var/lib/softether-cni`),
 //! `runtimeConfig.mac`, `args.cni.{user,
 //! passwordFile, hub}`, `prevResult`, and for GC `cni.dev/valid-attachments`
 //! (or the 1.1.0-tag spelling `cni.dev/attachments`).

@@ -3,7 +3,7 @@
 //! Layers, outside in:
 //! - [`control_socket`]: the root-only Unix socket (stale-file removal, mode 0600,
 //!   `SO_PEERCRED`), one JSON line each way, the TAP fd received with `attach` (SCM_RIGHTS,
-//!   through [`sys`], the crate's only `unsafe`);
+//!   through `sys`, the crate's only `unsafe`);
 //! - the wire types and framing come from [`softether_control`], shared with the plugin;
 //! - [`registry`]: attachments keyed by `(containerID, ifname)`; attach / detach / check /
 //!   status / gc / list, and the startup recovery (tombstones, then re-adoption);
