@@ -365,42 +365,15 @@ fn podman_on_netavark_runs_a_container_on_the_vpn_and_rm_releases() {
     let ip = net["IPAddress"].as_str().expect("IPAddress").to_owned();
     assert_eq!(net["IPPrefixLen"], 24, "{inspected}");
     assert_eq!(net["Gateway"], lab.facts.gateway.to_string().as_str());
-    let shown = podman.ok(&[
-        "exec",
-        "web",
-        "/bin/busybox",
-        "ip",
-        "-o",
-        "-4",
-        "addr",
-        "show",
-        "vpn0",
-    ]);
+    // busybox in the container: `podman exec web /bin/busybox ARGS…`.
+    let in_web = |args: &[&str]| podman.run(&[&["exec", "web", "/bin/busybox"][..], args].concat());
+    let shown = text(&in_web(&["ip", "-o", "-4", "addr", "show", "vpn0"]));
     assert!(shown.contains(&format!("{ip}/24")), "{shown}");
     let mac = net["MacAddress"].as_str().expect("MacAddress").to_owned();
-    let link = podman.ok(&[
-        "exec",
-        "web",
-        "/bin/busybox",
-        "ip",
-        "-o",
-        "link",
-        "show",
-        "vpn0",
-    ]);
+    let link = text(&in_web(&["ip", "-o", "link", "show", "vpn0"]));
     assert!(link.contains(&mac), "{link} vs {mac}");
     let lan = lab.facts.lan_host.to_string();
-    let out = podman.run(&[
-        "exec",
-        "web",
-        "/bin/busybox",
-        "ping",
-        "-c",
-        "3",
-        "-W",
-        "2",
-        &lan,
-    ]);
+    let out = in_web(&["ping", "-c", "3", "-W", "2", &lan]);
     assert!(
         out.status.success(),
         "ping through the VPN: {}\n{}",

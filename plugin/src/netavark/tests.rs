@@ -238,16 +238,23 @@ fn leased() -> AttachResult {
     }
 }
 
-fn setup(input: &Value, h: &Harness) -> Result<Option<Value>, String> {
-    let inv = Invocation::Setup {
-        netns: "/run/netns/pod1".into(),
-    };
+/// `run` on `input` for the pod netns `/run/netns/pod1`.
+fn call(
+    command: fn(String) -> Invocation,
+    input: &Value,
+    h: &Harness,
+) -> Result<Option<Value>, String> {
+    let inv = command("/run/netns/pod1".into());
     run(
         &inv,
         input.to_string().as_bytes(),
         &|p| h.connect(p),
         &h.taps,
     )
+}
+
+fn setup(input: &Value, h: &Harness) -> Result<Option<Value>, String> {
+    call(|netns| Invocation::Setup { netns }, input, h)
 }
 
 #[test]
@@ -356,15 +363,7 @@ fn setup_errors_leave_nothing_behind() {
 }
 
 fn teardown(input: &Value, h: &Harness) -> Result<Option<Value>, String> {
-    let inv = Invocation::Teardown {
-        netns: "/run/netns/pod1".into(),
-    };
-    run(
-        &inv,
-        input.to_string().as_bytes(),
-        &|p| h.connect(p),
-        &h.taps,
-    )
+    call(|netns| Invocation::Teardown { netns }, input, h)
 }
 
 #[test]

@@ -1,5 +1,5 @@
-//! Real Podman 4.3 (Debian 12, CNI backend) for end-to-end tests, set up privately so the host's
-//! Podman state is never touched:
+//! Real Podman 4.3 (Debian 12; CNI backend, or netavark with a netavark that has the plugin API)
+//! for end-to-end tests, set up privately so the host's Podman state is never touched:
 //!
 //! - one directory per instance (`/tmp/softether-podman-<pid>-<n>`) holding `containers.conf`
 //!   (named by `CONTAINERS_CONF`), the CNI config dir `net.d`, a plugin dir `bin` with the
