@@ -25,6 +25,7 @@ use common::connect::{extra_netns, must};
 use common::podman::{Podman, IMAGE};
 use common::workspace_bin;
 use serde_json::{json, Value};
+use softether_lab::facts::subnet;
 use softether_lab::{command, Lab, LabOptions};
 
 /// Where tests/netavark.sh puts its build unless SOFTETHER_TEST_NETAVARK names another binary.
@@ -216,6 +217,12 @@ fn netavark_setup_leases_and_pings_then_teardown_leaves_nothing_twice() {
     println!("{status}");
     let block = &status[NETWORK];
     let ip = leased(&lab, block, "eth0");
+    // The lab's dnsmasq hands out the gateway as DNS server and its domain.
+    assert_eq!(
+        block["dns_server_ips"],
+        json!([lab.facts.gateway.to_string()])
+    );
+    assert_eq!(block["dns_search_domains"], json!([subnet::DOMAIN]));
     let mac = block["interfaces"]["eth0"]["mac_address"]
         .as_str()
         .expect("mac");
@@ -282,6 +289,7 @@ fn netavark_bad_options_fail_cleanly_and_teardown_works_with_the_sidecar_down() 
         let err: Value = serde_json::from_slice(&out.stdout)
             .unwrap_or_else(|e| panic!("netavark's error object ({e}): {}", text(&out)));
         let msg = err["error"].as_str().expect("error string");
+        println!("{key}={value}: {msg}");
         assert!(
             msg.contains("plugin \"softether\" failed") && msg.contains(expected),
             "{key}: {msg}"
@@ -327,6 +335,8 @@ fn podman_on_netavark_runs_a_container_on_the_vpn_and_rm_releases() {
     // Dropped first: a container still there is torn down through the running sidecar.
     let podman = Podman::with_netavark(&lab.facts.client_ns, &netavark_bin());
     podman.write_netavark_network(&create_network(&dirs, &lab, json!({})));
+    let backend = podman.ok(&["info", "--format", "{{.Host.NetworkBackend}}"]);
+    assert_eq!(backend, "netavark");
     let listed = podman.ok(&["network", "ls", "--format", "{{.Name}} {{.Driver}}"]);
     assert!(
         listed.lines().any(|l| l == format!("{NETWORK} softether")),
