@@ -326,7 +326,8 @@ fn netavark_bad_options_fail_cleanly_and_teardown_works_with_the_sidecar_down() 
 /// Podman 4.3 (Debian 12) on the netavark backend with a netavark that has the plugin API: the
 /// network file is what `softether create` returned (what `podman network create -d softether`
 /// stores on Podman ≥ 4.5); `podman run --network vpn` gets the VPN interface and reaches the lan
-/// host; `podman rm -f` releases everything.
+/// host, `--network vpn:interface_name=vpn0,mac=…` gets that name and MAC; `podman rm -f` releases
+/// everything.
 #[test]
 fn podman_on_netavark_runs_a_container_on_the_vpn_and_rm_releases() {
     let lab = Lab::start(LabOptions::default()).expect("lab");
@@ -344,18 +345,33 @@ fn podman_on_netavark_runs_a_container_on_the_vpn_and_rm_releases() {
     );
     podman.import_busybox();
 
+    // `podman run -d --name NAME --network NETWORK_ARG IMAGE sleep 600`; its container id.
+    let run = |name: &str, network: &str| {
+        podman.ok(&[
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--network",
+            network,
+            IMAGE,
+            "/bin/busybox",
+            "sleep",
+            "600",
+        ])
+    };
+    // busybox in a container: `podman exec NAME /bin/busybox ARGS…`.
+    let exec = |name: &str, args: &[&str]| {
+        podman.run(&[&["exec", name, "/bin/busybox"][..], args].concat())
+    };
+    let inspect = |name: &str| -> Value {
+        let out = podman.ok(&["inspect", "--format", "{{json .NetworkSettings}}", name]);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("inspect JSON ({e}): {out}"))
+    };
+
+    // The plain form: the interface is eth0, the MAC derived from container id and name.
     let started = Instant::now();
-    let id = podman.ok(&[
-        "run",
-        "-d",
-        "--name",
-        "web",
-        &format!("--network={NETWORK}:interface_name=vpn0"),
-        IMAGE,
-        "/bin/busybox",
-        "sleep",
-        "600",
-    ]);
+    let id = run("web", NETWORK);
     println!(
         "podman run -d on netavark (setup): {} ms",
         started.elapsed().as_millis()
@@ -364,26 +380,18 @@ fn podman_on_netavark_runs_a_container_on_the_vpn_and_rm_releases() {
         l.iter()
             .any(|a| a["containerID"] == id.as_str() && a["state"] == "up")
     });
-    let inspected: Value = serde_json::from_str(&podman.ok(&[
-        "inspect",
-        "--format",
-        "{{json .NetworkSettings}}",
-        "web",
-    ]))
-    .expect("inspect JSON");
+    let inspected = inspect("web");
     let net = &inspected["Networks"][NETWORK];
     let ip = net["IPAddress"].as_str().expect("IPAddress").to_owned();
     assert_eq!(net["IPPrefixLen"], 24, "{inspected}");
     assert_eq!(net["Gateway"], lab.facts.gateway.to_string().as_str());
-    // busybox in the container: `podman exec web /bin/busybox ARGS…`.
-    let in_web = |args: &[&str]| podman.run(&[&["exec", "web", "/bin/busybox"][..], args].concat());
-    let shown = text(&in_web(&["ip", "-o", "-4", "addr", "show", "vpn0"]));
+    let shown = text(&exec("web", &["ip", "-o", "-4", "addr", "show", "eth0"]));
     assert!(shown.contains(&format!("{ip}/24")), "{shown}");
     let mac = net["MacAddress"].as_str().expect("MacAddress").to_owned();
-    let link = text(&in_web(&["ip", "-o", "link", "show", "vpn0"]));
+    let link = text(&exec("web", &["ip", "-o", "link", "show", "eth0"]));
     assert!(link.contains(&mac), "{link} vs {mac}");
     let lan = lab.facts.lan_host.to_string();
-    let out = in_web(&["ping", "-c", "3", "-W", "2", &lan]);
+    let out = exec("web", &["ping", "-c", "3", "-W", "2", &lan]);
     assert!(
         out.status.success(),
         "ping through the VPN: {}\n{}",
@@ -394,6 +402,21 @@ fn podman_on_netavark_runs_a_container_on_the_vpn_and_rm_releases() {
         .as_str()
         .expect("SandboxKey")
         .to_owned();
+
+    // Interface name and MAC chosen by the user (netavark's static_mac).
+    let fixed_id = run(
+        "fixed",
+        &format!("{NETWORK}:interface_name=vpn0,mac=5e:00:00:00:00:42"),
+    );
+    wait_attachments(&lab, &dirs, "second container not up", |l| {
+        l.iter()
+            .any(|a| a["containerID"] == fixed_id.as_str() && a["state"] == "up")
+    });
+    let fixed = &inspect("fixed")["Networks"][NETWORK];
+    assert_eq!(fixed["MacAddress"], "5e:00:00:00:00:42", "{fixed}");
+    let link = text(&exec("fixed", &["ip", "-o", "link", "show", "vpn0"]));
+    assert!(link.contains("5e:00:00:00:00:42"), "{link}");
+    podman.ok(&["rm", "--force", "--time", "0", "fixed"]);
 
     let started = Instant::now();
     podman.ok(&["rm", "--force", "--time", "0", "web"]);

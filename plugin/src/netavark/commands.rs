@@ -26,6 +26,7 @@ pub fn info() -> Info {
 /// Validates the options and returns the network as it is to be stored: name, id, driver and
 /// options unchanged, no subnets or routes (the VPN's DHCP server assigns addresses), IPAM
 /// `none` (Podman allocates nothing) and DNS off (there is no aardvark-dns on this network).
+/// What Podman would otherwise do itself (subnets, routes, IPv6, IPAM, `--internal`) is refused.
 pub fn create(mut network: Network) -> Result<Network, CniError> {
     options::validated(&network.name, network.options.as_ref(), None, None)?;
     let refuse = |what: &str, flag: &str| {
@@ -42,6 +43,12 @@ pub fn create(mut network: Network) -> Result<Network, CniError> {
     }
     if network.ipv6_enabled {
         return Err(refuse("IPv6 subnet", "--ipv6"));
+    }
+    if network.rest.get("internal") == Some(&Value::Bool(true)) {
+        return Err(CniError::invalid_config(
+            "a softether network cannot be internal: its whole point is the route to the VPN",
+            "remove --internal",
+        ));
     }
     match network.ipam_options.as_ref().and_then(|o| o.get("driver")) {
         None => {}

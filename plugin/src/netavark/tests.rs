@@ -171,6 +171,7 @@ fn create_refuses_addressing_podman_would_do_itself() {
             "--route",
         ),
         ("ipv6_enabled", json!(true), "--ipv6"),
+        ("internal", json!(true), "--internal"),
         (
             "ipam_options",
             json!({"driver": "host-local"}),
