@@ -398,6 +398,13 @@ fn podman_on_netavark_runs_a_container_on_the_vpn_and_rm_releases() {
         text(&out),
         sidecar.log_text()
     );
+    // Podman writes the StatusBlock's DNS servers and search domains into resolv.conf.
+    let resolv = text(&exec("web", &["cat", "/etc/resolv.conf"]));
+    assert!(
+        resolv.contains(&format!("search {}", subnet::DOMAIN))
+            && resolv.contains(&format!("nameserver {}", lab.facts.gateway)),
+        "{resolv}"
+    );
     let sandbox = inspected["SandboxKey"]
         .as_str()
         .expect("SandboxKey")
