@@ -15,6 +15,7 @@ pub mod commands;
 pub mod options;
 pub mod types;
 
+use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::ExitCode;
@@ -46,12 +47,17 @@ pub enum Invocation {
 }
 
 impl Invocation {
-    /// `Some` when the first argument is a plugin command; `None` means CNI mode.
-    pub fn from_args(mut args: impl Iterator<Item = String>) -> Option<Invocation> {
+    /// `Some` when the first argument is a plugin command; `None` means CNI mode. Arguments
+    /// are `OsString`s (`std::env::args_os()`): a netns path that is not UTF-8 counts as missing
+    /// rather than panicking.
+    pub fn from_args(mut args: impl Iterator<Item = OsString>) -> Option<Invocation> {
         let _program = args.next();
         let command = args.next()?;
-        let netns = args.next().filter(|n| !n.is_empty());
-        Some(match (command.as_str(), netns) {
+        let netns = args
+            .next()
+            .and_then(|n| n.into_string().ok())
+            .filter(|n| !n.is_empty());
+        Some(match (command.to_str()?, netns) {
             ("info", _) => Invocation::Info,
             ("create", _) => Invocation::Create,
             ("setup", Some(netns)) => Invocation::Setup { netns },
@@ -112,7 +118,9 @@ pub fn run(
             return Ok(None);
         }
         Invocation::MissingNetns { command } => {
-            return Err(format!("{command}: the netns path argument is missing"))
+            return Err(format!(
+                "{command}: the netns path argument is missing (or not UTF-8)"
+            ))
         }
     };
     Ok(Some(value))

@@ -14,7 +14,7 @@ use softether_control::Mac;
 const ID: &str = "3c5e1f0d6a2b4e8f9c7d1a0b2e4f6a8c0d2e4f6a8b0c2d4e6f8a0b2c4d6e8f0a";
 
 fn args(list: &[&str]) -> Option<Invocation> {
-    Invocation::from_args(list.iter().map(|s| s.to_string()))
+    Invocation::from_args(list.iter().map(OsString::from))
 }
 
 #[test]
@@ -35,6 +35,18 @@ fn first_argument_selects_the_netavark_mode() {
             netns: "/run/netns/x".into()
         })
     );
+    use std::os::unix::ffi::OsStringExt;
+    let not_utf8 = [
+        OsString::from("softether"),
+        OsString::from("setup"),
+        OsString::from_vec(vec![b'/', 0xff]),
+    ];
+    assert_eq!(
+        Invocation::from_args(not_utf8.into_iter()),
+        Some(Invocation::MissingNetns { command: "setup" })
+    );
+    let not_utf8_command = [OsString::from("softether"), OsString::from_vec(vec![0xff])];
+    assert_eq!(Invocation::from_args(not_utf8_command.into_iter()), None);
     for cmd in ["setup", "teardown"] {
         let inv = args(&["softether", cmd]).unwrap();
         let h = Harness::new(Script::default());
