@@ -28,6 +28,8 @@ SOFTETHER_CNI_PACKAGES=(
   "podman:/usr/bin/podman"
   "runc:/usr/sbin/runc"
   "busybox-static:/usr/share/doc/busybox-static"
+  # tests/netavark.sh: `cargo install netavark` (>= 1.6, for tests/tests/netavark_e2e.rs) needs protoc.
+  "protobuf-compiler:/usr/bin/protoc"
 )
 
 # Installs every missing package (apt-get update first). SKIP_APT=1 skips the check.

@@ -12,13 +12,17 @@
 //!   sidecar) and removes itself on DEL when the sidecar is down; `sys` holds its one ioctl;
 //! - `pod_routing`: the policy rules and CONNMARK table DEL removes itself along with the TAP
 //!   when the sidecar is down;
-//! - `cmd`: one file per CNI command, dispatched from here.
+//! - `cmd`: one file per CNI command, dispatched from here;
+//! - `netavark`: the same binary as a netavark plugin (`info`, `create`, `setup`, `teardown`
+//!   as the first argument), running `cmd`'s ADD and DEL.
 //!
-//! The binary's `main` is the only place that writes to stdout: the result on success, or
-//! the error object (and exit status 1) on failure. Logs go to stderr.
+//! The binary's `main` is the only place that writes to stdout in CNI mode: the result on
+//! success, or the error object (and exit status 1) on failure; `netavark::exec` is that place
+//! in netavark mode. Logs go to stderr.
 
 pub mod cmd;
 pub mod logging;
+pub mod netavark;
 pub mod netconf;
 pub mod pod_routing;
 pub mod pod_tap;

@@ -13,6 +13,10 @@ use softether_cni::sidecar_client::{SidecarClient, UnixSidecarClient};
 use softether_cni::spec::{CniError, Env, ErrorCode};
 
 fn main() -> ExitCode {
+    // `info`, `create`, `setup NETNS`, `teardown NETNS`: the netavark plugin, its own exit.
+    if let Some(call) = softether_cni::netavark::Invocation::from_args(std::env::args_os()) {
+        return softether_cni::netavark::exec(&call);
+    }
     let (stdout, status) = match run() {
         Ok(Output::Json(value)) => (Some(value), ExitCode::SUCCESS),
         Ok(Output::Nothing) => (None, ExitCode::SUCCESS),

@@ -1,136 +1,17 @@
 //! Runs the built `softether` binary the way libcni does: `CNI_*` env, the
 //! network config on stdin, then checks the exit status and the stdout JSON.
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixListener;
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::thread::JoinHandle;
+use std::process::Command;
 
+use common::{fake_sidecar, run_plugin, Outcome, TempDir, TestNetns};
 use serde_json::{json, Value};
-
-const PLUGIN: &str = env!("CARGO_BIN_EXE_softether");
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "softether-cni-it-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-
-    fn file(&self, name: &str, contents: &str) -> PathBuf {
-        let p = self.0.join(name);
-        std::fs::write(&p, contents).unwrap();
-        p
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A throwaway network namespace (`ip netns add`), deleted on drop. Needs root:
-/// without it the test fails rather than skips.
-struct TestNetns(String);
-
-impl TestNetns {
-    fn new(tag: &str) -> TestNetns {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let name = format!(
-            "se-cli-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        );
-        let ok = Command::new("ip")
-            .args(["netns", "add", &name])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "ip netns add {name} failed (these tests need root)");
-        TestNetns(name)
-    }
-
-    fn path(&self) -> String {
-        format!("/run/netns/{}", self.0)
-    }
-
-    /// `ip -o link show` inside the namespace.
-    fn links(&self) -> String {
-        let out = Command::new("ip")
-            .args(["-n", &self.0, "-o", "link", "show"])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for TestNetns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
-struct Outcome {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Outcome {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
-            panic!(
-                "stdout is not JSON ({e}): {:?}; stderr: {}",
-                self.stdout, self.stderr
-            )
-        })
-    }
-
-    /// An error exit: status 1 and the CNI error object on stdout.
-    fn assert_error(&self, code: u64) -> Value {
-        assert_eq!(
-            self.code, 1,
-            "stdout: {} stderr: {}",
-            self.stdout, self.stderr
-        );
-        let v = self.json();
-        assert_eq!(v["code"], code, "{v}");
-        assert!(v["msg"].is_string(), "{v}");
-        v
-    }
-}
 
 /// Runs the plugin with exactly `env` (no inherited CNI_* variables).
 fn exec(env: &[(&str, &str)], stdin: &str) -> Outcome {
-    let mut child = Command::new(PLUGIN)
-        .env_clear()
-        .envs(env.iter().copied())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn plugin");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    Outcome {
-        code: out.status.code().expect("plugin killed by a signal"),
-        stdout: String::from_utf8(out.stdout).unwrap(),
-        stderr: String::from_utf8(out.stderr).unwrap(),
-    }
+    run_plugin(&[], env, stdin)
 }
 
 fn container_env<'a>(command: &'a str, netns: &'a str) -> Vec<(&'a str, &'a str)> {
@@ -282,21 +163,6 @@ fn del_with_nothing_to_do_succeeds_twice() {
         assert_eq!(out.code, 0, "stdout: {} stderr: {}", out.stdout, out.stderr);
         assert_eq!(out.stdout, "", "DEL prints nothing on success");
     }
-}
-
-/// A one-shot sidecar: answers the first request with `reply`, hands back
-/// the request it received.
-fn fake_sidecar(socket: &Path, reply: Value) -> JoinHandle<Value> {
-    let listener = UnixListener::bind(socket).unwrap();
-    std::thread::spawn(move || {
-        let (stream, _) = listener.accept().unwrap();
-        let mut line = String::new();
-        BufReader::new(&stream).read_line(&mut line).unwrap();
-        (&stream)
-            .write_all(format!("{reply}\n").as_bytes())
-            .unwrap();
-        serde_json::from_str(&line).unwrap()
-    })
 }
 
 #[test]

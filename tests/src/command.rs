@@ -19,14 +19,36 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 ///
 /// Returns the output even when the exit status is non-zero; see [`run_ok`] for the strict variant.
 pub fn run(cmd: &mut Command, timeout: Duration) -> Result<Output> {
+    run_with_input(cmd, None, timeout)
+}
+
+/// Like [`run`], with `input` written to the command's stdin (then closed), as a runtime feeds
+/// a plugin its JSON.
+pub fn run_with_input(
+    cmd: &mut Command,
+    input: Option<&[u8]>,
+    timeout: Duration,
+) -> Result<Output> {
     let desc = describe(cmd);
     let mut child = cmd
-        .stdin(Stdio::null())
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
         .spawn()
         .with_context(|| format!("cannot start `{desc}`"))?;
+    if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+        let input = input.to_vec();
+        // A writer thread: a child that does not read must not block us past the deadline.
+        thread::spawn(move || {
+            use std::io::Write;
+            let _ = stdin.write_all(&input);
+        });
+    }
     let deadline = Instant::now() + timeout;
     let out_reader = spawn_reader(child.stdout.take());
     let err_reader = spawn_reader(child.stderr.take());

@@ -28,6 +28,18 @@ pub fn run(
     client: &mut dyn SidecarClient,
     taps: &dyn PodTaps,
 ) -> Result<Output, CniError> {
+    let result = attach(env, conf, client, taps)?;
+    Ok(Output::Json(result.render(conf.cni_version)))
+}
+
+/// ADD without the rendering: the version-neutral result (chained after `prevResult`), for
+/// callers that print it in another shape (the netavark plugin's StatusBlock).
+pub fn attach(
+    env: &Env,
+    conf: &NetConf,
+    client: &mut dyn SidecarClient,
+    taps: &dyn PodTaps,
+) -> Result<CniResult, CniError> {
     let started = Instant::now();
     let deadline = started + conf.timeout;
     let container_id = required(&env.container_id, "CNI_CONTAINERID")?;
@@ -118,11 +130,10 @@ pub fn run(
         }
     })?;
     let ours = to_cni_result(attached, ifname, netns);
-    let result = match prev {
+    Ok(match prev {
         Some(prev) => prev.chain(ours),
         None => ours,
-    };
-    Ok(Output::Json(result.render(conf.cni_version)))
+    })
 }
 
 /// Our interface is index 0 of our own result; chaining shifts it.

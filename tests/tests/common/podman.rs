@@ -1,9 +1,11 @@
-//! Real Podman 4.3 (Debian 12, CNI backend) for end-to-end tests, set up privately so the host's
-//! Podman state is never touched:
+//! Real Podman 4.3 (Debian 12; CNI backend, or netavark with a netavark that has the plugin API)
+//! for end-to-end tests, set up privately so the host's Podman state is never touched:
 //!
 //! - one directory per instance (`/tmp/softether-podman-<pid>-<n>`) holding `containers.conf`
 //!   (named by `CONTAINERS_CONF`), the CNI config dir `net.d`, a plugin dir `bin` with the
-//!   workspace's `softether`, and Podman's `--root`, `--runroot` and `--tmpdir`;
+//!   workspace's `softether`, and Podman's `--root`, `--runroot` and `--tmpdir`; with the netavark
+//!   backend also `networks/` (network JSON files) and `helpers/netavark` (a wrapper adding
+//!   `--plugin-directory bin`);
 //! - every `podman` runs with only its network namespace switched to the lab's client ("node")
 //!   namespace (`nsenter --net=…`, not `ip netns exec`: that would also give it a private mount
 //!   namespace, and the bind mounts of the container netns under /run/netns must be visible to
@@ -75,8 +77,55 @@ pub struct Podman {
 
 impl Podman {
     /// Checks the prerequisites (missing Podman is a failure, never a skip) and writes the private
-    /// configuration. Podman's own state directories are created by its first command.
+    /// configuration (CNI backend). Podman's own state directories are created by its first command.
     pub fn new(netns: &str) -> Podman {
+        let podman = Podman::prepare(netns);
+        podman.write_conf(
+            "",
+            &format!(
+                "network_backend = \"cni\"\n\
+                 cni_plugin_dirs = [\"{bin}\", \"/usr/lib/cni\"]\n\
+                 network_config_dir = \"{netd}\"\n",
+                bin = podman.dir.join("bin").display(),
+                netd = podman.dir.join("net.d").display(),
+            ),
+        );
+        podman
+    }
+
+    /// Like [`Podman::new`] with the netavark backend: `helper_binaries_dir` holds a `netavark`
+    /// wrapper that runs `netavark` (a build with the plugin API) with `--plugin-directory
+    /// <dir>/bin` (where `softether` is) and no firewall driver (a plugin network needs none, and
+    /// the host's firewall stays untouched); networks are JSON files in `networks/`
+    /// ([`Podman::write_netavark_network`]).
+    pub fn with_netavark(netns: &str, netavark: &Path) -> Podman {
+        let podman = Podman::prepare(netns);
+        let helpers = podman.dir.join("helpers");
+        fs::create_dir_all(&helpers).expect("helpers dir");
+        let wrapper = helpers.join("netavark");
+        fs::write(
+            &wrapper,
+            format!(
+                "#!/bin/sh\n# written by tests/tests/common/podman.rs\n\
+                 NETAVARK_FW=none exec '{}' --plugin-directory '{}' \"$@\"\n",
+                netavark.display(),
+                podman.dir.join("bin").display()
+            ),
+        )
+        .expect("netavark wrapper");
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).expect("chmod wrapper");
+        podman.write_conf(
+            &format!("helper_binaries_dir = [\"{}\"]\n", helpers.display()),
+            &format!(
+                "network_backend = \"netavark\"\nnetwork_config_dir = \"{}\"\n",
+                podman.dir.join("networks").display()
+            ),
+        );
+        podman
+    }
+
+    fn prepare(netns: &str) -> Podman {
         prereq::require_root().unwrap_or_else(|e| panic!("{e:#}"));
         prereq::require_tools(TOOLS).unwrap_or_else(|e| panic!("{e:#}"));
         let dir = PathBuf::from(format!(
@@ -85,11 +134,19 @@ impl Podman {
             COUNTER.fetch_add(1, Ordering::Relaxed)
         ));
         let _ = fs::remove_dir_all(&dir);
-        for sub in ["bin", "net.d"] {
+        for sub in ["bin", "net.d", "networks"] {
             fs::create_dir_all(dir.join(sub)).expect("podman test dir");
         }
         std::os::unix::fs::symlink(workspace_bin("softether"), dir.join("bin/softether"))
             .expect("plugin symlink");
+        Podman {
+            dir,
+            netns: netns.to_owned(),
+        }
+    }
+
+    /// `containers.conf` with extra `[engine]` and `[network]` lines.
+    fn write_conf(&self, engine: &str, network: &str) {
         let conf = format!(
             "# written by tests/tests/common/podman.rs\n\
              [containers]\n\
@@ -98,18 +155,21 @@ impl Podman {
              runtime = \"runc\"\n\
              cgroup_manager = \"cgroupfs\"\n\
              events_logger = \"file\"\n\
+             {engine}\
              [network]\n\
-             network_backend = \"cni\"\n\
-             cni_plugin_dirs = [\"{bin}\", \"/usr/lib/cni\"]\n\
-             network_config_dir = \"{netd}\"\n",
-            bin = dir.join("bin").display(),
-            netd = dir.join("net.d").display(),
+             {network}"
         );
-        fs::write(dir.join("containers.conf"), conf).expect("containers.conf");
-        Podman {
-            dir,
-            netns: netns.to_owned(),
-        }
+        fs::write(self.dir.join("containers.conf"), conf).expect("containers.conf");
+    }
+
+    /// Writes `networks/<name>.json` (netavark backend): what `podman network create` stores.
+    pub fn write_netavark_network(&self, network: &Value) {
+        let name = network["name"].as_str().expect("network name");
+        fs::write(
+            self.dir.join(format!("networks/{name}.json")),
+            serde_json::to_string_pretty(network).expect("json"),
+        )
+        .expect("network file");
     }
 
     /// The instance's directory (for extra files such as password files).
