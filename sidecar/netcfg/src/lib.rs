@@ -41,6 +41,7 @@ pub mod error;
 pub mod firewall;
 pub mod netlink;
 pub mod netns;
+pub mod offload;
 pub mod resolv;
 pub mod sys;
 pub mod tap;
