@@ -37,7 +37,7 @@ enum Command {
     /// 5 transient failure (network, timeout, server busy); 1 other errors.
     Probe {
         #[command(flatten)]
-        server: ServerArgs,
+        server: Box<ServerArgs>,
         /// Print the report (or the failure) as one JSON object on stdout.
         #[arg(long)]
         json: bool,

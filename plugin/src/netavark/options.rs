@@ -14,13 +14,15 @@ use crate::netconf::NetConf;
 use crate::spec::CniError;
 
 /// Keys whose value is taken as the string it is.
-pub const STRING_KEYS: [&str; 8] = [
+pub const STRING_KEYS: [&str; 10] = [
     "server",
     "hub",
     "user",
     "passwordFile",
     "pinSha256",
     "caFile",
+    "proxy",
+    "proxyPasswordFile",
     "sidecarSocket",
     "stateDir",
 ];

@@ -119,5 +119,7 @@ pub fn resolve_login(conf: &NetConf, cni_args: &CniArgs) -> Result<LoginSettings
         pin_sha256: conf.pin_sha256.clone(),
         ca_file: conf.ca_file.clone(),
         max_connections: conf.max_connections,
+        proxy: conf.proxy.clone(),
+        proxy_password_file: conf.proxy_password_file.clone(),
     })
 }

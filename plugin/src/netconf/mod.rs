@@ -7,7 +7,8 @@
 //! choice, 576..=9000), `acceptDefaultGateway` (false), `acceptStaticRoutes`
 //! (false), `policyRouteTable` (off), `connmark` (false, needs
 //! `policyRouteTable`), `timeout` (60 s, < 120), `sidecarSocket`
-//! (`/run/softether-cni/sidecar.sock`), `stateDir` (`/var/lib/softether-cni`),
+//! (`/run/softether-cni/sidecar.sock`), `stateDir` (`/var/lib/softether-cni`), `proxy`,
+//! `proxyPasswordFile`,
 //! `runtimeConfig.mac`, `args.cni.{user,
 //! passwordFile, hub}`, `prevResult`, and for GC `cni.dev/valid-attachments`
 //! (or the 1.1.0-tag spelling `cni.dev/attachments`).
@@ -23,8 +24,8 @@ use serde_json::{Map, Value};
 use crate::spec::{CniError, Version};
 use fields::Fields;
 pub use login::{resolve_login, PodOverrides};
-use softether_control::Mac;
 pub use softether_control::{LoginSettings, ValidAttachment};
+use softether_control::{Mac, ProxyUrl};
 
 pub const DEFAULT_PORT: u16 = 443;
 pub const DEFAULT_HUB: &str = "DEFAULT";
@@ -58,6 +59,10 @@ pub struct NetConf {
     /// Lowercase hex, no separators.
     pub pin_sha256: Option<String>,
     pub ca_file: Option<PathBuf>,
+    /// Proxy URL (checked with [`ProxyUrl`]; never carries a password).
+    pub proxy: Option<String>,
+    /// The proxy password's file on the node, read by the sidecar.
+    pub proxy_password_file: Option<PathBuf>,
     pub max_connections: u8,
     pub mtu: Option<u16>,
     pub accept_default_gateway: bool,
@@ -168,6 +173,7 @@ impl NetConf {
             ),
         };
         let ca_file = f.path("caFile")?;
+        let (proxy, proxy_password_file) = proxy_settings(&mut f)?;
         let max_connections = f.uint("maxConnections", 1..=32)?.map_or(1, |n| n as u8);
         let mtu = f.uint("mtu", 576..=9000)?.map(|n| n as u16);
         let accept_default_gateway = f.bool("acceptDefaultGateway")?.unwrap_or(false);
@@ -251,6 +257,8 @@ impl NetConf {
             insecure,
             pin_sha256,
             ca_file,
+            proxy,
+            proxy_password_file,
             max_connections,
             mtu,
             accept_default_gateway,
@@ -271,6 +279,41 @@ impl NetConf {
     /// Parses stdin bytes end to end (tests and simple callers).
     pub fn from_stdin(stdin: &[u8]) -> Result<NetConf, CniError> {
         NetConf::from_map(parse_stdin(stdin)?)
+    }
+}
+
+/// `proxy` and `proxyPasswordFile`. A bad URL is named without echoing it: it may hold a
+/// password someone put there by mistake.
+fn proxy_settings(f: &mut Fields) -> Result<(Option<String>, Option<PathBuf>), CniError> {
+    let proxy = match f.take("proxy") {
+        None => None,
+        Some(Value::String(url)) => {
+            let parsed: ProxyUrl = url.parse().map_err(|why: String| {
+                CniError::invalid_config(
+                    format!("network config key \"proxy\": {why}"),
+                    "e.g. \"http://proxy.example:3128\", \"socks5://user@proxy.example:1080\" with \"proxyPasswordFile\"",
+                )
+            })?;
+            Some((url, parsed))
+        }
+        Some(other) => return Err(f.error("proxy", &other, "a proxy URL string")),
+    };
+    let password_file = f.path("proxyPasswordFile")?;
+    match (&proxy, &password_file) {
+        (None, Some(_)) => Err(CniError::invalid_config(
+            "network config key \"proxyPasswordFile\" requires \"proxy\"",
+            "",
+        )),
+        (Some((_, url)), Some(_)) => url
+            .check_password_allowed()
+            .map(|()| (proxy.map(|(s, _)| s), password_file))
+            .map_err(|why| {
+                CniError::invalid_config(
+                    format!("network config key \"proxyPasswordFile\": {why}"),
+                    "",
+                )
+            }),
+        _ => Ok((proxy.map(|(s, _)| s), password_file)),
     }
 }
 

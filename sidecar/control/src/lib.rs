@@ -26,6 +26,7 @@ mod ip_prefix;
 mod mac;
 mod messages;
 pub mod pod_netns;
+mod proxy_url;
 mod text_serde;
 
 pub use framing::{code, parse_reply, request_line, Envelope, Reply, ReplyError, WireError};
@@ -37,3 +38,4 @@ pub use messages::{
     CheckRequest, DetachRequest, Dns, GcReport, GcRequest, LinkSettings, ListReply, LoginSettings,
     SidecarStatus, ValidAttachment,
 };
+pub use proxy_url::{ProxyKind, ProxyUrl};

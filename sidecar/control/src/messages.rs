@@ -42,6 +42,12 @@ pub struct LoginSettings {
     pub ca_file: Option<PathBuf>,
     #[serde(default = "one")]
     pub max_connections: u8,
+    /// Reach the server through this proxy ([`crate::ProxyUrl`], no password).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<String>,
+    /// Read by the sidecar, never by the plugin: the proxy password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_password_file: Option<PathBuf>,
 }
 
 fn one() -> u8 {

@@ -7,8 +7,12 @@ use clap::Args;
 
 use crate::transport::connection::SessionConfig;
 use crate::transport::credentials::{self, AuthInput};
+use crate::transport::proxy::Proxy;
 use crate::transport::random_seed;
 use crate::transport::tls::{parse_pin, TlsVerify};
+
+/// The environment variable with the proxy password when there is no `--proxy-password-file`.
+pub const PROXY_PASSWORD_ENV: &str = "SOFTETHER_PROXY_PASSWORD";
 
 /// Connection and authentication flags. The password is never a flag: it comes from
 /// `--password-file` or the `SOFTETHER_PASSWORD` environment variable.
@@ -50,6 +54,13 @@ pub struct ServerArgs {
     /// Verify the server certificate against the CA certificates in this PEM file (default: system roots).
     #[arg(long, value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
+    /// Reach the server through this proxy: http://[user@]host:port (HTTP CONNECT, Basic auth),
+    /// socks5://[user@]host:port or socks4://[user@]host:port. Never put the password in the URL.
+    #[arg(long, value_name = "URL")]
+    pub proxy: Option<String>,
+    /// File whose first line is the proxy password (else the SOFTETHER_PROXY_PASSWORD environment variable).
+    #[arg(long, value_name = "FILE", requires = "proxy")]
+    pub proxy_password_file: Option<PathBuf>,
     /// Timeout for TCP connect + TLS handshake, and again for the SoftEther login.
     #[arg(long, value_name = "DUR", default_value = "10s", value_parser = humantime::parse_duration)]
     pub connect_timeout: Duration,
@@ -91,8 +102,29 @@ impl ServerArgs {
         }
     }
 
+    /// The `--proxy` flags: the URL with the password from `--proxy-password-file` or
+    /// `SOFTETHER_PROXY_PASSWORD`.
+    pub fn proxy(&self) -> anyhow::Result<Option<Proxy>> {
+        let Some(url) = &self.proxy else {
+            return Ok(None);
+        };
+        let password = match &self.proxy_password_file {
+            Some(f) => Some(
+                credentials::read_password_file(f)
+                    .map_err(|e| anyhow::anyhow!("--proxy-password-file: {e}"))?,
+            ),
+            None => std::env::var(PROXY_PASSWORD_ENV)
+                .ok()
+                .filter(|p| !p.is_empty()),
+        };
+        Proxy::parse(url, password)
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("--proxy: {e}"))
+    }
+
     pub fn session_config(&self, max_connection: u32) -> anyhow::Result<SessionConfig> {
         let credential = credentials::credential(&self.user, &self.auth_input())?;
+        let proxy = self.proxy()?;
         Ok(SessionConfig {
             host: self.host.clone(),
             port: self.port,
@@ -105,6 +137,7 @@ impl ServerArgs {
             handshake_timeout: self.connect_timeout,
             info: credentials::client_info(&self.user, &self.hub),
             seed: random_seed(),
+            proxy,
         })
     }
 }

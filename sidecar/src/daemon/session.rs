@@ -21,6 +21,7 @@ use crate::engine::run::{run_engine, EngineConfig, EngineError};
 use crate::engine::status::{status_channel, EngineStatus, Phase, StopMode};
 use crate::transport::connection::SessionConfig;
 use crate::transport::credentials::{self, AuthInput};
+use crate::transport::proxy::Proxy;
 use crate::transport::random_seed;
 use crate::transport::tls::{parse_pin, TlsVerify};
 // The engine id names the attachment's nft table (`softether_<id>`) in the pod netns; the
@@ -135,6 +136,25 @@ pub fn session_config(login: &LoginSettings) -> Result<SessionConfig, WireError>
     } else {
         TlsVerify::SystemRoots
     };
+    let proxy = match &login.proxy {
+        None => None,
+        Some(url) => {
+            let password = match &login.proxy_password_file {
+                Some(f) => Some(credentials::read_password_file(f).map_err(|e| {
+                    WireError::new(
+                        code::INVALID_CONFIG,
+                        format!("proxyPasswordFile cannot be used: {e}"),
+                        "the file must exist on the node, be readable by softether-sidecar and hold the proxy password",
+                    )
+                })?),
+                None => None,
+            };
+            Some(
+                Proxy::parse(url, password)
+                    .map_err(|e| WireError::new(code::INVALID_CONFIG, format!("proxy: {e}"), ""))?,
+            )
+        }
+    };
     Ok(SessionConfig {
         host: login.server.clone(),
         port: login.port,
@@ -147,6 +167,7 @@ pub fn session_config(login: &LoginSettings) -> Result<SessionConfig, WireError>
         handshake_timeout: STEP_TIMEOUT,
         info: credentials::client_info(&login.user, &login.hub),
         seed: random_seed(),
+        proxy,
     })
 }
 
@@ -341,6 +362,8 @@ mod tests {
                 pin_sha256: None,
                 ca_file: None,
                 max_connections: 1,
+                proxy: None,
+                proxy_password_file: None,
             },
             link: LinkSettings {
                 mtu: Some(1400),

@@ -321,6 +321,8 @@ mod tests {
                 pin_sha256: None,
                 ca_file: None,
                 max_connections: 1,
+                proxy: None,
+                proxy_password_file: None,
             },
             link: LinkSettings::default(),
             last_address: Some("192.168.30.10/24".parse().unwrap()),

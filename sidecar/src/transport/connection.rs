@@ -20,7 +20,11 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
+use super::proxy::{self, Proxy, ProxyError};
 use super::tls::{self, PresentedCert, TlsSetupError, TlsVerify};
+
+/// How long a local DNS lookup of the server may take when a proxy does the connecting.
+const PROXY_LOCAL_LOOKUP: Duration = Duration::from_secs(2);
 
 /// What to connect to and how to authenticate.
 #[derive(Debug, Clone)]
@@ -40,6 +44,8 @@ pub struct SessionConfig {
     pub info: ClientInfo,
     /// Seed for protocol padding randomness.
     pub seed: u64,
+    /// Reach the server through this HTTP or SOCKS proxy.
+    pub proxy: Option<Proxy>,
 }
 
 /// A logged-in session whose stream is now in tunnel mode.
@@ -96,6 +102,13 @@ pub enum SessionError {
     },
     #[error(transparent)]
     TlsSetup(#[from] TlsSetupError),
+    #[error("through proxy {proxy}: {source}")]
+    Proxy {
+        /// The proxy URL without password.
+        proxy: String,
+        #[source]
+        source: ProxyError,
+    },
     #[error("TLS handshake with {addr} failed: {detail}{}", hint.as_deref().map(|h| format!("; {h}")).unwrap_or_default())]
     Tls {
         addr: SocketAddr,
@@ -147,6 +160,7 @@ impl SessionError {
     pub fn retry_class(&self) -> RetryClass {
         match self {
             SessionError::Server { code, .. } => code.retry_class(),
+            SessionError::Proxy { source, .. } => source.retry_class(),
             SessionError::Tls { .. }
             | SessionError::TlsSetup(_)
             | SessionError::Unencrypted { .. }
@@ -172,23 +186,55 @@ async fn resolve(host: &str, port: u16) -> Result<SocketAddr, SessionError> {
     })
 }
 
-/// Opens TCP + TLS to `host:port`; returns the TLS stream and the presented certificate.
+/// The server's address when a proxy connects to it: an IP literal as is, else a quick local
+/// lookup (logs and session resume use it), else unspecified — only the proxy needs to resolve.
+async fn resolve_for_proxy(host: &str, port: u16) -> SocketAddr {
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return SocketAddr::new(ip, port);
+    }
+    let lookup = tokio::time::timeout(PROXY_LOCAL_LOOKUP, resolve(host, port)).await;
+    match lookup {
+        Ok(Ok(addr)) => addr,
+        _ => SocketAddr::from(([0, 0, 0, 0], port)),
+    }
+}
+
+/// Opens TCP + TLS to `host:port`, through `proxy` when given; returns the TLS stream, the
+/// presented certificate and the server's address (through a proxy: resolved locally when that
+/// works, else unspecified with the port — the proxy resolves the name).
 pub async fn connect_tls(
     host: &str,
     port: u16,
     verify: &TlsVerify,
     timeout: Duration,
+    proxy: Option<&Proxy>,
 ) -> Result<(TlsStream<TcpStream>, Vec<u8>, SocketAddr), SessionError> {
-    let addr = resolve(host, port).await?;
+    let addr = match proxy {
+        None => resolve(host, port).await?,
+        Some(_) => resolve_for_proxy(host, port).await,
+    };
     let presented = PresentedCert::default();
     let config = tls::client_config(verify, presented.clone())?;
     if *verify == TlsVerify::Insecure {
         tracing::warn!(%addr, "--insecure: the server certificate is NOT verified");
     }
     let fut = async {
-        let tcp = TcpStream::connect(addr)
-            .await
-            .map_err(|source| SessionError::Connect { addr, source })?;
+        let tcp = match proxy {
+            None => TcpStream::connect(addr)
+                .await
+                .map_err(|source| SessionError::Connect { addr, source })?,
+            Some(p) => {
+                let (tcp, via) =
+                    proxy::connect(p, host, port)
+                        .await
+                        .map_err(|source| SessionError::Proxy {
+                            proxy: p.to_string(),
+                            source,
+                        })?;
+                tracing::debug!(proxy = %p, %via, "proxy tunnel to {host}:{port} open");
+                tcp
+            }
+        };
         // Frames are latency-sensitive and we batch ourselves.
         let _ = tcp.set_nodelay(true);
         TlsConnector::from(config)

@@ -70,8 +70,14 @@ async fn attempt_login(
     verify: &TlsVerify,
     credential: Credential,
 ) -> Result<Attempt, SessionError> {
-    let (mut stream, server_cert_der, addr) =
-        connect_tls(host, port, verify, config.connect_timeout).await?;
+    let (mut stream, server_cert_der, addr) = connect_tls(
+        host,
+        port,
+        verify,
+        config.connect_timeout,
+        config.proxy.as_ref(),
+    )
+    .await?;
     let (local_addr, info) = connection_info(config, &stream, addr, host, port)?;
     let request = Request::Login(LoginRequest {
         hub: config.hub.clone(),

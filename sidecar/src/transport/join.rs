@@ -68,7 +68,14 @@ pub async fn join_session(
     port: u16,
 ) -> Result<AdditionalConnection, SessionError> {
     let verify = TlsVerify::ExactCert(est.server_cert_der.clone());
-    let (mut stream, _, addr) = connect_tls(host, port, &verify, config.connect_timeout).await?;
+    let (mut stream, _, addr) = connect_tls(
+        host,
+        port,
+        &verify,
+        config.connect_timeout,
+        config.proxy.as_ref(),
+    )
+    .await?;
     let (direction, leftover) = additional_connect(
         config,
         &mut stream,
@@ -159,11 +166,23 @@ pub async fn resume(
     config: &SessionConfig,
     ticket: &ResumeTicket,
 ) -> Result<Established, SessionError> {
-    let host = ticket.server_addr.ip().to_string();
+    // The address the session lives at; through a proxy that could not be resolved locally it
+    // is unspecified, and the configured name goes to the proxy instead.
+    let host = if ticket.server_addr.ip().is_unspecified() {
+        config.host.clone()
+    } else {
+        ticket.server_addr.ip().to_string()
+    };
     let port = ticket.server_addr.port();
     let verify = TlsVerify::ExactCert(ticket.server_cert_der.clone());
-    let (mut stream, server_cert_der, addr) =
-        connect_tls(&host, port, &verify, config.connect_timeout).await?;
+    let (mut stream, server_cert_der, addr) = connect_tls(
+        &host,
+        port,
+        &verify,
+        config.connect_timeout,
+        config.proxy.as_ref(),
+    )
+    .await?;
     let (local_addr, _) = connection_info(config, &stream, addr, &host, port)?;
     let (_, leftover) = additional_connect(
         config,

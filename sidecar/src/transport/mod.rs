@@ -16,6 +16,7 @@ pub mod credentials;
 pub mod driver;
 pub mod establish;
 pub mod join;
+pub mod proxy;
 pub mod tls;
 
 /// A seed for protocol padding and DHCP transaction ids; uniqueness matters, not secrecy.
