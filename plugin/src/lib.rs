@@ -5,14 +5,14 @@
 //! long-lived `softether-sidecar` daemon (Unix socket `sidecarSocket`) to do
 //! the work, and prints the result. Layers:
 //!
-//! - `spec`: CNI versions, the error object and codes, env, results;
+//! - `spec`: CNI versions, the error object and codes, env, results, what a command prints;
 //! - `netconf`: this plugin's network-config keys;
 //! - `sidecar_client`: the seam to the daemon (trait + Unix-socket client);
 //! - `pod_tap`: the persistent TAP the plugin creates in the pod netns (fd passed to the
 //!   sidecar) and removes itself on DEL when the sidecar is down; `sys` holds its one ioctl;
 //! - `pod_routing`: the policy rules and CONNMARK table DEL removes itself along with the TAP
 //!   when the sidecar is down;
-//! - `cmd`: one file per CNI command, dispatched from here.
+//! - `cmd`: one module per CNI command (a folder when it has submodules), nothing else.
 //!
 //! The binary's `main` is the only place that writes to stdout: the result on success, or
 //! the error object (and exit status 1) on failure. Logs go to stderr.

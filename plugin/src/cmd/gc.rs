@@ -3,10 +3,10 @@
 
 use std::time::Instant;
 
-use super::Output;
 use crate::logging;
 use crate::netconf::{NetConf, GC_KEYS};
 use crate::sidecar_client::{GcRequest, SidecarClient, SidecarError};
+use crate::spec::Output;
 use crate::spec::{CniError, ErrorCode, Version};
 
 pub fn run(conf: &NetConf, client: &mut dyn SidecarClient) -> Result<Output, CniError> {
@@ -60,9 +60,9 @@ pub fn run(conf: &NetConf, client: &mut dyn SidecarClient) -> Result<Output, Cni
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cmd::fake::{Harness, Script};
     use crate::netconf::ValidAttachment;
     use crate::sidecar_client::GcReport;
+    use crate::test_support::fake_sidecar::{Harness, Script};
     use serde_json::{json, Value};
 
     fn conf(extra: Value) -> NetConf {

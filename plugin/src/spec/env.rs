@@ -160,6 +160,29 @@ impl Env {
     }
 }
 
+impl Env {
+    /// `CNI_CONTAINERID`, which [`Env::from_lookup`] guarantees for ADD, DEL and CHECK.
+    pub fn required_container_id(&self) -> Result<&str, CniError> {
+        required(&self.container_id, "CNI_CONTAINERID")
+    }
+
+    /// `CNI_IFNAME`, guaranteed for ADD, DEL and CHECK.
+    pub fn required_ifname(&self) -> Result<&str, CniError> {
+        required(&self.ifname, "CNI_IFNAME")
+    }
+
+    /// `CNI_NETNS`, guaranteed for ADD and CHECK (DEL may run without one).
+    pub fn required_netns(&self) -> Result<&str, CniError> {
+        required(&self.netns, "CNI_NETNS")
+    }
+}
+
+fn required<'a>(value: &'a Option<String>, var: &str) -> Result<&'a str, CniError> {
+    value
+        .as_deref()
+        .ok_or_else(|| CniError::invalid_env(format!("{var} is not set"), ""))
+}
+
 /// `CNI_CONTAINERID`: alphanumeric first, then `[A-Za-z0-9_.-]*` (spec 1.0+).
 pub fn validate_container_id(id: &str) -> Result<(), CniError> {
     let mut chars = id.chars();

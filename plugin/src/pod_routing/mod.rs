@@ -170,5 +170,4 @@ mod tests {
 }
 
 #[cfg(test)]
-#[path = "pod_routing_root_tests.rs"]
 mod root_tests;

@@ -163,5 +163,4 @@ impl SidecarClient for UnixSidecarClient {
 }
 
 #[cfg(test)]
-#[path = "unix_socket_tests.rs"]
 mod tests;

@@ -6,7 +6,7 @@
 //! `policyRouteTable` and the CONNMARK nft table (`pod_routing`), and leaves a
 //! tombstone, `STATE_DIR/tombstones/<id>:<ifname>.json`, so the sidecar
 //! forgets the attachment when it comes back. Only a TAP that is this
-//! attachment's (see `del_ownership`) is removed, and only then its rules and
+//! attachment's (see `ownership`) is removed, and only then its rules and
 //! table; another attachment's TAP of the same name (this DEL may follow an ADD
 //! refused for that very reason) is left alone, with everything else, and gets
 //! no tombstone, which would make the sidecar remove it. Each step is best
@@ -23,13 +23,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
-use super::{required, Connect, Output};
 use crate::logging;
 use crate::netconf::{self, NetConf, DEFAULT_SIDECAR_SOCKET, DEFAULT_STATE_DIR, DEFAULT_TIMEOUT};
 use crate::pod_routing::PodLeftovers;
 use crate::pod_tap::{PodTaps, TapRemoval};
-use crate::sidecar_client::{AttachmentRef, DetachRequest, SidecarError};
-use crate::spec::{CniError, Env, ErrorCode};
+use crate::sidecar_client::{AttachmentRef, Connect, DetachRequest, SidecarError};
+use crate::spec::{CniError, Env, ErrorCode, Output};
 use softether_control::pod_netns::attachment_engine_id;
 use softether_control::Mac;
 
@@ -39,8 +38,8 @@ pub fn run(
     connect: Connect<'_>,
     taps: &dyn PodTaps,
 ) -> Result<Output, CniError> {
-    let container_id = required(&env.container_id, "CNI_CONTAINERID")?;
-    let ifname = required(&env.ifname, "CNI_IFNAME")?;
+    let container_id = env.required_container_id()?;
+    let ifname = env.required_ifname()?;
     let map = netconf::parse_stdin(stdin)?;
     let target = match NetConf::from_map(map.clone()) {
         Ok(conf) => Target {
@@ -220,14 +219,13 @@ impl Target {
     }
 }
 
-#[path = "del_ownership.rs"]
 mod ownership;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cmd::fake::{Harness, Script};
     use crate::spec::Command;
+    use crate::test_support::fake_sidecar::{Harness, Script};
     use serde_json::json;
 
     fn env(netns: Option<&str>) -> Env {

@@ -12,7 +12,7 @@ mod unix_socket;
 
 use std::io;
 use std::os::fd::BorrowedFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::spec::CniError;
@@ -56,3 +56,7 @@ pub trait SidecarClient {
     fn status(&mut self, deadline: Instant) -> Result<SidecarStatus, SidecarError>;
     fn gc(&mut self, req: &GcRequest, deadline: Instant) -> Result<GcReport, SidecarError>;
 }
+
+/// Opens a client for the sidecar socket named in the config; commands take one so tests
+/// can hand out fakes.
+pub type Connect<'a> = &'a dyn Fn(&Path) -> Box<dyn SidecarClient>;
