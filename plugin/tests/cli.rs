@@ -237,6 +237,29 @@ fn add_with_missing_env_is_4_naming_the_variables() {
 }
 
 #[test]
+fn add_with_an_over_long_container_id_is_4_before_anything_is_created() {
+    // Issue 14: a 300-byte id used to log in, lease, and then fail 102 persisting its record.
+    let dir = TempDir::new("longid");
+    let ns = TestNetns::new("longid");
+    let long = "a".repeat(300);
+    let mut env = container_env("ADD", "/run/netns/x");
+    let netns = ns.path();
+    env[1].1 = &long;
+    env[2].1 = &netns;
+    let out = exec(&env, &config(&dir, "1.0.0").to_string());
+    let err = out.assert_error(4);
+    assert!(
+        err["details"].as_str().unwrap().contains("longer than 128"),
+        "{err}"
+    );
+    assert!(!ns.links().contains("vpn0"), "no TAP was created");
+    // DEL of such an id succeeds: nothing can exist for it.
+    env[0].1 = "DEL";
+    let out = exec(&env, &config(&dir, "1.0.0").to_string());
+    assert_eq!(out.code, 0, "{}", out.stderr);
+}
+
+#[test]
 fn add_with_unsupported_version_is_1() {
     let dir = TempDir::new("oldver");
     let out = exec(

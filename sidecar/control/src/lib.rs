@@ -14,6 +14,10 @@
 //! 3. the client turns that line into the op's answer ([`AttachResult`], [`SidecarStatus`],
 //!    [`GcReport`], [`ListReply`]) or a [`WireError`] with [`parse_reply`].
 //!
+//! [`state_dir`] owns the state directory: its layout, the attachment records the sidecar
+//! writes, the tombstones the plugin writes when the sidecar is down, and the rule for
+//! container ids and interface names both ends check.
+//!
 //! [`pod_netns`] names what an attachment leaves in the pod's namespace (policy-rule
 //! priorities, the CONNMARK table's id), so the plugin can remove it when the sidecar is down.
 //!
@@ -26,6 +30,7 @@ mod ip_prefix;
 mod mac;
 mod messages;
 pub mod pod_netns;
+pub mod state_dir;
 mod text_serde;
 
 pub use framing::{code, parse_reply, request_line, Envelope, Reply, ReplyError, WireError};

@@ -7,7 +7,8 @@
 //! - the wire types and framing come from [`softether_control`], shared with the plugin;
 //! - [`registry`]: attachments keyed by `(containerID, ifname)`; attach / detach / check /
 //!   status / gc / list, and the startup recovery (tombstones, then re-adoption);
-//! - [`state`]: attachment records and tombstones in the state directory;
+//! - the state directory's layout, records and tombstones come from
+//!   [`softether_control::state_dir`], shared with the plugin's DEL;
 //! - [`session`]: one task per attachment, a thin adapter over the `connect` engine
 //!   ([`crate::engine`]: login from the sidecar's namespace, frame pump, DHCP, lease applied
 //!   in the pod netns, reconnect), persisting the lease address for re-adoption.
@@ -18,7 +19,6 @@
 pub mod control_socket;
 pub mod registry;
 pub mod session;
-pub mod state;
 mod sys;
 pub mod verify;
 
@@ -33,10 +33,10 @@ use tokio::net::UnixStream;
 
 use control_socket::{peer_allowed, peer_uid, read_request, write_reply, Incoming};
 use registry::Registry;
+use softether_control::state_dir::{self, StateDir};
 use softether_control::{
     code, parse_reply, request_line, ListReply, Reply, WireError, MAX_REPLY_BYTES, PROTOCOL_VERSION,
 };
-use state::StateDir;
 
 pub const DEFAULT_SOCKET: &str = "/run/softether-cni/sidecar.sock";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/softether-cni";
@@ -55,7 +55,7 @@ pub enum DaemonError {
     #[error(transparent)]
     Socket(#[from] control_socket::ControlSocketError),
     #[error(transparent)]
-    State(#[from] state::StateError),
+    State(#[from] state_dir::StateError),
     #[error("cannot install the signal handler: {0}")]
     Signal(std::io::Error),
     #[error("accepting on the control socket failed: {0}")]

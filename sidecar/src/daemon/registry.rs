@@ -16,10 +16,12 @@ use netcfg::{Netlink, Netns, Tap};
 use crate::engine::status::Phase;
 
 use super::session::{self, SessionHandle};
-use super::state::{unix_now, AttachmentKey, AttachmentRecord, StateDir, RECORD_VERSION};
 use crate::daemon::verify::missing_objects;
 use crate::engine::lease_apply::plan;
 use crate::engine::status::StopMode;
+use softether_control::state_dir::{
+    unix_now, AttachmentKey, AttachmentRecord, KeyError, StateDir, Tombstone, RECORD_VERSION,
+};
 use softether_control::{
     code, AttachRequest, AttachResult, AttachedIp, AttachedRoute, AttachmentStatus, CheckRequest,
     DetachRequest, Dns, GcReport, GcRequest, IpPrefix, Mac, SidecarStatus, ValidAttachment,
@@ -39,8 +41,8 @@ pub struct Registry {
     entries: Mutex<HashMap<AttachmentKey, Entry>>,
 }
 
-fn bad_request(e: String) -> WireError {
-    WireError::new(code::INVALID_ENV, e, "")
+fn bad_request(e: KeyError) -> WireError {
+    WireError::new(code::INVALID_ENV, e.to_string(), "")
 }
 
 fn netns_error(what: String, e: impl std::fmt::Display) -> WireError {
@@ -411,12 +413,15 @@ impl Registry {
         }
     }
 
-    async fn bury(&self, t: super::state::Tombstone) {
+    async fn bury(&self, t: Tombstone) {
         let Ok(key) = AttachmentKey::new(&t.container_id, &t.ifname) else {
             return tracing::warn!("ignoring tombstone with a bad key {:?}", t.container_id);
         };
         tracing::info!(attachment = %key, "processing the plugin's DEL from while we were down");
-        let record = read_record(&self.state, &key);
+        let record = self.state.record(&key).unwrap_or_else(|e| {
+            tracing::warn!(attachment = %key, "{e}");
+            None
+        });
         let connmark = record.as_ref().is_some_and(|r| r.link.connmark);
         let rules = record.as_ref().map(policy_rules_of).unwrap_or_default();
         let netns = record.map(|r| r.netns).or(t.netns);
@@ -491,11 +496,6 @@ impl Registry {
             e.session.stop(StopMode::Detach).await;
         }
     }
-}
-
-fn read_record(state: &StateDir, key: &AttachmentKey) -> Option<AttachmentRecord> {
-    let bytes = std::fs::read(state.record_path(key)).ok()?;
-    serde_json::from_slice(&bytes).ok()
 }
 
 /// Same namespace file: equal paths, or the same inode (`/run/netns/x` and `/proc/<pid>/ns/net`).

@@ -14,7 +14,6 @@ use netcfg::{Firewall, Netns, Tap};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::state::{AttachmentRecord, StateDir};
 use crate::engine::lease_apply::NetOptions;
 use crate::engine::mac::Mac;
 use crate::engine::run::{run_engine, EngineConfig, EngineError};
@@ -23,6 +22,7 @@ use crate::transport::connection::SessionConfig;
 use crate::transport::credentials::{self, AuthInput};
 use crate::transport::random_seed;
 use crate::transport::tls::{parse_pin, TlsVerify};
+use softether_control::state_dir::{AttachmentRecord, StateDir};
 // The engine id names the attachment's nft table (`softether_<id>`) in the pod netns; the
 // plugin removes that table itself on a DEL while we are down, so the id is shared.
 use softether_control::pod_netns::attachment_engine_id as engine_id;
@@ -316,7 +316,7 @@ impl Attachment {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::daemon::state::RECORD_VERSION;
+    use softether_control::state_dir::RECORD_VERSION;
 
     fn record(last: Option<&str>) -> AttachmentRecord {
         let dir = std::env::temp_dir().join(format!("session-test-{}", std::process::id()));
