@@ -9,9 +9,8 @@
 //! - `netconf`: this plugin's network-config keys;
 //! - `sidecar_client`: the seam to the daemon (trait + Unix-socket client);
 //! - `pod_tap`: the persistent TAP the plugin creates in the pod netns (fd passed to the
-//!   sidecar) and removes itself on DEL when the sidecar is down; `sys` holds its one ioctl;
-//! - `pod_routing`: the policy rules and CONNMARK table DEL removes itself along with the TAP
-//!   when the sidecar is down;
+//!   sidecar), and what DEL removes itself when the sidecar is down (the TAP, the policy
+//!   rules, the CONNMARK table) — all through `netcfg::pod_netns`, which the sidecar uses too;
 //! - `cmd`: one module per CNI command (a folder when it has submodules), nothing else.
 //!
 //! The binary's `main` is the only place that writes to stdout: the result on success, or
@@ -20,10 +19,8 @@
 pub mod cmd;
 pub mod logging;
 pub mod netconf;
-pub mod pod_routing;
 pub mod pod_tap;
 pub mod sidecar_client;
 pub mod spec;
-mod sys;
 #[cfg(test)]
 mod test_support;

@@ -425,6 +425,34 @@ fn del_with_sidecar_down_leaves_another_attachments_tap_alone() {
     );
 }
 
+/// Issue 14: a link of that name that is no TAP, even carrying this attachment's MAC, is left
+/// alone and gets no tombstone.
+#[test]
+fn del_with_sidecar_down_leaves_a_veth_with_our_mac_and_writes_no_tombstone() {
+    let dir = TempDir::new("veth");
+    let ns = TestNetns::new("veth");
+    let mac = softether_cni::pod_tap::derived_mac("4f2a9c1e77b0", "vpn0");
+    let mac = mac.map(|b| format!("{b:02x}")).join(":");
+    let ok = Command::new("ip")
+        .args(["-n", &ns.0, "link", "add", "vpn0", "address", &mac])
+        .args(["type", "veth", "peer", "name", "vpn0p"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "ip link add veth in {} failed", ns.0);
+    let out = exec(
+        &container_env("DEL", &ns.path()),
+        &config_with_state(&dir).to_string(),
+    );
+    assert_eq!(out.code, 0, "stdout: {} stderr: {}", out.stdout, out.stderr);
+    assert!(
+        ns.links().contains("vpn0@"),
+        "the veth survives: {}",
+        ns.links()
+    );
+    assert!(out.stderr.contains("not a TAP (veth)"), "{}", out.stderr);
+    assert!(!dir.0.join("tombstones/4f2a9c1e77b0:vpn0.json").exists());
+}
+
 #[test]
 fn del_with_sidecar_down_removes_our_tap_and_leaves_a_tombstone() {
     let dir = TempDir::new("own");

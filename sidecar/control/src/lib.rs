@@ -18,9 +18,6 @@
 //! writes, the tombstones the plugin writes when the sidecar is down, and the rule for
 //! container ids and interface names both ends check.
 //!
-//! [`pod_netns`] names what an attachment leaves in the pod's namespace (policy-rule
-//! priorities, the CONNMARK table's id), so the plugin can remove it when the sidecar is down.
-//!
 //! The MAC address type lives here rather than in `netcfg` because the plugin and the sidecar
 //! exchange MACs as text on this wire; `netcfg` only ever needs the raw `[u8; 6]`, which
 //! [`Mac`] wraps.
@@ -29,7 +26,6 @@ mod framing;
 mod ip_prefix;
 mod mac;
 mod messages;
-pub mod pod_netns;
 pub mod state_dir;
 mod text_serde;
 

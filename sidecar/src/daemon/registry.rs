@@ -11,7 +11,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use ipnet::Ipv4Net;
-use netcfg::{Netlink, Netns, Tap};
+use netcfg::pod_netns::{self, same_netns};
+use netcfg::{Netlink, Netns, PodRouting, Tap, TapRemoval};
 
 use crate::engine::status::Phase;
 
@@ -298,7 +299,7 @@ impl Registry {
             }
         }
         let planned = plan(&lease, &session::net_options(&record.link), info.index);
-        let firewall = session::firewall_of(&req.netns, &key.container_id, &key.ifname);
+        let firewall = pod_netns::firewall(&req.netns, &key.container_id, &key.ifname);
         let missing = missing_objects(&nl, &firewall, &planned, &key.ifname)
             .await
             .map_err(|e| netns_error(format!("cannot inspect {}", req.netns), e))?;
@@ -422,29 +423,13 @@ impl Registry {
             tracing::warn!(attachment = %key, "{e}");
             None
         });
-        let connmark = record.as_ref().is_some_and(|r| r.link.connmark);
-        let rules = record.as_ref().map(policy_rules_of).unwrap_or_default();
+        let routing = record.as_ref().map(pod_routing_of).unwrap_or_default();
         let netns = record.map(|r| r.netns).or(t.netns);
         if let Some(ns) = netns.filter(|ns| std::path::Path::new(ns).exists()) {
             remove_link(&ns, &key.ifname).await;
             // The plugin removes these itself when it can; repeat it, deleting is idempotent.
-            if !rules.is_empty() {
-                match Netlink::open(Netns::from_path(&ns)).await {
-                    Ok(nl) => {
-                        for rule in &rules {
-                            if let Err(e) = nl.del_rule(rule).await {
-                                tracing::warn!(attachment = %key, "cannot remove a policy rule: {e}");
-                            }
-                        }
-                    }
-                    Err(e) => tracing::warn!(attachment = %key, "cannot open netlink in {ns}: {e}"),
-                }
-            }
-            if connmark {
-                let fw = session::firewall_of(&ns, &key.container_id, &key.ifname);
-                if let Err(e) = fw.remove().await {
-                    tracing::warn!(attachment = %key, "cannot remove the nft table: {e}");
-                }
+            for e in routing.remove(&ns).await {
+                tracing::warn!(attachment = %key, "{e}");
             }
         }
         // The lease itself expires on the server: releasing needs a session from the
@@ -498,27 +483,15 @@ impl Registry {
     }
 }
 
-/// Same namespace file: equal paths, or the same inode (`/run/netns/x` and `/proc/<pid>/ns/net`).
-fn same_netns(a: &str, b: &str) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    a == b
-        || matches!(
-            (std::fs::metadata(a), std::fs::metadata(b)),
-            (Ok(x), Ok(y)) if x.dev() == y.dev() && x.ino() == y.ino()
-        )
-}
-
-/// Deletes `ifname` in `netns` if both still exist.
+/// Deletes the TAP `ifname` in `netns` if both still exist (`netcfg::pod_netns`, the same
+/// teardown as the plugin's offline DEL); any other kind of link by that name is left alone.
 async fn remove_link(netns: &str, ifname: &str) {
-    if !std::path::Path::new(netns).exists() {
-        return;
-    }
-    if let Ok(nl) = Netlink::open(Netns::from_path(netns)).await {
-        if let Ok(Some(_)) = nl.link_index_opt(ifname).await {
-            if let Err(e) = nl.delete_link(ifname).await {
-                tracing::warn!(%netns, %ifname, "cannot delete the interface: {e}");
-            }
+    match pod_netns::remove_tap(netns, ifname, None).await {
+        Ok(TapRemoval::Absent | TapRemoval::Removed | TapRemoval::NotOurs { .. }) => {}
+        Ok(TapRemoval::NotATap { kind }) => {
+            tracing::warn!(%netns, %ifname, ?kind, "not a TAP; leaving the interface alone");
         }
+        Err(e) => tracing::warn!(%netns, %ifname, "cannot delete the interface: {e}"),
     }
 }
 
@@ -560,29 +533,17 @@ fn result_of(mac: [u8; 6], lease: &dhcp_client::Lease, req: &AttachRequest) -> A
     }
 }
 
-/// The policy rules an attachment's engine installs (`lease_apply::plan`), rebuilt from its
-/// record: `from <last address> lookup N` and, with CONNMARK, `fwmark N lookup N`.
-fn policy_rules_of(rec: &AttachmentRecord) -> Vec<netcfg::PolicyRule> {
-    let Some(table) = rec.link.policy_route_table else {
-        return Vec::new();
-    };
-    let mut rules = Vec::new();
-    if let Some(addr) = rec.last_address {
-        rules.push(netcfg::PolicyRule::from_address(
-            addr.addr(),
-            table,
-            softether_control::pod_netns::RULE_PRIORITY_FROM,
-        ));
+/// What an attachment's engine installed besides the TAP (`lease_apply::plan`), rebuilt from
+/// its record.
+fn pod_routing_of(rec: &AttachmentRecord) -> PodRouting {
+    PodRouting {
+        policy_table: rec.link.policy_route_table,
+        address: rec.last_address.map(|a| a.addr()),
+        connmark_id: rec
+            .link
+            .connmark
+            .then(|| pod_netns::engine_id(&rec.container_id, &rec.ifname)),
     }
-    if rec.link.connmark {
-        rules.push(netcfg::PolicyRule::fwmark(
-            table,
-            u32::MAX,
-            table,
-            softether_control::pod_netns::RULE_PRIORITY_FWMARK,
-        ));
-    }
-    rules
 }
 
 #[cfg(test)]
@@ -590,10 +551,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn same_netns_by_path_or_inode() {
-        let own = format!("/proc/{}/ns/net", std::process::id());
-        assert!(same_netns("/proc/self/ns/net", &own));
-        assert!(same_netns("/run/netns/gone", "/run/netns/gone"));
-        assert!(!same_netns("/run/netns/gone-a", "/run/netns/gone-b"));
+    fn teardown_finds_exactly_what_the_plan_installed() {
+        let rec = session::tests::record(Some("192.168.30.10/24"));
+        let lease = crate::engine::test_lease::bound_lease(Instant::now(), Duration::from_secs(60));
+        let mut installed = plan(&lease, &session::net_options(&rec.link), 7).rules;
+        let routing = pod_routing_of(&AttachmentRecord {
+            last_address: Some(lease.interface_address()),
+            ..rec.clone()
+        });
+        assert_eq!(routing.connmark_id.as_deref(), Some("c1_vpn0"));
+        assert_eq!(routing.own_rules(&installed), installed);
+        // Another attachment's from-rule in the same table is not ours.
+        installed.push(netcfg::PolicyRule::from_address(
+            std::net::Ipv4Addr::new(10, 99, 0, 1),
+            100,
+            pod_netns::RULE_PRIORITY_FROM,
+        ));
+        assert_eq!(routing.own_rules(&installed).len(), 2);
+        // Without a policy table or connmark there is nothing besides the TAP.
+        let mut bare = rec;
+        bare.link.policy_route_table = None;
+        bare.link.connmark = false;
+        assert!(pod_routing_of(&bare).is_empty());
     }
 }

@@ -10,7 +10,7 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use netcfg::{Firewall, Netns, Tap};
+use netcfg::{Netns, Tap};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -25,7 +25,7 @@ use crate::transport::tls::{parse_pin, TlsVerify};
 use softether_control::state_dir::{AttachmentRecord, StateDir};
 // The engine id names the attachment's nft table (`softether_<id>`) in the pod netns; the
 // plugin removes that table itself on a DEL while we are down, so the id is shared.
-use softether_control::pod_netns::attachment_engine_id as engine_id;
+use netcfg::pod_netns::engine_id;
 use softether_control::{code, LinkSettings, LoginSettings, WireError};
 
 /// Login and handshake timeouts, and the bound on stopping a session.
@@ -34,12 +34,6 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 const RECONNECT_DELAY: Duration = Duration::from_secs(1);
 /// How long an attachment that had a lease waits before retrying after a refused login.
 const REFUSED_RETRY: Duration = Duration::from_secs(30);
-
-/// The nft table of an attachment, for cleaning up after a DEL made while the sidecar was
-/// down (no engine runs for it then).
-pub fn firewall_of(netns: &str, container_id: &str, ifname: &str) -> Firewall {
-    Firewall::new(Netns::from_path(netns), &engine_id(container_id, ifname))
-}
 
 /// The running session of one attachment.
 pub struct SessionHandle {
@@ -314,11 +308,11 @@ impl Attachment {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use softether_control::state_dir::RECORD_VERSION;
 
-    fn record(last: Option<&str>) -> AttachmentRecord {
+    pub(crate) fn record(last: Option<&str>) -> AttachmentRecord {
         let dir = std::env::temp_dir().join(format!("session-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let password = dir.join("pass");

@@ -3,7 +3,8 @@
 //!
 //! With the sidecar down the plugin removes the TAP in the netns itself (the
 //! kernel drops its addresses and routes with it), then the policy rules of
-//! `policyRouteTable` and the CONNMARK nft table (`pod_routing`), and leaves a
+//! `policyRouteTable` and the CONNMARK nft table (`netcfg::pod_netns`, as the sidecar
+//! would), and leaves a
 //! tombstone, `STATE_DIR/tombstones/<id>:<ifname>.json`, so the sidecar
 //! forgets the attachment when it comes back. Only a TAP that is this
 //! attachment's (see `ownership`) is removed, and only then its rules and
@@ -24,12 +25,11 @@ use serde_json::{Map, Value};
 
 use crate::logging;
 use crate::netconf::{self, NetConf, DEFAULT_SIDECAR_SOCKET, DEFAULT_STATE_DIR, DEFAULT_TIMEOUT};
-use crate::pod_routing::PodLeftovers;
-use crate::pod_tap::{PodTaps, TapRemoval};
+use crate::pod_tap::{PodRouting, PodTaps, TapRemoval};
 use crate::sidecar_client::{AttachmentRef, Connect, DetachRequest, SidecarError};
 use crate::spec::env::container_id_only_too_long;
 use crate::spec::{CniError, Env, ErrorCode, Output};
-use softether_control::pod_netns::attachment_engine_id;
+use netcfg::pod_netns::engine_id;
 use softether_control::state_dir::{self, StateDir, StateError, Tombstone, MAX_CONTAINER_ID_LEN};
 use softether_control::Mac;
 
@@ -99,14 +99,12 @@ pub fn run(
                 if !ours {
                     return Ok(Output::Nothing);
                 }
-                let leftovers = PodLeftovers {
+                let leftovers = PodRouting {
                     policy_table: target.policy_table,
                     address: target
                         .policy_table
                         .and_then(|_| ownership::prev_result_address(&map, ifname, netns)),
-                    connmark_id: target
-                        .connmark
-                        .then(|| attachment_engine_id(container_id, ifname)),
+                    connmark_id: target.connmark.then(|| engine_id(container_id, ifname)),
                 };
                 if !leftovers.is_empty() {
                     for e in taps.remove_leftovers(netns, &leftovers) {
@@ -150,6 +148,14 @@ fn remove_own_tap(
                  attachment's {}; leaving it and writing no tombstone",
                 Mac(found),
                 Mac(mac)
+            ));
+            false
+        }
+        Ok(TapRemoval::NotATap { kind }) => {
+            logging::warn(format_args!(
+                "DEL {container_id}/{ifname}: {ifname} in {netns} is not a TAP ({}); leaving it \
+                 and writing no tombstone",
+                kind.as_deref().unwrap_or("no link kind")
             ));
             false
         }
@@ -348,6 +354,27 @@ mod tests {
         assert!(!dir.path().join("tombstones/c1:vpn0.json").exists());
     }
 
+    /// Issue 14: a link of that name that is no TAP used to count as ours (its removal failed,
+    /// and DEL went on to write a tombstone).
+    #[test]
+    fn sidecar_down_leaves_a_link_that_is_no_tap_and_writes_no_tombstone() {
+        let dir = crate::test_support::TempDir::new("not-a-tap");
+        let mut c = policy_conf(&dir);
+        c.as_object_mut().unwrap().remove("prevResult");
+        let mut h = Harness::new(Script::default());
+        h.taps.not_a_tap = true;
+        assert_eq!(
+            del(&env(Some("/run/netns/p")), &c, &h).unwrap(),
+            Output::Nothing
+        );
+        assert!(h.taps.deleted.borrow().is_empty());
+        assert!(
+            h.taps.cleaned.borrow().is_empty(),
+            "its rules are not ours either"
+        );
+        assert!(!dir.path().join("tombstones/c1:vpn0.json").exists());
+    }
+
     #[test]
     fn sidecar_down_compares_with_the_mac_the_attachment_had() {
         let ours = [2, 0, 0, 0, 0, 7];
@@ -432,7 +459,7 @@ mod tests {
             del(&env(Some("/run/netns/p")), &c, &h).unwrap(),
             Output::Nothing
         );
-        let want = PodLeftovers {
+        let want = PodRouting {
             policy_table: Some(100),
             address: Some([192, 168, 30, 10].into()),
             connmark_id: Some("c1_vpn0".into()),
@@ -449,9 +476,9 @@ mod tests {
         c["port"] = json!(0);
         let h = Harness::new(Script::default());
         del(&env(Some("/run/netns/p")), &c, &h).unwrap();
-        let want = PodLeftovers {
+        let want = PodRouting {
             policy_table: Some(100),
-            ..PodLeftovers::default()
+            ..PodRouting::default()
         };
         assert_eq!(h.taps.cleaned.borrow()[0].1, want);
     }

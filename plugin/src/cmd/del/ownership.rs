@@ -14,10 +14,10 @@
 //! `prevResult` also names the address our policy rule is from, when it has one.
 
 use std::net::Ipv4Addr;
-use std::os::unix::fs::MetadataExt;
 
 use serde_json::{Map, Value};
 
+use netcfg::pod_netns::same_netns;
 use softether_control::state_dir::{AttachmentKey, StateDir};
 use softether_control::Mac;
 
@@ -119,15 +119,6 @@ fn runtime_config_mac(conf: &Map<String, Value>) -> Option<[u8; 6]> {
 fn cni_args_mac(raw: &str) -> Option<[u8; 6]> {
     let value = raw.split(';').find_map(|item| item.strip_prefix("MAC="))?;
     mac_of(Some(&Value::String(value.to_owned())))
-}
-
-/// Same path, or two paths (bind mounts) of the same namespace.
-fn same_netns(a: &str, b: &str) -> bool {
-    a == b
-        || matches!(
-            (std::fs::metadata(a), std::fs::metadata(b)),
-            (Ok(x), Ok(y)) if x.dev() == y.dev() && x.ino() == y.ino()
-        )
 }
 
 #[cfg(test)]
@@ -249,12 +240,5 @@ mod tests {
         ]);
         assert_eq!(a(&prev(not_ours)), None);
         assert_eq!(a(&map(json!({}))), None);
-    }
-
-    #[test]
-    fn netns_paths_compare_by_inode() {
-        let own = format!("/proc/{}/ns/net", std::process::id());
-        assert!(same_netns("/proc/self/ns/net", &own));
-        assert!(!same_netns("/run/netns/gone-a", "/run/netns/gone-b"));
     }
 }
