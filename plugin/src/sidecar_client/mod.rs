@@ -32,6 +32,14 @@ pub enum SidecarError {
     Timeout { path: PathBuf, waited: Duration },
     #[error("connection to the sidecar at {} failed: {source}", path.display())]
     Io { path: PathBuf, source: io::Error },
+    /// The request is longer than the sidecar reads (only a GC listing more attachments
+    /// than any node has can be); retrying cannot help.
+    #[error("the {op} request is {bytes} bytes, more than the {limit} the sidecar accepts")]
+    TooLarge {
+        op: &'static str,
+        bytes: usize,
+        limit: usize,
+    },
     #[error("sidecar at {} sent a reply this plugin does not understand: {reason}", path.display())]
     Protocol { path: PathBuf, reason: String },
     /// The sidecar did the work and reports a CNI error (login refused, DHCP

@@ -6,11 +6,12 @@
 //! with each side.
 //!
 //! How a call goes (protocol version [`PROTOCOL_VERSION`], one connection per call):
-//! 1. the client writes [`request_line`]`(op, &payload)` — `{"protocol":1,"op":…,"request":…}`
-//!    and a newline; for `attach` the TAP fd rides on the same `sendmsg`;
-//! 2. the daemon reads it as an [`Envelope`], decodes the op's payload ([`AttachRequest`],
-//!    [`DetachRequest`], [`CheckRequest`], [`GcRequest`]; `status` and `list` take none),
-//!    and answers with [`Reply::line`] — `{"ok":…}` or `{"error":{"code":N,…}}`;
+//! 1. the client writes [`request_line`]`(&request)` — a [`Request`] (`Attach`, `Detach`,
+//!    `Check`, `Gc`, `Status`, `List`), on the wire `{"protocol":1,"op":…,"request":…}` and a
+//!    newline; for `attach` the TAP fd rides on the same `sendmsg`;
+//! 2. the daemon reads the line up to [`request_limit`] bytes (only `gc` may be long), decodes
+//!    it with [`decode_request`], matches the [`Request`] exhaustively, and answers with
+//!    [`Reply::line`] — `{"ok":…}` or `{"error":{"code":N,…}}`;
 //! 3. the client turns that line into the op's answer ([`AttachResult`], [`SidecarStatus`],
 //!    [`GcReport`], [`ListReply`]) or a [`WireError`] with [`parse_reply`].
 //!
@@ -26,11 +27,12 @@ mod framing;
 mod ip_prefix;
 mod mac;
 mod messages;
+mod request;
 pub mod state_dir;
 mod text_serde;
 
-pub use framing::{code, parse_reply, request_line, Envelope, Reply, ReplyError, WireError};
-pub use framing::{MAX_REPLY_BYTES, MAX_REQUEST_BYTES, PROTOCOL_VERSION};
+pub use framing::{code, parse_reply, Reply, ReplyError, WireError};
+pub use framing::{MAX_REPLY_BYTES, PROTOCOL_VERSION};
 pub use ip_prefix::IpPrefix;
 pub use mac::{Mac, MacParseError};
 pub use messages::{
@@ -38,3 +40,5 @@ pub use messages::{
     CheckRequest, DetachRequest, Dns, GcReport, GcRequest, LinkSettings, ListReply, LoginSettings,
     SidecarStatus, ValidAttachment,
 };
+pub use request::{decode_request, request_limit, request_line, NoPayload, Request, RequestLine};
+pub use request::{MAX_GC_REQUEST_BYTES, MAX_REQUEST_BYTES};

@@ -4,7 +4,7 @@
 //! run in parallel, so the map sits behind a short-lived mutex and long work (waiting for a
 //! lease, stopping a session) happens outside it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::os::fd::OwnedFd;
 use std::sync::Mutex;
@@ -328,15 +328,18 @@ impl Registry {
 
     /// GC: remove every attachment of `network` not in `valid`.
     pub async fn gc(&self, req: GcRequest) -> GcReport {
+        // A set: the valid list has one entry per attachment on the node (10,000s).
+        let valid: HashSet<(&str, &str)> = req
+            .valid
+            .iter()
+            .map(|v| (v.container_id.as_str(), v.ifname.as_str()))
+            .collect();
         let stale: Vec<(AttachmentKey, String)> = self
             .lock()
             .iter()
             .filter(|(k, e)| {
                 e.record.network == req.network
-                    && !req
-                        .valid
-                        .iter()
-                        .any(|v| v.container_id == k.container_id && v.ifname == k.ifname)
+                    && !valid.contains(&(k.container_id.as_str(), k.ifname.as_str()))
             })
             .map(|(k, e)| (k.clone(), e.record.netns.clone()))
             .collect();

@@ -116,6 +116,8 @@ pub fn run(
         SidecarError::Unreachable { .. } | SidecarError::Io { .. } => {
             CniError::try_again_later(e.to_string(), "")
         }
+        // Only an absurd config value can make an attach request that long.
+        SidecarError::TooLarge { .. } => CniError::invalid_config(e.to_string(), ""),
     })?;
     let ours = to_cni_result(attached, ifname, netns);
     let result = match prev {
