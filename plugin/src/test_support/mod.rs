@@ -40,34 +40,8 @@ pub mod fake_sidecar;
 /// Saves an attachment record the way the sidecar does (`softether_control::state_dir`, the
 /// same type and writer), so tests read exactly what a running sidecar leaves.
 pub fn sidecar_record(state_dir: &Path, container_id: &str, ifname: &str, netns: &str, mac: &str) {
-    use softether_control::state_dir::{AttachmentRecord, StateDir, RECORD_VERSION};
-    use softether_control::{LinkSettings, LoginSettings};
-    let record = AttachmentRecord {
-        version: RECORD_VERSION,
-        network: "vpnnet".into(),
-        container_id: container_id.into(),
-        ifname: ifname.into(),
-        netns: netns.into(),
-        mac: mac.into(),
-        login: LoginSettings {
-            server: "198.18.0.1".into(),
-            port: 443,
-            hub: "H".into(),
-            user: "u".into(),
-            password_file: "/etc/softether/pw".into(),
-            plain_password: false,
-            insecure: true,
-            pin_sha256: None,
-            ca_file: None,
-            max_connections: 1,
-        },
-        link: LinkSettings::default(),
-        last_address: None,
-        pod_namespace: None,
-        pod_name: None,
-        created_at: 1,
-    };
-    StateDir::open(state_dir)
+    let record = softether_control::testing::record(container_id, ifname, netns, mac);
+    softether_control::state_dir::StateDir::open(state_dir)
         .and_then(|dir| dir.save(&record))
         .expect("save the record as the sidecar does");
 }

@@ -29,6 +29,7 @@ mod mac;
 mod messages;
 mod request;
 pub mod state_dir;
+pub mod testing;
 mod text_serde;
 
 pub use framing::{code, parse_reply, Reply, ReplyError, WireError};

@@ -310,32 +310,16 @@ impl Attachment {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use softether_control::state_dir::RECORD_VERSION;
 
     pub(crate) fn record(last: Option<&str>) -> AttachmentRecord {
         let dir = std::env::temp_dir().join(format!("session-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let password = dir.join("pass");
         std::fs::write(&password, "secret\n").unwrap();
+        let base =
+            softether_control::testing::record("c1", "vpn0", "/run/netns/x", "5E:00:00:00:00:01");
         AttachmentRecord {
-            version: RECORD_VERSION,
-            network: "net".into(),
-            container_id: "c1".into(),
-            ifname: "vpn0".into(),
-            netns: "/run/netns/x".into(),
-            mac: "5E:00:00:00:00:01".into(),
-            login: LoginSettings {
-                server: "198.18.0.1".into(),
-                port: 443,
-                hub: "HUB".into(),
-                user: "u".into(),
-                password_file: password,
-                plain_password: false,
-                insecure: true,
-                pin_sha256: None,
-                ca_file: None,
-                max_connections: 1,
-            },
+            login: softether_control::testing::login(password),
             link: LinkSettings {
                 mtu: Some(1400),
                 policy_route_table: Some(100),
@@ -343,9 +327,8 @@ pub(crate) mod tests {
                 ..LinkSettings::default()
             },
             last_address: last.map(|a| a.parse().unwrap()),
-            pod_namespace: None,
             pod_name: Some("web-1".into()),
-            created_at: 0,
+            ..base
         }
     }
 

@@ -16,29 +16,8 @@ impl Drop for TempDir {
 
 fn record(cid: &str) -> AttachmentRecord {
     AttachmentRecord {
-        version: RECORD_VERSION,
-        network: "vpnnet".into(),
-        container_id: cid.into(),
-        ifname: "vpn0".into(),
-        netns: "/run/netns/p".into(),
-        mac: "5E:01:02:03:04:05".into(),
-        login: LoginSettings {
-            server: "198.18.0.1".into(),
-            port: 443,
-            hub: "H".into(),
-            user: "u".into(),
-            password_file: "/etc/softether/pw".into(),
-            plain_password: false,
-            insecure: true,
-            pin_sha256: None,
-            ca_file: None,
-            max_connections: 1,
-        },
-        link: LinkSettings::default(),
         last_address: Some("192.168.30.10/24".parse().unwrap()),
-        pod_namespace: None,
-        pod_name: None,
-        created_at: 1,
+        ..crate::testing::record(cid, "vpn0", "/run/netns/p", "5E:01:02:03:04:05")
     }
 }
 
