@@ -3,15 +3,17 @@
 //!
 //! With the sidecar down the plugin removes the TAP in the netns itself (the
 //! kernel drops its addresses and routes with it), then the policy rules of
-//! `policyRouteTable` and the CONNMARK nft table (`netcfg::pod_netns`, as the sidecar
-//! would), and leaves a
-//! tombstone, `STATE_DIR/tombstones/<id>:<ifname>.json`, so the sidecar
-//! forgets the attachment when it comes back. Only a TAP that is this
+//! `policyRouteTable` and the CONNMARK nft table — through `netcfg::pod_netns`,
+//! the code the sidecar runs — and leaves a tombstone,
+//! `STATE_DIR/tombstones/<id>:<ifname>.json` (`softether_control::state_dir`), so
+//! the sidecar forgets the attachment when it comes back. Only a TAP that is this
 //! attachment's (see `ownership`) is removed, and only then its rules and
 //! table; another attachment's TAP of the same name (this DEL may follow an ADD
-//! refused for that very reason) is left alone, with everything else, and gets
-//! no tombstone, which would make the sidecar remove it. Each step is best
-//! effort: a failure is logged and the next step still runs.
+//! refused for that very reason), or a link of that name that is no TAP at all,
+//! is left alone, with everything else, and gets no tombstone, which would make
+//! the sidecar remove it. Each step is best effort: a failure is logged and the
+//! next step still runs. A container id longer than ADD accepts has nothing to
+//! remove.
 //!
 //! The config is parsed leniently: a version we cannot speak or stdin that is
 //! not JSON is still an error (the runtime is broken), but a config that fails
