@@ -577,4 +577,27 @@ mod tests {
         bare.link.connmark = false;
         assert!(pod_routing_of(&bare).is_empty());
     }
+
+    /// Issue 14: a 300-byte container id logged in and leased before failing 102 on its
+    /// record; the daemon now refuses it (code 4) before touching anything, as the plugin does.
+    #[tokio::test]
+    async fn an_over_long_container_id_is_refused_before_anything() {
+        let dir = std::env::temp_dir().join(format!("se-registry-long-{}", std::process::id()));
+        let registry = Registry::new(StateDir::open(&dir).unwrap());
+        let req: AttachRequest = serde_json::from_value(serde_json::json!({
+            "network": "vpnnet", "containerID": "a".repeat(300), "ifname": "vpn0",
+            "netns": "/run/netns/none",
+            "login": {"server": "198.18.0.1", "port": 443, "hub": "H", "user": "u",
+                      "passwordFile": "/nonexistent", "plainPassword": false, "insecure": true,
+                      "maxConnections": 1},
+            "link": {"acceptDefaultGateway": false, "acceptStaticRoutes": false,
+                     "connmark": false},
+            "timeoutMs": 30000}))
+        .unwrap();
+        let e = registry.attach(req, Vec::new()).await.unwrap_err();
+        assert_eq!(e.code, code::INVALID_ENV, "{e}");
+        assert!(e.msg.contains("longer than 128"), "{e}");
+        assert!(registry.list().is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
