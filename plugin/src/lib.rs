@@ -5,14 +5,13 @@
 //! long-lived `softether-sidecar` daemon (Unix socket `sidecarSocket`) to do
 //! the work, and prints the result. Layers:
 //!
-//! - `spec`: CNI versions, the error object and codes, env, results;
+//! - `spec`: CNI versions, the error object and codes, env, results, what a command prints;
 //! - `netconf`: this plugin's network-config keys;
 //! - `sidecar_client`: the seam to the daemon (trait + Unix-socket client);
 //! - `pod_tap`: the persistent TAP the plugin creates in the pod netns (fd passed to the
-//!   sidecar) and removes itself on DEL when the sidecar is down; `sys` holds its one ioctl;
-//! - `pod_routing`: the policy rules and CONNMARK table DEL removes itself along with the TAP
-//!   when the sidecar is down;
-//! - `cmd`: one file per CNI command, dispatched from here;
+//!   sidecar), and what DEL removes itself when the sidecar is down (the TAP, the policy
+//!   rules, the CONNMARK table) — all through `netcfg::pod_netns`, which the sidecar uses too;
+//! - `cmd`: one module per CNI command (a folder when it has submodules), nothing else.
 //! - `netavark`: the same binary as a netavark plugin (`info`, `create`, `setup`, `teardown`
 //!   as the first argument), running `cmd`'s ADD and DEL.
 //!
@@ -24,10 +23,8 @@ pub mod cmd;
 pub mod logging;
 pub mod netavark;
 pub mod netconf;
-pub mod pod_routing;
 pub mod pod_tap;
 pub mod sidecar_client;
 pub mod spec;
-mod sys;
 #[cfg(test)]
 mod test_support;

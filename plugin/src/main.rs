@@ -6,11 +6,11 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
-use softether_cni::cmd::{self, Output};
+use softether_cni::cmd;
 use softether_cni::logging;
 use softether_cni::pod_tap::KernelTaps;
 use softether_cni::sidecar_client::{SidecarClient, UnixSidecarClient};
-use softether_cni::spec::{CniError, Env, ErrorCode};
+use softether_cni::spec::{CniError, Env, ErrorCode, Output};
 
 fn main() -> ExitCode {
     // `info`, `create`, `setup NETNS`, `teardown NETNS`: the netavark plugin, its own exit.

@@ -1,42 +1,35 @@
-//! The pod's TAP, created and removed by the plugin itself inside `CNI_NETNS`.
+//! The pod's TAP and what the attachment left beside it, created and removed by the plugin
+//! itself inside `CNI_NETNS`.
 //!
 //! ADD creates a *persistent* TAP named `CNI_IFNAME` (so a restarted sidecar can reopen it by
 //! name), sets its MAC, and hands the fd to the sidecar over SCM_RIGHTS. DEL removes it when
-//! the sidecar is down, and with it the rules and nft table `pod_routing` knows about. The namespace is entered on a short-lived thread (`netcfg::Netns::run`);
-//! the plugin's own threads never change namespace.
+//! the sidecar is down, and with it the policy rules and nft table. All of it is
+//! `netcfg::pod_netns`, the same code the sidecar runs; the namespace is entered on netcfg's
+//! short-lived threads, never on the plugin's own.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::future::Future;
+use std::os::fd::OwnedFd;
+use std::time::Duration;
 
-use netcfg::sys::{open_tun, tun_set_iff, tun_set_persist, TapFlags};
-use netcfg::Netns;
+pub use netcfg::{PodRouting, TapRemoval};
 
-use crate::pod_routing::{self, PodLeftovers};
 use crate::spec::{CniError, ErrorCode};
-use crate::sys::{set_tap_mac, tap_mac};
 
-/// What [`PodTaps::delete`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TapRemoval {
-    /// No interface by that name (or no netns): nothing to do.
-    Absent,
-    /// The TAP was ours and is gone.
-    Removed,
-    /// A TAP by that name exists with another MAC: someone else's, left alone.
-    NotOurs { mac: [u8; 6] },
-}
+/// Bound on one teardown step (a netlink dump, a few deletes, one `nft` run).
+const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How commands reach the pod's TAP; tests substitute a fake.
 pub trait PodTaps {
     /// Creates the persistent TAP `ifname` in `netns` with `mac`; errors if the name exists.
     fn create(&self, netns: &str, ifname: &str, mac: [u8; 6]) -> Result<OwnedFd, CniError>;
-    /// Deletes the TAP `ifname` in `netns` if it is there and its MAC is `ours`.
+    /// Deletes the TAP `ifname` in `netns` if it is there, is a TAP, and its MAC is `ours`.
     fn delete(&self, netns: &str, ifname: &str, ours: [u8; 6]) -> Result<TapRemoval, CniError>;
     /// Removes what the attachment installed in `netns` besides the TAP, best effort;
     /// returns the failures for the log.
-    fn remove_leftovers(&self, netns: &str, leftovers: &PodLeftovers) -> Vec<String>;
+    fn remove_leftovers(&self, netns: &str, leftovers: &PodRouting) -> Vec<String>;
 }
 
-/// The real thing: TUN ioctls inside the netns.
+/// The real thing: `netcfg::pod_netns` in the pod's namespace.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct KernelTaps;
 
@@ -44,60 +37,42 @@ fn tap_error(what: String, e: impl std::fmt::Display) -> CniError {
     CniError::new(ErrorCode::TapNetns, what, e.to_string())
 }
 
+/// netcfg's netlink is async: a current-thread runtime lives just for one step.
+fn block_on<T>(what: &str, step: impl Future<Output = T>) -> Result<T, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start a runtime for netlink: {e}"))?;
+    runtime
+        .block_on(async { tokio::time::timeout(STEP_TIMEOUT, step).await })
+        .map_err(|_| format!("{what} took over {STEP_TIMEOUT:?}; gave up"))
+}
+
 impl PodTaps for KernelTaps {
     fn create(&self, netns: &str, ifname: &str, mac: [u8; 6]) -> Result<OwnedFd, CniError> {
-        let ns = Netns::from_path(netns);
-        let made = ns
-            .run(|| -> std::io::Result<OwnedFd> {
-                if nix::net::if_::if_nametoindex(ifname).is_ok() {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::AlreadyExists,
-                        "an interface with this name already exists",
-                    ));
-                }
-                let fd = open_tun()?;
-                tun_set_iff(fd.as_fd(), ifname, TapFlags { exclusive: true })?;
-                tun_set_persist(fd.as_fd(), true)?;
-                if let Err(e) = set_tap_mac(fd.as_fd(), mac) {
-                    // Closing after clearing persist removes the half-made TAP.
-                    let _ = tun_set_persist(fd.as_fd(), false);
-                    return Err(e);
-                }
-                Ok(fd)
-            })
-            .map_err(|e| tap_error(format!("cannot enter {netns}"), e))?;
-        made.map_err(|e| tap_error(format!("cannot create TAP {ifname} in {netns}"), e))
+        netcfg::pod_netns::create_tap(netns, ifname, mac)
+            .map_err(|e| tap_error(format!("cannot create TAP {ifname} in {netns}"), e))
     }
 
     fn delete(&self, netns: &str, ifname: &str, ours: [u8; 6]) -> Result<TapRemoval, CniError> {
-        if !std::path::Path::new(netns).exists() {
-            return Ok(TapRemoval::Absent);
-        }
-        let ns = Netns::from_path(netns);
-        let done = ns
-            .run(|| -> std::io::Result<TapRemoval> {
-                if nix::net::if_::if_nametoindex(ifname).is_err() {
-                    return Ok(TapRemoval::Absent);
-                }
-                // Attach by name, check the MAC of the device we now hold, drop persistence,
-                // close: the kernel removes the TAP. Attaching fails with EBUSY while the
-                // sidecar still holds it (then the sidecar removes it). Closing without
-                // touching persistence leaves a foreign TAP exactly as it was.
-                let fd = open_tun()?;
-                tun_set_iff(fd.as_fd(), ifname, TapFlags { exclusive: false })?;
-                let mac = tap_mac(fd.as_fd())?;
-                if mac != ours {
-                    return Ok(TapRemoval::NotOurs { mac });
-                }
-                tun_set_persist(fd.as_fd(), false)?;
-                Ok(TapRemoval::Removed)
-            })
-            .map_err(|e| tap_error(format!("cannot enter {netns}"), e))?;
-        done.map_err(|e| tap_error(format!("cannot delete TAP {ifname} in {netns}"), e))
+        let what = format!("deleting TAP {ifname} in {netns}");
+        block_on(
+            &what,
+            netcfg::pod_netns::remove_tap(netns, ifname, Some(ours)),
+        )
+        .map_err(|e| tap_error(format!("cannot delete TAP {ifname} in {netns}"), e))?
+        .map_err(|e| tap_error(format!("cannot delete TAP {ifname} in {netns}"), e))
     }
 
-    fn remove_leftovers(&self, netns: &str, leftovers: &PodLeftovers) -> Vec<String> {
-        pod_routing::remove_leftovers(netns, leftovers)
+    fn remove_leftovers(&self, netns: &str, leftovers: &PodRouting) -> Vec<String> {
+        if leftovers.is_empty() {
+            return Vec::new();
+        }
+        let what = format!("cleaning up rules and nft table in {netns}");
+        match block_on(&what, leftovers.remove(netns)) {
+            Ok(errors) => errors.iter().map(ToString::to_string).collect(),
+            Err(e) => vec![e],
+        }
     }
 }
 

@@ -118,6 +118,29 @@ fn add_with_missing_env_is_4_naming_the_variables() {
 }
 
 #[test]
+fn add_with_an_over_long_container_id_is_4_before_anything_is_created() {
+    // Issue 14: a 300-byte id used to log in, lease, and then fail 102 persisting its record.
+    let dir = TempDir::new("longid");
+    let ns = TestNetns::new("longid");
+    let long = "a".repeat(300);
+    let mut env = container_env("ADD", "/run/netns/x");
+    let netns = ns.path();
+    env[1].1 = &long;
+    env[2].1 = &netns;
+    let out = exec(&env, &config(&dir, "1.0.0").to_string());
+    let err = out.assert_error(4);
+    assert!(
+        err["details"].as_str().unwrap().contains("longer than 128"),
+        "{err}"
+    );
+    assert!(!ns.links().contains("vpn0"), "no TAP was created");
+    // DEL of such an id succeeds: nothing can exist for it.
+    env[0].1 = "DEL";
+    let out = exec(&env, &config(&dir, "1.0.0").to_string());
+    assert_eq!(out.code, 0, "{}", out.stderr);
+}
+
+#[test]
 fn add_with_unsupported_version_is_1() {
     let dir = TempDir::new("oldver");
     let out = exec(
@@ -266,6 +289,34 @@ fn del_with_sidecar_down_leaves_another_attachments_tap_alone() {
         !dir.0.join("tombstones/4f2a9c1e77b0:vpn0.json").exists(),
         "no tombstone that would make the sidecar remove A's TAP"
     );
+}
+
+/// Issue 14: a link of that name that is no TAP, even carrying this attachment's MAC, is left
+/// alone and gets no tombstone.
+#[test]
+fn del_with_sidecar_down_leaves_a_veth_with_our_mac_and_writes_no_tombstone() {
+    let dir = TempDir::new("veth");
+    let ns = TestNetns::new("veth");
+    let mac = softether_cni::pod_tap::derived_mac("4f2a9c1e77b0", "vpn0");
+    let mac = mac.map(|b| format!("{b:02x}")).join(":");
+    let ok = Command::new("ip")
+        .args(["-n", &ns.0, "link", "add", "vpn0", "address", &mac])
+        .args(["type", "veth", "peer", "name", "vpn0p"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "ip link add veth in {} failed", ns.0);
+    let out = exec(
+        &container_env("DEL", &ns.path()),
+        &config_with_state(&dir).to_string(),
+    );
+    assert_eq!(out.code, 0, "stdout: {} stderr: {}", out.stdout, out.stderr);
+    assert!(
+        ns.links().contains("vpn0@"),
+        "the veth survives: {}",
+        ns.links()
+    );
+    assert!(out.stderr.contains("not a TAP (veth)"), "{}", out.stderr);
+    assert!(!dir.0.join("tombstones/4f2a9c1e77b0:vpn0.json").exists());
 }
 
 #[test]

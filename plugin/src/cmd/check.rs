@@ -3,9 +3,9 @@
 
 use std::time::Instant;
 
-use super::{required, Output};
 use crate::netconf::NetConf;
 use crate::sidecar_client::{AttachmentRef, CheckRequest, SidecarClient, SidecarError};
+use crate::spec::Output;
 use crate::spec::{CniError, CniResult, Env, ErrorCode, Version};
 use softether_control::Mac;
 
@@ -16,9 +16,9 @@ pub fn run(env: &Env, conf: &NetConf, client: &mut dyn SidecarClient) -> Result<
             "CHECK needs cniVersion 0.4.0 or later",
         ));
     }
-    let container_id = required(&env.container_id, "CNI_CONTAINERID")?;
-    let ifname = required(&env.ifname, "CNI_IFNAME")?;
-    let netns = required(&env.netns, "CNI_NETNS")?;
+    let container_id = env.required_container_id()?;
+    let ifname = env.required_ifname()?;
+    let netns = env.required_netns()?;
     let prev = conf.prev_result.as_ref().ok_or_else(|| {
         CniError::invalid_config("CHECK needs \"prevResult\" in the network config", "")
     })?;
@@ -75,8 +75,8 @@ pub fn run(env: &Env, conf: &NetConf, client: &mut dyn SidecarClient) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cmd::fake::{Harness, Script};
     use crate::spec::Command;
+    use crate::test_support::fake_sidecar::{Harness, Script};
     use serde_json::{json, Value};
 
     fn env() -> Env {

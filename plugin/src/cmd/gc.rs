@@ -3,10 +3,10 @@
 
 use std::time::Instant;
 
-use super::Output;
 use crate::logging;
 use crate::netconf::{NetConf, GC_KEYS};
 use crate::sidecar_client::{GcRequest, SidecarClient, SidecarError};
+use crate::spec::Output;
 use crate::spec::{CniError, ErrorCode, Version};
 
 pub fn run(conf: &NetConf, client: &mut dyn SidecarClient) -> Result<Output, CniError> {
@@ -38,6 +38,15 @@ pub fn run(conf: &NetConf, client: &mut dyn SidecarClient) -> Result<Output, Cni
             SidecarError::Protocol { .. } => {
                 CniError::new(ErrorCode::SidecarProtocol, e.to_string(), "")
             }
+            // The list comes from the runtime's config; sending it again cannot work.
+            SidecarError::TooLarge { .. } => CniError::invalid_config(
+                format!(
+                    "\"{}\" lists {} attachments, too many for one GC request",
+                    GC_KEYS[0],
+                    request.valid.len()
+                ),
+                e.to_string(),
+            ),
             _ => CniError::try_again_later(e.to_string(), ""),
         })?;
     for a in &report.removed {
@@ -60,9 +69,9 @@ pub fn run(conf: &NetConf, client: &mut dyn SidecarClient) -> Result<Output, Cni
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cmd::fake::{Harness, Script};
     use crate::netconf::ValidAttachment;
     use crate::sidecar_client::GcReport;
+    use crate::test_support::fake_sidecar::{Harness, Script};
     use serde_json::{json, Value};
 
     fn conf(extra: Value) -> NetConf {
@@ -141,6 +150,22 @@ mod tests {
         let e = run(&c, h.connect(&c.sidecar_socket).as_mut()).unwrap_err();
         assert_eq!(e.code(), ErrorCode::TapNetns);
         assert!(e.details().contains("c3/vpn0"));
+    }
+
+    #[test]
+    fn a_list_too_long_for_the_sidecar_is_an_invalid_config() {
+        let h = Harness::new(Script {
+            gc: Some(Err(SidecarError::TooLarge {
+                op: "gc",
+                bytes: 40 << 20,
+                limit: 32 << 20,
+            })),
+            ..Script::default()
+        });
+        let c = conf(json!({"cni.dev/attachments": [{"containerID": "c1", "ifname": "vpn0"}]}));
+        let e = run(&c, h.connect(&c.sidecar_socket).as_mut()).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::InvalidConfig);
+        assert!(e.msg().contains("lists 1 attachments"), "{}", e.msg());
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! One module per CNI command; [`dispatch`] picks one.
 //!
-//! Commands return `Result<Output, CniError>`; only `main` prints. The sidecar
-//! client is injected through a `connect` function so tests can run every
-//! command against a fake.
+//! Commands return `Result<Output, CniError>` ([`crate::spec::Output`]); only `main` prints.
+//! The sidecar client is injected through a [`Connect`] function so tests can run every
+//! command against a fake (`test_support::fake_sidecar`).
 
 pub mod add;
 pub mod check;
@@ -11,26 +11,10 @@ pub mod gc;
 pub mod status;
 pub mod version;
 
-use std::path::Path;
-
-use serde_json::Value;
-
 use crate::netconf::NetConf;
 use crate::pod_tap::PodTaps;
-use crate::sidecar_client::SidecarClient;
-use crate::spec::{CniError, Command, Env};
-
-/// What a successful command prints on stdout.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Output {
-    /// A JSON object (ADD result, VERSION reply).
-    Json(Value),
-    /// DEL, CHECK, GC and STATUS print nothing on success.
-    Nothing,
-}
-
-/// Opens a client for the sidecar socket named in the config.
-pub type Connect<'a> = &'a dyn Fn(&Path) -> Box<dyn SidecarClient>;
+use crate::sidecar_client::Connect;
+use crate::spec::{CniError, Command, Env, Output};
 
 /// `taps` creates/removes the pod's TAP (ADD, and DEL while the sidecar is down).
 pub fn dispatch(
@@ -62,13 +46,3 @@ pub fn dispatch(
         }
     }
 }
-
-/// Env fields that `Env::from_lookup` guarantees for per-container commands.
-pub(crate) fn required<'a>(value: &'a Option<String>, var: &str) -> Result<&'a str, CniError> {
-    value
-        .as_deref()
-        .ok_or_else(|| CniError::invalid_env(format!("{var} is not set"), ""))
-}
-
-#[cfg(test)]
-pub(crate) mod fake;

@@ -4,9 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use super::Output;
 use crate::netconf::NetConf;
 use crate::sidecar_client::{SidecarClient, SidecarError, SidecarStatus};
+use crate::spec::Output;
 use crate::spec::{CniError, ErrorCode, Version};
 
 /// STATUS is a health probe; it should answer quickly even with a long ADD timeout.
@@ -34,7 +34,7 @@ pub fn run(conf: &NetConf, client: &mut dyn SidecarClient) -> Result<Output, Cni
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cmd::fake::{Harness, Script};
+    use crate::test_support::fake_sidecar::{Harness, Script};
     use serde_json::json;
 
     fn conf(version: &str) -> NetConf {

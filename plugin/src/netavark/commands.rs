@@ -11,8 +11,9 @@ use serde_json::Value;
 
 use super::options;
 use super::types::{Info, NetAddress, NetInterface, Network, PluginExec, StatusBlock, API_VERSION};
-use crate::cmd::{add, del, Connect};
+use crate::cmd::{add, del};
 use crate::pod_tap::PodTaps;
+use crate::sidecar_client::Connect;
 use crate::spec::{CniError, CniResult, Command, Env};
 use softether_control::Mac;
 

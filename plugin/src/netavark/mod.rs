@@ -23,8 +23,8 @@ use std::process::ExitCode;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::cmd::Connect;
 use crate::pod_tap::{KernelTaps, PodTaps};
+use crate::sidecar_client::Connect;
 use crate::sidecar_client::{SidecarClient, UnixSidecarClient};
 use crate::spec::CniError;
 use types::ErrorObject;

@@ -2,11 +2,11 @@
 
 use super::types::PluginExec;
 use super::*;
-use crate::cmd::fake::{Harness, Script};
 use crate::pod_tap::derived_mac;
 use crate::sidecar_client::{AttachResult, AttachedIp, AttachedRoute, SidecarError};
 use crate::spec::result::Dns;
 use crate::spec::{CniResult, ErrorCode};
+use crate::test_support::fake_sidecar::{Harness, Script};
 use crate::test_support::TempDir;
 use serde_json::json;
 use softether_control::Mac;

@@ -229,15 +229,18 @@ impl NetConf {
         };
         let prev_result = f.take("prevResult");
         let mut valid_attachments: Option<Vec<ValidAttachment>> = None;
+        let mut seen = std::collections::HashSet::new();
         for key in GC_KEYS {
             if let Some(v) = f.take(key) {
                 let list: Vec<ValidAttachment> =
                     serde_json::from_value(v.clone()).map_err(|_| {
                         f.error(key, &v, "a list of {\"containerID\", \"ifname\"} objects")
                     })?;
+                // Both spellings usually carry the same list: keep the first of each, in
+                // order, in linear time (a node may list 100,000 attachments).
                 let all = valid_attachments.get_or_insert_with(Vec::new);
                 for a in list {
-                    if !all.contains(&a) {
+                    if seen.insert((a.container_id.clone(), a.ifname.clone())) {
                         all.push(a);
                     }
                 }

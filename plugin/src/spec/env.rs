@@ -5,6 +5,8 @@
 
 use std::fmt;
 
+use softether_control::state_dir::{self, KeyError, MAX_CONTAINER_ID_LEN};
+
 use super::error::CniError;
 
 /// The CNI verb in `CNI_COMMAND`.
@@ -129,7 +131,12 @@ impl Env {
             None
         };
         if let Some(id) = &container_id {
-            validate_container_id(id)?;
+            match validate_container_id(id) {
+                // Nothing can exist for an id ADD refuses, so DEL must still succeed; it
+                // checks again and says so (`cmd::del`).
+                Err(_) if command == Command::Del && container_id_only_too_long(id) => {}
+                checked => checked?,
+            }
         }
         let ifname = if per_container {
             get("CNI_IFNAME")
@@ -160,42 +167,67 @@ impl Env {
     }
 }
 
-/// `CNI_CONTAINERID`: alphanumeric first, then `[A-Za-z0-9_.-]*` (spec 1.0+).
-pub fn validate_container_id(id: &str) -> Result<(), CniError> {
-    let mut chars = id.chars();
-    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
-    let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    if first_ok && rest_ok {
-        Ok(())
-    } else {
-        Err(CniError::invalid_env(
-            format!("CNI_CONTAINERID {id:?} is invalid"),
-            "must start with a letter or digit, then only letters, digits, '_', '.' or '-'",
-        ))
+impl Env {
+    /// `CNI_CONTAINERID`, which [`Env::from_lookup`] guarantees for ADD, DEL and CHECK.
+    pub fn required_container_id(&self) -> Result<&str, CniError> {
+        required(&self.container_id, "CNI_CONTAINERID")
+    }
+
+    /// `CNI_IFNAME`, guaranteed for ADD, DEL and CHECK.
+    pub fn required_ifname(&self) -> Result<&str, CniError> {
+        required(&self.ifname, "CNI_IFNAME")
+    }
+
+    /// `CNI_NETNS`, guaranteed for ADD and CHECK (DEL may run without one).
+    pub fn required_netns(&self) -> Result<&str, CniError> {
+        required(&self.netns, "CNI_NETNS")
     }
 }
 
-/// `CNI_IFNAME`: what the kernel accepts as a link name (skel `ValidateInterfaceName`).
+fn required<'a>(value: &'a Option<String>, var: &str) -> Result<&'a str, CniError> {
+    value
+        .as_deref()
+        .ok_or_else(|| CniError::invalid_env(format!("{var} is not set"), ""))
+}
+
+/// `CNI_CONTAINERID`: the state directory's rule (`softether_control::state_dir`), shared
+/// with the sidecar: `[A-Za-z0-9][A-Za-z0-9_.-]*` as the spec says, and at most
+/// [`MAX_CONTAINER_ID_LEN`] bytes so the attachment's record can be written.
+pub fn validate_container_id(id: &str) -> Result<(), CniError> {
+    state_dir::validate_container_id(id).map_err(|e| {
+        let shown: String = id.chars().take(MAX_CONTAINER_ID_LEN).collect();
+        let elided = if shown.len() < id.len() { "…" } else { "" };
+        CniError::invalid_env(
+            format!("CNI_CONTAINERID {shown:?}{elided} is invalid"),
+            match e {
+                KeyError::ContainerIdTooLong { .. } => e.to_string(),
+                _ => {
+                    "must start with a letter or digit, then only letters, digits, '_', '.' or '-'"
+                        .to_owned()
+                }
+            },
+        )
+    })
+}
+
+/// Whether `id` follows the spec's pattern but is longer than this plugin accepts.
+pub fn container_id_only_too_long(id: &str) -> bool {
+    matches!(
+        state_dir::validate_container_id(id),
+        Err(KeyError::ContainerIdTooLong { .. })
+    )
+}
+
+/// `CNI_IFNAME`: what the kernel accepts as a link name (skel `ValidateInterfaceName`); the
+/// state directory's rule, shared with the sidecar.
 pub fn validate_ifname(name: &str) -> Result<(), CniError> {
-    let problem = if name.len() > 15 {
-        Some("longer than 15 bytes")
-    } else if name == "." || name == ".." {
-        Some("'.' and '..' are not interface names")
-    } else if name
-        .chars()
-        .any(|c| c == '/' || c == ':' || c.is_whitespace())
-    {
-        Some("contains '/', ':' or whitespace")
-    } else {
-        None
-    };
-    match problem {
-        None => Ok(()),
-        Some(why) => Err(CniError::invalid_env(
-            format!("CNI_IFNAME {name:?} is invalid: {why}"),
-            "",
-        )),
-    }
+    state_dir::validate_ifname(name).map_err(|e| {
+        let why = match e {
+            KeyError::Ifname { why, .. } => why,
+            _ => "",
+        };
+        CniError::invalid_env(format!("CNI_IFNAME {name:?} is invalid: {why}"), "")
+    })
 }
 
 /// Our per-pod `CNI_ARGS` keys. Podman forwards its own `CNI_ARGS` environment
@@ -392,6 +424,28 @@ mod tests {
                 "{bad}"
             );
         }
+        validate_container_id(&"a".repeat(MAX_CONTAINER_ID_LEN)).unwrap();
+    }
+
+    #[test]
+    fn over_long_container_id_is_refused_before_anything_but_del() {
+        let long: &'static str = Box::leak("a".repeat(300).into_boxed_str());
+        for command in ["ADD", "CHECK"] {
+            let mut v = with_command(command, "CNI_CONTAINERID");
+            v.push(("CNI_CONTAINERID", long));
+            let e = env_of(&v).unwrap_err();
+            assert_eq!(e.code(), ErrorCode::InvalidEnv);
+            assert!(e.details().contains("longer than 128"), "{}", e.details());
+            assert!(e.msg().len() < 200, "the id is elided: {}", e.msg());
+        }
+        // DEL: nothing can exist for it, so DEL gets through to say so.
+        let mut v = with_command("DEL", "CNI_CONTAINERID");
+        v.push(("CNI_CONTAINERID", long));
+        assert_eq!(env_of(&v).unwrap().container_id.as_deref(), Some(long));
+        // A DEL id that breaks the pattern is still refused.
+        let mut v = with_command("DEL", "CNI_CONTAINERID");
+        v.push(("CNI_CONTAINERID", "-bad"));
+        assert!(env_of(&v).is_err());
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! One JSON object per line, one request and one reply per connection.
 //!
-//! Request: `{"protocol":1,"op":"attach"|"detach"|"check"|"status"|"gc"|"list","request":{…}}`.
-//! Reply: `{"ok":<payload>}` or `{"error":{"code":N,"msg":"…","details":"…"}}`, `N` being a CNI
+//! Request: `{"protocol":1,"op":"attach"|"detach"|"check"|"status"|"gc"|"list","request":{…}}`
+//! (see `request.rs`). Reply: `{"ok":<payload>}` or `{"error":{"code":N,"msg":"…","details":"…"}}`, `N` being a CNI
 //! error code (see [`code`]) the plugin hands to the runtime as is.
 
 use serde::de::DeserializeOwned;
@@ -10,8 +10,6 @@ use serde_json::Value;
 
 /// Bumped on any incompatible change; the sidecar refuses other versions (code 103).
 pub const PROTOCOL_VERSION: u32 = 1;
-/// A request is well under a kilobyte; anything near this is a confused peer.
-pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 /// A reply (the `list` answer being the largest) stays far below this.
 pub const MAX_REPLY_BYTES: u64 = 1 << 20;
 
@@ -25,34 +23,6 @@ pub mod code {
     pub const DHCP: u32 = 101;
     pub const TAP_NETNS: u32 = 102;
     pub const PROTOCOL: u32 = 103;
-}
-
-/// The request line, before the op-specific payload is decoded.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-pub struct Envelope {
-    pub protocol: u32,
-    pub op: String,
-    #[serde(default)]
-    pub request: Value,
-}
-
-/// The same fields as [`Envelope`], borrowing the payload so encoding copies nothing.
-#[derive(Serialize)]
-struct EnvelopeRef<'a, R> {
-    protocol: u32,
-    op: &'a str,
-    request: &'a R,
-}
-
-/// The request line for `op` (current protocol version), newline included.
-pub fn request_line(op: &str, request: &impl Serialize) -> Result<Vec<u8>, serde_json::Error> {
-    let mut line = serde_json::to_vec(&EnvelopeRef {
-        protocol: PROTOCOL_VERSION,
-        op,
-        request,
-    })?;
-    line.push(b'\n');
-    Ok(line)
 }
 
 /// An error answer; `code` is a CNI error code.
@@ -135,17 +105,6 @@ pub fn parse_reply<T: DeserializeOwned>(line: &str) -> Result<Result<T, WireErro
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn request_lines_have_protocol_op_request_in_order() {
-        let line = request_line("gc", &json!({"network": "n", "valid": []})).unwrap();
-        assert_eq!(
-            String::from_utf8(line).unwrap(),
-            "{\"protocol\":1,\"op\":\"gc\",\"request\":{\"network\":\"n\",\"valid\":[]}}\n"
-        );
-        let env: Envelope = serde_json::from_str(r#"{"protocol":1,"op":"status"}"#).unwrap();
-        assert_eq!(env.request, Value::Null);
-    }
 
     #[test]
     fn replies_have_the_plugin_shape() {

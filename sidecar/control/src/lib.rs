@@ -6,16 +6,18 @@
 //! with each side.
 //!
 //! How a call goes (protocol version [`PROTOCOL_VERSION`], one connection per call):
-//! 1. the client writes [`request_line`]`(op, &payload)` — `{"protocol":1,"op":…,"request":…}`
-//!    and a newline; for `attach` the TAP fd rides on the same `sendmsg`;
-//! 2. the daemon reads it as an [`Envelope`], decodes the op's payload ([`AttachRequest`],
-//!    [`DetachRequest`], [`CheckRequest`], [`GcRequest`]; `status` and `list` take none),
-//!    and answers with [`Reply::line`] — `{"ok":…}` or `{"error":{"code":N,…}}`;
+//! 1. the client writes [`request_line`]`(&request)` — a [`Request`] (`Attach`, `Detach`,
+//!    `Check`, `Gc`, `Status`, `List`), on the wire `{"protocol":1,"op":…,"request":…}` and a
+//!    newline; for `attach` the TAP fd rides on the same `sendmsg`;
+//! 2. the daemon reads the line up to [`request_limit`] bytes (only `gc` may be long), decodes
+//!    it with [`decode_request`], matches the [`Request`] exhaustively, and answers with
+//!    [`Reply::line`] — `{"ok":…}` or `{"error":{"code":N,…}}`;
 //! 3. the client turns that line into the op's answer ([`AttachResult`], [`SidecarStatus`],
 //!    [`GcReport`], [`ListReply`]) or a [`WireError`] with [`parse_reply`].
 //!
-//! [`pod_netns`] names what an attachment leaves in the pod's namespace (policy-rule
-//! priorities, the CONNMARK table's id), so the plugin can remove it when the sidecar is down.
+//! [`state_dir`] owns the state directory: its layout, the attachment records the sidecar
+//! writes, the tombstones the plugin writes when the sidecar is down, and the rule for
+//! container ids and interface names both ends check.
 //!
 //! The MAC address type lives here rather than in `netcfg` because the plugin and the sidecar
 //! exchange MACs as text on this wire; `netcfg` only ever needs the raw `[u8; 6]`, which
@@ -25,12 +27,14 @@ mod framing;
 mod ip_prefix;
 mod mac;
 mod messages;
-pub mod pod_netns;
 mod proxy_url;
+mod request;
+pub mod state_dir;
+pub mod testing;
 mod text_serde;
 
-pub use framing::{code, parse_reply, request_line, Envelope, Reply, ReplyError, WireError};
-pub use framing::{MAX_REPLY_BYTES, MAX_REQUEST_BYTES, PROTOCOL_VERSION};
+pub use framing::{code, parse_reply, Reply, ReplyError, WireError};
+pub use framing::{MAX_REPLY_BYTES, PROTOCOL_VERSION};
 pub use ip_prefix::IpPrefix;
 pub use mac::{Mac, MacParseError};
 pub use messages::{
@@ -39,3 +43,5 @@ pub use messages::{
     SidecarStatus, ValidAttachment,
 };
 pub use proxy_url::{ProxyKind, ProxyUrl};
+pub use request::{decode_request, request_limit, request_line, NoPayload, Request, RequestLine};
+pub use request::{MAX_GC_REQUEST_BYTES, MAX_REQUEST_BYTES};

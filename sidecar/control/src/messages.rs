@@ -238,7 +238,7 @@ pub struct ListReply {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Envelope;
+    use crate::{decode_request, Request};
     use serde_json::json;
 
     #[test]
@@ -251,9 +251,9 @@ mod tests {
             "link": {"mac": "5E:00:00:00:00:01", "acceptDefaultGateway": false,
                      "acceptStaticRoutes": false, "connmark": false},
             "timeoutMs": 30000, "podName": "web"}});
-        let env: Envelope = serde_json::from_value(line.clone()).unwrap();
-        assert_eq!(env.op, "attach");
-        let req: AttachRequest = serde_json::from_value(env.request).unwrap();
+        let Ok(Request::Attach(req)) = decode_request(line.to_string().as_bytes()) else {
+            panic!("not an attach request")
+        };
         assert_eq!(req.attachment.container_id, "c1");
         assert_eq!(req.login.password_file, PathBuf::from("/etc/pw"));
         assert_eq!(req.link.mac, Some(Mac([0x5e, 0, 0, 0, 0, 1])));

@@ -34,16 +34,19 @@
 //! # let _ = n; Ok(()) }
 //! ```
 //!
-//! Modules: [`sys`] (the only `unsafe`: TUN ioctls, reactor registration), [`netns`],
-//! [`tap`], [`netlink`], [`firewall`], [`resolv`], [`error`].
+//! Modules: `sys` (private, the only `unsafe`: TUN ioctls, reactor registration), [`netns`],
+//! [`tap`], [`netlink`], [`firewall`], [`resolv`], [`error`], and [`pod_netns`]: what a CNI
+//! attachment leaves in its pod's namespace (persistent TAP, policy rules, nft table), created
+//! and removed by the same code in the plugin and the sidecar.
 
 pub mod error;
 pub mod firewall;
 pub mod netlink;
 pub mod netns;
 pub mod offload;
+pub mod pod_netns;
 pub mod resolv;
-pub mod sys;
+mod sys;
 pub mod tap;
 
 pub use error::{NetcfgError, Result};
@@ -52,5 +55,6 @@ pub use netlink::{
     DefaultRoute, FwMark, LinkInfo, Netlink, PolicyRule, RouteLookup, RouteSpec, TABLE_MAIN,
 };
 pub use netns::Netns;
+pub use pod_netns::{PodRouting, TapRemoval};
 pub use resolv::DnsConfig;
 pub use tap::{AsyncTap, Tap, TapConfig};

@@ -1,5 +1,6 @@
 //! The only place in this crate that talks to the kernel through `unsafe`: the TUN/TAP ioctls
-//! and registering an fd with tokio's reactor.
+//! (the plugin's and the sidecar's: create, attach, persist, name, MAC) and registering an fd
+//! with tokio's reactor.
 //!
 //! Everything here takes and returns `OwnedFd`/`BorrowedFd`, so no raw fd escapes this module.
 #![allow(unsafe_code)]
@@ -90,6 +91,27 @@ fn name_of(req: &libc::ifreq) -> io::Result<String> {
 pub fn tun_set_persist(fd: BorrowedFd<'_>, persist: bool) -> io::Result<()> {
     // SAFETY: `fd` is live for the call; TUNSETPERSIST takes its argument by value.
     unsafe { tunsetpersist(fd.as_raw_fd(), libc::c_int::from(persist)) }?;
+    Ok(())
+}
+
+nix::ioctl_write_ptr_bad!(siocsifhwaddr, libc::SIOCSIFHWADDR, libc::ifreq);
+
+/// `SIOCSIFHWADDR` on a TAP fd: the tun driver applies it to the attached interface, with no
+/// netlink and no lookup by name.
+pub fn tun_set_mac(tap: BorrowedFd<'_>, mac: [u8; 6]) -> io::Result<()> {
+    // SAFETY: ifreq is plain old data; the all-zero bit pattern is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    let mut addr = libc::sockaddr {
+        sa_family: libc::ARPHRD_ETHER,
+        sa_data: [0; 14],
+    };
+    for (dst, src) in addr.sa_data.iter_mut().zip(mac) {
+        *dst = src as libc::c_char;
+    }
+    req.ifr_ifru.ifru_hwaddr = addr;
+    // SAFETY: `tap` is live for the call; `req` is an initialised ifreq on our stack that the
+    // kernel only reads (sizeof(struct ifreq) bytes).
+    unsafe { siocsifhwaddr(tap.as_raw_fd(), &req) }?;
     Ok(())
 }
 

@@ -16,7 +16,7 @@ use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::{UnixListener, UnixStream};
 
 use super::sys;
-use softether_control::{Envelope, Reply, MAX_REQUEST_BYTES};
+use softether_control::{request_limit, Reply};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -85,10 +85,11 @@ pub fn peer_uid(stream: &UnixStream) -> io::Result<u32> {
     Ok(creds.uid())
 }
 
-/// A request as read from the socket: the decoded envelope plus any fds that came with it.
+/// A request as read from the socket: the line (without its newline, not yet decoded) plus
+/// any fds that came with it.
 #[derive(Debug)]
 pub struct Incoming {
-    pub envelope: Envelope,
+    pub line: Vec<u8>,
     pub fds: Vec<OwnedFd>,
 }
 
@@ -97,12 +98,10 @@ pub struct Incoming {
 pub enum ReadError {
     #[error("connection closed before a complete request line")]
     Closed,
-    #[error("request line longer than {MAX_REQUEST_BYTES} bytes")]
-    TooLong,
+    #[error("request line longer than {limit} bytes")]
+    TooLong { limit: usize },
     #[error("no complete request within {0:?}")]
     Timeout(Duration),
-    #[error("cannot decode the request line: {0}")]
-    Decode(serde_json::Error),
     #[error("reading the request failed: {0}")]
     Io(#[from] io::Error),
 }
@@ -117,7 +116,8 @@ pub async fn read_request(stream: &UnixStream, timeout: Duration) -> Result<Inco
 async fn read_line(stream: &UnixStream) -> Result<Incoming, ReadError> {
     let mut line = Vec::new();
     let mut fds = Vec::new();
-    let mut buf = vec![0u8; 8192];
+    // Large enough that a big GC request (megabytes) takes few reads.
+    let mut buf = vec![0u8; 64 * 1024];
     loop {
         let (n, mut got) = stream
             .async_io(Interest::READABLE, || {
@@ -134,12 +134,12 @@ async fn read_line(stream: &UnixStream) -> Result<Incoming, ReadError> {
             break;
         }
         line.extend_from_slice(chunk);
-        if line.len() > MAX_REQUEST_BYTES {
-            return Err(ReadError::TooLong);
+        let limit = request_limit(&line);
+        if line.len() > limit {
+            return Err(ReadError::TooLong { limit });
         }
     }
-    let envelope = serde_json::from_slice(&line).map_err(ReadError::Decode)?;
-    Ok(Incoming { envelope, fds })
+    Ok(Incoming { line, fds })
 }
 
 /// Writes the reply line and shuts the write side down.
@@ -222,7 +222,12 @@ mod tests {
             nix::unistd::geteuid().as_raw()
         ));
         let incoming = read_request(&stream, Duration::from_secs(5)).await.unwrap();
-        assert_eq!(incoming.envelope.op, "status");
+        assert_eq!(
+            softether_control::decode_request(&incoming.line),
+            Ok(softether_control::Request::Status(
+                softether_control::NoPayload
+            ))
+        );
         assert_eq!(incoming.fds.len(), 1);
         write_reply(
             &mut stream,

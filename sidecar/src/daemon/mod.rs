@@ -7,7 +7,8 @@
 //! - the wire types and framing come from [`softether_control`], shared with the plugin;
 //! - [`registry`]: attachments keyed by `(containerID, ifname)`; attach / detach / check /
 //!   status / gc / list, and the startup recovery (tombstones, then re-adoption);
-//! - [`state`]: attachment records and tombstones in the state directory;
+//! - the state directory's layout, records and tombstones come from
+//!   [`softether_control::state_dir`], shared with the plugin's DEL;
 //! - [`session`]: one task per attachment, a thin adapter over the `connect` engine
 //!   ([`crate::engine`]: login from the sidecar's namespace, frame pump, DHCP, lease applied
 //!   in the pod netns, reconnect), persisting the lease address for re-adoption.
@@ -18,7 +19,6 @@
 pub mod control_socket;
 pub mod registry;
 pub mod session;
-pub mod state;
 mod sys;
 pub mod verify;
 
@@ -26,17 +26,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
 use control_socket::{peer_allowed, peer_uid, read_request, write_reply, Incoming};
 use registry::Registry;
+use softether_control::state_dir::{self, StateDir};
 use softether_control::{
-    code, parse_reply, request_line, ListReply, Reply, WireError, MAX_REPLY_BYTES, PROTOCOL_VERSION,
+    code, decode_request, parse_reply, request_line, ListReply, NoPayload, Reply, Request,
+    WireError, MAX_REPLY_BYTES,
 };
-use state::StateDir;
 
 pub const DEFAULT_SOCKET: &str = "/run/softether-cni/sidecar.sock";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/softether-cni";
@@ -55,7 +55,7 @@ pub enum DaemonError {
     #[error(transparent)]
     Socket(#[from] control_socket::ControlSocketError),
     #[error(transparent)]
-    State(#[from] state::StateError),
+    State(#[from] state_dir::StateError),
     #[error("cannot install the signal handler: {0}")]
     Signal(std::io::Error),
     #[error("accepting on the control socket failed: {0}")]
@@ -120,57 +120,22 @@ async fn serve(mut stream: UnixStream, registry: &Registry, own_uid: u32) {
     }
 }
 
-fn decode<T: DeserializeOwned>(op: &str, v: Value) -> Result<T, WireError> {
-    serde_json::from_value(v).map_err(|e| {
-        WireError::new(
-            code::DECODE,
-            format!("cannot decode the {op} request"),
-            e.to_string(),
-        )
-    })
-}
-
 async fn dispatch(incoming: Incoming, registry: &Registry) -> Reply {
-    let Incoming { envelope, fds } = incoming;
-    if envelope.protocol != PROTOCOL_VERSION {
-        return Reply::Error(WireError::new(
-            code::PROTOCOL,
-            format!(
-                "protocol version {} is not supported (this sidecar speaks {PROTOCOL_VERSION})",
-                envelope.protocol
-            ),
-            "install matching versions of the plugin and softether-sidecar",
-        ));
-    }
-    let op = envelope.op.as_str();
-    let req = envelope.request;
-    tracing::debug!(op, "control request");
-    match op {
-        "attach" => match decode(op, req) {
-            Ok(r) => Reply::from_result(registry.attach(r, fds).await),
-            Err(e) => Reply::Error(e),
-        },
-        "detach" => match decode(op, req) {
-            Ok(r) => Reply::from_result(registry.detach(r).await.map(|()| Value::Null)),
-            Err(e) => Reply::Error(e),
-        },
-        "check" => match decode(op, req) {
-            Ok(r) => Reply::from_result(registry.check(r).await.map(|()| Value::Null)),
-            Err(e) => Reply::Error(e),
-        },
-        "gc" => match decode(op, req) {
-            Ok(r) => Reply::from_result(Ok(registry.gc(r).await)),
-            Err(e) => Reply::Error(e),
-        },
-        "status" => Reply::from_result(Ok(registry.status())),
-        "list" => Reply::from_result(Ok(ListReply {
+    let Incoming { line, fds } = incoming;
+    let request = match decode_request(&line) {
+        Ok(request) => request,
+        Err(e) => return Reply::Error(e),
+    };
+    tracing::debug!(op = request.op(), "control request");
+    match request {
+        Request::Attach(r) => Reply::from_result(registry.attach(*r, fds).await),
+        Request::Detach(r) => Reply::from_result(registry.detach(r).await.map(|()| Value::Null)),
+        Request::Check(r) => Reply::from_result(registry.check(r).await.map(|()| Value::Null)),
+        Request::Gc(r) => Reply::from_result(Ok(registry.gc(r).await)),
+        Request::Status(NoPayload) => Reply::from_result(Ok(registry.status())),
+        Request::List(NoPayload) => Reply::from_result(Ok(ListReply {
             attachments: registry.list(),
         })),
-        other => Reply::Error(WireError::new(
-            code::PROTOCOL,
-            format!("unknown op {other:?}"),
-            "",
-        )),
     }
 }
 
@@ -182,7 +147,7 @@ pub async fn query_list(socket: &Path) -> Result<ListReply, String> {
             socket.display()
         )
     })?;
-    let line = request_line("list", &serde_json::json!({})).map_err(|e| e.to_string())?;
+    let line = request_line(&Request::List(NoPayload)).map_err(|e| e.to_string())?;
     stream.write_all(&line).await.map_err(|e| e.to_string())?;
     let mut reply = String::new();
     tokio::time::timeout(

@@ -4,22 +4,25 @@
 //! run in parallel, so the map sits behind a short-lived mutex and long work (waiting for a
 //! lease, stopping a session) happens outside it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::os::fd::OwnedFd;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use ipnet::Ipv4Net;
-use netcfg::{Netlink, Netns, Tap};
+use netcfg::pod_netns::{self, same_netns};
+use netcfg::{Netlink, Netns, PodRouting, Tap, TapRemoval};
 
 use crate::engine::status::Phase;
 
 use super::session::{self, SessionHandle};
-use super::state::{unix_now, AttachmentKey, AttachmentRecord, StateDir, RECORD_VERSION};
 use crate::daemon::verify::missing_objects;
 use crate::engine::lease_apply::plan;
 use crate::engine::status::StopMode;
+use softether_control::state_dir::{
+    unix_now, AttachmentKey, AttachmentRecord, KeyError, StateDir, Tombstone, RECORD_VERSION,
+};
 use softether_control::{
     code, AttachRequest, AttachResult, AttachedIp, AttachedRoute, AttachmentStatus, CheckRequest,
     DetachRequest, Dns, GcReport, GcRequest, IpPrefix, Mac, SidecarStatus, ValidAttachment,
@@ -39,8 +42,8 @@ pub struct Registry {
     entries: Mutex<HashMap<AttachmentKey, Entry>>,
 }
 
-fn bad_request(e: String) -> WireError {
-    WireError::new(code::INVALID_ENV, e, "")
+fn bad_request(e: KeyError) -> WireError {
+    WireError::new(code::INVALID_ENV, e.to_string(), "")
 }
 
 fn netns_error(what: String, e: impl std::fmt::Display) -> WireError {
@@ -296,7 +299,7 @@ impl Registry {
             }
         }
         let planned = plan(&lease, &session::net_options(&record.link), info.index);
-        let firewall = session::firewall_of(&req.netns, &key.container_id, &key.ifname);
+        let firewall = pod_netns::firewall(&req.netns, &key.container_id, &key.ifname);
         let missing = missing_objects(&nl, &firewall, &planned, &key.ifname)
             .await
             .map_err(|e| netns_error(format!("cannot inspect {}", req.netns), e))?;
@@ -325,15 +328,18 @@ impl Registry {
 
     /// GC: remove every attachment of `network` not in `valid`.
     pub async fn gc(&self, req: GcRequest) -> GcReport {
+        // A set: the valid list has one entry per attachment on the node (10,000s).
+        let valid: HashSet<(&str, &str)> = req
+            .valid
+            .iter()
+            .map(|v| (v.container_id.as_str(), v.ifname.as_str()))
+            .collect();
         let stale: Vec<(AttachmentKey, String)> = self
             .lock()
             .iter()
             .filter(|(k, e)| {
                 e.record.network == req.network
-                    && !req
-                        .valid
-                        .iter()
-                        .any(|v| v.container_id == k.container_id && v.ifname == k.ifname)
+                    && !valid.contains(&(k.container_id.as_str(), k.ifname.as_str()))
             })
             .map(|(k, e)| (k.clone(), e.record.netns.clone()))
             .collect();
@@ -411,35 +417,22 @@ impl Registry {
         }
     }
 
-    async fn bury(&self, t: super::state::Tombstone) {
+    async fn bury(&self, t: Tombstone) {
         let Ok(key) = AttachmentKey::new(&t.container_id, &t.ifname) else {
             return tracing::warn!("ignoring tombstone with a bad key {:?}", t.container_id);
         };
         tracing::info!(attachment = %key, "processing the plugin's DEL from while we were down");
-        let record = read_record(&self.state, &key);
-        let connmark = record.as_ref().is_some_and(|r| r.link.connmark);
-        let rules = record.as_ref().map(policy_rules_of).unwrap_or_default();
+        let record = self.state.record(&key).unwrap_or_else(|e| {
+            tracing::warn!(attachment = %key, "{e}");
+            None
+        });
+        let routing = record.as_ref().map(pod_routing_of).unwrap_or_default();
         let netns = record.map(|r| r.netns).or(t.netns);
         if let Some(ns) = netns.filter(|ns| std::path::Path::new(ns).exists()) {
             remove_link(&ns, &key.ifname).await;
             // The plugin removes these itself when it can; repeat it, deleting is idempotent.
-            if !rules.is_empty() {
-                match Netlink::open(Netns::from_path(&ns)).await {
-                    Ok(nl) => {
-                        for rule in &rules {
-                            if let Err(e) = nl.del_rule(rule).await {
-                                tracing::warn!(attachment = %key, "cannot remove a policy rule: {e}");
-                            }
-                        }
-                    }
-                    Err(e) => tracing::warn!(attachment = %key, "cannot open netlink in {ns}: {e}"),
-                }
-            }
-            if connmark {
-                let fw = session::firewall_of(&ns, &key.container_id, &key.ifname);
-                if let Err(e) = fw.remove().await {
-                    tracing::warn!(attachment = %key, "cannot remove the nft table: {e}");
-                }
+            for e in routing.remove(&ns).await {
+                tracing::warn!(attachment = %key, "{e}");
             }
         }
         // The lease itself expires on the server: releasing needs a session from the
@@ -493,32 +486,15 @@ impl Registry {
     }
 }
 
-fn read_record(state: &StateDir, key: &AttachmentKey) -> Option<AttachmentRecord> {
-    let bytes = std::fs::read(state.record_path(key)).ok()?;
-    serde_json::from_slice(&bytes).ok()
-}
-
-/// Same namespace file: equal paths, or the same inode (`/run/netns/x` and `/proc/<pid>/ns/net`).
-fn same_netns(a: &str, b: &str) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    a == b
-        || matches!(
-            (std::fs::metadata(a), std::fs::metadata(b)),
-            (Ok(x), Ok(y)) if x.dev() == y.dev() && x.ino() == y.ino()
-        )
-}
-
-/// Deletes `ifname` in `netns` if both still exist.
+/// Deletes the TAP `ifname` in `netns` if both still exist (`netcfg::pod_netns`, the same
+/// teardown as the plugin's offline DEL); any other kind of link by that name is left alone.
 async fn remove_link(netns: &str, ifname: &str) {
-    if !std::path::Path::new(netns).exists() {
-        return;
-    }
-    if let Ok(nl) = Netlink::open(Netns::from_path(netns)).await {
-        if let Ok(Some(_)) = nl.link_index_opt(ifname).await {
-            if let Err(e) = nl.delete_link(ifname).await {
-                tracing::warn!(%netns, %ifname, "cannot delete the interface: {e}");
-            }
+    match pod_netns::remove_tap(netns, ifname, None).await {
+        Ok(TapRemoval::Absent | TapRemoval::Removed | TapRemoval::NotOurs { .. }) => {}
+        Ok(TapRemoval::NotATap { kind }) => {
+            tracing::warn!(%netns, %ifname, ?kind, "not a TAP; leaving the interface alone");
         }
+        Err(e) => tracing::warn!(%netns, %ifname, "cannot delete the interface: {e}"),
     }
 }
 
@@ -560,29 +536,17 @@ fn result_of(mac: [u8; 6], lease: &dhcp_client::Lease, req: &AttachRequest) -> A
     }
 }
 
-/// The policy rules an attachment's engine installs (`lease_apply::plan`), rebuilt from its
-/// record: `from <last address> lookup N` and, with CONNMARK, `fwmark N lookup N`.
-fn policy_rules_of(rec: &AttachmentRecord) -> Vec<netcfg::PolicyRule> {
-    let Some(table) = rec.link.policy_route_table else {
-        return Vec::new();
-    };
-    let mut rules = Vec::new();
-    if let Some(addr) = rec.last_address {
-        rules.push(netcfg::PolicyRule::from_address(
-            addr.addr(),
-            table,
-            softether_control::pod_netns::RULE_PRIORITY_FROM,
-        ));
+/// What an attachment's engine installed besides the TAP (`lease_apply::plan`), rebuilt from
+/// its record.
+fn pod_routing_of(rec: &AttachmentRecord) -> PodRouting {
+    PodRouting {
+        policy_table: rec.link.policy_route_table,
+        address: rec.last_address.map(|a| a.addr()),
+        connmark_id: rec
+            .link
+            .connmark
+            .then(|| pod_netns::engine_id(&rec.container_id, &rec.ifname)),
     }
-    if rec.link.connmark {
-        rules.push(netcfg::PolicyRule::fwmark(
-            table,
-            u32::MAX,
-            table,
-            softether_control::pod_netns::RULE_PRIORITY_FWMARK,
-        ));
-    }
-    rules
 }
 
 #[cfg(test)]
@@ -590,10 +554,50 @@ mod tests {
     use super::*;
 
     #[test]
-    fn same_netns_by_path_or_inode() {
-        let own = format!("/proc/{}/ns/net", std::process::id());
-        assert!(same_netns("/proc/self/ns/net", &own));
-        assert!(same_netns("/run/netns/gone", "/run/netns/gone"));
-        assert!(!same_netns("/run/netns/gone-a", "/run/netns/gone-b"));
+    fn teardown_finds_exactly_what_the_plan_installed() {
+        let rec = session::tests::record(Some("192.168.30.10/24"));
+        let lease = crate::engine::test_lease::bound_lease(Instant::now(), Duration::from_secs(60));
+        let mut installed = plan(&lease, &session::net_options(&rec.link), 7).rules;
+        let routing = pod_routing_of(&AttachmentRecord {
+            last_address: Some(lease.interface_address()),
+            ..rec.clone()
+        });
+        assert_eq!(routing.connmark_id.as_deref(), Some("c1_vpn0"));
+        assert_eq!(routing.own_rules(&installed), installed);
+        // Another attachment's from-rule in the same table is not ours.
+        installed.push(netcfg::PolicyRule::from_address(
+            std::net::Ipv4Addr::new(10, 99, 0, 1),
+            100,
+            pod_netns::RULE_PRIORITY_FROM,
+        ));
+        assert_eq!(routing.own_rules(&installed).len(), 2);
+        // Without a policy table or connmark there is nothing besides the TAP.
+        let mut bare = rec;
+        bare.link.policy_route_table = None;
+        bare.link.connmark = false;
+        assert!(pod_routing_of(&bare).is_empty());
+    }
+
+    /// Issue 14: a 300-byte container id logged in and leased before failing 102 on its
+    /// record; the daemon now refuses it (code 4) before touching anything, as the plugin does.
+    #[tokio::test]
+    async fn an_over_long_container_id_is_refused_before_anything() {
+        let dir = std::env::temp_dir().join(format!("se-registry-long-{}", std::process::id()));
+        let registry = Registry::new(StateDir::open(&dir).unwrap());
+        let req: AttachRequest = serde_json::from_value(serde_json::json!({
+            "network": "vpnnet", "containerID": "a".repeat(300), "ifname": "vpn0",
+            "netns": "/run/netns/none",
+            "login": {"server": "198.18.0.1", "port": 443, "hub": "H", "user": "u",
+                      "passwordFile": "/nonexistent", "plainPassword": false, "insecure": true,
+                      "maxConnections": 1},
+            "link": {"acceptDefaultGateway": false, "acceptStaticRoutes": false,
+                     "connmark": false},
+            "timeoutMs": 30000}))
+        .unwrap();
+        let e = registry.attach(req, Vec::new()).await.unwrap_err();
+        assert_eq!(e.code, code::INVALID_ENV, "{e}");
+        assert!(e.msg.contains("longer than 128"), "{e}");
+        assert!(registry.list().is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -10,11 +10,10 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use netcfg::{Firewall, Netns, Tap};
+use netcfg::{Netns, Tap};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::state::{AttachmentRecord, StateDir};
 use crate::engine::lease_apply::NetOptions;
 use crate::engine::mac::Mac;
 use crate::engine::run::{run_engine, EngineConfig, EngineError};
@@ -24,9 +23,10 @@ use crate::transport::credentials::{self, AuthInput};
 use crate::transport::proxy::Proxy;
 use crate::transport::random_seed;
 use crate::transport::tls::{parse_pin, TlsVerify};
+use softether_control::state_dir::{AttachmentRecord, StateDir};
 // The engine id names the attachment's nft table (`softether_<id>`) in the pod netns; the
 // plugin removes that table itself on a DEL while we are down, so the id is shared.
-use softether_control::pod_netns::attachment_engine_id as engine_id;
+use netcfg::pod_netns::engine_id;
 use softether_control::{code, LinkSettings, LoginSettings, WireError};
 
 /// Login and handshake timeouts, and the bound on stopping a session.
@@ -35,12 +35,6 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 const RECONNECT_DELAY: Duration = Duration::from_secs(1);
 /// How long an attachment that had a lease waits before retrying after a refused login.
 const REFUSED_RETRY: Duration = Duration::from_secs(30);
-
-/// The nft table of an attachment, for cleaning up after a DEL made while the sidecar was
-/// down (no engine runs for it then).
-pub fn firewall_of(netns: &str, container_id: &str, ifname: &str) -> Firewall {
-    Firewall::new(Netns::from_path(netns), &engine_id(container_id, ifname))
-}
 
 /// The running session of one attachment.
 pub struct SessionHandle {
@@ -335,36 +329,18 @@ impl Attachment {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use crate::daemon::state::RECORD_VERSION;
 
-    fn record(last: Option<&str>) -> AttachmentRecord {
+    pub(crate) fn record(last: Option<&str>) -> AttachmentRecord {
         let dir = std::env::temp_dir().join(format!("session-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let password = dir.join("pass");
         std::fs::write(&password, "secret\n").unwrap();
+        let base =
+            softether_control::testing::record("c1", "vpn0", "/run/netns/x", "5E:00:00:00:00:01");
         AttachmentRecord {
-            version: RECORD_VERSION,
-            network: "net".into(),
-            container_id: "c1".into(),
-            ifname: "vpn0".into(),
-            netns: "/run/netns/x".into(),
-            mac: "5E:00:00:00:00:01".into(),
-            login: LoginSettings {
-                server: "198.18.0.1".into(),
-                port: 443,
-                hub: "HUB".into(),
-                user: "u".into(),
-                password_file: password,
-                plain_password: false,
-                insecure: true,
-                pin_sha256: None,
-                ca_file: None,
-                max_connections: 1,
-                proxy: None,
-                proxy_password_file: None,
-            },
+            login: softether_control::testing::login(password),
             link: LinkSettings {
                 mtu: Some(1400),
                 policy_route_table: Some(100),
@@ -372,9 +348,8 @@ mod tests {
                 ..LinkSettings::default()
             },
             last_address: last.map(|a| a.parse().unwrap()),
-            pod_namespace: None,
             pod_name: Some("web-1".into()),
-            created_at: 0,
+            ..base
         }
     }
 

@@ -10,14 +10,17 @@ use std::path::PathBuf;
 
 use dhcp_client::Lease;
 use ipnet::Ipv4Net;
-use netcfg::{resolv, DnsConfig, Firewall, NetcfgError, Netlink, Netns, PolicyRule, RouteSpec};
+use netcfg::{
+    pod_netns, resolv, DnsConfig, Firewall, NetcfgError, Netlink, Netns, PolicyRule, RouteSpec,
+};
 
 /// Metric of the default route through the VPN: below the usual DHCP/static defaults (100+,
 /// 0 aside), like softether-go.
 pub const DEFAULT_ROUTE_METRIC: u32 = 50;
-/// `ip rule` priorities of `from <VPN_IP> lookup N` and `fwmark N lookup N`; shared with the
-/// plugin, which removes these rules itself on a DEL while the sidecar is down.
-pub use softether_control::pod_netns::{RULE_PRIORITY_FROM, RULE_PRIORITY_FWMARK};
+/// `ip rule` priorities of `from <VPN_IP> lookup N` and `fwmark N lookup N`: the rules are
+/// derived in `netcfg::pod_netns`, which the plugin's offline DEL and the daemon's teardown use
+/// too.
+pub use netcfg::pod_netns::{RULE_PRIORITY_FROM, RULE_PRIORITY_FWMARK};
 
 /// Which parts of a lease to install.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -107,18 +110,8 @@ pub fn plan(lease: &Lease, opts: &NetOptions, tap: u32) -> LeasePlan {
         if let Some(gw) = gateway {
             routes.push(RouteSpec::default_route().via(gw).dev(tap).table(table));
         }
-        rules.push(PolicyRule::from_address(
-            lease.address,
-            table,
-            RULE_PRIORITY_FROM,
-        ));
+        rules = pod_netns::policy_rules(table, Some(lease.address), opts.connmark);
         if opts.connmark {
-            rules.push(PolicyRule::fwmark(
-                table,
-                u32::MAX,
-                table,
-                RULE_PRIORITY_FWMARK,
-            ));
             connmark = Some(table);
         }
     }
@@ -263,19 +256,7 @@ impl NetConfigurator {
                 present.push(Added::Firewall);
             }
             let rules = self.nl.rules().await?;
-            let mut ours = vec![PolicyRule::from_address(
-                address.addr(),
-                table,
-                RULE_PRIORITY_FROM,
-            )];
-            if self.opts.connmark {
-                ours.push(PolicyRule::fwmark(
-                    table,
-                    u32::MAX,
-                    table,
-                    RULE_PRIORITY_FWMARK,
-                ));
-            }
+            let ours = pod_netns::policy_rules(table, Some(address.addr()), self.opts.connmark);
             present.extend(
                 ours.into_iter()
                     .filter(|r| rules.contains(r))

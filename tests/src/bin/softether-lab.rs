@@ -18,15 +18,51 @@ fn main() -> ExitCode {
     }
 }
 
-fn run() -> Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let json = args.iter().any(|a| a == "--json");
+const USAGE: &str =
+    "usage: softether-lab up [--json]   (as root; Ctrl-C, SIGTERM or stdin EOF tears down)
+
+  up       start one lab (SoftEther server, client and LAN namespaces), print its facts
+  --json   print the facts as JSON
+  --help   print this help";
+
+/// What the command line asks for.
+#[derive(Debug, PartialEq, Eq)]
+enum Action {
+    Help,
+    Up { json: bool },
+}
+
+/// `--help`/`-h` anywhere wins (it never starts a lab); anything unknown is an error.
+fn parse_args(args: &[String]) -> Result<Action> {
+    if args
+        .iter()
+        .any(|a| a == "--help" || a == "-h" || a == "help")
+    {
+        return Ok(Action::Help);
+    }
     match args.first().map(String::as_str) {
         Some("up") => {}
-        _ => bail!(
-            "usage: softether-lab up [--json]   (as root; Ctrl-C, SIGTERM or stdin EOF tears down)"
-        ),
+        _ => bail!("{USAGE}"),
     }
+    let mut json = false;
+    for arg in &args[1..] {
+        match arg.as_str() {
+            "--json" => json = true,
+            other => bail!("unknown argument {other:?}\n{USAGE}"),
+        }
+    }
+    Ok(Action::Up { json })
+}
+
+fn run() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let json = match parse_args(&args)? {
+        Action::Help => {
+            println!("{USAGE}");
+            return Ok(());
+        }
+        Action::Up { json } => json,
+    };
     // Block the stop signals before any thread exists so every thread inherits the mask and `wait` below
     // receives them; child processes get a clean mask from std::process.
     let mut stop = SigSet::empty();
@@ -60,4 +96,30 @@ fn run() -> Result<()> {
     eprintln!("softether-lab: {sig:?}, tearing down");
     drop(lab);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Action> {
+        parse_args(&args.iter().map(|a| a.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn help_never_starts_a_lab() {
+        for args in [
+            &["up", "--help"][..],
+            &["--help"],
+            &["-h"],
+            &["up", "--json", "-h"],
+        ] {
+            assert_eq!(parse(args).unwrap(), Action::Help, "{args:?}");
+        }
+        assert_eq!(parse(&["up"]).unwrap(), Action::Up { json: false });
+        assert_eq!(parse(&["up", "--json"]).unwrap(), Action::Up { json: true });
+        assert!(parse(&[]).is_err());
+        assert!(parse(&["up", "--jsn"]).is_err());
+        assert!(parse(&["down"]).is_err());
+    }
 }

@@ -44,6 +44,9 @@ pub struct LinkInfo {
     pub mac: Option<Vec<u8>>,
     /// Administratively up (`IFF_UP`).
     pub up: bool,
+    /// `IFLA_INFO_KIND` (`tun` for a TAP, `veth`, …); `None` for kinds without link ops
+    /// (loopback, physical NICs).
+    pub kind: Option<String>,
 }
 
 impl Netlink {
@@ -95,7 +98,7 @@ impl Netlink {
             .ok_or_else(|| self.link_not_found(name))
     }
 
-    /// Name, MTU, MAC and up-flag of `name`, or `None` (`ip link show dev NAME`).
+    /// Name, MTU, MAC, up-flag and kind of `name`, or `None` (`ip link show dev NAME`).
     pub async fn link_by_name(&self, name: &str) -> Result<Option<LinkInfo>> {
         let req = self
             .handle
@@ -207,12 +210,19 @@ fn link_info(msg: &LinkMessage) -> LinkInfo {
         mtu: None,
         mac: None,
         up: msg.header.flags.contains(LinkFlags::Up),
+        kind: None,
     };
     for attr in &msg.attributes {
         match attr {
             LinkAttribute::IfName(n) => info.name = n.clone(),
             LinkAttribute::Mtu(m) => info.mtu = Some(*m),
             LinkAttribute::Address(a) => info.mac = Some(a.clone()),
+            LinkAttribute::LinkInfo(infos) => {
+                info.kind = infos.iter().find_map(|i| match i {
+                    rtnetlink::packet_route::link::LinkInfo::Kind(kind) => Some(kind.to_string()),
+                    _ => None,
+                });
+            }
             _ => {}
         }
     }

@@ -14,11 +14,11 @@
 //! `prevResult` also names the address our policy rule is from, when it has one.
 
 use std::net::Ipv4Addr;
-use std::os::unix::fs::MetadataExt;
-use std::path::Path;
 
 use serde_json::{Map, Value};
 
+use netcfg::pod_netns::same_netns;
+use softether_control::state_dir::{AttachmentKey, StateDir};
 use softether_control::Mac;
 
 use crate::pod_tap::derived_mac;
@@ -27,7 +27,7 @@ use crate::pod_tap::derived_mac;
 pub(super) fn expected_mac(
     conf: &Map<String, Value>,
     cni_args: &str,
-    state_dir: &Path,
+    state_dir: &StateDir,
     container_id: &str,
     ifname: &str,
     netns: &str,
@@ -42,39 +42,23 @@ pub(super) fn expected_mac(
 /// The container id of another live attachment whose sidecar record claims
 /// `ifname` in `netns`.
 pub(super) fn claimed_by_other(
-    state_dir: &Path,
+    state_dir: &StateDir,
     container_id: &str,
     ifname: &str,
     netns: &str,
 ) -> Option<String> {
-    let suffix = format!(":{ifname}.json");
-    let entries = std::fs::read_dir(state_dir.join("attachments")).ok()?;
-    entries.flatten().find_map(|entry| {
-        let name = entry.file_name().into_string().ok()?;
-        let other = name.strip_suffix(&suffix)?;
-        if other == container_id || other.starts_with('.') {
-            return None;
-        }
+    let keys = state_dir.record_keys().ok()?;
+    keys.into_iter()
+        .filter(|key| key.ifname == ifname && key.container_id != container_id)
         // A tombstoned attachment is already gone as far as the runtime knows.
-        if state_dir.join("tombstones").join(&name).exists() {
-            return None;
-        }
-        let record = read_json(&entry.path())?;
-        let claims = record.get("containerID").and_then(Value::as_str) == Some(other)
-            && record.get("ifname").and_then(Value::as_str) == Some(ifname)
-            && record
-                .get("netns")
-                .and_then(Value::as_str)
-                .is_some_and(|ns| same_netns(ns, netns));
-        claims.then(|| other.to_owned())
-    })
-}
-
-fn read_json(path: &Path) -> Option<Map<String, Value>> {
-    match serde_json::from_slice(&std::fs::read(path).ok()?).ok()? {
-        Value::Object(map) => Some(map),
-        _ => None,
-    }
+        .filter(|key| !state_dir.has_tombstone(key))
+        .find_map(|key| {
+            // Unreadable records claim nothing.
+            let record = state_dir.record(&key).ok()??;
+            let claims =
+                record.key().ok().as_ref() == Some(&key) && same_netns(&record.netns, netns);
+            claims.then_some(key.container_id)
+        })
 }
 
 fn mac_of(text: Option<&Value>) -> Option<[u8; 6]> {
@@ -121,11 +105,10 @@ pub(super) fn prev_result_address(
         })
 }
 
-fn own_record_mac(state_dir: &Path, container_id: &str, ifname: &str) -> Option<[u8; 6]> {
-    let path = state_dir
-        .join("attachments")
-        .join(format!("{container_id}:{ifname}.json"));
-    mac_of(read_json(&path)?.get("mac"))
+fn own_record_mac(state_dir: &StateDir, container_id: &str, ifname: &str) -> Option<[u8; 6]> {
+    let key = AttachmentKey::new(container_id, ifname).ok()?;
+    let record = state_dir.record(&key).ok()??;
+    record.mac.parse::<Mac>().ok().map(Mac::octets)
 }
 
 fn runtime_config_mac(conf: &Map<String, Value>) -> Option<[u8; 6]> {
@@ -136,15 +119,6 @@ fn runtime_config_mac(conf: &Map<String, Value>) -> Option<[u8; 6]> {
 fn cni_args_mac(raw: &str) -> Option<[u8; 6]> {
     let value = raw.split(';').find_map(|item| item.strip_prefix("MAC="))?;
     mac_of(Some(&Value::String(value.to_owned())))
-}
-
-/// Same path, or two paths (bind mounts) of the same namespace.
-fn same_netns(a: &str, b: &str) -> bool {
-    a == b
-        || matches!(
-            (std::fs::metadata(a), std::fs::metadata(b)),
-            (Ok(x), Ok(y)) if x.dev() == y.dev() && x.ino() == y.ino()
-        )
 }
 
 #[cfg(test)]
@@ -162,13 +136,13 @@ mod tests {
         }
     }
 
+    /// A record as the sidecar writes it (same type, same writer).
     fn record(dir: &TempDir, id: &str, ifname: &str, netns: &str, mac: &str) {
-        std::fs::create_dir_all(dir.path().join("attachments")).unwrap();
-        let body = json!({"containerID": id, "ifname": ifname, "netns": netns, "mac": mac});
-        dir.file(
-            &format!("attachments/{id}:{ifname}.json"),
-            &body.to_string(),
-        );
+        crate::test_support::sidecar_record(dir.path(), id, ifname, netns, mac);
+    }
+
+    fn view(dir: &TempDir) -> StateDir {
+        StateDir::at(dir.path())
     }
 
     #[test]
@@ -176,7 +150,7 @@ mod tests {
         let dir = TempDir::new("own-mac");
         let derived = derived_mac("c1", "vpn0");
         let m =
-            |conf: Value, args: &str| expected_mac(&map(conf), args, dir.path(), "c1", "vpn0", NS);
+            |conf: Value, args: &str| expected_mac(&map(conf), args, &view(&dir), "c1", "vpn0", NS);
         assert_eq!(m(json!({}), ""), derived);
         assert_eq!(
             m(json!({}), "IgnoreUnknown=1;MAC=02:00:00:00:00:05"),
@@ -200,7 +174,7 @@ mod tests {
         let conf = json!({"runtimeConfig": {"mac": "not-a-mac"},
                           "prevResult": {"interfaces": [{"name": "vpn0", "mac": 7, "sandbox": NS}]}});
         assert_eq!(
-            expected_mac(&map(conf), "MAC=zz", dir.path(), "c1", "vpn0", NS),
+            expected_mac(&map(conf), "MAC=zz", &view(&dir), "c1", "vpn0", NS),
             derived_mac("c1", "vpn0")
         );
     }
@@ -208,17 +182,17 @@ mod tests {
     #[test]
     fn another_containers_record_for_the_same_netns_and_ifname_claims_it() {
         let dir = TempDir::new("claims");
-        assert_eq!(claimed_by_other(dir.path(), "c2", "vpn0", NS), None);
+        assert_eq!(claimed_by_other(&view(&dir), "c2", "vpn0", NS), None);
         record(&dir, "c1", "vpn0", NS, "5E:00:00:00:00:01");
         assert_eq!(
-            claimed_by_other(dir.path(), "c2", "vpn0", NS).as_deref(),
+            claimed_by_other(&view(&dir), "c2", "vpn0", NS).as_deref(),
             Some("c1")
         );
         // Our own record, another ifname or another netns claim nothing.
-        assert_eq!(claimed_by_other(dir.path(), "c1", "vpn0", NS), None);
-        assert_eq!(claimed_by_other(dir.path(), "c2", "vpn1", NS), None);
+        assert_eq!(claimed_by_other(&view(&dir), "c1", "vpn0", NS), None);
+        assert_eq!(claimed_by_other(&view(&dir), "c2", "vpn1", NS), None);
         assert_eq!(
-            claimed_by_other(dir.path(), "c2", "vpn0", "/run/netns/x"),
+            claimed_by_other(&view(&dir), "c2", "vpn0", "/run/netns/x"),
             None
         );
     }
@@ -229,13 +203,13 @@ mod tests {
         record(&dir, "c1", "vpn0", NS, "5E:00:00:00:00:01");
         std::fs::create_dir_all(dir.path().join("tombstones")).unwrap();
         dir.file("tombstones/c1:vpn0.json", "{}");
-        assert_eq!(claimed_by_other(dir.path(), "c2", "vpn0", NS), None);
+        assert_eq!(claimed_by_other(&view(&dir), "c2", "vpn0", NS), None);
         dir.file("attachments/c3:vpn0.json", "{not json");
         dir.file(
             "attachments/c4:vpn0.json",
             r#"{"containerID":"c5","ifname":"vpn0","netns":"/run/netns/pod1"}"#,
         );
-        assert_eq!(claimed_by_other(dir.path(), "c2", "vpn0", NS), None);
+        assert_eq!(claimed_by_other(&view(&dir), "c2", "vpn0", NS), None);
     }
 
     #[test]
@@ -266,12 +240,5 @@ mod tests {
         ]);
         assert_eq!(a(&prev(not_ours)), None);
         assert_eq!(a(&map(json!({}))), None);
-    }
-
-    #[test]
-    fn netns_paths_compare_by_inode() {
-        let own = format!("/proc/{}/ns/net", std::process::id());
-        assert!(same_netns("/proc/self/ns/net", &own));
-        assert!(!same_netns("/run/netns/gone-a", "/run/netns/gone-b"));
     }
 }

@@ -12,13 +12,13 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::Instant;
 
-use super::{required, Output};
 use crate::netconf::{resolve_login, NetConf, MAC_EXPECTED};
 use crate::pod_tap::{derived_mac, PodTaps};
 use crate::sidecar_client::{
     AttachRequest, AttachResult, AttachmentRef, LinkSettings, SidecarClient, SidecarError,
 };
 use crate::spec::result::{Interface, IpConfig, Route};
+use crate::spec::Output;
 use crate::spec::{CniArgs, CniError, CniResult, Env, ErrorCode};
 use softether_control::Mac;
 
@@ -42,9 +42,9 @@ pub fn attach(
 ) -> Result<CniResult, CniError> {
     let started = Instant::now();
     let deadline = started + conf.timeout;
-    let container_id = required(&env.container_id, "CNI_CONTAINERID")?;
-    let ifname = required(&env.ifname, "CNI_IFNAME")?;
-    let netns = required(&env.netns, "CNI_NETNS")?;
+    let container_id = env.required_container_id()?;
+    let ifname = env.required_ifname()?;
+    let netns = env.required_netns()?;
     let prev = conf
         .prev_result
         .as_ref()
@@ -128,6 +128,8 @@ pub fn attach(
         SidecarError::Unreachable { .. } | SidecarError::Io { .. } => {
             CniError::try_again_later(e.to_string(), "")
         }
+        // Only an absurd config value can make an attach request that long.
+        SidecarError::TooLarge { .. } => CniError::invalid_config(e.to_string(), ""),
     })?;
     let ours = to_cni_result(attached, ifname, netns);
     Ok(match prev {
@@ -186,5 +188,4 @@ fn is_own_netns(netns: &str) -> bool {
 }
 
 #[cfg(test)]
-#[path = "add_tests.rs"]
 mod tests;

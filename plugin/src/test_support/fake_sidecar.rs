@@ -98,8 +98,10 @@ pub struct FakeTaps {
     pub deleted: RefCell<Vec<(String, String)>>,
     pub refused: RefCell<Vec<(String, String, [u8; 6])>>,
     /// `remove_leftovers` calls: (netns, what).
-    pub cleaned: RefCell<Vec<(String, crate::pod_routing::PodLeftovers)>>,
+    pub cleaned: RefCell<Vec<(String, crate::pod_tap::PodRouting)>>,
     pub existing_mac: Option<[u8; 6]>,
+    /// The link `delete` finds is no TAP (a veth).
+    pub not_a_tap: bool,
     pub fail_create: bool,
 }
 
@@ -129,6 +131,11 @@ impl crate::pod_tap::PodTaps for FakeTaps {
         ifname: &str,
         ours: [u8; 6],
     ) -> Result<crate::pod_tap::TapRemoval, crate::spec::CniError> {
+        if self.not_a_tap {
+            return Ok(crate::pod_tap::TapRemoval::NotATap {
+                kind: Some("veth".into()),
+            });
+        }
         match self.existing_mac {
             Some(mac) if mac != ours => {
                 self.refused
@@ -145,11 +152,7 @@ impl crate::pod_tap::PodTaps for FakeTaps {
         }
     }
 
-    fn remove_leftovers(
-        &self,
-        netns: &str,
-        leftovers: &crate::pod_routing::PodLeftovers,
-    ) -> Vec<String> {
+    fn remove_leftovers(&self, netns: &str, leftovers: &crate::pod_tap::PodRouting) -> Vec<String> {
         self.cleaned
             .borrow_mut()
             .push((netns.into(), leftovers.clone()));

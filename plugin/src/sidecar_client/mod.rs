@@ -12,7 +12,7 @@ mod unix_socket;
 
 use std::io;
 use std::os::fd::BorrowedFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::spec::CniError;
@@ -32,6 +32,14 @@ pub enum SidecarError {
     Timeout { path: PathBuf, waited: Duration },
     #[error("connection to the sidecar at {} failed: {source}", path.display())]
     Io { path: PathBuf, source: io::Error },
+    /// The request is longer than the sidecar reads (only a GC listing more attachments
+    /// than any node has can be); retrying cannot help.
+    #[error("the {op} request is {bytes} bytes, more than the {limit} the sidecar accepts")]
+    TooLarge {
+        op: &'static str,
+        bytes: usize,
+        limit: usize,
+    },
     #[error("sidecar at {} sent a reply this plugin does not understand: {reason}", path.display())]
     Protocol { path: PathBuf, reason: String },
     /// The sidecar did the work and reports a CNI error (login refused, DHCP
@@ -56,3 +64,7 @@ pub trait SidecarClient {
     fn status(&mut self, deadline: Instant) -> Result<SidecarStatus, SidecarError>;
     fn gc(&mut self, req: &GcRequest, deadline: Instant) -> Result<GcReport, SidecarError>;
 }
+
+/// Opens a client for the sidecar socket named in the config; commands take one so tests
+/// can hand out fakes.
+pub type Connect<'a> = &'a dyn Fn(&Path) -> Box<dyn SidecarClient>;

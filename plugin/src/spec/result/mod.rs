@@ -175,5 +175,4 @@ fn append_unique(into: &mut Vec<String>, more: Vec<String>) {
 }
 
 #[cfg(test)]
-#[path = "result_tests.rs"]
 mod tests;

@@ -3,6 +3,7 @@
 use super::*;
 use crate::spec::ErrorCode;
 use crate::test_support::TempDir;
+use serde_json::json;
 use std::os::unix::net::UnixListener;
 use std::path::Path;
 use std::thread::JoinHandle;
@@ -128,4 +129,51 @@ fn silent_sidecar_hits_the_deadline() {
     assert!(matches!(e, SidecarError::Timeout { .. }), "{e:?}");
     assert!(started.elapsed() < Duration::from_millis(700));
     server.join().unwrap();
+}
+
+fn gc_request(n: usize) -> GcRequest {
+    GcRequest {
+        network: "vpnnet".into(),
+        valid: (0..n)
+            .map(|i| softether_control::ValidAttachment {
+                container_id: format!("{i:064x}"),
+                ifname: "vpn0".into(),
+            })
+            .collect(),
+    }
+}
+
+/// Issue 14: ~750 ids made the line exceed the 64 KiB control limit (code 6 or 11).
+#[test]
+fn gc_with_ten_thousand_ids_is_one_line() {
+    let dir = TempDir::new("gc-big");
+    let path = dir.path().join("s.sock");
+    let server = serve_once(
+        &path,
+        Some("{\"ok\":{\"removed\":[],\"errors\":[]}}\n"),
+        Duration::ZERO,
+    );
+    let req = gc_request(10_000);
+    let report = UnixSidecarClient::new(&path).gc(&req, soon()).unwrap();
+    assert_eq!(report, GcReport::default());
+    let sent = server.join().unwrap();
+    assert!(sent.len() > softether_control::MAX_REQUEST_BYTES);
+    assert_eq!(
+        softether_control::decode_request(sent.trim_end().as_bytes()),
+        Ok(Request::Gc(req))
+    );
+}
+
+#[test]
+fn a_gc_beyond_the_limit_is_refused_before_connecting() {
+    let dir = TempDir::new("gc-huge");
+    let path = dir.path().join("nobody.sock");
+    let mut req = gc_request(1);
+    req.valid[0].container_id = "a".repeat(softether_control::MAX_GC_REQUEST_BYTES);
+    let e = UnixSidecarClient::new(&path).gc(&req, soon()).unwrap_err();
+    assert!(
+        matches!(e, SidecarError::TooLarge { op: "gc", limit, .. }
+            if limit == softether_control::MAX_GC_REQUEST_BYTES),
+        "{e}"
+    );
 }

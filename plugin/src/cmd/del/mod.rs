@@ -3,34 +3,36 @@
 //!
 //! With the sidecar down the plugin removes the TAP in the netns itself (the
 //! kernel drops its addresses and routes with it), then the policy rules of
-//! `policyRouteTable` and the CONNMARK nft table (`pod_routing`), and leaves a
-//! tombstone, `STATE_DIR/tombstones/<id>:<ifname>.json`, so the sidecar
-//! forgets the attachment when it comes back. Only a TAP that is this
-//! attachment's (see `del_ownership`) is removed, and only then its rules and
+//! `policyRouteTable` and the CONNMARK nft table — through `netcfg::pod_netns`,
+//! the code the sidecar runs — and leaves a tombstone,
+//! `STATE_DIR/tombstones/<id>:<ifname>.json` (`softether_control::state_dir`), so
+//! the sidecar forgets the attachment when it comes back. Only a TAP that is this
+//! attachment's (see `ownership`) is removed, and only then its rules and
 //! table; another attachment's TAP of the same name (this DEL may follow an ADD
-//! refused for that very reason) is left alone, with everything else, and gets
-//! no tombstone, which would make the sidecar remove it. Each step is best
-//! effort: a failure is logged and the next step still runs.
+//! refused for that very reason), or a link of that name that is no TAP at all,
+//! is left alone, with everything else, and gets no tombstone, which would make
+//! the sidecar remove it. Each step is best effort: a failure is logged and the
+//! next step still runs. A container id longer than ADD accepts has nothing to
+//! remove.
 //!
 //! The config is parsed leniently: a version we cannot speak or stdin that is
 //! not JSON is still an error (the runtime is broken), but a config that fails
 //! validation only produces a warning, because the attachment it created must
 //! still be removable.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
-use super::{required, Connect, Output};
 use crate::logging;
 use crate::netconf::{self, NetConf, DEFAULT_SIDECAR_SOCKET, DEFAULT_STATE_DIR, DEFAULT_TIMEOUT};
-use crate::pod_routing::PodLeftovers;
-use crate::pod_tap::{PodTaps, TapRemoval};
-use crate::sidecar_client::{AttachmentRef, DetachRequest, SidecarError};
-use crate::spec::{CniError, Env, ErrorCode};
-use softether_control::pod_netns::attachment_engine_id;
+use crate::pod_tap::{PodRouting, PodTaps, TapRemoval};
+use crate::sidecar_client::{AttachmentRef, Connect, DetachRequest, SidecarError};
+use crate::spec::env::container_id_only_too_long;
+use crate::spec::{CniError, Env, ErrorCode, Output};
+use netcfg::pod_netns::engine_id;
+use softether_control::state_dir::{self, StateDir, StateError, Tombstone, MAX_CONTAINER_ID_LEN};
 use softether_control::Mac;
 
 pub fn run(
@@ -39,14 +41,22 @@ pub fn run(
     connect: Connect<'_>,
     taps: &dyn PodTaps,
 ) -> Result<Output, CniError> {
-    let container_id = required(&env.container_id, "CNI_CONTAINERID")?;
-    let ifname = required(&env.ifname, "CNI_IFNAME")?;
+    let container_id = env.required_container_id()?;
+    let ifname = env.required_ifname()?;
+    if container_id_only_too_long(container_id) {
+        logging::warn(format_args!(
+            "DEL: CNI_CONTAINERID of {} bytes is longer than ADD accepts ({MAX_CONTAINER_ID_LEN}); \
+             nothing can exist for it",
+            container_id.len()
+        ));
+        return Ok(Output::Nothing);
+    }
     let map = netconf::parse_stdin(stdin)?;
     let target = match NetConf::from_map(map.clone()) {
         Ok(conf) => Target {
             network: conf.name,
             socket: conf.sidecar_socket,
-            state_dir: conf.state_dir,
+            state_dir: StateDir::at(conf.state_dir),
             timeout: conf.timeout,
             policy_table: conf.policy_route_table,
             connmark: conf.connmark,
@@ -91,14 +101,12 @@ pub fn run(
                 if !ours {
                     return Ok(Output::Nothing);
                 }
-                let leftovers = PodLeftovers {
+                let leftovers = PodRouting {
                     policy_table: target.policy_table,
                     address: target
                         .policy_table
                         .and_then(|_| ownership::prev_result_address(&map, ifname, netns)),
-                    connmark_id: target
-                        .connmark
-                        .then(|| attachment_engine_id(container_id, ifname)),
+                    connmark_id: target.connmark.then(|| engine_id(container_id, ifname)),
                 };
                 if !leftovers.is_empty() {
                     for e in taps.remove_leftovers(netns, &leftovers) {
@@ -122,7 +130,7 @@ fn remove_own_tap(
     taps: &dyn PodTaps,
     conf: &Map<String, Value>,
     cni_args: &str,
-    state_dir: &Path,
+    state_dir: &StateDir,
     netns: &str,
     container_id: &str,
     ifname: &str,
@@ -145,6 +153,14 @@ fn remove_own_tap(
             ));
             false
         }
+        Ok(TapRemoval::NotATap { kind }) => {
+            logging::warn(format_args!(
+                "DEL {container_id}/{ifname}: {ifname} in {netns} is not a TAP ({}); leaving it \
+                 and writing no tombstone",
+                kind.as_deref().unwrap_or("no link kind")
+            ));
+            false
+        }
         Ok(TapRemoval::Removed | TapRemoval::Absent) => true,
         Err(e) => {
             logging::warn(format_args!("DEL {container_id}/{ifname}: {e}"));
@@ -153,36 +169,26 @@ fn remove_own_tap(
     }
 }
 
-/// Records the DEL for the sidecar (atomically: temp file + rename). Only
-/// written when the sidecar state directory exists, i.e. a sidecar ran here.
-fn write_tombstone(state_dir: &Path, req: &DetachRequest) -> std::io::Result<()> {
-    if !state_dir.is_dir() {
+/// Records the DEL for the sidecar (atomically). Only written when the sidecar state
+/// directory exists, i.e. a sidecar ran here.
+fn write_tombstone(dir: &StateDir, req: &DetachRequest) -> Result<(), StateError> {
+    if !dir.exists() {
         return Ok(());
     }
-    let dir = state_dir.join("tombstones");
-    std::fs::create_dir_all(&dir)?;
     let a = &req.attachment;
-    let name = format!("{}:{}.json", a.container_id, a.ifname);
-    let body = serde_json::json!({
-        "containerID": a.container_id,
-        "ifname": a.ifname,
-        "network": a.network,
-        "netns": req.netns,
-        "deletedAt": std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
-    });
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(body.to_string().as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, dir.join(name))
+    dir.write_tombstone(&Tombstone {
+        container_id: a.container_id.clone(),
+        ifname: a.ifname.clone(),
+        network: a.network.clone(),
+        netns: req.netns.clone(),
+        deleted_at: state_dir::unix_now(),
+    })
 }
 
 struct Target {
     network: String,
     socket: PathBuf,
-    state_dir: PathBuf,
+    state_dir: StateDir,
     timeout: Duration,
     /// `policyRouteTable` and `connmark`: what to remove besides the TAP.
     policy_table: Option<u32>,
@@ -200,7 +206,7 @@ impl Target {
                     .filter(|s| s.starts_with('/'))
                     .unwrap_or(DEFAULT_SIDECAR_SOCKET),
             ),
-            state_dir: PathBuf::from(
+            state_dir: StateDir::at(
                 string("stateDir")
                     .filter(|s| s.starts_with('/'))
                     .unwrap_or(DEFAULT_STATE_DIR),
@@ -220,14 +226,13 @@ impl Target {
     }
 }
 
-#[path = "del_ownership.rs"]
 mod ownership;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cmd::fake::{Harness, Script};
     use crate::spec::Command;
+    use crate::test_support::fake_sidecar::{Harness, Script};
     use serde_json::json;
 
     fn env(netns: Option<&str>) -> Env {
@@ -307,11 +312,24 @@ mod tests {
             h.taps.deleted.borrow().clone(),
             vec![("/run/netns/p".to_string(), "vpn0".to_string())]
         );
-        let tomb = dir.path().join("tombstones/c1:vpn0.json");
-        let t: Value = serde_json::from_slice(&std::fs::read(tomb).unwrap()).unwrap();
-        assert_eq!(t["containerID"], "c1");
-        assert_eq!(t["ifname"], "vpn0");
-        assert_eq!(t["netns"], "/run/netns/p");
+        // The sidecar reads it with its own reader and type (softether_control::state_dir).
+        let tombs = StateDir::open(dir.path())
+            .unwrap()
+            .tombstones_list()
+            .unwrap();
+        let [Ok(t)] = &tombs[..] else {
+            panic!("one readable tombstone: {tombs:?}")
+        };
+        assert_eq!(
+            (
+                &*t.container_id,
+                &*t.ifname,
+                &*t.network,
+                t.netns.as_deref()
+            ),
+            ("c1", "vpn0", "vpnnet", Some("/run/netns/p"))
+        );
+        assert!(t.deleted_at > 0);
         // No netns: nothing to delete, still a tombstone, still success.
         let h = Harness::new(Script::default());
         assert_eq!(del(&env(None), &c, &h).unwrap(), Output::Nothing);
@@ -334,6 +352,27 @@ mod tests {
         assert_eq!(
             h.taps.refused.borrow().clone(),
             vec![("/run/netns/p".to_string(), "vpn0".to_string(), derived)]
+        );
+        assert!(!dir.path().join("tombstones/c1:vpn0.json").exists());
+    }
+
+    /// Issue 14: a link of that name that is no TAP used to count as ours (its removal failed,
+    /// and DEL went on to write a tombstone).
+    #[test]
+    fn sidecar_down_leaves_a_link_that_is_no_tap_and_writes_no_tombstone() {
+        let dir = crate::test_support::TempDir::new("not-a-tap");
+        let mut c = policy_conf(&dir);
+        c.as_object_mut().unwrap().remove("prevResult");
+        let mut h = Harness::new(Script::default());
+        h.taps.not_a_tap = true;
+        assert_eq!(
+            del(&env(Some("/run/netns/p")), &c, &h).unwrap(),
+            Output::Nothing
+        );
+        assert!(h.taps.deleted.borrow().is_empty());
+        assert!(
+            h.taps.cleaned.borrow().is_empty(),
+            "its rules are not ours either"
         );
         assert!(!dir.path().join("tombstones/c1:vpn0.json").exists());
     }
@@ -374,12 +413,12 @@ mod tests {
     #[test]
     fn sidecar_down_leaves_a_tap_another_attachment_records_even_with_our_mac() {
         let dir = crate::test_support::TempDir::new("foreign-record");
-        std::fs::create_dir_all(dir.path().join("attachments")).unwrap();
-        dir.file(
-            "attachments/c0:vpn0.json",
-            &json!({"containerID": "c0", "ifname": "vpn0", "netns": "/run/netns/p",
-                    "mac": "02:00:00:00:00:07"})
-            .to_string(),
+        crate::test_support::sidecar_record(
+            dir.path(),
+            "c0",
+            "vpn0",
+            "/run/netns/p",
+            "02:00:00:00:00:07",
         );
         let mut c = conf();
         c["stateDir"] = json!(dir.path().to_str().unwrap());
@@ -422,7 +461,7 @@ mod tests {
             del(&env(Some("/run/netns/p")), &c, &h).unwrap(),
             Output::Nothing
         );
-        let want = PodLeftovers {
+        let want = PodRouting {
             policy_table: Some(100),
             address: Some([192, 168, 30, 10].into()),
             connmark_id: Some("c1_vpn0".into()),
@@ -439,9 +478,9 @@ mod tests {
         c["port"] = json!(0);
         let h = Harness::new(Script::default());
         del(&env(Some("/run/netns/p")), &c, &h).unwrap();
-        let want = PodLeftovers {
+        let want = PodRouting {
             policy_table: Some(100),
-            ..PodLeftovers::default()
+            ..PodRouting::default()
         };
         assert_eq!(h.taps.cleaned.borrow()[0].1, want);
     }
@@ -468,6 +507,16 @@ mod tests {
         del(&env(Some("/run/netns/p")), &conf(), &h).unwrap();
         del(&env(None), &c, &h).unwrap();
         assert!(h.taps.cleaned.borrow().is_empty());
+    }
+
+    #[test]
+    fn over_long_container_id_succeeds_with_nothing_to_do() {
+        let mut e = env(Some("/run/netns/p"));
+        e.container_id = Some("a".repeat(300));
+        let h = Harness::new(Script::default());
+        assert_eq!(del(&e, &conf(), &h).unwrap(), Output::Nothing);
+        assert!(h.seen.borrow().detach.is_empty(), "no sidecar call");
+        assert!(h.taps.deleted.borrow().is_empty() && h.taps.refused.borrow().is_empty());
     }
 
     #[test]

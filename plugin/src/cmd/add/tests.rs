@@ -1,10 +1,10 @@
 //! ADD against a fake sidecar.
 
 use super::*;
-use crate::cmd::fake::{Harness, Script};
 use crate::sidecar_client::{AttachedIp, AttachedRoute};
 use crate::spec::result::Dns;
 use crate::spec::{Command, Version};
+use crate::test_support::fake_sidecar::{Harness, Script};
 use crate::test_support::TempDir;
 use serde_json::{json, Value};
 

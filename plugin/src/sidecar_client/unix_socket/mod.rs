@@ -14,9 +14,10 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use serde::de::DeserializeOwned;
-use serde::Serialize;
-use serde_json::{json, Value};
-use softether_control::{parse_reply, request_line, ReplyError, MAX_REPLY_BYTES};
+use serde_json::Value;
+use softether_control::{
+    parse_reply, request_limit, request_line, NoPayload, ReplyError, Request, MAX_REPLY_BYTES,
+};
 
 use super::{
     AttachRequest, AttachResult, CheckRequest, DetachRequest, GcReport, GcRequest, SidecarClient,
@@ -58,22 +59,32 @@ impl UnixSidecarClient {
     /// One request/reply exchange, bounded by `deadline`.
     fn call<T: DeserializeOwned>(
         &self,
-        op: &str,
-        request: &impl Serialize,
+        request: &Request,
         deadline: Instant,
     ) -> Result<T, SidecarError> {
-        self.call_with_fd(op, request, None, deadline)
+        self.call_with_fd(request, None, deadline)
     }
 
     /// [`Self::call`], passing `fd` with the request line.
     fn call_with_fd<T: DeserializeOwned>(
         &self,
-        op: &str,
-        request: &impl Serialize,
+        request: &Request,
         fd: Option<BorrowedFd<'_>>,
         deadline: Instant,
     ) -> Result<T, SidecarError> {
         let started = Instant::now();
+        let op = request.op();
+        let line = request_line(request)
+            .map_err(|e| self.protocol(format!("cannot encode the {op} request: {e}")))?;
+        // The sidecar refuses a longer line, and would do so while we are still writing it.
+        let limit = request_limit(&line);
+        if line.len() > limit {
+            return Err(SidecarError::TooLarge {
+                op,
+                bytes: line.len(),
+                limit,
+            });
+        }
         let stream =
             UnixStream::connect(&self.path).map_err(|source| SidecarError::Unreachable {
                 path: self.path.clone(),
@@ -90,8 +101,6 @@ impl UnixSidecarClient {
             .set_read_timeout(Some(remaining))
             .and_then(|()| stream.set_write_timeout(Some(remaining)))
             .map_err(|e| self.io_error(started, e))?;
-        let line = request_line(op, request)
-            .map_err(|e| self.protocol(format!("cannot encode the {op} request: {e}")))?;
         let mut sent = 0;
         if let Some(fd) = fd {
             let fds = [fd.as_raw_fd()];
@@ -142,26 +151,27 @@ impl SidecarClient for UnixSidecarClient {
         tap: BorrowedFd<'_>,
         deadline: Instant,
     ) -> Result<AttachResult, SidecarError> {
-        self.call_with_fd("attach", req, Some(tap), deadline)
+        self.call_with_fd(&Request::Attach(Box::new(req.clone())), Some(tap), deadline)
     }
 
     fn detach(&mut self, req: &DetachRequest, deadline: Instant) -> Result<(), SidecarError> {
-        self.call::<Value>("detach", req, deadline).map(drop)
+        self.call::<Value>(&Request::Detach(req.clone()), deadline)
+            .map(drop)
     }
 
     fn check(&mut self, req: &CheckRequest, deadline: Instant) -> Result<(), SidecarError> {
-        self.call::<Value>("check", req, deadline).map(drop)
+        self.call::<Value>(&Request::Check(req.clone()), deadline)
+            .map(drop)
     }
 
     fn status(&mut self, deadline: Instant) -> Result<SidecarStatus, SidecarError> {
-        self.call("status", &json!({}), deadline)
+        self.call(&Request::Status(NoPayload), deadline)
     }
 
     fn gc(&mut self, req: &GcRequest, deadline: Instant) -> Result<GcReport, SidecarError> {
-        self.call("gc", req, deadline)
+        self.call(&Request::Gc(req.clone()), deadline)
     }
 }
 
 #[cfg(test)]
-#[path = "unix_socket_tests.rs"]
 mod tests;

@@ -34,3 +34,14 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+pub mod fake_sidecar;
+
+/// Saves an attachment record the way the sidecar does (`softether_control::state_dir`, the
+/// same type and writer), so tests read exactly what a running sidecar leaves.
+pub fn sidecar_record(state_dir: &Path, container_id: &str, ifname: &str, netns: &str, mac: &str) {
+    let record = softether_control::testing::record(container_id, ifname, netns, mac);
+    softether_control::state_dir::StateDir::open(state_dir)
+        .and_then(|dir| dir.save(&record))
+        .expect("save the record as the sidecar does");
+}
