@@ -35,7 +35,8 @@
 //! ```
 //!
 //! Modules: [`sys`] (the only `unsafe`: TUN ioctls, reactor registration), [`netns`],
-//! [`tap`], [`netlink`], [`firewall`], [`resolv`], [`error`].
+//! [`tap`], [`netlink`], [`firewall`], [`resolv`], [`sysctl`] (per-interface IPv6 switches),
+//! [`error`].
 
 pub mod error;
 pub mod firewall;
@@ -43,12 +44,14 @@ pub mod netlink;
 pub mod netns;
 pub mod resolv;
 pub mod sys;
+pub mod sysctl;
 pub mod tap;
 
 pub use error::{NetcfgError, Result};
 pub use firewall::{Firewall, TableListing};
 pub use netlink::{
-    DefaultRoute, FwMark, LinkInfo, Netlink, PolicyRule, RouteLookup, RouteSpec, TABLE_MAIN,
+    DefaultRoute, FwMark, LinkInfo, Netlink, PolicyRule, PolicyRule6, Route6Spec, RouteLookup,
+    RouteSpec, TABLE_MAIN,
 };
 pub use netns::Netns;
 pub use resolv::DnsConfig;
