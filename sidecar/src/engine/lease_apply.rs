@@ -5,6 +5,8 @@
 //! [`plan`] is the pure part (lease + options → what to install) and is unit-tested;
 //! [`NetConfigurator`] performs a plan through [`netcfg`] and undoes it.
 
+mod ipv6;
+
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 
@@ -15,6 +17,7 @@ use netcfg::{resolv, DnsConfig, Firewall, NetcfgError, Netlink, Netns, PolicyRul
 /// Metric of the default route through the VPN: below the usual DHCP/static defaults (100+,
 /// 0 aside), like softether-go.
 pub const DEFAULT_ROUTE_METRIC: u32 = 50;
+pub use ipv6::Ipv6Mode;
 /// `ip rule` priorities of `from <VPN_IP> lookup N` and `fwmark N lookup N`; shared with the
 /// plugin, which removes these rules itself on a DEL while the sidecar is down.
 pub use softether_control::pod_netns::{RULE_PRIORITY_FROM, RULE_PRIORITY_FWMARK};
@@ -36,6 +39,8 @@ pub struct NetOptions {
     pub resolv_conf: Option<PathBuf>,
     /// Set the TAP's MTU from the lease (option 26); off when the user fixed the MTU.
     pub lease_mtu: bool,
+    /// IPv6 on the TAP (see `ipv6.rs`).
+    pub ipv6: Ipv6Mode,
 }
 
 impl NetOptions {
@@ -202,6 +207,10 @@ pub struct NetConfigurator {
     /// What the current lease added (or adopted), in order.
     lease: Vec<Added>,
     applied: Option<Lease>,
+    /// What IPv6 added, and the DNS it adds to the lease's resolv.conf.
+    ipv6: Vec<ipv6::Added6>,
+    extra_dns: DnsConfig,
+    server_over_ipv6: bool,
 }
 
 impl NetConfigurator {
@@ -215,7 +224,7 @@ impl NetConfigurator {
     ) -> Result<Self, NetcfgError> {
         let nl = Netlink::open(netns.clone()).await?;
         let tap_index = nl.link_index(tap_name).await?;
-        Ok(Self {
+        let configurator = Self {
             nl,
             tap_index,
             tap_name: tap_name.to_owned(),
@@ -225,7 +234,12 @@ impl NetConfigurator {
             base: Vec::new(),
             lease: Vec::new(),
             applied: None,
-        })
+            ipv6: Vec::new(),
+            extra_dns: DnsConfig::default(),
+            server_over_ipv6: false,
+        };
+        configurator.prepare_ipv6().await;
+        Ok(configurator)
     }
 
     pub fn netlink(&self) -> &Netlink {
@@ -337,7 +351,10 @@ impl NetConfigurator {
                 return Ok(());
             }
         }
-        let lease_plan = plan(lease, &self.opts, self.tap_index);
+        let mut lease_plan = plan(lease, &self.opts, self.tap_index);
+        if self.opts.resolv_conf.is_some() {
+            lease_plan.dns = ipv6::merge_dns(lease_plan.dns, &self.extra_dns);
+        }
         let mtu = lease_plan.mtu;
         let wanted = lease_plan.items(self.tap_index, self.opts.resolv_conf.as_ref());
         let previous = std::mem::take(&mut self.lease);
@@ -407,7 +424,8 @@ impl NetConfigurator {
 
     /// Removes everything this configurator ever added. Safe to call more than once.
     pub async fn teardown(&mut self) -> Vec<NetcfgError> {
-        let mut errors = self.remove_lease().await;
+        let mut errors = self.remove_ipv6().await;
+        errors.extend(self.remove_lease().await);
         let base = std::mem::take(&mut self.base);
         errors.extend(self.undo(base).await);
         errors
