@@ -76,12 +76,17 @@ fn wait_for<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Option<
 }
 
 fn wait_global_address(lab: &Lab, client: &Connect) -> String {
-    wait_for(Duration::from_secs(40), || {
+    let address = wait_for(Duration::from_secs(40), || {
         global_addresses(lab)
             .into_iter()
             .find(|a| a.starts_with(PREFIX.trim_end_matches(':')))
     })
-    .unwrap_or_else(|| panic!("no IPv6 address on {TAP}:\n{}", client.log_text()))
+    .unwrap_or_else(|| panic!("no IPv6 address on {TAP}:\n{}", client.log_text()));
+    // Measured, not asserted: how long IPv6 takes next to the IPv4 lease.
+    let lease_ms = client.log_field("lease acquired", "since_start_ms");
+    let v6_ms = client.log_field("IPv6 configuration", "since_start_ms");
+    eprintln!("IPv4 lease after {lease_ms} ms, IPv6 address {address} after {v6_ms} ms");
+    address
 }
 
 fn ping6(lab: &Lab, dst: &str) -> bool {

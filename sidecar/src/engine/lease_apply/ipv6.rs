@@ -179,14 +179,12 @@ impl NetConfigurator {
         }
     }
 
-    /// Removes every IPv6 object added (newest first), continuing past errors.
-    pub async fn remove_ipv6(&mut self) -> Vec<NetcfgError> {
+    /// Removes every IPv6 object added (newest first, continuing past errors) and forgets the
+    /// extra DNS without rewriting resolv.conf: teardown restores resolv.conf right after.
+    pub(super) async fn remove_ipv6(&mut self) -> Vec<NetcfgError> {
+        self.extra_dns = DnsConfig::default();
         let items = std::mem::take(&mut self.ipv6);
-        let mut errors = self.undo6(items).await;
-        if let Err(e) = self.set_extra_dns(DnsConfig::default()).await {
-            errors.push(e);
-        }
-        errors
+        self.undo6(items).await
     }
 
     async fn undo6(&self, items: Vec<Added6>) -> Vec<NetcfgError> {
