@@ -112,6 +112,29 @@ fn v6_rules(lab: &Lab) -> String {
     must(&lab.facts.client_ns, &["ip", "-6", "rule"])
 }
 
+/// The client namespace before `connect`, IPv6 rules included (the shared snapshot lists
+/// IPv4 rules only).
+struct Before {
+    snapshot: String,
+    rules6: String,
+}
+
+impl Before {
+    fn take(lab: &Lab) -> Self {
+        Before {
+            snapshot: client_snapshot(lab),
+            rules6: v6_rules(lab),
+        }
+    }
+
+    /// Stops `client` (SIGTERM) and checks it left the namespace as it found it.
+    fn assert_restored_after_stop(&self, lab: &Lab, client: &mut Connect) {
+        assert!(client.stop().success(), "{}", client.log_text());
+        assert_eq!(self.snapshot, client_snapshot(lab), "state left behind");
+        assert_eq!(self.rules6, v6_rules(lab), "IPv6 rules left behind");
+    }
+}
+
 #[test]
 fn slaac_with_rdnss_configures_the_tap_and_teardown_removes_it() {
     let lab = lab();
@@ -119,8 +142,7 @@ fn slaac_with_rdnss_configures_the_tap_and_teardown_removes_it() {
     let f = &lab.facts;
     let resolv = f.dir.join("resolv6.conf");
     std::fs::write(&resolv, "nameserver 198.18.0.1\n").unwrap();
-    let before = client_snapshot(&lab);
-    let rules_before = v6_rules(&lab);
+    let before = Before::take(&lab);
 
     let resolv_arg = resolv.to_str().unwrap();
     let mut client = connect(
@@ -178,12 +200,10 @@ fn slaac_with_rdnss_configures_the_tap_and_teardown_removes_it() {
     );
     assert!(
         ping6(&lab, LAN_HOST6),
-        "ping -6 the lan host through the tunnel"
+        "ping -6 the lan host through the VPN"
     );
 
-    assert!(client.stop().success(), "{}", client.log_text());
-    assert_eq!(before, client_snapshot(&lab), "state left behind");
-    assert_eq!(rules_before, v6_rules(&lab));
+    before.assert_restored_after_stop(&lab, &mut client);
     assert_eq!(
         std::fs::read_to_string(&resolv).unwrap(),
         "nameserver 198.18.0.1\n"
@@ -195,8 +215,7 @@ fn stateful_dhcpv6_address_policy_rules_and_teardown() {
     let lab = lab();
     let _dnsmasq = router(&lab, "fd5e:7e4e:1::100,fd5e:7e4e:1::1ff,64,600");
     let f = &lab.facts;
-    let before = client_snapshot(&lab);
-    let rules_before = v6_rules(&lab);
+    let before = Before::take(&lab);
 
     let mut client = connect(&lab, &["--policy-route-table", "300", "--connmark"]);
     let address = wait_global_address(&lab, &client);
@@ -230,12 +249,10 @@ fn stateful_dhcpv6_address_policy_rules_and_teardown() {
     assert!(!main_default.contains(TAP), "{main_default}");
     assert!(
         ping6(&lab, LAN_HOST6),
-        "ping -6 the lan host through the tunnel"
+        "ping -6 the lan host through the VPN"
     );
 
-    assert!(client.stop().success(), "{}", client.log_text());
-    assert_eq!(before, client_snapshot(&lab), "state left behind");
-    assert_eq!(rules_before, v6_rules(&lab));
+    before.assert_restored_after_stop(&lab, &mut client);
     // The Release reached the server: dnsmasq forgets the lease (bounded wait).
     let leases = f.dir.join("dnsmasq6.leases");
     let released = wait_for(Duration::from_secs(10), || {
