@@ -215,10 +215,17 @@ fn stateful_dhcpv6_address_policy_rules_and_teardown() {
     let lab = lab();
     let _dnsmasq = router(&lab, "fd5e:7e4e:1::100,fd5e:7e4e:1::1ff,64,600");
     let f = &lab.facts;
+    // Whatever the namespace's default link-local mode (random here), the TAP gets the EUI-64
+    // one the client sends from: DHCPv6 replies need the kernel to answer ND for it.
+    must(
+        &f.client_ns,
+        &["sysctl", "-qw", "net.ipv6.conf.default.addr_gen_mode=3"],
+    );
     let before = Before::take(&lab);
 
     let mut client = connect(&lab, &["--policy-route-table", "300", "--connmark"]);
     let address = wait_global_address(&lab, &client);
+    assert_eq!(conf(&lab, "addr_gen_mode"), "0");
     // A DHCPv6 address from the range (a /64 because the prefix is on-link), no SLAAC one.
     let host: std::net::Ipv6Addr = address.split('/').next().unwrap().parse().unwrap();
     let last = host.segments()[7];

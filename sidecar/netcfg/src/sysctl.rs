@@ -26,6 +26,9 @@ pub enum Ipv6Conf {
     Autoconf,
     /// `disable_ipv6`: no IPv6 at all on the interface (no link-local, no ND).
     DisableIpv6,
+    /// `addr_gen_mode`: how the link-local address is formed (0: EUI-64 of the MAC). Read when
+    /// the link comes up.
+    AddrGenMode,
 }
 
 impl Ipv6Conf {
@@ -34,6 +37,7 @@ impl Ipv6Conf {
             Self::AcceptRa => "accept_ra",
             Self::Autoconf => "autoconf",
             Self::DisableIpv6 => "disable_ipv6",
+            Self::AddrGenMode => "addr_gen_mode",
         }
     }
 }
@@ -44,7 +48,7 @@ pub async fn set_ipv6_conf(
     netns: &Netns,
     ifname: &str,
     conf: Ipv6Conf,
-    value: bool,
+    value: u32,
 ) -> Result<bool> {
     let path = conf_path(ifname, conf)?;
     let target = path.clone();
@@ -63,10 +67,18 @@ pub async fn set_ipv6_conf(
 /// `accept_ra=0` and `autoconf=0` on `ifname`: the kernel leaves router advertisements to
 /// us. `Ok(false)` when the kernel has no IPv6.
 pub async fn disable_kernel_autoconf(netns: &Netns, ifname: &str) -> Result<bool> {
-    if !set_ipv6_conf(netns, ifname, Ipv6Conf::AcceptRa, false).await? {
+    if !set_ipv6_conf(netns, ifname, Ipv6Conf::AcceptRa, 0).await? {
         return Ok(false);
     }
-    set_ipv6_conf(netns, ifname, Ipv6Conf::Autoconf, false).await
+    set_ipv6_conf(netns, ifname, Ipv6Conf::Autoconf, 0).await
+}
+
+/// `addr_gen_mode=0`: the link-local address is the EUI-64 of the MAC (whatever the
+/// namespace's default, e.g. stable-privacy), so a client that sends from `fe80::EUI-64`
+/// sends from an address the kernel owns and answers neighbour solicitations for. Takes
+/// effect when the link comes up. `Ok(false)` when the kernel has no IPv6.
+pub async fn eui64_link_local(netns: &Netns, ifname: &str) -> Result<bool> {
+    set_ipv6_conf(netns, ifname, Ipv6Conf::AddrGenMode, 0).await
 }
 
 async fn ipv6_present(netns: &Netns) -> Result<bool> {
@@ -75,9 +87,9 @@ async fn ipv6_present(netns: &Netns) -> Result<bool> {
         .await
 }
 
-fn write_value(path: &std::path::Path, value: bool) -> io::Result<()> {
+fn write_value(path: &std::path::Path, value: u32) -> io::Result<()> {
     let mut f = OpenOptions::new().write(true).open(path)?;
-    f.write_all(if value { b"1\n" } else { b"0\n" })
+    f.write_all(format!("{value}\n").as_bytes())
 }
 
 /// The sysctl file for an interface name the kernel would accept (1–15 bytes, no `/`, not

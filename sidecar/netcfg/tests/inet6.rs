@@ -38,14 +38,16 @@ async fn sysctls_are_written_in_the_target_namespace_only() {
         .unwrap());
     assert_eq!(read_conf(&ns, "accept_ra"), "0");
     assert_eq!(read_conf(&ns, "autoconf"), "0");
+    assert!(sysctl::eui64_link_local(&ns.netns(), "v6t0").await.unwrap());
+    assert_eq!(read_conf(&ns, "addr_gen_mode"), "0");
     assert!(
-        sysctl::set_ipv6_conf(&ns.netns(), "v6t0", Ipv6Conf::DisableIpv6, true)
+        sysctl::set_ipv6_conf(&ns.netns(), "v6t0", Ipv6Conf::DisableIpv6, 1)
             .await
             .unwrap()
     );
     assert_eq!(read_conf(&ns, "disable_ipv6"), "1");
     // The link does not exist in this process's namespace: a sysctl error naming the path.
-    let err = sysctl::set_ipv6_conf(&netcfg::Netns::Current, "v6t0", Ipv6Conf::AcceptRa, false)
+    let err = sysctl::set_ipv6_conf(&netcfg::Netns::Current, "v6t0", Ipv6Conf::AcceptRa, 0)
         .await
         .unwrap_err();
     assert!(

@@ -119,18 +119,21 @@ pub(super) fn merge_dns(lease: Option<DnsConfig>, extra: &DnsConfig) -> Option<D
 
 impl NetConfigurator {
     /// Takes IPv6 on the TAP away from the kernel (`accept_ra=0`, `autoconf=0`: the state is
-    /// ours and leaves with us), or turns it off entirely for [`Ipv6Mode::Off`]. A kernel
+    /// ours and leaves with us; for [`Ipv6Mode::Managed`] also `addr_gen_mode=0`, before the
+    /// link comes up), or turns it off entirely for [`Ipv6Mode::Off`]. A kernel
     /// without IPv6 is fine; a sysctl that cannot be written (read-only /proc/sys) is logged,
     /// not fatal.
     pub(super) async fn prepare_ipv6(&self) {
         let netns = self.nl.netns();
+        let tap = &self.tap_name;
         let result = match self.opts.ipv6 {
-            Ipv6Mode::Off => {
-                sysctl::set_ipv6_conf(netns, &self.tap_name, Ipv6Conf::DisableIpv6, true).await
-            }
-            Ipv6Mode::Managed | Ipv6Mode::LinkLocalOnly => {
-                sysctl::disable_kernel_autoconf(netns, &self.tap_name).await
-            }
+            Ipv6Mode::Off => sysctl::set_ipv6_conf(netns, tap, Ipv6Conf::DisableIpv6, 1).await,
+            Ipv6Mode::LinkLocalOnly => sysctl::disable_kernel_autoconf(netns, tap).await,
+            // The client sends from fe80::EUI-64: make that the kernel's link-local address.
+            Ipv6Mode::Managed => match sysctl::eui64_link_local(netns, tap).await {
+                Ok(true) => sysctl::disable_kernel_autoconf(netns, tap).await,
+                other => other,
+            },
         };
         match result {
             Ok(true) => {}
