@@ -88,26 +88,17 @@ impl Retrans {
     /// positive.
     pub(crate) fn sent_at(&mut self, now: Instant, rng: &mut SeededRng, strictly_later: bool) {
         let t = self.timing;
-        let base = if self.sent == 0 {
-            t.initial
+        let positive = strictly_later && self.sent == 0;
+        // RFC 8415 §15: RT = IRT + RAND*IRT, then RT = 2*RTprev + RAND*RTprev, and past MRT
+        // RT = MRT + RAND*MRT, with RAND uniform in [-0.1, +0.1].
+        let mut rt = if self.sent == 0 {
+            plus_rand(t.initial, t.initial, rng, positive)
         } else {
-            self.rt.saturating_mul(2)
+            plus_rand(self.rt.saturating_mul(2), self.rt, rng, false)
         };
-        let jitter = |d: Duration, rng: &mut SeededRng, positive: bool| -> Duration {
-            // RAND in [-0.1, +0.1] (or [0, 0.1]) in thousandths of d.
-            let r = (rng.next_u64() % 201) as i64 - 100;
-            let r = if positive { r.abs() } else { r };
-            let delta = d / 1000 * r.unsigned_abs() as u32;
-            if r >= 0 {
-                d + delta
-            } else {
-                d.saturating_sub(delta)
-            }
-        };
-        let mut rt = jitter(base, rng, strictly_later && self.sent == 0);
         if let Some(max) = t.max {
             if rt > max {
-                rt = jitter(max, rng, false);
+                rt = plus_rand(max, max, rng, false);
             }
         }
         self.rt = rt.max(Duration::from_millis(1));
@@ -123,6 +114,19 @@ impl Retrans {
         }
         let centis = now.saturating_duration_since(self.started).as_millis() / 10;
         u16::try_from(centis).unwrap_or(u16::MAX)
+    }
+}
+
+/// `base + RAND * scale` with RAND uniform in [-0.1, +0.1] (in thousandths), or [0, +0.1]
+/// when `positive`.
+fn plus_rand(base: Duration, scale: Duration, rng: &mut SeededRng, positive: bool) -> Duration {
+    let r = (rng.next_u64() % 201) as i64 - 100;
+    let r = if positive { r.abs() } else { r };
+    let delta = scale / 1000 * r.unsigned_abs() as u32;
+    if r >= 0 {
+        base + delta
+    } else {
+        base.saturating_sub(delta)
     }
 }
 
@@ -146,7 +150,7 @@ mod tests {
         assert!(rts[0] > 1.0 && rts[0] <= 1.1, "{rts:?}");
         for pair in rts.windows(2).take(8) {
             let ratio = pair[1] / pair[0];
-            assert!((1.79..=2.21).contains(&ratio), "{rts:?}");
+            assert!((1.899..=2.101).contains(&ratio), "{rts:?}");
         }
         assert!(rts[15] >= 3240.0 && rts[15] <= 3960.0, "{rts:?}");
     }
