@@ -117,7 +117,9 @@ impl Ipv6Client {
 
     /// Runs every timer due at `now`: solicitations, retransmits, T1/T2, lifetimes.
     pub fn handle_timeout(&mut self, now: Instant) {
-        if self.stopped {
+        // Called after every batch of tunnel frames (through poll_transmit): when nothing is
+        // due this is a few comparisons, with no allocation.
+        if self.poll_timeout().is_none_or(|due| now < due) {
             return;
         }
         if self.router.expire(now) {
