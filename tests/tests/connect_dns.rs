@@ -24,11 +24,15 @@ fn dns_written_and_restored() {
     let f = &lab.facts;
     let mut client = connect(&lab, &["--accept-dns", "--resolv-conf", &path]);
     client.wait_log("lease acquired", Duration::from_secs(30));
-    let written = fs::read_to_string(&path).unwrap();
-    assert!(
-        written.contains(&format!("nameserver {}", f.dns)),
-        "{written}"
-    );
+    // The log line precedes the write: wait (bounded) for the file itself.
+    let wanted = format!("nameserver {}", f.dns);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut written = fs::read_to_string(&path).unwrap();
+    while !written.contains(&wanted) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        written = fs::read_to_string(&path).unwrap();
+    }
+    assert!(written.contains(&wanted), "{written}");
     assert!(
         written.contains(&format!("search {}", f.domain)),
         "{written}"

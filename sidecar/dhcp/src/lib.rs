@@ -60,6 +60,9 @@
 //!
 //! Companion frame helpers for the same tunnel: [`arp`] (requests, probes, gratuitous ARP,
 //! reply parsing) and [`icmp`] (echo request builder and reply matcher).
+//!
+//! IPv6 (router discovery, SLAAC, DHCPv6) is the separate sans-IO machine [`v6::Ipv6Client`],
+//! driven the same way.
 
 // Tests may take an arbitrary epoch from the clock; the library itself never reads it
 // (clippy.toml disallows clock reads and sleeps in this crate).
@@ -76,6 +79,7 @@ mod retransmit;
 pub mod routes;
 #[cfg(test)]
 mod testkit;
+pub mod v6;
 
 pub use client::{DhcpClient, Event, LostReason, State};
 pub use config::{Config, ConfigError};

@@ -74,6 +74,15 @@ pub enum NetcfgError {
         source: io::Error,
     },
 
+    /// Writing a per-interface sysctl (`/proc/sys/net/ipv6/conf/IF/KEY`) failed.
+    #[error("sysctl {} in {netns}: {source}", path.display())]
+    Sysctl {
+        path: PathBuf,
+        netns: String,
+        #[source]
+        source: io::Error,
+    },
+
     /// A caller-supplied value cannot be used (bad interface name, bad prefix, …).
     #[error("invalid {what}: {detail}")]
     InvalidArgument { what: &'static str, detail: String },
@@ -86,7 +95,8 @@ impl NetcfgError {
             Self::EnterNetns { source, .. }
             | Self::Socket { source, .. }
             | Self::Tap { source, .. }
-            | Self::Resolv { source, .. } => source.raw_os_error(),
+            | Self::Resolv { source, .. }
+            | Self::Sysctl { source, .. } => source.raw_os_error(),
             Self::Netlink { source, .. } => netlink_errno(source),
             _ => None,
         }

@@ -35,7 +35,8 @@
 //! ```
 //!
 //! Modules: `sys` (private, the only `unsafe`: TUN ioctls, reactor registration), [`netns`],
-//! [`tap`], [`netlink`], [`firewall`], [`resolv`], [`error`], and [`pod_netns`]: what a CNI
+//! [`tap`], [`netlink`], [`firewall`], [`resolv`], [`sysctl`] (per-interface IPv6 switches),
+//! [`offload`] (TAP offloads in user space), [`error`], and [`pod_netns`]: what a CNI
 //! attachment leaves in its pod's namespace (persistent TAP, policy rules, nft table), created
 //! and removed by the same code in the plugin and the sidecar.
 
@@ -47,12 +48,14 @@ pub mod offload;
 pub mod pod_netns;
 pub mod resolv;
 mod sys;
+pub mod sysctl;
 pub mod tap;
 
 pub use error::{NetcfgError, Result};
 pub use firewall::{Firewall, TableListing};
 pub use netlink::{
-    DefaultRoute, FwMark, LinkInfo, Netlink, PolicyRule, RouteLookup, RouteSpec, TABLE_MAIN,
+    DefaultRoute, FwMark, LinkInfo, Netlink, PolicyRule, PolicyRule6, Route6Spec, RouteLookup,
+    RouteSpec, TABLE_MAIN,
 };
 pub use netns::Netns;
 pub use pod_netns::{PodRouting, TapRemoval};

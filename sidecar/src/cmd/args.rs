@@ -54,8 +54,9 @@ pub struct ServerArgs {
     /// Verify the server certificate against the CA certificates in this PEM file (default: system roots).
     #[arg(long, value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
-    /// Reach the server through this proxy: http://[user@]host:port (HTTP CONNECT, Basic auth),
-    /// socks5://[user@]host:port or socks4://[user@]host:port. Never put the password in the URL.
+    /// Reach the server through this proxy: `http://[user@]host:port` (HTTP CONNECT, Basic
+    /// auth), `socks5://[user@]host:port` or `socks4://[user@]host:port`. Never put the password
+    /// in the URL.
     #[arg(long, value_name = "URL")]
     pub proxy: Option<String>,
     /// File whose first line is the proxy password (else the SOFTETHER_PROXY_PASSWORD environment variable).

@@ -7,7 +7,7 @@ use clap::Args;
 use netcfg::{resolv, Netns, Tap, TapConfig};
 use tokio::sync::watch;
 
-use crate::engine::lease_apply::NetOptions;
+use crate::engine::lease_apply::{Ipv6Mode, NetOptions};
 use crate::engine::mac::{stable_mac, Mac};
 use crate::engine::run::{run_engine, EngineConfig, EngineError};
 use crate::engine::status::{status_channel, StopMode};
@@ -81,6 +81,11 @@ pub struct ConnectArgs {
     /// TAP MTU (default: the lease's MTU option 26 when it is 576-1500, else 1500).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(576..=9000))]
     pub mtu: Option<u32>,
+    /// No IPv6 on the TAP (disable_ipv6). By default router advertisements and DHCPv6 from
+    /// the VPN configure addresses, on-link routes and (with the --accept-* flags) the default
+    /// route, DNS and policy routing, like the DHCPv4 lease.
+    #[arg(long)]
+    pub no_ipv6: bool,
 }
 
 /// Flag combinations clap cannot express with a good message.
@@ -118,6 +123,14 @@ fn engine_config(args: &ConnectArgs) -> anyhow::Result<EngineConfig> {
             connmark: args.connmark,
             resolv_conf: args.accept_dns.then(|| args.resolv_conf.clone()),
             lease_mtu: args.mtu.is_none(),
+            ipv6: if args.no_ipv6 {
+                Ipv6Mode::Off
+            } else if args.no_dhcp {
+                // --no-dhcp configures nothing: the kernel only keeps its link-local address.
+                Ipv6Mode::LinkLocalOnly
+            } else {
+                Ipv6Mode::Managed
+            },
         },
         pin_server_route: true,
         mtu: args.mtu,

@@ -175,6 +175,7 @@ pub fn net_options(link: &LinkSettings) -> NetOptions {
         connmark: link.connmark,
         resolv_conf: None,
         lease_mtu: link.mtu.is_none(),
+        ipv6: Default::default(),
     }
 }
 

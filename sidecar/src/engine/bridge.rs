@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
+use dhcp_client::v6::{Ipv6Client, Ipv6Event};
 use dhcp_client::{DhcpClient, Event, LostReason};
 use netcfg::{AsyncTap, NetcfgError};
 use tokio::sync::{mpsc, watch};
@@ -105,6 +106,8 @@ async fn read_frame(
 pub struct SessionContext<'a> {
     pub tap: &'a Arc<AsyncTap>,
     pub dhcp: Option<&'a mut DhcpClient>,
+    /// Router discovery, SLAAC and DHCPv6 (`None`: IPv6 is not managed).
+    pub ipv6: Option<&'a mut Ipv6Client>,
     pub net: Option<&'a mut NetConfigurator>,
     pub stop: &'a mut StopSignal,
     /// Where lease events are reported.
@@ -143,10 +146,24 @@ async fn session_loop(
         if let Some(end) = drive_dhcp(ctx, &tunnel.outgoing).await {
             return end;
         }
-        let timer = ctx.dhcp.as_ref().and_then(|d| d.poll_timeout());
+        if let Some(end) = drive_ipv6(ctx, &tunnel.outgoing).await {
+            return end;
+        }
+        let timer = [
+            ctx.dhcp.as_ref().and_then(|d| d.poll_timeout()),
+            ctx.ipv6.as_ref().and_then(|v6| v6.poll_timeout()),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         tokio::select! {
             biased;
-            mode = stop_requested(ctx.stop) => return SessionEnd::Stop(mode),
+            mode = stop_requested(ctx.stop) => {
+                if mode == StopMode::Teardown {
+                    release_ipv6(ctx, &tunnel.outgoing).await;
+                }
+                return SessionEnd::Stop(mode);
+            }
             n = tunnel.incoming.recv_many(&mut frames, BATCH) => {
                 if n == 0 {
                     return SessionEnd::TunnelEnded;
@@ -161,6 +178,9 @@ async fn session_loop(
             _ = sleep_until(timer), if timer.is_some() => {
                 if let Some(dhcp) = ctx.dhcp.as_deref_mut() {
                     dhcp.handle_timeout(Instant::now());
+                }
+                if let Some(v6) = ctx.ipv6.as_deref_mut() {
+                    v6.handle_timeout(Instant::now());
                 }
             }
             err = &mut *uplink => {
@@ -180,8 +200,15 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-/// A frame from the tunnel: DHCP replies go to the client, everything else to the TAP.
+/// A frame from the tunnel: DHCP replies, router advertisements and DHCPv6 replies go to the
+/// clients, everything else to the TAP.
 async fn deliver(ctx: &mut SessionContext<'_>, frame: &Bytes) -> io::Result<()> {
+    if let Some(v6) = ctx.ipv6.as_deref_mut() {
+        if Ipv6Client::wants_frame(frame) {
+            v6.handle_frame(Instant::now(), frame);
+            return Ok(());
+        }
+    }
     if let Some(dhcp) = ctx.dhcp.as_deref_mut() {
         if DhcpClient::is_dhcp_reply(frame) {
             dhcp.handle_frame(Instant::now(), frame);
@@ -218,6 +245,52 @@ async fn drive_dhcp(
         }
     }
     None
+}
+
+/// Sends due IPv6 frames and applies the latest IPv6 configuration. A failure to apply it is
+/// logged, not fatal: IPv4 keeps working.
+async fn drive_ipv6(
+    ctx: &mut SessionContext<'_>,
+    outgoing: &mpsc::Sender<Bytes>,
+) -> Option<SessionEnd> {
+    let v6 = ctx.ipv6.as_deref_mut()?;
+    let now = Instant::now();
+    while let Some(frame) = v6.poll_transmit(now) {
+        if outgoing.send(frame.into()).await.is_err() {
+            return Some(SessionEnd::TunnelEnded);
+        }
+    }
+    // Each event is the whole configuration: only the newest matters.
+    let mut latest = None;
+    while let Some(event) = v6.poll_event() {
+        match event {
+            Ipv6Event::Updated(settings) => latest = Some(settings),
+            other => tracing::debug!(?other, "IPv6 event"),
+        }
+    }
+    let settings = latest?;
+    tracing::info!(
+        addresses = ?settings.addresses.iter().map(|a| a.interface_address()).collect::<Vec<_>>(),
+        router = ?settings.router.map(|r| r.address),
+        dns = ?settings.dns_servers,
+        since_start_ms = ctx.started.elapsed().as_millis() as u64,
+        "IPv6 configuration"
+    );
+    if let Some(net) = ctx.net.as_deref_mut() {
+        if let Err(e) = net.apply_ipv6(&settings).await {
+            tracing::warn!("applying the IPv6 configuration: {e}");
+        }
+    }
+    None
+}
+
+/// Sends the DHCPv6 Release (if addresses were leased) before a teardown closes the tunnel.
+async fn release_ipv6(ctx: &mut SessionContext<'_>, outgoing: &mpsc::Sender<Bytes>) {
+    if let Some(frame) = ctx.ipv6.as_deref_mut().and_then(|v6| v6.release()) {
+        if outgoing.send(frame.into()).await.is_ok() {
+            tracing::info!("DHCPv6 addresses released");
+        }
+    }
 }
 
 async fn on_event(ctx: &mut SessionContext<'_>, event: Event) -> Result<(), NetcfgError> {

@@ -9,6 +9,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use dhcp_client::v6::{Ipv6Client, Ipv6Config};
 use dhcp_client::{Config as DhcpConfig, ConfigError as DhcpConfigError, DhcpClient};
 use ipnet::Ipv4Net;
 use netcfg::{NetcfgError, Netns, Tap};
@@ -17,7 +18,7 @@ use tokio::sync::watch;
 
 use super::backoff::{Backoff, DEFAULT_CAP};
 use super::bridge::{run_session, SessionContext, SessionEnd};
-use super::lease_apply::{NetConfigurator, NetOptions};
+use super::lease_apply::{Ipv6Mode, NetConfigurator, NetOptions};
 use super::mac::Mac;
 use super::status::{self, stop_requested, EngineStatus, Phase, StopMode, StopSignal};
 use crate::transport::connection::{Established, SessionError};
@@ -177,6 +178,7 @@ async fn run_configured(
         }
         None => None,
     };
+    let mut ipv6 = ipv6_client(config, dhcp.is_some());
     let mut backoff = Backoff::new(config.reconnect_delay, DEFAULT_CAP, config.seed);
     let mut sessions = 0u32;
     // A session whose connections broke while the server kept it, rejoined without a login.
@@ -234,8 +236,9 @@ async fn run_configured(
         );
         let ticket = ResumeTicket::of(&est);
         if config.pin_server_route && config.net.may_capture_server_traffic() {
-            if let IpAddr::V4(ip) = est.server_addr.ip() {
-                pin_server(net, ip).await?;
+            match est.server_addr.ip() {
+                IpAddr::V4(ip) => pin_server(net, ip).await?,
+                IpAddr::V6(ip) => net.set_server_over_ipv6(ip),
             }
         }
         let session_started = Instant::now();
@@ -245,11 +248,15 @@ async fn run_configured(
             if let Some(d) = dhcp.as_mut() {
                 d.restart(Instant::now());
             }
+            if let Some(v6) = ipv6.as_mut() {
+                v6.restart(Instant::now());
+            }
         }
         sessions += 1;
         let mut ctx = SessionContext {
             tap: &tap,
             dhcp: dhcp.as_mut(),
+            ipv6: ipv6.as_mut(),
             net: Some(&mut *net),
             stop: &mut *stop,
             status,
@@ -335,6 +342,17 @@ async fn pin_server(net: &mut NetConfigurator, ip: Ipv4Addr) -> Result<(), Netcf
         );
     }
     Ok(())
+}
+
+/// The IPv6 client when IPv6 is managed (and DHCP runs: `--no-dhcp` configures nothing).
+fn ipv6_client(config: &EngineConfig, dhcp: bool) -> Option<Ipv6Client> {
+    let managed = dhcp && config.net.ipv6 == Ipv6Mode::Managed;
+    managed.then(|| {
+        Ipv6Client::new(
+            Ipv6Config::new(config.mac.0, config.seed ^ 0x6a6a),
+            Instant::now(),
+        )
+    })
 }
 
 fn round_ms(d: Duration) -> Duration {

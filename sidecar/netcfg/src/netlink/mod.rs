@@ -9,9 +9,10 @@
 //! what is already gone both return `Ok`. Each method names its `ip` equivalent.
 //!
 //! The operations are split by object: links here, addresses in `addr`, routes in `route`,
-//! policy rules in `rule`.
+//! policy rules in `rule`; their IPv6 counterparts in `inet6`.
 
 mod addr;
+mod inet6;
 mod route;
 mod rule;
 
@@ -20,6 +21,7 @@ use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use rtnetlink::sys::{protocols::NETLINK_ROUTE, AsyncSocket, TokioSocket};
 use rtnetlink::LinkUnspec;
 
+pub use inet6::{PolicyRule6, Route6Spec};
 pub use route::{DefaultRoute, RouteLookup, RouteSpec, TABLE_MAIN};
 pub use rule::{FwMark, PolicyRule};
 

@@ -1,5 +1,6 @@
 //! IPv4 routes: add/replace/delete, listing a table, the main default route, `route get`.
 
+use std::fmt::Display;
 use std::net::Ipv4Addr;
 
 use futures::TryStreamExt;
@@ -100,26 +101,47 @@ impl RouteSpec {
     /// Like iproute2's `ip route del`: match any protocol, scope and type, so routes we did not
     /// add ourselves (proto kernel/dhcp/boot) can be removed too.
     fn delete_message(&self) -> RouteMessage {
-        let mut msg = self.message();
-        msg.header.protocol = RouteProtocol::Unspec;
-        msg.header.scope = RouteScope::NoWhere;
-        msg.header.kind = RouteType::Unspec;
-        msg
+        match_any(self.message())
     }
 
     fn describe(&self) -> String {
-        let mut s = self.destination.to_string();
-        if let Some(gw) = self.gateway {
-            s += &format!(" via {gw}");
-        }
-        if let Some(oif) = self.oif {
-            s += &format!(" dev #{oif}");
-        }
-        if let Some(m) = self.metric {
-            s += &format!(" metric {m}");
-        }
-        s + &format!(" table {}", self.table)
+        describe_route(
+            &self.destination,
+            self.gateway.as_ref().map(|g| g as &dyn Display),
+            self.oif,
+            self.metric,
+            self.table,
+        )
     }
+}
+
+/// An add message turned into a delete selector that matches any protocol, scope and type.
+pub(super) fn match_any(mut msg: RouteMessage) -> RouteMessage {
+    msg.header.protocol = RouteProtocol::Unspec;
+    msg.header.scope = RouteScope::NoWhere;
+    msg.header.kind = RouteType::Unspec;
+    msg
+}
+
+/// `DST [via GW] [dev #OIF] [metric M] table T`, for error messages.
+pub(super) fn describe_route(
+    destination: &dyn Display,
+    gateway: Option<&dyn Display>,
+    oif: Option<u32>,
+    metric: Option<u32>,
+    table: u32,
+) -> String {
+    let mut s = destination.to_string();
+    if let Some(gw) = gateway {
+        s += &format!(" via {gw}");
+    }
+    if let Some(oif) = oif {
+        s += &format!(" dev #{oif}");
+    }
+    if let Some(m) = metric {
+        s += &format!(" metric {m}");
+    }
+    s + &format!(" table {table}")
 }
 
 /// The main table's default route (`ip route show default table main`).
@@ -144,33 +166,51 @@ impl Netlink {
     /// `ip route add SPEC`; Ok if a route with the same destination/metric/table exists
     /// (whatever its gateway: use [`Netlink::replace_route`] to enforce one).
     pub async fn add_route(&self, spec: &RouteSpec) -> Result<()> {
-        let result = self.handle.route().add(spec.message()).execute().await;
-        tolerate(result, &[libc::EEXIST]).map_err(|e| self.error("route add", spec.describe(), e))
+        self.add_route_message(spec.message(), false, || spec.describe())
+            .await
     }
 
     /// `ip route replace SPEC`: create, or overwrite the route with the same
     /// destination/metric/table.
     pub async fn replace_route(&self, spec: &RouteSpec) -> Result<()> {
-        self.handle
-            .route()
-            .add(spec.message())
-            .replace()
-            .execute()
+        self.add_route_message(spec.message(), true, || spec.describe())
             .await
-            .map_err(|e| self.error("route replace", spec.describe(), e))
     }
 
     /// `ip route del SPEC`; Ok if no such route. Unset fields of `spec` match anything.
     pub async fn del_route(&self, spec: &RouteSpec) -> Result<()> {
-        let result = self
-            .handle
-            .route()
-            .del(spec.delete_message())
-            .execute()
-            .await;
-        // ESRCH: no such route; ENODEV: its interface is already gone (and the route with it).
-        tolerate(result, &[libc::ESRCH, libc::ENODEV])
-            .map_err(|e| self.error("route del", spec.describe(), e))
+        self.del_route_message(spec.delete_message(), || spec.describe())
+            .await
+    }
+
+    /// Adds (Ok if it exists) or replaces one route of either family.
+    pub(super) async fn add_route_message(
+        &self,
+        msg: RouteMessage,
+        replace: bool,
+        describe: impl FnOnce() -> String,
+    ) -> Result<()> {
+        let req = self.handle.route().add(msg);
+        let (result, op) = if replace {
+            (req.replace().execute().await, "route replace")
+        } else {
+            let result = tolerate(req.execute().await, &[libc::EEXIST]);
+            (result, "route add")
+        };
+        result.map_err(|e| self.error(op, describe(), e))
+    }
+
+    /// Deletes one route of either family; Ok if it is gone.
+    pub(super) async fn del_route_message(
+        &self,
+        msg: RouteMessage,
+        describe: impl FnOnce() -> String,
+    ) -> Result<()> {
+        let result = self.handle.route().del(msg).execute().await;
+        // ESRCH: no such route; ENODEV: its interface is already gone (and the route with it);
+        // ENOENT: IPv6's "no such route".
+        tolerate(result, &[libc::ESRCH, libc::ENODEV, libc::ENOENT])
+            .map_err(|e| self.error("route del", describe(), e))
     }
 
     /// `ip -4 route show table TABLE`: the unicast routes of one table.
@@ -231,17 +271,26 @@ impl Netlink {
     async fn dump_routes(&self) -> Result<Vec<RouteMessage>> {
         // A request without RTA_DST is a dump of all tables (local/broadcast included).
         let msg = RouteMessageBuilder::<Ipv4Addr>::new().build();
+        self.dump_family(msg, AddressFamily::Inet).await
+    }
+
+    /// Every route of one family in every table.
+    pub(super) async fn dump_family(
+        &self,
+        request: RouteMessage,
+        family: AddressFamily,
+    ) -> Result<Vec<RouteMessage>> {
         let all: Vec<RouteMessage> = self
             .handle
             .route()
-            .get(msg)
+            .get(request)
             .execute()
             .try_collect()
             .await
-            .map_err(|e| self.error("route dump", "all tables", e))?;
+            .map_err(|e| self.error("route dump", format!("all {family:?} tables"), e))?;
         Ok(all
             .into_iter()
-            .filter(|m| m.header.address_family == AddressFamily::Inet)
+            .filter(|m| m.header.address_family == family)
             .collect())
     }
 }

@@ -1,0 +1,278 @@
+//! IPv6 addresses, routes and policy rules: the `inet6` counterparts of `addr`, `route` and
+//! `rule`, kept apart so the IPv4 types stay as they are.
+//!
+//! Addresses are added with `IFA_F_NODAD` (the router or DHCPv6 server assigned them; without
+//! it the kernel keeps each one tentative for a second of duplicate address detection) and
+//! `IFA_F_NOPREFIXROUTE` (on-link routes are installed explicitly from the router's L-flag
+//! prefixes, so that removing them is symmetric).
+
+use std::fmt::Display;
+use std::net::{IpAddr, Ipv6Addr};
+
+use ipnet::{IpNet, Ipv6Net};
+use rtnetlink::packet_route::address::{
+    AddressAttribute, AddressFlags, AddressMessage, AddressScope,
+};
+use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteType};
+use rtnetlink::packet_route::AddressFamily;
+use rtnetlink::{AddressMessageBuilder, IpVersion, RouteMessageBuilder};
+
+use super::route::{describe_route, match_any};
+use super::rule::RuleParts;
+use super::{FwMark, Netlink, TABLE_MAIN};
+use crate::error::Result;
+
+/// An IPv6 unicast route, as `ip -6 route … DST [via GW] [dev OIF] [metric M] [table T]`.
+/// A link-local gateway needs `oif`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route6Spec {
+    pub destination: Ipv6Net,
+    pub gateway: Option<Ipv6Addr>,
+    pub oif: Option<u32>,
+    pub table: u32,
+    pub metric: Option<u32>,
+}
+
+impl Route6Spec {
+    /// A route to `destination` in the main table.
+    pub fn to(destination: Ipv6Net) -> Self {
+        Self {
+            destination: destination.trunc(),
+            gateway: None,
+            oif: None,
+            table: TABLE_MAIN,
+            metric: None,
+        }
+    }
+
+    /// The default route `::/0`.
+    pub fn default_route() -> Self {
+        Self::to(Ipv6Net::default())
+    }
+
+    pub fn via(mut self, gateway: Ipv6Addr) -> Self {
+        self.gateway = Some(gateway);
+        self
+    }
+
+    pub fn dev(mut self, oif: u32) -> Self {
+        self.oif = Some(oif);
+        self
+    }
+
+    pub fn table(mut self, table: u32) -> Self {
+        self.table = table;
+        self
+    }
+
+    pub fn metric(mut self, metric: u32) -> Self {
+        self.metric = Some(metric);
+        self
+    }
+
+    fn message(&self) -> RouteMessage {
+        let mut b = RouteMessageBuilder::<Ipv6Addr>::new()
+            .destination_prefix(self.destination.network(), self.destination.prefix_len())
+            .table_id(self.table);
+        if let Some(gw) = self.gateway {
+            b = b.gateway(gw);
+        }
+        if let Some(oif) = self.oif {
+            b = b.output_interface(oif);
+        }
+        if let Some(metric) = self.metric {
+            b = b.priority(metric);
+        }
+        b.build()
+    }
+
+    /// Matches any protocol and type, like `ip -6 route del`.
+    fn delete_message(&self) -> RouteMessage {
+        match_any(self.message())
+    }
+
+    fn describe(&self) -> String {
+        describe_route(
+            &self.destination,
+            self.gateway.as_ref().map(|g| g as &dyn Display),
+            self.oif,
+            self.metric,
+            self.table,
+        )
+    }
+}
+
+/// `ip -6 rule … [from SRC] [fwmark MARK/MASK] lookup TABLE priority PRIO`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PolicyRule6 {
+    pub source: Option<Ipv6Net>,
+    pub fwmark: Option<FwMark>,
+    pub table: u32,
+    pub priority: u32,
+}
+
+impl PolicyRule6 {
+    /// `from ADDR/128 lookup TABLE priority PRIO`.
+    pub fn from_address(addr: Ipv6Addr, table: u32, priority: u32) -> Self {
+        Self {
+            source: Some(Ipv6Net::from(addr)),
+            fwmark: None,
+            table,
+            priority,
+        }
+    }
+
+    /// `fwmark MARK/MASK lookup TABLE priority PRIO` (fwmark rules are per family: the IPv4
+    /// one does not route IPv6 replies).
+    pub fn fwmark(mark: u32, mask: u32, table: u32, priority: u32) -> Self {
+        Self {
+            source: None,
+            fwmark: Some(FwMark { mark, mask }),
+            table,
+            priority,
+        }
+    }
+
+    fn parts(&self) -> RuleParts {
+        RuleParts {
+            family: IpVersion::V6,
+            source: self.source.map(IpNet::V6),
+            fwmark: self.fwmark,
+            table: self.table,
+            priority: self.priority,
+        }
+    }
+}
+
+impl Netlink {
+    /// `ip -6 addr add ADDR/LEN dev IDX nodad noprefixroute`; Ok if it is already there.
+    pub async fn add_address6(&self, index: u32, addr: Ipv6Net) -> Result<()> {
+        let flags = AddressFlags::Nodad | AddressFlags::Noprefixroute;
+        self.add_address_with(index, IpNet::V6(addr), Some(flags))
+            .await
+    }
+
+    /// `ip -6 addr del ADDR/LEN dev IDX`; Ok if it is not there or the link is gone.
+    pub async fn del_address6(&self, index: u32, addr: Ipv6Net) -> Result<()> {
+        let msg = AddressMessageBuilder::<Ipv6Addr>::new()
+            .index(index)
+            .address(addr.addr(), addr.prefix_len())
+            .build();
+        self.del_address_message(index, msg, IpNet::V6(addr)).await
+    }
+
+    /// `ip -6 addr show dev IDX scope global`: the link's global (and ULA) addresses.
+    pub async fn addresses6(&self, index: u32) -> Result<Vec<Ipv6Net>> {
+        let msgs = self.address_messages(index).await?;
+        Ok(msgs
+            .iter()
+            .filter(|m| m.header.scope == AddressScope::Universe)
+            .filter_map(ipv6_of)
+            .collect())
+    }
+
+    /// `ip -6 route add SPEC`; Ok if the same route exists.
+    pub async fn add_route6(&self, spec: &Route6Spec) -> Result<()> {
+        self.add_route_message(spec.message(), false, || spec.describe())
+            .await
+    }
+
+    /// `ip -6 route replace SPEC`.
+    pub async fn replace_route6(&self, spec: &Route6Spec) -> Result<()> {
+        self.add_route_message(spec.message(), true, || spec.describe())
+            .await
+    }
+
+    /// `ip -6 route del SPEC`; Ok if there is no such route.
+    pub async fn del_route6(&self, spec: &Route6Spec) -> Result<()> {
+        self.del_route_message(spec.delete_message(), || spec.describe())
+            .await
+    }
+
+    /// `ip -6 route show table TABLE`: the unicast routes of one table.
+    pub async fn routes6(&self, table: u32) -> Result<Vec<Route6Spec>> {
+        let msg = RouteMessageBuilder::<Ipv6Addr>::new().build();
+        let all = self.dump_family(msg, AddressFamily::Inet6).await?;
+        Ok(all
+            .iter()
+            .filter(|m| m.header.kind == RouteType::Unicast)
+            .map(route6_of)
+            .filter(|r| r.table == table)
+            .collect())
+    }
+
+    /// `ip -6 rule add …`; Ok if an identical rule exists.
+    pub async fn add_rule6(&self, rule: &PolicyRule6) -> Result<()> {
+        self.add_rule_parts(&rule.parts()).await
+    }
+
+    /// `ip -6 rule del …`; Ok if no such rule.
+    pub async fn del_rule6(&self, rule: &PolicyRule6) -> Result<()> {
+        self.del_rule_parts(&rule.parts()).await
+    }
+
+    /// `ip -6 rule show`: every "lookup TABLE" rule, in kernel order.
+    pub async fn rules6(&self) -> Result<Vec<PolicyRule6>> {
+        let parts = self.rule_parts(IpVersion::V6).await?;
+        Ok(parts
+            .into_iter()
+            .map(|p| PolicyRule6 {
+                source: match p.source {
+                    Some(IpNet::V6(n)) => Some(n),
+                    _ => None,
+                },
+                fwmark: p.fwmark,
+                table: p.table,
+                priority: p.priority,
+            })
+            .collect())
+    }
+}
+
+fn ipv6_of(msg: &AddressMessage) -> Option<Ipv6Net> {
+    msg.attributes.iter().find_map(|attr| match attr {
+        AddressAttribute::Address(IpAddr::V6(a)) | AddressAttribute::Local(IpAddr::V6(a)) => {
+            Ipv6Net::new(*a, msg.header.prefix_len).ok()
+        }
+        _ => None,
+    })
+}
+
+fn route6_of(msg: &RouteMessage) -> Route6Spec {
+    let mut dst = Ipv6Addr::UNSPECIFIED;
+    let mut spec = Route6Spec::default_route();
+    spec.table = u32::from(msg.header.table);
+    for attr in &msg.attributes {
+        match attr {
+            RouteAttribute::Destination(RouteAddress::Inet6(a)) => dst = *a,
+            RouteAttribute::Gateway(RouteAddress::Inet6(a)) => spec.gateway = Some(*a),
+            RouteAttribute::Oif(i) => spec.oif = Some(*i),
+            RouteAttribute::Priority(p) => spec.metric = Some(*p),
+            RouteAttribute::Table(t) => spec.table = *t,
+            _ => {}
+        }
+    }
+    spec.destination = Ipv6Net::new(dst, msg.header.destination_prefix_length)
+        .unwrap_or_else(|_| Ipv6Net::from(dst));
+    spec
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_roundtrips_with_big_table_and_link_local_gateway() {
+        let spec = Route6Spec::default_route()
+            .via("fe80::1".parse().unwrap())
+            .dev(4)
+            .table(1000)
+            .metric(10);
+        let msg = spec.message();
+        assert!(msg.attributes.contains(&RouteAttribute::Table(1000)));
+        assert_eq!(route6_of(&msg), spec);
+        let onlink = Route6Spec::to("fd00:6::1/64".parse().unwrap()).dev(4);
+        assert_eq!(onlink.destination.to_string(), "fd00:6::/64");
+        assert_eq!(route6_of(&onlink.message()), onlink);
+    }
+}
