@@ -28,6 +28,8 @@ SOFTETHER_CNI_PACKAGES=(
   "podman:/usr/bin/podman"
   "runc:/usr/sbin/runc"
   "busybox-static:/usr/share/doc/busybox-static"
+  # tests/tests/metrics_e2e.rs: the real Prometheus scrapes the sidecar; promtool lints /metrics.
+  "prometheus:/usr/bin/promtool"
 )
 
 # Installs every missing package (apt-get update first). SKIP_APT=1 skips the check.
