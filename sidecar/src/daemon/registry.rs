@@ -20,6 +20,7 @@ use super::state::{unix_now, AttachmentKey, AttachmentRecord, StateDir, RECORD_V
 use crate::daemon::verify::missing_objects;
 use crate::engine::lease_apply::plan;
 use crate::engine::status::StopMode;
+use crate::observe::metrics::AttachmentSample;
 use softether_control::{
     code, AttachRequest, AttachResult, AttachedIp, AttachedRoute, AttachmentStatus, CheckRequest,
     DetachRequest, Dns, GcReport, GcRequest, IpPrefix, Mac, SidecarStatus, ValidAttachment,
@@ -379,11 +380,26 @@ impl Registry {
                     bytes_out: traffic.bytes_out,
                     reconnects: l.reconnects,
                     last_error: l.last_error.clone(),
+                    next_retry_secs: l.next_retry().map(secs_from_now),
+                    lease_expires: l.lease_expiry().map(unix_secs),
+                    rate_in: traffic.rate_in,
+                    rate_out: traffic.rate_out,
                 }
             })
             .collect();
         out.sort_by(|a, b| (&a.container_id, &a.ifname).cmp(&(&b.container_id, &b.ifname)));
         out
+    }
+
+    /// Each attachment's labels and live status, for the metrics endpoint.
+    pub fn samples(&self) -> Vec<AttachmentSample> {
+        self.lock()
+            .values()
+            .map(|e| AttachmentSample {
+                labels: session::metric_labels(&e.record),
+                status: e.session.status.borrow().clone(),
+            })
+            .collect()
     }
 
     /// Startup: finish the plugin's tombstones, then re-adopt every remaining record.
@@ -491,6 +507,16 @@ impl Registry {
             e.session.stop(StopMode::Detach).await;
         }
     }
+}
+
+fn secs_from_now(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::SystemTime::now())
+        .map_or(0, |d| d.as_secs_f64().ceil() as u64)
+}
+
+fn unix_secs(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn read_record(state: &StateDir, key: &AttachmentKey) -> Option<AttachmentRecord> {

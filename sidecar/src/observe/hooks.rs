@@ -21,6 +21,8 @@ use crate::engine::status::{EngineStatus, LeaseEvent};
 
 /// Events that may wait while a hook runs; older ones are dropped beyond this.
 pub const QUEUE_MAX: usize = 4;
+/// How long `connect` waits at exit for the last hooks (e.g. `released`) before killing them.
+pub const EXIT_GRACE: Duration = Duration::from_secs(2);
 /// Default time a hook may run before it is killed.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -196,18 +198,32 @@ pub async fn run_once(cmd: &HookCommand, env: &[(&'static str, String)]) -> RunO
         Ok(c) => c,
         Err(e) => return RunOutcome::SpawnFailed(e.to_string()),
     };
-    match tokio::time::timeout(cmd.timeout, child.wait()).await {
-        Ok(Ok(status)) => RunOutcome::Exited(status),
+    // Kills the hook's process group on timeout, and also when this future is dropped
+    // (runner stopped at exit), so no hook outlives its bound.
+    let mut group = ProcessGroup(child.id().and_then(|p| i32::try_from(p).ok()));
+    let outcome = match tokio::time::timeout(cmd.timeout, child.wait()).await {
+        Ok(Ok(status)) => {
+            group.0 = None;
+            RunOutcome::Exited(status)
+        }
         Ok(Err(e)) => RunOutcome::SpawnFailed(format!("waiting for it failed: {e}")),
-        Err(_) => {
-            if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
-                let _ = nix::sys::signal::killpg(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-            let _ = child.kill().await;
-            RunOutcome::TimedOut
+        Err(_) => RunOutcome::TimedOut,
+    };
+    drop(group);
+    let _ = child.kill().await;
+    outcome
+}
+
+/// A hook's process group (its leader's pid), SIGKILLed on drop unless disarmed (`None`).
+struct ProcessGroup(Option<i32>);
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0.take() {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
     }
 }
@@ -244,7 +260,8 @@ pub fn spawn_runner(
     tokio::spawn(async move {
         let mut tracker = EventTracker::default();
         let mut queue: VecDeque<HookEvent> = VecDeque::new();
-        let mut running: Option<JoinHandle<()>> = None;
+        let mut running: Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>> =
+            None;
         let mut closed = false;
         loop {
             for event in tracker.observe(&status.borrow_and_update()) {
@@ -259,13 +276,13 @@ pub fn spawn_runner(
                 }
                 queue.push_back(event);
             }
-            if running.as_ref().is_none_or(JoinHandle::is_finished) {
+            if running.is_none() {
                 running = queue.pop_front().map(|event| {
                     let (cmd, env) = (cmd.clone(), hook_env(&ctx, &event));
-                    tokio::spawn(async move {
+                    Box::pin(async move {
                         let outcome = run_once(&cmd, &env).await;
                         log_outcome(&cmd, &event, &outcome);
-                    })
+                    }) as std::pin::Pin<Box<_>>
                 });
             }
             let Some(task) = running.as_mut() else {
@@ -283,4 +300,14 @@ pub fn spawn_runner(
             }
         }
     })
+}
+
+/// Waits up to `grace` for a runner whose status sender is gone to run its last events; then
+/// stops it (a hook still running is killed when the runtime drops it).
+pub async fn finish(runner: JoinHandle<()>, grace: Duration) {
+    let abort = runner.abort_handle();
+    if tokio::time::timeout(grace, runner).await.is_err() {
+        tracing::warn!("on-change hook still running after {grace:?} at exit; killing it");
+        abort.abort();
+    }
 }
