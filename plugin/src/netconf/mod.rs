@@ -197,7 +197,13 @@ impl NetConf {
         let on_change = match f.take("onChange") {
             None => Vec::new(),
             Some(v) => match serde_json::from_value::<Vec<String>>(v.clone()) {
-                Ok(argv) if argv.first().is_some_and(|p| fields::check_absolute_path(p).is_ok()) => argv,
+                Ok(argv)
+                    if argv
+                        .first()
+                        .is_some_and(|p| fields::check_absolute_path(p).is_ok()) =>
+                {
+                    argv
+                }
                 _ => {
                     return Err(f.error(
                         "onChange",

@@ -94,7 +94,12 @@ pub struct ConnectArgs {
     #[arg(long, value_name = "PATH")]
     pub on_change: Option<PathBuf>,
     /// An argument for --on-change (repeat for several, in order).
-    #[arg(long, value_name = "ARG", requires = "on_change", allow_hyphen_values = true)]
+    #[arg(
+        long,
+        value_name = "ARG",
+        requires = "on_change",
+        allow_hyphen_values = true
+    )]
     pub on_change_arg: Vec<String>,
     /// Kill an --on-change run (its whole process group) after this long.
     #[arg(long, value_name = "DUR", default_value = "10s", value_parser = humantime::parse_duration)]
@@ -221,8 +226,7 @@ pub async fn run_connect(args: ConnectArgs) -> u8 {
             server: server.clone(),
             hub: args.server.hub.clone(),
         };
-        let endpoints =
-            crate::observe::connect_endpoints(status_rx.clone(), labels, args.no_dhcp);
+        let endpoints = crate::observe::connect_endpoints(status_rx.clone(), labels, args.no_dhcp);
         tracing::info!(addr = ?listener.local_addr().ok(), "metrics endpoint listening");
         crate::observe::http::spawn(listener, Arc::new(endpoints));
     }

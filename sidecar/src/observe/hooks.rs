@@ -125,10 +125,9 @@ impl EventTracker {
                 vec![event(EventKind::Released, old)]
             }
             (Some(old), None) => vec![event(EventKind::Lost, old)],
-            (Some(old), Some(new)) if reconnected => vec![
-                event(EventKind::Lost, old),
-                event(EventKind::Acquired, new),
-            ],
+            (Some(old), Some(new)) if reconnected => {
+                vec![event(EventKind::Lost, old), event(EventKind::Acquired, new)]
+            }
             (Some(old), Some(new)) if old.address != new.address => vec![HookEvent {
                 old_address: Some(old.address),
                 ..event(EventKind::Changed, new)

@@ -12,7 +12,7 @@ use std::sync::{Arc, LazyLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
@@ -224,7 +224,8 @@ impl std::fmt::Debug for AttachmentCollector {
 }
 
 fn unix_secs(t: SystemTime) -> f64 {
-    t.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// A sample value of one attachment series.
@@ -243,15 +244,24 @@ fn family(
     samples: &[(Labels, Value)],
 ) -> Result<(), std::fmt::Error> {
     let mut metric = encoder.encode_descriptor(name, help, None, metric_type)?;
-    for (labels, value) in samples {
-        let sample = metric.encode_family(labels)?;
-        match value {
-            Value::Counter(v) => ConstCounter::new(*v).encode(sample)?,
-            Value::Gauge(v) => ConstGauge::new(*v).encode(sample)?,
-            Value::GaugeF(v) => ConstGauge::new(*v).encode(sample)?,
+    if let [(labels, value)] = samples {
+        if labels.is_empty() {
+            // Unlabelled: `name 1`, not `name{} 1`.
+            return encode_value(value, metric);
         }
     }
+    for (labels, value) in samples {
+        encode_value(value, metric.encode_family(labels)?)?;
+    }
     Ok(())
+}
+
+fn encode_value(value: &Value, sample: MetricEncoder) -> Result<(), std::fmt::Error> {
+    match value {
+        Value::Counter(v) => ConstCounter::new(*v).encode(sample),
+        Value::Gauge(v) => ConstGauge::new(*v).encode(sample),
+        Value::GaugeF(v) => ConstGauge::new(*v).encode(sample),
+    }
 }
 
 /// What one per-attachment family shows: name, help, type, and the value of one attachment
@@ -268,26 +278,70 @@ const GAUGE: MetricType = MetricType::Gauge;
 
 /// Every per-attachment family but the dropped frames (which adds a label).
 const SERIES: [Series; 10] = [
-    ("softether_attachment_up", "1 while the session is up and a lease is held", GAUGE,
-        |s, _| Some(Value::Gauge(i64::from(s.is_up())))),
-    ("softether_attachment_received_bytes", "Bytes of Ethernet frames from the tunnel to the interface", COUNTER,
-        |_, t| Some(Value::Counter(t.bytes_in))),
-    ("softether_attachment_sent_bytes", "Bytes of Ethernet frames from the interface into the tunnel", COUNTER,
-        |_, t| Some(Value::Counter(t.bytes_out))),
-    ("softether_attachment_received_frames", "Ethernet frames from the tunnel to the interface", COUNTER,
-        |_, t| Some(Value::Counter(t.frames_in))),
-    ("softether_attachment_sent_frames", "Ethernet frames from the interface into the tunnel", COUNTER,
-        |_, t| Some(Value::Counter(t.frames_out))),
-    ("softether_attachment_reconnects", "Sessions lost or logins failed since the attachment started", COUNTER,
-        |s, _| Some(Value::Counter(u64::from(s.reconnects)))),
-    ("softether_attachment_session_resumes", "Broken sessions rejoined without a new login", COUNTER,
-        |s, _| Some(Value::Counter(u64::from(s.resumes)))),
-    ("softether_attachment_lease_expiry_timestamp_seconds", "When the held DHCP lease expires (Unix time; absent without a finite lease)", GAUGE,
-        |s, _| Some(Value::GaugeF(unix_secs(s.lease_expiry()?)))),
-    ("softether_attachment_session_start_timestamp_seconds", "When the current session logged in (Unix time; a resume keeps it)", GAUGE,
-        |s, _| Some(Value::GaugeF(unix_secs(s.session_started?)))),
-    ("softether_attachment_tcp_connections", "TCP connections carrying the session (0 while it is down)", GAUGE,
-        |_, t| Some(Value::Gauge(i64::try_from(t.tcp_connections).unwrap_or(i64::MAX)))),
+    (
+        "softether_attachment_up",
+        "1 while the session is up and a lease is held.",
+        GAUGE,
+        |s, _| Some(Value::Gauge(i64::from(s.is_up()))),
+    ),
+    (
+        "softether_attachment_received_bytes",
+        "Bytes of Ethernet frames from the tunnel to the interface.",
+        COUNTER,
+        |_, t| Some(Value::Counter(t.bytes_in)),
+    ),
+    (
+        "softether_attachment_sent_bytes",
+        "Bytes of Ethernet frames from the interface into the tunnel.",
+        COUNTER,
+        |_, t| Some(Value::Counter(t.bytes_out)),
+    ),
+    (
+        "softether_attachment_received_frames",
+        "Ethernet frames from the tunnel to the interface.",
+        COUNTER,
+        |_, t| Some(Value::Counter(t.frames_in)),
+    ),
+    (
+        "softether_attachment_sent_frames",
+        "Ethernet frames from the interface into the tunnel.",
+        COUNTER,
+        |_, t| Some(Value::Counter(t.frames_out)),
+    ),
+    (
+        "softether_attachment_reconnects",
+        "Sessions lost or logins failed since the attachment started.",
+        COUNTER,
+        |s, _| Some(Value::Counter(u64::from(s.reconnects))),
+    ),
+    (
+        "softether_attachment_session_resumes",
+        "Broken sessions rejoined without a new login.",
+        COUNTER,
+        |s, _| Some(Value::Counter(u64::from(s.resumes))),
+    ),
+    (
+        "softether_attachment_lease_expiry_timestamp_seconds",
+        "When the held DHCP lease expires (Unix time; absent without a finite lease).",
+        GAUGE,
+        |s, _| Some(Value::GaugeF(unix_secs(s.lease_expiry()?))),
+    ),
+    (
+        "softether_attachment_session_start_timestamp_seconds",
+        "When the current session logged in (Unix time; a resume keeps it).",
+        GAUGE,
+        |s, _| Some(Value::GaugeF(unix_secs(s.session_started?))),
+    ),
+    (
+        "softether_attachment_tcp_connections",
+        "TCP connections carrying the session (0 while it is down).",
+        GAUGE,
+        |_, t| {
+            Some(Value::Gauge(
+                i64::try_from(t.tcp_connections).unwrap_or(i64::MAX),
+            ))
+        },
+    ),
 ];
 
 impl Collector for AttachmentCollector {
@@ -304,7 +358,7 @@ impl Collector for AttachmentCollector {
             family(
                 &mut encoder,
                 "softether_attachments",
-                "Attachments the daemon holds",
+                "Attachments the daemon holds.",
                 GAUGE,
                 &[(Vec::new(), Value::Gauge(n))],
             )?;
@@ -327,7 +381,7 @@ impl Collector for AttachmentCollector {
         family(
             &mut encoder,
             "softether_attachment_dropped_frames",
-            "Frames dropped: in = tunnel to interface (reader behind, kernel refused), out = interface to tunnel (send queue full)",
+            "Frames dropped: in = tunnel to interface (reader behind, kernel refused), out = interface to tunnel (send queue full).",
             COUNTER,
             &dropped,
         )

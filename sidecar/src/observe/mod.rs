@@ -58,3 +58,8 @@ pub fn connect_endpoints(
         ready: Arc::new(move || engine_readiness(&ready_status.borrow(), bridge_only)),
     }
 }
+
+#[cfg(test)]
+mod hooks_tests;
+#[cfg(test)]
+mod metrics_tests;
