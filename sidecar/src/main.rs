@@ -65,7 +65,8 @@ enum Command {
     /// re-adoption of attachments after a restart. Stops on SIGTERM/SIGINT (attachments stay).
     Run(RunArgs),
     /// One line per attachment of a running daemon (container, netns, ifname, address, server,
-    /// state, since, bytes in/out, reconnects).
+    /// state, since, bytes in/out, reconnects, lease time left, rates), plus why one that is not
+    /// up is not (last error, next retry).
     Status(StatusArgs),
 }
 
