@@ -12,7 +12,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::connect::{connect, exec};
+use common::cni_lab::ping_lan;
+use common::connect::connect;
 use common::observe::{http_get, promtool_check, sample, wait_http};
 use serde_json::Value;
 use softether_lab::{Lab, LabOptions};
@@ -167,19 +168,7 @@ fn a_hook_that_never_returns_delays_nothing_and_logs_are_json() {
         ],
     );
     let took = client.wait_log("lease acquired", Duration::from_secs(30));
-    let (ok, out) = exec(
-        &lab.facts.client_ns,
-        &[
-            "ping",
-            "-c",
-            "2",
-            "-i",
-            "0.2",
-            "-W",
-            "2",
-            &lab.facts.lan_host.to_string(),
-        ],
-    );
+    let (ok, out) = ping_lan(&lab, &lab.facts.client_ns, 3);
     assert!(ok, "traffic while the hook hangs: {out}");
     let until = Instant::now() + Duration::from_secs(10);
     while fs::read_to_string(&pids).unwrap_or_default().is_empty() {

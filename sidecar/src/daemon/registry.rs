@@ -20,12 +20,15 @@ use super::state::{unix_now, AttachmentKey, AttachmentRecord, StateDir, RECORD_V
 use crate::daemon::verify::missing_objects;
 use crate::engine::lease_apply::plan;
 use crate::engine::status::StopMode;
-use crate::observe::metrics::AttachmentSample;
 use softether_control::{
     code, AttachRequest, AttachResult, AttachedIp, AttachedRoute, AttachmentStatus, CheckRequest,
     DetachRequest, Dns, GcReport, GcRequest, IpPrefix, Mac, SidecarStatus, ValidAttachment,
     WireError,
 };
+
+#[path = "registry_metrics.rs"]
+mod metrics;
+use metrics::{secs_from_now, unix_secs};
 
 /// The attach answer must reach the plugin before its own deadline.
 const REPLY_MARGIN: Duration = Duration::from_millis(1500);
@@ -391,17 +394,6 @@ impl Registry {
         out
     }
 
-    /// Each attachment's labels and live status, for the metrics endpoint.
-    pub fn samples(&self) -> Vec<AttachmentSample> {
-        self.lock()
-            .values()
-            .map(|e| AttachmentSample {
-                labels: session::metric_labels(&e.record),
-                status: e.session.status.borrow().clone(),
-            })
-            .collect()
-    }
-
     /// Startup: finish the plugin's tombstones, then re-adopt every remaining record.
     pub async fn recover(&self) {
         match self.state.tombstones_list() {
@@ -507,16 +499,6 @@ impl Registry {
             e.session.stop(StopMode::Detach).await;
         }
     }
-}
-
-fn secs_from_now(t: std::time::SystemTime) -> u64 {
-    t.duration_since(std::time::SystemTime::now())
-        .map_or(0, |d| d.as_secs_f64().ceil() as u64)
-}
-
-fn unix_secs(t: std::time::SystemTime) -> u64 {
-    t.duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 fn read_record(state: &StateDir, key: &AttachmentKey) -> Option<AttachmentRecord> {
