@@ -116,7 +116,23 @@ pub fn spawn(listener: TcpListener, endpoints: Arc<Endpoints>) -> JoinHandle<()>
                     .timer(TokioTimer::new())
                     .header_read_timeout(HEADER_TIMEOUT)
                     .serve_connection(TokioIo::new(stream), service);
-                if let Ok(Err(e)) = tokio::time::timeout(CONNECTION_LIFETIME, conn).await {
+                let mut conn = std::pin::pin!(conn);
+                let ended = tokio::select! {
+                    ended = conn.as_mut() => Some(ended),
+                    _ = tokio::time::sleep(CONNECTION_LIFETIME) => None,
+                };
+                // At the end of its life a connection finishes the request in flight, then
+                // closes (bounded again, for a client that never reads).
+                let ended = match ended {
+                    Some(ended) => ended,
+                    None => {
+                        conn.as_mut().graceful_shutdown();
+                        tokio::time::timeout(HEADER_TIMEOUT, conn)
+                            .await
+                            .unwrap_or(Ok(()))
+                    }
+                };
+                if let Err(e) = ended {
                     tracing::debug!("metrics endpoint: connection ended: {e}");
                 }
                 drop(permit);

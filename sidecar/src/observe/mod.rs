@@ -62,4 +62,6 @@ pub fn connect_endpoints(
 #[cfg(test)]
 mod hooks_tests;
 #[cfg(test)]
+mod http_tests;
+#[cfg(test)]
 mod metrics_tests;
