@@ -17,7 +17,7 @@ use ipnet::Ipv4Net;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::engine::status::{EngineStatus, LeaseEvent};
+use crate::engine::status::{EngineStatus, LeaseEvent, Phase};
 
 /// Events that may wait while a hook runs; older ones are dropped beyond this.
 pub const QUEUE_MAX: usize = 4;
@@ -111,6 +111,11 @@ pub struct EventTracker {
 
 impl EventTracker {
     pub fn observe(&mut self, status: &EngineStatus) -> Vec<HookEvent> {
+        if status.phase == Phase::Stopped && status.lease_event != Some(LeaseEvent::Released) {
+            // Stopped without a release (daemon shutdown or restart, configuration kept for
+            // the next engine): nothing happened to the pod's address.
+            return Vec::new();
+        }
         let now = LeaseFacts::of(status);
         let reconnected = status.reconnects > self.reconnects;
         self.reconnects = status.reconnects;

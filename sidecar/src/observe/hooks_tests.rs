@@ -50,6 +50,13 @@ fn tracker_reports_acquired_changed_lost_and_released() {
     assert_eq!(kinds(&mut t), [EventKind::Lost, EventKind::Acquired]);
     status::set_released(&tx);
     assert_eq!(kinds(&mut t), [EventKind::Released]);
+    // Stopped without a release (daemon shutdown: the pod keeps its address): no event.
+    let (tx, rx) = status_channel();
+    let mut t = EventTracker::default();
+    status::set_lease(&tx, LeaseEvent::Bound, Some(lease([192, 168, 30, 10])));
+    assert_eq!(t.observe(&rx.borrow()).len(), 1);
+    status::set_phase(&tx, Phase::Stopped);
+    assert!(t.observe(&rx.borrow()).is_empty());
 }
 
 fn temp_dir(tag: &str) -> PathBuf {
