@@ -14,8 +14,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::cni_lab::{network_list, ping_lan, pod_attachment, CniDirs, Sidecar};
-use common::connect::extra_netns;
+use common::connect::{exec, extra_netns};
 use common::observe::{http_get, promtool_check, sample, series_value, wait_http, Prometheus};
+use common::workspace_bin;
 use serde_json::json;
 use softether_lab::{Lab, LabOptions};
 
@@ -58,7 +59,7 @@ fn wait_lines(path: &Path, want: impl Fn(&[&str]) -> bool, timeout: Duration) ->
 
 #[test]
 fn prometheus_scrapes_attachments_hooks_record_events_and_probes_follow_the_daemon() {
-    let lab = Lab::start(LabOptions::default()).expect("lab");
+    let mut lab = Lab::start(LabOptions::default()).expect("lab");
     let node = lab.facts.client_ns.clone();
     let dirs = CniDirs::create(&lab);
     let hook_log = lab.facts.dir.join("hook-events.log");
@@ -185,6 +186,67 @@ fn prometheus_scrapes_attachments_hooks_record_events_and_probes_follow_the_daem
     );
     prometheus.wait_query(
         r#"softether_cni_requests_total{op="detach",result="ok"}"#,
+        Duration::from_secs(15),
+        |r| r.first().is_some_and(|s| series_value(s) >= 1.0),
+    );
+
+    // The server goes away: `status` says why metrics-b is down and when it retries, the
+    // series drop to 0, failed logins are counted by reason, the hook records the loss; when
+    // the server is back, so is the lease.
+    lab.kill_server();
+    let until = Instant::now() + Duration::from_secs(30);
+    let text = loop {
+        let (_, text) = exec(
+            &node,
+            &[
+                workspace_bin("softether-sidecar").to_str().unwrap(),
+                "status",
+                "--socket",
+                dirs.socket.to_str().unwrap(),
+            ],
+        );
+        if text.contains("not up: last error:") && text.contains("next retry in") {
+            break text;
+        }
+        assert!(Instant::now() < until, "status never said why:\n{text}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(text.contains("reconnecting"), "{text}");
+    let down = dirs.status_attachments(&lab);
+    assert!(down.iter().any(|a| a["lastError"].is_string()), "{down:?}");
+    prometheus.wait_query(
+        r#"softether_attachment_up{container_id="metrics-b"} == 0"#,
+        Duration::from_secs(30),
+        |r| r.len() == 1,
+    );
+    prometheus.wait_query(
+        r#"sum(softether_login_failures_total)"#,
+        Duration::from_secs(30),
+        |r| r.first().is_some_and(|s| series_value(s) >= 1.0),
+    );
+    wait_lines(
+        &hook_log,
+        |l| l.iter().any(|x| x.starts_with("lost metrics-b ")),
+        Duration::from_secs(15),
+    );
+    lab.restart_server().expect("restart the server");
+    prometheus.wait_query(
+        r#"softether_attachment_up{container_id="metrics-b"} == 1"#,
+        Duration::from_secs(60),
+        |r| r.len() == 1,
+    );
+    wait_lines(
+        &hook_log,
+        |l| {
+            l.iter()
+                .filter(|x| x.starts_with("acquired metrics-b "))
+                .count()
+                == 2
+        },
+        Duration::from_secs(15),
+    );
+    prometheus.wait_query(
+        r#"softether_attachment_reconnects_total{container_id="metrics-b"}"#,
         Duration::from_secs(15),
         |r| r.first().is_some_and(|s| series_value(s) >= 1.0),
     );
