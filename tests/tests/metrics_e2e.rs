@@ -126,14 +126,20 @@ fn prometheus_scrapes_attachments_hooks_record_events_and_probes_follow_the_daem
     prometheus.wait_query("softether_attachments", Duration::from_secs(15), |r| {
         r.first().is_some_and(|s| series_value(s) == 2.0)
     });
-    assert_eq!(prometheus.query("softether_build_info").len(), 1);
+    prometheus.wait_query("softether_build_info", Duration::from_secs(15), |r| {
+        r.len() == 1
+    });
 
     // Byte counters grow with traffic.
     let sent = r#"softether_attachment_sent_bytes_total{container_id="metrics-a"}"#;
-    let before = series_value(&prometheus.query(sent)[0]);
+    let before =
+        series_value(&prometheus.wait_query(sent, Duration::from_secs(15), |r| r.len() == 1)[0]);
     let received = series_value(
-        &prometheus.query(r#"softether_attachment_received_bytes_total{container_id="metrics-a"}"#)
-            [0],
+        &prometheus.wait_query(
+            r#"softether_attachment_received_bytes_total{container_id="metrics-a"}"#,
+            Duration::from_secs(15),
+            |r| r.len() == 1,
+        )[0],
     );
     let (ok, out) = ping_lan(&lab, pods[0].name(), 3);
     assert!(ok, "{out}");

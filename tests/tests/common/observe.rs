@@ -116,25 +116,35 @@ impl Prometheus {
 
     /// An instant query: the `data.result` vector.
     pub fn query(&self, expr: &str) -> Vec<Value> {
+        self.try_query(expr)
+            .unwrap_or_else(|e| panic!("{e}\n{}", self.log_text()))
+    }
+
+    fn try_query(&self, expr: &str) -> Result<Vec<Value>, String> {
         let (ok, out) = exec(
             &self.ns,
             &[
                 "curl",
-                "-s",
+                "-sS",
                 "-m",
-                "5",
+                "10",
                 &format!("{}/api/v1/query", self.api),
                 "--data-urlencode",
                 &format!("query={expr}"),
             ],
         );
-        assert!(ok, "query {expr}: {out}");
-        let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{expr} ({e}): {out}"));
-        assert_eq!(v["status"], "success", "{expr}: {out}");
-        v["data"]["result"].as_array().cloned().unwrap_or_default()
+        if !ok {
+            return Err(format!("query {expr}: {out}"));
+        }
+        let v: Value = serde_json::from_str(&out).map_err(|e| format!("{expr} ({e}): {out}"))?;
+        if v["status"] != "success" {
+            return Err(format!("{expr}: {out}"));
+        }
+        Ok(v["data"]["result"].as_array().cloned().unwrap_or_default())
     }
 
-    /// Polls `expr` until `done(result)`, bounded; returns the last result.
+    /// Polls `expr` until `done(result)`, bounded; returns the last result. A query that fails
+    /// (e.g. curl timing out on a busy machine) counts as not done yet.
     pub fn wait_query(
         &self,
         expr: &str,
@@ -143,9 +153,11 @@ impl Prometheus {
     ) -> Vec<Value> {
         let until = Instant::now() + timeout;
         loop {
-            let r = self.query(expr);
-            if done(&r) {
-                return r;
+            let r = self.try_query(expr);
+            if let Ok(r) = &r {
+                if done(r) {
+                    return r.clone();
+                }
             }
             assert!(
                 Instant::now() < until,
