@@ -110,8 +110,9 @@ fn hook_records_acquired_restart_and_release_and_metrics_follow_the_session() {
     assert!(ok, "promtool check metrics: {out}");
     assert_eq!(http_get(&ns, &format!("http://{METRICS}/healthz")).0, 200);
 
-    // Server restart: the session is lost, then a lease is acquired again.
-    lab.restart_server().expect("restart the server");
+    // Server down, then back: the session is lost (/readyz 503 meanwhile), then a lease is
+    // acquired again.
+    lab.kill_server();
     let (code, body) = wait_http(
         &ns,
         &format!("http://{METRICS}/readyz"),
@@ -119,6 +120,8 @@ fn hook_records_acquired_restart_and_release_and_metrics_follow_the_session() {
         |c| c == 503,
     );
     assert_eq!(code, 503, "{body}");
+    assert!(body.starts_with("session "), "{body}");
+    lab.restart_server().expect("restart the server");
     client.wait_log_count("lease acquired", 2, Duration::from_secs(60));
     wait_events(
         &log,

@@ -24,7 +24,7 @@ const METRICS: &str = "127.0.0.1:9560";
 const PROMETHEUS: &str = "127.0.0.1:9590";
 /// Re-adoption is held this long after a restart (the test-only knob), so /readyz = 503 is
 /// observable.
-const READOPT_DELAY_MS: &str = "4000";
+const READOPT_DELAY_MS: &str = "6000";
 
 fn url(path: &str) -> String {
     format!("http://{METRICS}{path}")
