@@ -63,20 +63,33 @@ fn prometheus_scrapes_attachments_hooks_record_events_and_probes_follow_the_daem
     let node = lab.facts.client_ns.clone();
     let dirs = CniDirs::create(&lab);
     let hook_log = lab.facts.dir.join("hook-events.log");
-    let hook = write_hook(&lab.facts.dir, &hook_log);
-    let mut sidecar = Sidecar::spawn(
-        &lab,
-        &dirs.socket,
-        &dirs.state,
-        0,
-        &["--metrics-addr", METRICS],
-        &[],
-    );
+    let hooks_dir = lab.facts.dir.join("hooks");
+    fs::create_dir_all(&hooks_dir).unwrap();
+    let hook = write_hook(&hooks_dir, &hook_log);
+    let hooks_flag = [
+        "--metrics-addr",
+        METRICS,
+        "--hooks-dir",
+        hooks_dir.to_str().unwrap(),
+    ];
+    let mut sidecar = Sidecar::spawn(&lab, &dirs.socket, &dirs.state, 0, &hooks_flag, &[]);
     sidecar.wait_listening(&dirs.socket);
     let rt = dirs.runtime(&lab);
     let mut plugin = dirs.plugin_conf(&lab);
     plugin["onChange"] = json!([hook]);
     let list = network_list("vpnnet", "1.0.0", &plugin, false);
+    // A hook outside --hooks-dir is refused (it would run as the sidecar's root).
+    let mut foreign = plugin.clone();
+    foreign["onChange"] = json!(["/bin/true"]);
+    let refused_pod = extra_netns();
+    let refused = rt
+        .add(
+            &network_list("vpnnet", "1.0.0", &foreign, false),
+            &pod_attachment("metrics-refused", refused_pod.name()),
+        )
+        .expect_err("onChange outside --hooks-dir");
+    assert_eq!(refused.error_code(), Some(7), "{refused}");
+    assert!(refused.msg().contains("onChange"), "{refused}");
     let prometheus = Prometheus::start(&lab, &node, METRICS, PROMETHEUS);
 
     let pods = [extra_netns(), extra_netns()];
@@ -265,7 +278,7 @@ fn prometheus_scrapes_attachments_hooks_record_events_and_probes_follow_the_daem
         &dirs.socket,
         &dirs.state,
         1,
-        &["--metrics-addr", METRICS],
+        &hooks_flag,
         &[("SOFTETHER_SIDECAR_TEST_READOPT_DELAY_MS", READOPT_DELAY_MS)],
     );
     let (code, body) = wait_http(&node, &url("/readyz"), Duration::from_secs(20), |c| c != 0);

@@ -19,6 +19,10 @@ pub struct RunArgs {
     /// unless the port is firewalled.
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Directory of the programs a network config's `onChange` may name (off: such configs are
+    /// refused with code 7, since they would run as the sidecar's root).
+    #[arg(long, value_name = "DIR")]
+    pub hooks_dir: Option<PathBuf>,
 }
 
 /// Exit codes: 0 stopped by a signal; 1 the daemon could not start or failed.
@@ -27,6 +31,7 @@ pub async fn run_daemon(args: RunArgs) -> u8 {
         socket: args.socket,
         state_dir: args.state_dir,
         metrics_addr: args.metrics_addr,
+        hooks_dir: args.hooks_dir,
     };
     match run(&opts).await {
         Ok(()) => 0,

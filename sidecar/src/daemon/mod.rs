@@ -51,6 +51,8 @@ pub struct DaemonOptions {
     pub state_dir: PathBuf,
     /// `--metrics-addr`: serve /metrics, /healthz and /readyz there.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// `--hooks-dir`: where `onChange` programs may come from.
+    pub hooks_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -76,7 +78,7 @@ pub enum DaemonError {
 pub async fn run(opts: &DaemonOptions) -> Result<(), DaemonError> {
     use tokio::signal::unix::{signal, SignalKind};
     let state = StateDir::open(&opts.state_dir)?;
-    let registry = Arc::new(Registry::new(state));
+    let registry = Arc::new(Registry::new(state).with_hooks_dir(opts.hooks_dir.clone()));
     // The metrics endpoint comes up first so /readyz can say "not yet" during re-adoption.
     let observer = match opts.metrics_addr {
         Some(addr) => Some(Arc::new(

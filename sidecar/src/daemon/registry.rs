@@ -26,9 +26,9 @@ use softether_control::{
     WireError,
 };
 
-#[path = "registry_metrics.rs"]
-mod metrics;
-use metrics::{secs_from_now, unix_secs};
+#[path = "registry_observe.rs"]
+mod observe;
+use observe::{secs_from_now, unix_secs};
 
 /// The attach answer must reach the plugin before its own deadline.
 const REPLY_MARGIN: Duration = Duration::from_millis(1500);
@@ -40,6 +40,8 @@ struct Entry {
 
 pub struct Registry {
     state: StateDir,
+    /// `run --hooks-dir`: the only place `onChange` programs may come from (`None`: refused).
+    hooks_dir: Option<std::path::PathBuf>,
     entries: Mutex<HashMap<AttachmentKey, Entry>>,
 }
 
@@ -55,6 +57,7 @@ impl Registry {
     pub fn new(state: StateDir) -> Registry {
         Registry {
             state,
+            hooks_dir: None,
             entries: Mutex::new(HashMap::new()),
         }
     }
@@ -106,6 +109,7 @@ impl Registry {
         };
         // Fail fast (code 7) on an unusable password file or pin.
         session::session_config(&req.login)?;
+        self.check_hook(&req.link.on_change)?;
         let record = AttachmentRecord {
             version: RECORD_VERSION,
             network: req.attachment.network.clone(),
@@ -120,7 +124,8 @@ impl Registry {
             pod_name: req.pod_name.clone(),
             created_at: unix_now(),
         };
-        let handle = session::spawn(record.clone(), mac, tap, self.state.clone());
+        let hooks = self.hooks_dir.as_deref();
+        let handle = session::spawn(record.clone(), mac, tap, self.state.clone(), hooks);
         let mut status = handle.status.clone();
         let failure = handle.failure.clone();
         self.lock().insert(
@@ -482,7 +487,8 @@ impl Registry {
             Err(e) => return tracing::warn!(attachment = %key, "cannot reopen the TAP: {e}"),
         };
         tracing::info!(attachment = %key, address = ?rec.last_address, "re-adopting attachment");
-        let handle = session::spawn(rec.clone(), mac.octets(), tap, self.state.clone());
+        let hooks = self.hooks_dir.as_deref();
+        let handle = session::spawn(rec.clone(), mac.octets(), tap, self.state.clone(), hooks);
         self.lock().insert(
             key,
             Entry {

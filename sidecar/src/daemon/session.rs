@@ -88,9 +88,15 @@ impl SessionHandle {
 }
 
 /// Starts the session task for `record`, which owns `tap` from now on.
-pub fn spawn(record: AttachmentRecord, mac: [u8; 6], tap: Tap, state: StateDir) -> SessionHandle {
+pub fn spawn(
+    record: AttachmentRecord,
+    mac: [u8; 6],
+    tap: Tap,
+    state: StateDir,
+    hooks_dir: Option<&std::path::Path>,
+) -> SessionHandle {
     let (status_tx, status_rx) = status_channel();
-    if let Some((command, context)) = hook_of(&record) {
+    if let Some((command, context)) = hook_of(&record, hooks_dir) {
         hooks::spawn_runner(command, context, status_rx.clone());
     }
     let (failure_tx, failure_rx) = watch::channel(None);
@@ -124,12 +130,22 @@ pub fn metric_labels(record: &AttachmentRecord) -> AttachmentLabels {
     }
 }
 
-/// The network's `onChange` hook for this attachment, if it has one. It runs in the
-/// sidecar's namespace; `SOFTETHER_NETNS` names the pod's.
-fn hook_of(record: &AttachmentRecord) -> Option<(HookCommand, HookContext)> {
+/// The network's `onChange` hook for this attachment, if it has one and it lies in
+/// `hooks_dir`. It runs in the sidecar's namespace; `SOFTETHER_NETNS` names the pod's.
+fn hook_of(
+    record: &AttachmentRecord,
+    hooks_dir: Option<&std::path::Path>,
+) -> Option<(HookCommand, HookContext)> {
     let (program, args) = record.link.on_change.split_first()?;
+    let program = match hooks::allowed_program(program.as_ref(), hooks_dir) {
+        Ok(p) => p,
+        Err(why) => {
+            tracing::warn!(container = %record.container_id, "not running onChange {program:?}: {why}");
+            return None;
+        }
+    };
     let command = HookCommand {
-        program: program.into(),
+        program,
         args: args.to_vec(),
         timeout: hooks::DEFAULT_TIMEOUT,
     };

@@ -10,7 +10,7 @@
 
 use std::collections::VecDeque;
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ipnet::Ipv4Net;
@@ -141,6 +141,27 @@ impl EventTracker {
         };
         self.bound = now;
         events
+    }
+}
+
+/// The program `program` resolves to if it lies inside `dir` (both canonicalized, so `..` and
+/// symlinks cannot lead out); an error saying why not otherwise, or when there is no `dir`.
+pub fn allowed_program(program: &Path, dir: Option<&Path>) -> Result<PathBuf, String> {
+    let dir = dir.ok_or("hooks are off (softether-sidecar run has no --hooks-dir)")?;
+    let dir = dir
+        .canonicalize()
+        .map_err(|e| format!("--hooks-dir {}: {e}", dir.display()))?;
+    let resolved = program
+        .canonicalize()
+        .map_err(|e| format!("{}: {e}", program.display()))?;
+    if resolved.starts_with(&dir) && resolved.is_file() {
+        Ok(resolved)
+    } else {
+        Err(format!(
+            "{} is not a file inside {}",
+            resolved.display(),
+            dir.display()
+        ))
     }
 }
 

@@ -242,3 +242,34 @@ async fn wait_for_lines(path: &Path, n: usize) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[test]
+fn only_programs_inside_the_hooks_dir_are_allowed() {
+    use super::hooks::allowed_program;
+    let dir = temp_dir("allowed");
+    let hooks = dir.join("hooks");
+    std::fs::create_dir_all(&hooks).unwrap();
+    let hook = script(&hooks, "ok", "true");
+    let outside = script(&dir, "outside", "true");
+    std::os::unix::fs::symlink(&outside, hooks.join("link-out")).unwrap();
+    assert_eq!(
+        allowed_program(&hook, Some(&hooks)).unwrap(),
+        hook.canonicalize().unwrap()
+    );
+    for refused in [
+        outside.clone(),
+        hooks.join("../outside"),
+        hooks.join("link-out"),
+        hooks.join("missing"),
+        hooks.clone(),
+    ] {
+        assert!(
+            allowed_program(&refused, Some(&hooks)).is_err(),
+            "{} was allowed",
+            refused.display()
+        );
+    }
+    let off = allowed_program(&hook, None).unwrap_err();
+    assert!(off.contains("--hooks-dir"), "{off}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
