@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 
 use super::lease_apply::NetConfigurator;
 use super::status::{
-    self, stop_requested, EngineStatus, LeaseEvent, StopMode, StopSignal, Traffic,
+    self, stop_requested, EngineStatus, LeaseEvent, StopMode, StopSignal, Traffic, TrafficSnapshot,
 };
 use crate::transport::driver::TunnelHandle;
 
@@ -164,14 +164,7 @@ async fn session_loop(
                     }
                 }
             }
-            _ = sampler.tick() => {
-                let (now, snap) = (Instant::now(), ctx.traffic.snapshot());
-                let secs = now.duration_since(last.0).as_secs_f64().max(0.001);
-                let rate = |new: u64, old: u64| (new.saturating_sub(old) as f64 / secs) as u64;
-                let rates = (rate(snap.bytes_in, last.1.bytes_in), rate(snap.bytes_out, last.1.bytes_out));
-                ctx.traffic.sample_session(session_drops(tunnel), tunnel.connections(), rates);
-                last = (now, snap);
-            }
+            _ = sampler.tick() => sample_session(&ctx.traffic, tunnel, &mut last),
             _ = sleep_until(timer), if timer.is_some() => {
                 if let Some(dhcp) = ctx.dhcp.as_deref_mut() {
                     dhcp.handle_timeout(Instant::now());
@@ -186,6 +179,19 @@ async fn session_loop(
             }
         }
     }
+}
+
+/// Publishes the live session's drops, TCP connections and byte rates since `last`.
+fn sample_session(traffic: &Traffic, tunnel: &TunnelHandle, last: &mut (Instant, TrafficSnapshot)) {
+    let (now, snap) = (Instant::now(), traffic.snapshot());
+    let secs = now.duration_since(last.0).as_secs_f64().max(0.001);
+    let rate = |new: u64, old: u64| (new.saturating_sub(old) as f64 / secs) as u64;
+    let rates = (
+        rate(snap.bytes_in, last.1.bytes_in),
+        rate(snap.bytes_out, last.1.bytes_out),
+    );
+    traffic.sample_session(session_drops(tunnel), tunnel.connections(), rates);
+    *last = (now, snap);
 }
 
 /// The live session's dropped frames: (tunnel → TAP, TAP → tunnel).
