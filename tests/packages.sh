@@ -30,6 +30,8 @@ SOFTETHER_CNI_PACKAGES=(
   "busybox-static:/usr/share/doc/busybox-static"
   # tests/netavark.sh: `cargo install netavark` (>= 1.6, for tests/tests/netavark_e2e.rs) needs protoc.
   "protobuf-compiler:/usr/bin/protoc"
+  # tests/tests/metrics_e2e.rs: the real Prometheus scrapes the sidecar; promtool lints /metrics.
+  "prometheus:/usr/bin/promtool"
 )
 
 # Installs every missing package (apt-get update first). SKIP_APT=1 skips the check.

@@ -6,6 +6,8 @@
 //!   namespace, reconnects, status.
 //! - [`daemon`]: the `run` daemon behind the CNI plugin — control socket, attachment registry,
 //!   state directory, CHECK's verifier.
+//! - [`observe`]: metrics, health and readiness over HTTP, and lease hooks, all read from the
+//!   engines' status.
 //! - [`cmd`]: the subcommands (`probe`, `connect`, `run`, `status`) with their flags.
 //!
 //! The binary `softether-sidecar` (src/main.rs) parses flags and dispatches to [`cmd`].
@@ -13,4 +15,5 @@
 pub mod cmd;
 pub mod daemon;
 pub mod engine;
+pub mod observe;
 pub mod transport;

@@ -7,6 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::connect::{connect, must};
+use common::observe::{http_get, sample};
 use softether_lab::{Lab, LabOptions};
 
 /// The local port of our established TCP connection to the server.
@@ -39,8 +40,13 @@ fn our_port(lab: &Lab) -> String {
 fn broken_connection_resumes_the_same_session_without_dhcp() {
     let lab = Lab::start(LabOptions::default()).expect("lab");
     let f = &lab.facts;
-    let mut client = connect(&lab, &[]);
+    let mut client = connect(&lab, &["--metrics-addr", METRICS]);
     client.wait_log("lease acquired", Duration::from_secs(30));
+    let started_before = wait_metric(
+        &lab,
+        "softether_attachment_session_start_timestamp_seconds",
+        |_| true,
+    );
     let address = client.leased_address();
     let sessions_before = lab.user_sessions().expect("sessions");
     assert_eq!(sessions_before.len(), 1, "{sessions_before:?}");
@@ -89,6 +95,41 @@ fn broken_connection_resumes_the_same_session_without_dhcp() {
         sessions_after, sessions_before,
         "the server kept the same session"
     );
+    // The metrics count the resume, not a reconnect, and keep the session's start time.
+    wait_metric(&lab, "softether_attachment_session_resumes_total", |v| {
+        v == 1.0
+    });
+    wait_metric(&lab, "softether_attachment_tcp_connections", |v| v == 1.0);
+    let (_, text) = http_get(&f.client_ns, &format!("http://{METRICS}/metrics"));
+    assert_eq!(
+        sample(&text, "softether_attachment_reconnects_total", &[]),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "softether_attachment_session_start_timestamp_seconds",
+            &[]
+        ),
+        Some(started_before),
+        "{text}"
+    );
     let status = client.stop();
     assert!(status.success(), "{status:?}");
+}
+
+const METRICS: &str = "127.0.0.1:9562";
+
+/// Polls `connect`'s /metrics until `name` satisfies `ok` (bounded); returns its value.
+fn wait_metric(lab: &Lab, name: &str, ok: impl Fn(f64) -> bool) -> f64 {
+    let until = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, text) = http_get(&lab.facts.client_ns, &format!("http://{METRICS}/metrics"));
+        if let Some(v) = sample(&text, name, &[]).filter(|v| ok(*v)) {
+            return v;
+        }
+        assert!(std::time::Instant::now() < until, "{name}:\n{text}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }

@@ -176,14 +176,25 @@ fn daemonset_matches_the_network_configs_and_the_secret() {
     assert_eq!(cmd[1], "run");
     let socket = flag(cmd, "--socket").expect("--socket");
     let state = flag(cmd, "--state-dir").expect("--state-dir");
-    for probe in ["startupProbe", "livenessProbe", "readinessProbe"] {
-        let p = sidecar[probe]["exec"]["command"].as_array().unwrap();
+    // Probes use the metrics endpoint, bound to the node's loopback (hostNetwork: metrics
+    // name container ids and must not reach the node network by default).
+    let metrics = flag(cmd, "--metrics-addr").expect("--metrics-addr");
+    assert!(metrics.starts_with("127.0.0.1:"), "{metrics}");
+    let port: u16 = metrics.rsplit(':').next().unwrap().parse().unwrap();
+    for (probe, path) in [
+        ("startupProbe", "/readyz"),
+        ("livenessProbe", "/healthz"),
+        ("readinessProbe", "/readyz"),
+    ] {
+        let p = &sidecar[probe]["httpGet"];
         assert_eq!(
-            (&p[1], flag(p, "--socket")),
-            (&json!("status"), Some(socket)),
+            (&p["host"], &p["port"], &p["path"]),
+            (&json!("127.0.0.1"), &json!(port), &json!(path)),
             "{probe}"
         );
     }
+    let annotations = &ds["spec"]["template"]["metadata"]["annotations"];
+    assert_eq!(annotations["prometheus.io/port"], port.to_string());
     // Every mount names a volume; socket dir, state dir and /run/netns are the host's own paths.
     let mount_of = |path: &str| -> &Value {
         sidecar["volumeMounts"]

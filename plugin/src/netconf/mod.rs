@@ -8,7 +8,7 @@
 //! (false), `policyRouteTable` (off), `connmark` (false, needs
 //! `policyRouteTable`), `timeout` (60 s, < 120), `sidecarSocket`
 //! (`/run/softether-cni/sidecar.sock`), `stateDir` (`/var/lib/softether-cni`), `proxy`,
-//! `proxyPasswordFile`,
+//! `proxyPasswordFile`, `onChange` (off; argv list, absolute program path first),
 //! `runtimeConfig.mac`, `args.cni.{user,
 //! passwordFile, hub}`, `prevResult`, and for GC `cni.dev/valid-attachments`
 //! (or the 1.1.0-tag spelling `cni.dev/attachments`).
@@ -69,6 +69,8 @@ pub struct NetConf {
     pub accept_static_routes: bool,
     pub policy_route_table: Option<u32>,
     pub connmark: bool,
+    /// `onChange`: the sidecar's lease hook, program and arguments.
+    pub on_change: Vec<String>,
     pub timeout: Duration,
     pub sidecar_socket: PathBuf,
     /// The sidecar's `--state-dir` (tombstones for a DEL while it is down).
@@ -198,6 +200,25 @@ impl NetConf {
                 "CONNMARK steers DNAT replies into the policy routing table; set \"policyRouteTable\" (e.g. 100) or remove \"connmark\"",
             ));
         }
+        let on_change = match f.take("onChange") {
+            None => Vec::new(),
+            Some(v) => match serde_json::from_value::<Vec<String>>(v.clone()) {
+                Ok(argv)
+                    if argv
+                        .first()
+                        .is_some_and(|p| fields::check_absolute_path(p).is_ok()) =>
+                {
+                    argv
+                }
+                _ => {
+                    return Err(f.error(
+                        "onChange",
+                        &v,
+                        "a list of strings: the hook's absolute path, then its arguments",
+                    ))
+                }
+            },
+        };
         let timeout = f
             .uint("timeout", 1..=MAX_TIMEOUT_SECS)?
             .map_or(DEFAULT_TIMEOUT, Duration::from_secs);
@@ -268,6 +289,7 @@ impl NetConf {
             accept_static_routes,
             policy_route_table,
             connmark,
+            on_change,
             timeout,
             sidecar_socket,
             state_dir,

@@ -343,3 +343,27 @@ fn missing_login_keys_are_code_7() {
         assert!(e.msg().contains(&format!("\"{key}\"")), "{}", e.msg());
     }
 }
+
+#[test]
+fn on_change_is_an_argv_list_with_an_absolute_program() {
+    assert!(parse(base()).unwrap().on_change.is_empty());
+    let c = parse(with(
+        "onChange",
+        json!(["/usr/local/bin/dnat-update", "--table", "vpn"]),
+    ))
+    .unwrap();
+    assert_eq!(
+        c.on_change,
+        ["/usr/local/bin/dnat-update", "--table", "vpn"]
+    );
+    for bad in [
+        json!("/bin/hook"),
+        json!([]),
+        json!(["relative/hook"]),
+        json!([1]),
+    ] {
+        let e = parse(with("onChange", bad)).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::InvalidConfig);
+        assert!(e.to_string().contains("onChange"), "{e}");
+    }
+}

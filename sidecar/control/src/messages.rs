@@ -70,6 +70,10 @@ pub struct LinkSettings {
     pub policy_route_table: Option<u32>,
     #[serde(default)]
     pub connmark: bool,
+    /// The network's `onChange` hook: program (absolute path) and arguments, run by the
+    /// sidecar (no shell) when the lease is acquired, changes, is lost or released.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub on_change: Vec<String>,
 }
 
 /// `attach` (ADD): the plugin created the persistent TAP `ifname` in `netns` and passes its
@@ -227,6 +231,17 @@ pub struct AttachmentStatus {
     pub reconnects: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// Seconds until the next reconnect attempt, while `reconnecting`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_retry_secs: Option<u64>,
+    /// Unix seconds when the held lease expires (absent without a finite lease).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_expires: Option<u64>,
+    /// Bytes per second over the last second, tunnel → pod and pod → tunnel.
+    #[serde(default)]
+    pub rate_in: u64,
+    #[serde(default)]
+    pub rate_out: u64,
 }
 
 /// The `list` answer.

@@ -1,6 +1,8 @@
 //! `softether-sidecar connect`: flags, validation, signals and exit codes around the engine.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
@@ -11,6 +13,8 @@ use crate::engine::lease_apply::{Ipv6Mode, NetOptions};
 use crate::engine::mac::{stable_mac, Mac};
 use crate::engine::run::{run_engine, EngineConfig, EngineError};
 use crate::engine::status::{status_channel, StopMode};
+use crate::observe::hooks::{self, HookCommand, HookContext};
+use crate::observe::metrics::AttachmentLabels;
 use crate::transport::connection::SessionError;
 use crate::{cmd::args::ServerArgs, transport::random_seed};
 
@@ -86,6 +90,25 @@ pub struct ConnectArgs {
     /// route, DNS and policy routing, like the DHCPv4 lease.
     #[arg(long)]
     pub no_ipv6: bool,
+    /// Serve Prometheus metrics (/metrics), /healthz and /readyz over HTTP on ADDR:PORT, e.g.
+    /// 127.0.0.1:9560 (off unless given).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics_addr: Option<SocketAddr>,
+    /// Run this program (no shell) when the lease is acquired, changes address, is lost or is
+    /// released, with SOFTETHER_EVENT, SOFTETHER_ADDRESS, ... in its environment (README).
+    #[arg(long, value_name = "PATH")]
+    pub on_change: Option<PathBuf>,
+    /// An argument for --on-change (repeat for several, in order).
+    #[arg(
+        long,
+        value_name = "ARG",
+        requires = "on_change",
+        allow_hyphen_values = true
+    )]
+    pub on_change_arg: Vec<String>,
+    /// Kill an --on-change run (its whole process group) after this long.
+    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub on_change_timeout: Duration,
 }
 
 /// Flag combinations clap cannot express with a good message.
@@ -183,6 +206,17 @@ pub async fn run_connect(args: ConnectArgs) -> u8 {
             return exit::LOCAL_NETWORK;
         }
     }
+    // Bound before anything is created, so a taken port fails the start cleanly.
+    let metrics_listener = match args.metrics_addr {
+        Some(addr) => match crate::observe::http::bind(addr).await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                eprintln!("softether-sidecar connect: cannot listen on --metrics-addr {addr}: {e}");
+                return exit::OTHER;
+            }
+        },
+        None => None,
+    };
     let netns = Netns::Current;
     let tap_config = TapConfig {
         name: args.tap.clone(),
@@ -196,9 +230,39 @@ pub async fn run_connect(args: ConnectArgs) -> u8 {
         }
     };
     tracing::info!(tap = %tap.name(), mac = %config.mac, "TAP created");
-    // `connect` reports through its log lines; the status channel is for embedders.
-    let (status, _) = status_channel();
+    let (status, status_rx) = status_channel();
+    let server = format!("{}:{}", args.server.host, args.server.port);
+    if let Some(listener) = metrics_listener {
+        let labels = AttachmentLabels {
+            container_id: None,
+            ifname: tap.name().to_owned(),
+            server: server.clone(),
+            hub: args.server.hub.clone(),
+        };
+        let endpoints = crate::observe::connect_endpoints(status_rx.clone(), labels, args.no_dhcp);
+        tracing::info!(addr = ?listener.local_addr().ok(), "metrics endpoint listening");
+        crate::observe::http::spawn(listener, Arc::new(endpoints));
+    }
+    let hook_runner = args.on_change.clone().map(|program| {
+        let command = HookCommand {
+            program,
+            args: args.on_change_arg.clone(),
+            timeout: args.on_change_timeout,
+        };
+        let context = HookContext {
+            interface: tap.name().to_owned(),
+            server,
+            hub: args.server.hub.clone(),
+            ..HookContext::default()
+        };
+        hooks::spawn_runner(command, context, status_rx.clone())
+    });
+    drop(status_rx);
     let outcome = run_engine(config, tap, netns, stop_rx, &status).await;
+    drop(status);
+    if let Some(runner) = hook_runner {
+        hooks::finish(runner, hooks::EXIT_GRACE).await;
+    }
     let code = match &outcome.result {
         Ok(()) => exit::OK,
         Err(e) => {

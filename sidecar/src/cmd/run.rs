@@ -14,6 +14,15 @@ pub struct RunArgs {
     /// Attachment records and the plugin's tombstones.
     #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
     pub state_dir: PathBuf,
+    /// Serve Prometheus metrics (/metrics), /healthz and /readyz over HTTP on ADDR:PORT (off
+    /// unless given). Metrics name container ids: bind to 127.0.0.1 (e.g. 127.0.0.1:9560)
+    /// unless the port is firewalled.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Directory of the programs a network config's `onChange` may name (off: such configs are
+    /// refused with code 7, since they would run as the sidecar's root).
+    #[arg(long, value_name = "DIR")]
+    pub hooks_dir: Option<PathBuf>,
 }
 
 /// Exit codes: 0 stopped by a signal; 1 the daemon could not start or failed.
@@ -21,6 +30,8 @@ pub async fn run_daemon(args: RunArgs) -> u8 {
     let opts = DaemonOptions {
         socket: args.socket,
         state_dir: args.state_dir,
+        metrics_addr: args.metrics_addr,
+        hooks_dir: args.hooks_dir,
     };
     match run(&opts).await {
         Ok(()) => 0,

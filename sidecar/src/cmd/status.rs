@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use softether_control::ListReply;
+use softether_control::{AttachmentStatus, ListReply};
 
 use crate::daemon::{query_list, DEFAULT_SOCKET};
 
@@ -36,10 +36,21 @@ pub async fn run_status(args: StatusArgs) -> u8 {
     }
 }
 
-/// The human-readable `status` table.
+/// The human-readable `status` table: one line per attachment, and for one that is not up an
+/// indented line saying why and when it retries.
 pub fn render_list(list: &ListReply) -> String {
-    let mut out = format!(
-        "{:<16} {:<24} {:<8} {:<18} {:<22} {:<12} {:<20} {:>10} {:>10} {:>5}\n",
+    render_list_at(list, std::time::SystemTime::now())
+}
+
+fn render_list_at(list: &ListReply, now: std::time::SystemTime) -> String {
+    let row = |cols: [&str; 13]| {
+        format!(
+            "{:<16} {:<24} {:<8} {:<18} {:<22} {:<12} {:<20} {:>10} {:>10} {:>5} {:>10} {:>9} {:>9}\n",
+            cols[0], cols[1], cols[2], cols[3], cols[4], cols[5], cols[6], cols[7], cols[8],
+            cols[9], cols[10], cols[11], cols[12]
+        )
+    };
+    let mut out = row([
         "CONTAINER",
         "NETNS",
         "IFNAME",
@@ -49,26 +60,124 @@ pub fn render_list(list: &ListReply) -> String {
         "SINCE",
         "BYTES_IN",
         "BYTES_OUT",
-        "RECON"
-    );
+        "RECON",
+        "LEASE_LEFT",
+        "RATE_IN",
+        "RATE_OUT",
+    ]);
     for a in &list.attachments {
         let since =
-            humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(a.since));
-        out.push_str(&format!(
-            "{:<16} {:<24} {:<8} {:<18} {:<22} {:<12} {:<20} {:>10} {:>10} {:>5}\n",
-            a.container_id.chars().take(16).collect::<String>(),
-            a.netns,
-            a.ifname,
-            a.address
-                .map(|x| x.to_string())
-                .unwrap_or_else(|| "-".into()),
-            a.server,
-            a.state,
-            since,
-            a.bytes_in,
-            a.bytes_out,
-            a.reconnects
-        ));
+            humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(a.since))
+                .to_string();
+        let address = a
+            .address
+            .map(|x| x.to_string())
+            .unwrap_or_else(|| "-".into());
+        let lease_left = a
+            .lease_expires
+            .map(|t| {
+                let at = std::time::UNIX_EPOCH + Duration::from_secs(t);
+                let left = at.duration_since(now).unwrap_or_default();
+                humantime::format_duration(Duration::from_secs(left.as_secs())).to_string()
+            })
+            .unwrap_or_else(|| "-".into());
+        let container: String = a.container_id.chars().take(16).collect();
+        out.push_str(&row([
+            &container,
+            &a.netns,
+            &a.ifname,
+            &address,
+            &a.server,
+            &a.state,
+            &since,
+            &a.bytes_in.to_string(),
+            &a.bytes_out.to_string(),
+            &a.reconnects.to_string(),
+            &lease_left,
+            &format!("{}/s", human_bytes(a.rate_in)),
+            &format!("{}/s", human_bytes(a.rate_out)),
+        ]));
+        if a.state != "up" {
+            out.push_str(&format!("  not up: {}\n", why_not_up(a)));
+        }
     }
     out
+}
+
+/// "last error ...; next retry in N s", or what is known.
+fn why_not_up(a: &AttachmentStatus) -> String {
+    let mut why = match &a.last_error {
+        Some(e) => format!("last error: {}", e.replace('\n', " ")),
+        None => format!("session {}", a.state),
+    };
+    if let Some(n) = a.next_retry_secs {
+        why.push_str(&format!("; next retry in {n} s"));
+    }
+    why
+}
+
+/// 1536 → "1.5K" (powers of 1024).
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["", "K", "M", "G"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n}B")
+    } else {
+        format!("{v:.1}{}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attachment(state: &str) -> AttachmentStatus {
+        AttachmentStatus {
+            network: "n".into(),
+            container_id: "c1".into(),
+            netns: "/run/netns/p".into(),
+            ifname: "vpn0".into(),
+            mac: "5E:00:00:00:00:01".into(),
+            address: None,
+            server: "198.18.0.1:443".into(),
+            hub: "HUB".into(),
+            user: "u".into(),
+            state: state.into(),
+            since: 0,
+            bytes_in: 10,
+            bytes_out: 20,
+            reconnects: 3,
+            last_error: Some("server 198.18.0.1:443 closed the connection".into()),
+            next_retry_secs: Some(4),
+            lease_expires: Some(3600),
+            rate_in: 1536,
+            rate_out: 0,
+        }
+    }
+
+    #[test]
+    fn table_says_why_an_attachment_is_down_and_shows_lease_and_rates() {
+        let list = ListReply {
+            attachments: vec![attachment("reconnecting"), attachment("up")],
+        };
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(3600 - 90);
+        let text = render_list_at(&list, now);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        assert!(lines[0].contains("LEASE_LEFT") && lines[0].contains("RATE_IN"));
+        assert!(
+            lines[1].contains("1m 30s") && lines[1].contains("1.5K/s") && lines[1].contains("0B/s"),
+            "{text}"
+        );
+        assert_eq!(
+            lines[2],
+            "  not up: last error: server 198.18.0.1:443 closed the connection; next retry in 4 s"
+        );
+        assert!(lines[3].contains(" up "), "{text}");
+    }
 }

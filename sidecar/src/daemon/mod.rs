@@ -38,6 +38,8 @@ use softether_control::{
     WireError, MAX_REPLY_BYTES,
 };
 
+use crate::observe::daemon::DaemonObserver;
+
 pub const DEFAULT_SOCKET: &str = "/run/softether-cni/sidecar.sock";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/softether-cni";
 /// How long a client may take to send its request line.
@@ -47,6 +49,10 @@ const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct DaemonOptions {
     pub socket: PathBuf,
     pub state_dir: PathBuf,
+    /// `--metrics-addr`: serve /metrics, /healthz and /readyz there.
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// `--hooks-dir`: where `onChange` programs may come from.
+    pub hooks_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -60,16 +66,38 @@ pub enum DaemonError {
     Signal(std::io::Error),
     #[error("accepting on the control socket failed: {0}")]
     Accept(std::io::Error),
+    #[error("cannot listen on --metrics-addr {addr}: {source}")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(opts: &DaemonOptions) -> Result<(), DaemonError> {
     use tokio::signal::unix::{signal, SignalKind};
     let state = StateDir::open(&opts.state_dir)?;
-    let registry = Arc::new(Registry::new(state));
+    let registry = Arc::new(Registry::new(state).with_hooks_dir(opts.hooks_dir.clone()));
+    // The metrics endpoint comes up first so /readyz can say "not yet" during re-adoption.
+    let observer = match opts.metrics_addr {
+        Some(addr) => Some(Arc::new(
+            DaemonObserver::start(addr, &opts.socket, registry.clone())
+                .await
+                .map_err(|source| DaemonError::Metrics { addr, source })?,
+        )),
+        None => None,
+    };
+    if let Some(delay) = crate::observe::daemon::test_readopt_delay() {
+        tracing::warn!(?delay, "test knob: delaying re-adoption");
+        tokio::time::sleep(delay).await;
+    }
     // Recover before listening, so the first request sees re-adopted attachments.
     registry.recover().await;
     let listener = control_socket::bind(&opts.socket).await?;
+    if let Some(o) = &observer {
+        o.serving();
+    }
     tracing::info!(socket = %opts.socket.display(), state_dir = %opts.state_dir.display(), "softether-sidecar ready");
     let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
     let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
@@ -78,8 +106,8 @@ pub async fn run(opts: &DaemonOptions) -> Result<(), DaemonError> {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    let registry = registry.clone();
-                    tokio::spawn(async move { serve(stream, &registry, own_uid).await });
+                    let (registry, observer) = (registry.clone(), observer.clone());
+                    tokio::spawn(async move { serve(stream, &registry, own_uid, observer.as_deref()).await });
                 }
                 Err(e) => break Err(DaemonError::Accept(e)),
             },
@@ -88,16 +116,31 @@ pub async fn run(opts: &DaemonOptions) -> Result<(), DaemonError> {
         }
     };
     tracing::info!("shutting down; attachments stay in place for the next start");
+    if let Some(o) = &observer {
+        o.stopping();
+    }
     let _ = std::fs::remove_file(&opts.socket);
     registry.shutdown().await;
     result
 }
 
-async fn serve(mut stream: UnixStream, registry: &Registry, own_uid: u32) {
+async fn serve(
+    mut stream: UnixStream,
+    registry: &Registry,
+    own_uid: u32,
+    observer: Option<&DaemonObserver>,
+) {
     let reply = match peer_uid(&stream) {
         Ok(uid) if peer_allowed(uid, own_uid) => {
             match read_request(&stream, REQUEST_READ_TIMEOUT).await {
-                Ok(incoming) => dispatch(incoming, registry).await,
+                Ok(incoming) => {
+                    let started = std::time::Instant::now();
+                    let (op, reply) = dispatch(incoming, registry).await;
+                    if let Some(o) = observer {
+                        o.count_request(op, matches!(reply, Reply::Ok(_)), started.elapsed());
+                    }
+                    reply
+                }
                 Err(e) => Reply::Error(WireError::new(code::DECODE, e.to_string(), "")),
             }
         }
@@ -120,14 +163,16 @@ async fn serve(mut stream: UnixStream, registry: &Registry, own_uid: u32) {
     }
 }
 
-async fn dispatch(incoming: Incoming, registry: &Registry) -> Reply {
+/// Decodes and runs one request; returns its op name (for the metrics) and the reply.
+async fn dispatch(incoming: Incoming, registry: &Registry) -> (&'static str, Reply) {
     let Incoming { line, fds } = incoming;
     let request = match decode_request(&line) {
         Ok(request) => request,
-        Err(e) => return Reply::Error(e),
+        Err(e) => return ("unknown", Reply::Error(e)),
     };
-    tracing::debug!(op = request.op(), "control request");
-    match request {
+    let op = request.op();
+    tracing::debug!(op, "control request");
+    let reply = match request {
         Request::Attach(r) => Reply::from_result(registry.attach(*r, fds).await),
         Request::Detach(r) => Reply::from_result(registry.detach(r).await.map(|()| Value::Null)),
         Request::Check(r) => Reply::from_result(registry.check(r).await.map(|()| Value::Null)),
@@ -136,7 +181,8 @@ async fn dispatch(incoming: Incoming, registry: &Registry) -> Reply {
         Request::List(NoPayload) => Reply::from_result(Ok(ListReply {
             attachments: registry.list(),
         })),
-    }
+    };
+    (op, reply)
 }
 
 /// Asks a running daemon for its attachments (`softether-sidecar status`).

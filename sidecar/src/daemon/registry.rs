@@ -29,6 +29,10 @@ use softether_control::{
     WireError,
 };
 
+#[path = "registry_observe.rs"]
+mod observe;
+use observe::{secs_from_now, unix_secs};
+
 /// The attach answer must reach the plugin before its own deadline.
 const REPLY_MARGIN: Duration = Duration::from_millis(1500);
 
@@ -39,6 +43,8 @@ struct Entry {
 
 pub struct Registry {
     state: StateDir,
+    /// `run --hooks-dir`: the only place `onChange` programs may come from (`None`: refused).
+    hooks_dir: Option<std::path::PathBuf>,
     entries: Mutex<HashMap<AttachmentKey, Entry>>,
 }
 
@@ -54,6 +60,7 @@ impl Registry {
     pub fn new(state: StateDir) -> Registry {
         Registry {
             state,
+            hooks_dir: None,
             entries: Mutex::new(HashMap::new()),
         }
     }
@@ -105,6 +112,7 @@ impl Registry {
         };
         // Fail fast (code 7) on an unusable password file or pin.
         session::session_config(&req.login)?;
+        self.check_hook(&req.link.on_change)?;
         let record = AttachmentRecord {
             version: RECORD_VERSION,
             network: req.attachment.network.clone(),
@@ -119,7 +127,8 @@ impl Registry {
             pod_name: req.pod_name.clone(),
             created_at: unix_now(),
         };
-        let handle = session::spawn(record.clone(), mac, tap, self.state.clone());
+        let hooks = self.hooks_dir.as_deref();
+        let handle = session::spawn(record.clone(), mac, tap, self.state.clone(), hooks);
         let mut status = handle.status.clone();
         let failure = handle.failure.clone();
         self.lock().insert(
@@ -385,6 +394,10 @@ impl Registry {
                     bytes_out: traffic.bytes_out,
                     reconnects: l.reconnects,
                     last_error: l.last_error.clone(),
+                    next_retry_secs: l.next_retry().map(secs_from_now),
+                    lease_expires: l.lease_expiry().map(unix_secs),
+                    rate_in: traffic.rate_in,
+                    rate_out: traffic.rate_out,
                 }
             })
             .collect();
@@ -467,7 +480,8 @@ impl Registry {
             Err(e) => return tracing::warn!(attachment = %key, "cannot reopen the TAP: {e}"),
         };
         tracing::info!(attachment = %key, address = ?rec.last_address, "re-adopting attachment");
-        let handle = session::spawn(rec.clone(), mac.octets(), tap, self.state.clone());
+        let hooks = self.hooks_dir.as_deref();
+        let handle = session::spawn(rec.clone(), mac.octets(), tap, self.state.clone(), hooks);
         self.lock().insert(
             key,
             Entry {

@@ -18,6 +18,8 @@ use crate::engine::lease_apply::NetOptions;
 use crate::engine::mac::Mac;
 use crate::engine::run::{run_engine, EngineConfig, EngineError};
 use crate::engine::status::{status_channel, EngineStatus, Phase, StopMode};
+use crate::observe::hooks::{self, HookCommand, HookContext};
+use crate::observe::metrics::AttachmentLabels;
 use crate::transport::connection::SessionConfig;
 use crate::transport::credentials::{self, AuthInput};
 use crate::transport::proxy::Proxy;
@@ -81,8 +83,17 @@ impl SessionHandle {
 }
 
 /// Starts the session task for `record`, which owns `tap` from now on.
-pub fn spawn(record: AttachmentRecord, mac: [u8; 6], tap: Tap, state: StateDir) -> SessionHandle {
+pub fn spawn(
+    record: AttachmentRecord,
+    mac: [u8; 6],
+    tap: Tap,
+    state: StateDir,
+    hooks_dir: Option<&std::path::Path>,
+) -> SessionHandle {
     let (status_tx, status_rx) = status_channel();
+    if let Some((command, context)) = hook_of(&record, hooks_dir) {
+        hooks::spawn_runner(command, context, status_rx.clone());
+    }
     let (failure_tx, failure_rx) = watch::channel(None);
     let (stop_tx, stop_rx) = watch::channel(None);
     let status = status_rx.clone();
@@ -102,6 +113,46 @@ pub fn spawn(record: AttachmentRecord, mac: [u8; 6], tap: Tap, state: StateDir) 
         stop: stop_tx,
         task,
     }
+}
+
+/// The metric labels of an attachment (no user name, no secrets).
+pub fn metric_labels(record: &AttachmentRecord) -> AttachmentLabels {
+    AttachmentLabels {
+        container_id: Some(record.container_id.clone()),
+        ifname: record.ifname.clone(),
+        server: format!("{}:{}", record.login.server, record.login.port),
+        hub: record.login.hub.clone(),
+    }
+}
+
+/// The network's `onChange` hook for this attachment, if it has one and it lies in
+/// `hooks_dir`. It runs in the sidecar's namespace; `SOFTETHER_NETNS` names the pod's.
+fn hook_of(
+    record: &AttachmentRecord,
+    hooks_dir: Option<&std::path::Path>,
+) -> Option<(HookCommand, HookContext)> {
+    let (program, args) = record.link.on_change.split_first()?;
+    let program = match hooks::allowed_program(program.as_ref(), hooks_dir) {
+        Ok(p) => p,
+        Err(why) => {
+            tracing::warn!(container = %record.container_id, "not running onChange {program:?}: {why}");
+            return None;
+        }
+    };
+    let command = HookCommand {
+        program,
+        args: args.to_vec(),
+        timeout: hooks::DEFAULT_TIMEOUT,
+    };
+    let labels = metric_labels(record);
+    let context = HookContext {
+        interface: labels.ifname,
+        container_id: labels.container_id,
+        netns: Some(record.netns.clone()),
+        server: labels.server,
+        hub: labels.hub,
+    };
+    Some((command, context))
 }
 
 /// Login settings → the establish layer's config; reads the password file now (code 7 if it

@@ -19,12 +19,14 @@ use tokio::task::JoinHandle;
 
 use super::lease_apply::NetConfigurator;
 use super::status::{
-    self, stop_requested, EngineStatus, LeaseEvent, StopMode, StopSignal, Traffic,
+    self, stop_requested, EngineStatus, LeaseEvent, StopMode, StopSignal, Traffic, TrafficSnapshot,
 };
 use crate::transport::driver::TunnelHandle;
 
 /// Frames taken per wake-up in each direction before yielding.
 const BATCH: usize = 256;
+/// How often the live session's drops, connections and rates are sampled into [`Traffic`].
+const SAMPLE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 /// Uplink buffer: refilled when less than one frame of room is left. A chunk is freed only when
 /// every frame cut from it has been sent, so smaller chunks keep less memory pinned under load.
 const UPLINK_BUFFER: usize = 64 * 1024;
@@ -133,6 +135,7 @@ pub async fn run_session(
     );
     let end = session_loop(ctx, tunnel, &mut uplink).await;
     uplink.abort();
+    ctx.traffic.end_session(session_drops(tunnel));
     end
 }
 
@@ -142,6 +145,9 @@ async fn session_loop(
     uplink: &mut JoinHandle<io::Error>,
 ) -> SessionEnd {
     let mut frames: Vec<Bytes> = Vec::with_capacity(BATCH);
+    let mut sampler = tokio::time::interval(SAMPLE_EVERY);
+    sampler.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last = (Instant::now(), ctx.traffic.snapshot());
     loop {
         if let Some(end) = drive_dhcp(ctx, &tunnel.outgoing).await {
             return end;
@@ -175,6 +181,7 @@ async fn session_loop(
                     }
                 }
             }
+            _ = sampler.tick() => sample_session(&ctx.traffic, tunnel, &mut last),
             _ = sleep_until(timer), if timer.is_some() => {
                 if let Some(dhcp) = ctx.dhcp.as_deref_mut() {
                     dhcp.handle_timeout(Instant::now());
@@ -192,6 +199,25 @@ async fn session_loop(
             }
         }
     }
+}
+
+/// Publishes the live session's drops, TCP connections and byte rates since `last`.
+fn sample_session(traffic: &Traffic, tunnel: &TunnelHandle, last: &mut (Instant, TrafficSnapshot)) {
+    let (now, snap) = (Instant::now(), traffic.snapshot());
+    let secs = now.duration_since(last.0).as_secs_f64().max(0.001);
+    let rate = |new: u64, old: u64| (new.saturating_sub(old) as f64 / secs) as u64;
+    let rates = (
+        rate(snap.bytes_in, last.1.bytes_in),
+        rate(snap.bytes_out, last.1.bytes_out),
+    );
+    traffic.sample_session(session_drops(tunnel), tunnel.connections(), rates);
+    *last = (now, snap);
+}
+
+/// The live session's dropped frames: (tunnel → TAP, TAP → tunnel).
+fn session_drops(tunnel: &TunnelHandle) -> (u64, u64) {
+    let stats = tunnel.stats();
+    (stats.frames_dropped_in, stats.tunnel.frames_out_dropped)
 }
 
 async fn sleep_until(at: Option<Instant>) {
@@ -218,7 +244,10 @@ async fn deliver(ctx: &mut SessionContext<'_>, frame: &Bytes) -> io::Result<()> 
     match ctx.tap.send(frame).await {
         Ok(()) => Ok(()),
         // The kernel refuses some frames (e.g. larger than the MTU): drop them like a NIC.
-        Err(e) if e.kind() == io::ErrorKind::InvalidInput => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
+            ctx.traffic.count_dropped_in();
+            Ok(())
+        }
         Err(e) => Err(e),
     }
 }

@@ -124,6 +124,7 @@ pub async fn run_engine(
     let mut teardown_errors = Vec::new();
     match mode {
         StopMode::Teardown => {
+            status::set_released(status);
             teardown_errors = net.teardown().await;
             for e in &teardown_errors {
                 tracing::warn!("teardown: {e}");
@@ -200,6 +201,7 @@ async fn run_configured(
         let est = match est {
             Ok(est) => est,
             Err(e) => {
+                crate::observe::count_login_failure(&e);
                 let class = e.retry_class();
                 let Some(delay) = backoff.next_delay(class) else {
                     return Err(EngineError::Session(e));
@@ -218,6 +220,7 @@ async fn run_configured(
             }
         };
         if !was_resumed {
+            status::set_logged_in(status);
             tracing::info!(
                 server = %est.server_addr,
                 session = %est.welcome.session_name,
@@ -300,6 +303,7 @@ async fn run_configured(
                                 reason = %result.as_ref().err().map(ToString::to_string).unwrap_or_default(),
                                 "connection lost, session resumed"
                             );
+                            status::count_resume(status);
                             resumed = Some(est);
                             continue;
                         }

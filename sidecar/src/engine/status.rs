@@ -72,6 +72,8 @@ pub enum LeaseEvent {
     Renewed,
     Changed,
     Lost,
+    /// RELEASEd on a stop with [`StopMode::Teardown`]; the configuration is removed.
+    Released,
 }
 
 /// Frames and bytes through the bridge, both directions, since the engine started.
@@ -81,6 +83,17 @@ pub struct Traffic {
     bytes_in: AtomicU64,
     frames_out: AtomicU64,
     bytes_out: AtomicU64,
+    /// Frames dropped by sessions that have ended (the live session's are in `session_drops`).
+    dropped_in_done: AtomicU64,
+    dropped_out_done: AtomicU64,
+    /// The live session's drops as last sampled: (tunnel → TAP, TAP → tunnel).
+    session_dropped_in: AtomicU64,
+    session_dropped_out: AtomicU64,
+    /// TCP connections carrying the live session (0 between sessions).
+    tcp_connections: AtomicU64,
+    /// Bytes per second over the last sampling interval (0 between sessions).
+    rate_in: AtomicU64,
+    rate_out: AtomicU64,
 }
 
 /// A copy of [`Traffic`] at one moment.
@@ -92,6 +105,14 @@ pub struct TrafficSnapshot {
     /// TAP → tunnel.
     pub frames_out: u64,
     pub bytes_out: u64,
+    /// Frames dropped on the way to the TAP (consumer behind, kernel refused) and into the
+    /// tunnel (send queue full).
+    pub dropped_in: u64,
+    pub dropped_out: u64,
+    pub tcp_connections: u64,
+    /// Bytes per second, last sampling interval.
+    pub rate_in: u64,
+    pub rate_out: u64,
 }
 
 impl Traffic {
@@ -105,12 +126,42 @@ impl Traffic {
         self.bytes_out.fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
+    /// A frame the kernel refused on its way into the TAP.
+    pub fn count_dropped_in(&self) {
+        self.dropped_in_done.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The live session's state: its drop counters so far, its TCP connections and the rates
+    /// over the last interval.
+    pub fn sample_session(&self, dropped: (u64, u64), connections: usize, rates: (u64, u64)) {
+        self.session_dropped_in.store(dropped.0, Ordering::Relaxed);
+        self.session_dropped_out.store(dropped.1, Ordering::Relaxed);
+        self.tcp_connections
+            .store(connections as u64, Ordering::Relaxed);
+        self.rate_in.store(rates.0, Ordering::Relaxed);
+        self.rate_out.store(rates.1, Ordering::Relaxed);
+    }
+
+    /// The live session ended with these drop counters: fold them into the totals.
+    pub fn end_session(&self, dropped: (u64, u64)) {
+        self.dropped_in_done.fetch_add(dropped.0, Ordering::Relaxed);
+        self.dropped_out_done
+            .fetch_add(dropped.1, Ordering::Relaxed);
+        self.sample_session((0, 0), 0, (0, 0));
+    }
+
     pub fn snapshot(&self) -> TrafficSnapshot {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         TrafficSnapshot {
-            frames_in: self.frames_in.load(Ordering::Relaxed),
-            bytes_in: self.bytes_in.load(Ordering::Relaxed),
-            frames_out: self.frames_out.load(Ordering::Relaxed),
-            bytes_out: self.bytes_out.load(Ordering::Relaxed),
+            frames_in: load(&self.frames_in),
+            bytes_in: load(&self.bytes_in),
+            frames_out: load(&self.frames_out),
+            bytes_out: load(&self.bytes_out),
+            dropped_in: load(&self.dropped_in_done) + load(&self.session_dropped_in),
+            dropped_out: load(&self.dropped_out_done) + load(&self.session_dropped_out),
+            tcp_connections: load(&self.tcp_connections),
+            rate_in: load(&self.rate_in),
+            rate_out: load(&self.rate_out),
         }
     }
 }
@@ -128,6 +179,10 @@ pub struct EngineStatus {
     pub reconnects: u32,
     /// The last reason for a reconnect.
     pub last_error: Option<String>,
+    /// Sessions rejoined after a broken connection without a new login.
+    pub resumes: u32,
+    /// When the current (or last) session logged in; a resume keeps it.
+    pub session_started: Option<SystemTime>,
     pub traffic: Arc<Traffic>,
 }
 
@@ -140,6 +195,8 @@ impl EngineStatus {
             lease_event: None,
             reconnects: 0,
             last_error: None,
+            resumes: 0,
+            session_started: None,
             traffic: Arc::default(),
         }
     }
@@ -179,6 +236,51 @@ pub(crate) fn set_lease(
         s.lease = lease;
         s.lease_event = Some(event);
     });
+}
+
+/// A new login succeeded (not a resume).
+pub(crate) fn set_logged_in(status: &watch::Sender<EngineStatus>) {
+    status.send_modify(|s| s.session_started = Some(SystemTime::now()));
+}
+
+/// A broken session was rejoined without a login.
+pub(crate) fn count_resume(status: &watch::Sender<EngineStatus>) {
+    status.send_modify(|s| s.resumes = s.resumes.saturating_add(1));
+}
+
+/// The lease was released on a teardown: nothing is installed any more.
+pub(crate) fn set_released(status: &watch::Sender<EngineStatus>) {
+    status.send_modify(|s| {
+        if s.lease.take().is_some() {
+            s.lease_event = Some(LeaseEvent::Released);
+        }
+    });
+}
+
+impl EngineStatus {
+    /// Up: the session is up and a lease is held.
+    pub fn is_up(&self) -> bool {
+        self.phase == Phase::Bound && self.lease.is_some()
+    }
+
+    /// When the next reconnect attempt starts, while reconnecting.
+    pub fn next_retry(&self) -> Option<SystemTime> {
+        match &self.phase {
+            Phase::Reconnecting { delay, .. } => Some(self.since + *delay),
+            _ => None,
+        }
+    }
+
+    /// When the held lease expires (`None` without a lease or for an infinite one).
+    pub fn lease_expiry(&self) -> Option<SystemTime> {
+        let lease = self.lease.as_ref()?;
+        if lease.lease_time == dhcp_client::INFINITE_LEASE {
+            return None;
+        }
+        let left = (lease.acquired_at + lease.lease_time)
+            .saturating_duration_since(std::time::Instant::now());
+        Some(SystemTime::now() + left)
+    }
 }
 
 /// A reconnect after `reason`, starting in `delay`.

@@ -29,6 +29,20 @@ pub struct Sidecar {
 
 impl Sidecar {
     pub fn start(lab: &Lab, socket: &Path, state: &Path, n: u32) -> Sidecar {
+        let s = Sidecar::spawn(lab, socket, state, n, &[], &[]);
+        s.wait_listening(socket);
+        s
+    }
+
+    /// Starts `run` with `extra` flags and `env`, without waiting for its control socket.
+    pub fn spawn(
+        lab: &Lab,
+        socket: &Path,
+        state: &Path,
+        n: u32,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Sidecar {
         let log = lab.facts.dir.join(format!("sidecar-{n}.log"));
         let out = fs::File::create(&log).expect("sidecar log");
         let bin = workspace_bin("softether-sidecar");
@@ -45,13 +59,20 @@ impl Sidecar {
                 state.to_str().expect("utf-8 path"),
             ],
         );
-        cmd.stdin(Stdio::null())
+        cmd.args(extra)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
             .stdout(out.try_clone().expect("log"))
             .stderr(out);
-        let s = Sidecar {
+        Sidecar {
             process: Some(netns::spawn_command(cmd).expect("spawn softether-sidecar run")),
             log,
-        };
+        }
+    }
+
+    /// Waits (bounded) until the control socket accepts.
+    pub fn wait_listening(&self, socket: &Path) {
+        let s = self;
         let until = Instant::now() + Duration::from_secs(20);
         while std::os::unix::net::UnixStream::connect(socket).is_err() {
             assert!(
@@ -61,7 +82,6 @@ impl Sidecar {
             );
             std::thread::sleep(Duration::from_millis(200));
         }
-        s
     }
 
     /// The daemon's pid (`ip netns exec` execs it, so the child is the daemon itself).

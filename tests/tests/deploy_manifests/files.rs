@@ -19,7 +19,7 @@ pub const KUBERNETES_VALIDATE: &str = "kubernetes-validate==1.37.0";
 pub const KUBERNETES_VERSIONS: [&str; 2] = ["1.30.0", "1.37.0"];
 pub const NAD_KIND: &str = "NetworkAttachmentDefinition";
 pub const SECRET_MOUNT: &str = "/etc/softether-cni/secrets/";
-pub const PLUGIN_KEYS: [&str; 21] = [
+pub const PLUGIN_KEYS: [&str; 22] = [
     "type",
     "capabilities",
     "args",
@@ -41,6 +41,7 @@ pub const PLUGIN_KEYS: [&str; 21] = [
     "timeout",
     "sidecarSocket",
     "stateDir",
+    "onChange",
 ];
 
 pub fn repo_root() -> PathBuf {

@@ -95,6 +95,7 @@ pub fn attach(
             accept_static_routes: conf.accept_static_routes,
             policy_route_table: conf.policy_route_table,
             connmark: conf.connmark,
+            on_change: conf.on_change.clone(),
         },
         timeout_ms: deadline
             .saturating_duration_since(Instant::now())
