@@ -2,6 +2,8 @@
 //!
 //! Layers, bottom up:
 //! - [`backoff`]: the reconnect delay policy, a pure seeded value.
+//! - [`reconnect`]: the reconnect policy as a pure state machine (login, up, resuming,
+//!   waiting with probes of a refusing server, stopped), driven by [`run`]'s loop.
 //! - [`mac`]: the TAP's MAC, given or derived stably from host + user + hub.
 //! - [`lease_apply`]: lease → addresses, routes, policy rules, CONNMARK table and resolv.conf
 //!   in one namespace (through `netcfg`), with a record of what was added for teardown.
@@ -22,6 +24,7 @@ pub mod backoff;
 pub mod bridge;
 pub mod lease_apply;
 pub mod mac;
+pub mod reconnect;
 pub mod run;
 pub mod status;
 #[cfg(test)]
