@@ -428,6 +428,21 @@ impl Lab {
         Ok(())
     }
 
+    /// Starts the killed server again and returns when its listener was first seen accepting
+    /// (polled every 100 ms), without waiting for the hub: for measuring recovery times.
+    pub fn start_server(&mut self) -> Result<std::time::Instant> {
+        let f = &self.facts;
+        let server = self.res.servers.first_mut().context("lab has no server")?;
+        server.start()?;
+        server.wait_listening(
+            &f.client_ns,
+            &f.server_ip.to_string(),
+            f.port,
+            self.opts.start_timeout,
+        )?;
+        Ok(std::time::Instant::now())
+    }
+
     /// Pid of the running vpnserver monitor process, if any.
     pub fn server_pid(&self) -> Option<u32> {
         self.res.servers.first().and_then(ServerProcess::pid)

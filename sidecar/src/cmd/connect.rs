@@ -9,6 +9,7 @@ use tokio::sync::watch;
 
 use crate::engine::lease_apply::NetOptions;
 use crate::engine::mac::{stable_mac, Mac};
+use crate::engine::recovery::RecoveryGate;
 use crate::engine::run::{run_engine, EngineConfig, EngineError};
 use crate::engine::status::{status_channel, StopMode};
 use crate::transport::connection::SessionError;
@@ -127,6 +128,7 @@ fn engine_config(args: &ConnectArgs) -> anyhow::Result<EngineConfig> {
         requested_ip: None,
         adopt_address: None,
         on_error: StopMode::Teardown,
+        recovery: RecoveryGate::new(1),
     })
 }
 

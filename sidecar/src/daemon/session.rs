@@ -8,6 +8,7 @@
 //! CNI error codes, and, for an attachment that has had a lease, retrying after a
 //! non-retryable error instead of giving up (the password file may be fixed meanwhile).
 
+use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use netcfg::{Firewall, Netns, Tap};
@@ -17,6 +18,7 @@ use tokio::task::JoinHandle;
 use super::state::{AttachmentRecord, StateDir};
 use crate::engine::lease_apply::NetOptions;
 use crate::engine::mac::Mac;
+use crate::engine::recovery::{RecoveryGate, DAEMON_CONCURRENT_LOGINS};
 use crate::engine::run::{run_engine, EngineConfig, EngineError};
 use crate::engine::status::{status_channel, EngineStatus, Phase, StopMode};
 use crate::transport::connection::SessionConfig;
@@ -193,7 +195,16 @@ pub fn engine_config(record: &AttachmentRecord, mac: Mac) -> Result<EngineConfig
         } else {
             StopMode::Teardown
         },
+        recovery: daemon_recovery_gate(),
     })
+}
+
+/// One [`RecoveryGate`] for every attachment of this daemon: when the server comes back, the
+/// pods log in a few at a time after one shared probe instead of storming it.
+fn daemon_recovery_gate() -> Arc<RecoveryGate> {
+    static GATE: std::sync::OnceLock<Arc<RecoveryGate>> = std::sync::OnceLock::new();
+    GATE.get_or_init(|| RecoveryGate::new(DAEMON_CONCURRENT_LOGINS))
+        .clone()
 }
 
 /// An engine error as the CNI error an ADD returns.

@@ -11,6 +11,9 @@
 //!   client listening in and lease events applied as they come.
 //! - [`status`]: what the engine reports (phase, lease, traffic, reconnects) and how it is
 //!   stopped ([`status::StopMode`]: tear down, or detach and leave the configuration).
+//! - [`recovery`]: what the engines of one process share when a server comes back (login
+//!   slots, one probe per server).
+//! - [`supervisor`]: the thin async loop performing the reconnect machine's actions.
 //! - [`run`]: the engine: log in, run a session, reconnect with backoff, RELEASE and tear
 //!   down (or detach) on stop. It takes the TAP and the target namespace as inputs.
 //!
@@ -25,7 +28,9 @@ pub mod bridge;
 pub mod lease_apply;
 pub mod mac;
 pub mod reconnect;
+pub mod recovery;
 pub mod run;
 pub mod status;
+pub mod supervisor;
 #[cfg(test)]
 pub(crate) mod test_lease;

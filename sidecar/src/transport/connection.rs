@@ -143,6 +143,22 @@ impl SessionError {
         }
     }
 
+    /// Whether the server could not even be reached: name resolution or the TCP connect failed
+    /// or timed out. A server that accepted the connection and then failed us is not
+    /// unreachable; the reconnect policy probes only unreachable ones.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            SessionError::Resolve { .. }
+                | SessionError::NoAddress { .. }
+                | SessionError::Connect { .. }
+                | SessionError::Timeout {
+                    stage: CONNECT_STAGE,
+                    ..
+                }
+        )
+    }
+
     /// Whether retrying can help.
     pub fn retry_class(&self) -> RetryClass {
         match self {
@@ -158,6 +174,19 @@ impl SessionError {
             _ => RetryClass::Normal,
         }
     }
+}
+
+/// The stage name of a timed-out TCP + TLS connect.
+const CONNECT_STAGE: &str = "TCP/TLS connect";
+
+/// A cheap liveness check: whether `host:port` accepts a TCP connection within `timeout`. No
+/// TLS and no login; the connection is closed at once.
+pub async fn tcp_probe(host: &str, port: u16, timeout: Duration) -> bool {
+    let connect = async {
+        let addr = resolve(host, port).await.ok()?;
+        TcpStream::connect(addr).await.ok()
+    };
+    matches!(tokio::time::timeout(timeout, connect).await, Ok(Some(_)))
 }
 
 async fn resolve(host: &str, port: u16) -> Result<SocketAddr, SessionError> {
@@ -200,7 +229,7 @@ pub async fn connect_tls(
         tokio::time::timeout(timeout, fut)
             .await
             .map_err(|_| SessionError::Timeout {
-                stage: "TCP/TLS connect",
+                stage: CONNECT_STAGE,
                 addr,
                 after: timeout,
             })??;
