@@ -20,6 +20,7 @@ use super::lease_apply::NetConfigurator;
 use super::status::{
     self, stop_requested, EngineStatus, LeaseEvent, StopMode, StopSignal, Traffic,
 };
+use crate::transport::clock::now;
 use crate::transport::driver::TunnelHandle;
 
 /// Frames taken per wake-up in each direction before yielding.
@@ -160,7 +161,7 @@ async fn session_loop(
             }
             _ = sleep_until(timer), if timer.is_some() => {
                 if let Some(dhcp) = ctx.dhcp.as_deref_mut() {
-                    dhcp.handle_timeout(Instant::now());
+                    dhcp.handle_timeout(now());
                 }
             }
             err = &mut *uplink => {
@@ -184,7 +185,7 @@ async fn sleep_until(at: Option<Instant>) {
 async fn deliver(ctx: &mut SessionContext<'_>, frame: &Bytes) -> io::Result<()> {
     if let Some(dhcp) = ctx.dhcp.as_deref_mut() {
         if DhcpClient::is_dhcp_reply(frame) {
-            dhcp.handle_frame(Instant::now(), frame);
+            dhcp.handle_frame(now(), frame);
             return Ok(());
         }
     }
@@ -202,8 +203,8 @@ async fn drive_dhcp(
     outgoing: &mpsc::Sender<Bytes>,
 ) -> Option<SessionEnd> {
     let dhcp = ctx.dhcp.as_deref_mut()?;
-    let now = Instant::now();
-    while let Some(frame) = dhcp.poll_transmit(now) {
+    let at = now();
+    while let Some(frame) = dhcp.poll_transmit(at) {
         if outgoing.send(frame.into()).await.is_err() {
             return Some(SessionEnd::TunnelEnded);
         }

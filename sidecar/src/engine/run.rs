@@ -20,6 +20,7 @@ use super::mac::Mac;
 use super::recovery::RecoveryGate;
 use super::status::{self, EngineStatus, Phase, StopMode, StopSignal};
 use super::supervisor::{Exit, Supervisor};
+use crate::transport::clock::now;
 use crate::transport::connection::SessionError;
 
 /// Everything the engine needs besides the TAP, the namespace and the stop signal.
@@ -89,7 +90,7 @@ pub async fn run_engine(
     mut stop: StopSignal,
     status: &watch::Sender<EngineStatus>,
 ) -> EngineOutcome {
-    let started = Instant::now();
+    let started = now();
     let tap_name = tap.name().to_owned();
     let opened = async {
         let mut net =
@@ -164,7 +165,7 @@ async fn run_configured(
             c.initial_retransmit = Duration::from_secs(2);
             c.max_retransmit = Duration::from_secs(16);
             c.requested_ip = config.requested_ip;
-            Some(DhcpClient::new(c, Instant::now())?)
+            Some(DhcpClient::new(c, now())?)
         }
         None => None,
     };

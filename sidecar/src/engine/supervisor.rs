@@ -15,6 +15,7 @@ use super::lease_apply::NetConfigurator;
 use super::reconnect::{Action, Event, Policy, Reconnect};
 use super::run::{EngineConfig, EngineError};
 use super::status::{self, stop_requested, EngineStatus, Phase, StopMode, StopSignal};
+use crate::transport::clock::now;
 use crate::transport::connection::{Established, SessionError};
 use crate::transport::driver::{spawn_tunnel, LiveStats, TunnelExit, TunnelHandle};
 use crate::transport::establish::establish;
@@ -87,7 +88,7 @@ impl<'a> Supervisor<'a> {
             login_budget(session.connect_timeout + session.handshake_timeout, session.max_connection),
             self.config.seed,
         ));
-        let mut action = machine.start(Instant::now());
+        let mut action = machine.start(now());
         loop {
             let event = match action {
                 Action::Login { deadline } => self.login(deadline).await,
@@ -105,7 +106,7 @@ impl<'a> Supervisor<'a> {
                     };
                     match wake {
                         Ok(()) => {
-                            action = machine.handle_timeout(Instant::now());
+                            action = machine.handle_timeout(now());
                             continue;
                         }
                         Err(exit) => return exit,
@@ -120,7 +121,7 @@ impl<'a> Supervisor<'a> {
                 }
             };
             match event {
-                Ok(event) => action = machine.handle(Instant::now(), event),
+                Ok(event) => action = machine.handle(now(), event),
                 Err(exit) => return exit,
             }
         }
@@ -141,10 +142,10 @@ impl<'a> Supervisor<'a> {
         tracing::info!(%server, hub = %session.hub, user = %session.username, "connecting");
         status::set_phase(self.status, Phase::Connecting);
         let gate = self.config.recovery.clone();
-        let queued = Instant::now();
+        let queued = now();
         let _permit = Self::or_stop(self.stop, gate.login_permit()).await?;
         // Time spent waiting for a login slot does not count against the login's budget.
-        let deadline = deadline + queued.elapsed();
+        let deadline = deadline + now().saturating_duration_since(queued);
         let attempt = tokio::time::timeout_at(deadline.into(), establish(session));
         let result = match Self::or_stop(self.stop, attempt).await? {
             Ok(r) => r,
@@ -184,9 +185,9 @@ impl<'a> Supervisor<'a> {
             return Ok(Event::ResumeFailed { unreachable: false });
         };
         let gate = self.config.recovery.clone();
-        let queued = Instant::now();
+        let queued = now();
         let _permit = Self::or_stop(self.stop, gate.login_permit()).await?;
-        let deadline = deadline + queued.elapsed();
+        let deadline = deadline + now().saturating_duration_since(queued);
         let attempt = tokio::time::timeout_at(deadline.into(), resume(&self.config.session, &ticket));
         match Self::or_stop(self.stop, attempt).await? {
             Ok(Ok(est)) => {
@@ -277,7 +278,7 @@ impl<'a> Supervisor<'a> {
         // A resumed session still has its lease and the hub's tables: no new DHCP exchange.
         if self.sessions > 0 && !resumed {
             if let Some(d) = self.dhcp.as_mut() {
-                d.restart(Instant::now());
+                d.restart(now());
             }
         }
         self.sessions += 1;
@@ -360,9 +361,9 @@ async fn release_and_close(dhcp: Option<&mut DhcpClient>, tunnel: TunnelHandle) 
         if tunnel.outgoing.send(frame.into()).await.is_ok() {
             // The driver flushes what it has taken from the channel when closing; wait until
             // it has taken the RELEASE (bounded).
-            let deadline = Instant::now() + RELEASE_FLUSH;
+            let deadline = now() + RELEASE_FLUSH;
             while tunnel.outgoing.capacity() < tunnel.outgoing.max_capacity()
-                && Instant::now() < deadline
+                && now() < deadline
             {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }

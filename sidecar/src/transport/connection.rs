@@ -15,7 +15,9 @@ use softether_proto::handshake::{
     ClientHandshake, ClientInfo, Credential, Direction, HandshakeError, Outcome, Request,
     ServerHello, Welcome,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::future::Future;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
@@ -42,9 +44,71 @@ pub struct SessionConfig {
     pub seed: u64,
 }
 
+/// A byte stream a session runs over: TLS over TCP in production, an in-memory duplex in the
+/// in-process tests.
+pub trait SessionStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// The local address, sent in the login pack.
+    fn local_addr(&self) -> std::io::Result<SocketAddr>;
+    /// Negotiated TLS version and cipher suite, for reports and logs.
+    fn tls_details(&self) -> (String, String) {
+        (String::new(), String::new())
+    }
+}
+
+impl SessionStream for TlsStream<TcpStream> {
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.get_ref().0.local_addr()
+    }
+
+    fn tls_details(&self) -> (String, String) {
+        let (_, conn) = self.get_ref();
+        let version = conn
+            .protocol_version()
+            .map(|v| format!("{v:?}"))
+            .unwrap_or_default();
+        let cipher = conn
+            .negotiated_cipher_suite()
+            .map(|c| format!("{:?}", c.suite()))
+            .unwrap_or_default();
+        (version, cipher)
+    }
+}
+
+/// Opens the connections of a session: [`TlsDialer`] in production, an in-memory fake server in
+/// the in-process tests.
+pub trait Dialer: Send + Sync {
+    type Stream: SessionStream;
+    /// Connects to `host:port` within `timeout`, checking the server with `verify`; returns the
+    /// stream, the certificate the server presented, and the server's address.
+    fn dial(
+        &self,
+        host: &str,
+        port: u16,
+        verify: &TlsVerify,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<(Self::Stream, Vec<u8>, SocketAddr), SessionError>> + Send;
+}
+
+/// TCP + TLS ([`connect_tls`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TlsDialer;
+
+impl Dialer for TlsDialer {
+    type Stream = TlsStream<TcpStream>;
+    async fn dial(
+        &self,
+        host: &str,
+        port: u16,
+        verify: &TlsVerify,
+        timeout: Duration,
+    ) -> Result<(Self::Stream, Vec<u8>, SocketAddr), SessionError> {
+        connect_tls(host, port, verify, timeout).await
+    }
+}
+
 /// A logged-in session whose stream is now in tunnel mode.
-pub struct Established {
-    pub stream: TlsStream<TcpStream>,
+pub struct Established<S = TlsStream<TcpStream>> {
+    pub stream: S,
     pub hello: ServerHello,
     pub welcome: Welcome,
     /// DER of the certificate the (final) server presented.
@@ -59,12 +123,12 @@ pub struct Established {
     pub redirected_to: Option<SocketAddr>,
     /// Further TCP connections joined to the session (`additional_connect`), up to the
     /// granted `max_connection`; frames are spread over all of them.
-    pub additional: Vec<AdditionalConnection>,
+    pub additional: Vec<AdditionalConnection<S>>,
 }
 
 /// One extra TCP connection of a session.
-pub struct AdditionalConnection {
-    pub stream: TlsStream<TcpStream>,
+pub struct AdditionalConnection<S = TlsStream<TcpStream>> {
+    pub stream: S,
     pub direction: Direction,
     /// Tunnel bytes that arrived together with the join reply.
     pub leftover: Vec<u8>,
@@ -271,8 +335,8 @@ fn tls_error(addr: SocketAddr, err: &std::io::Error, presented: Option<Vec<u8>>)
 }
 
 /// Pumps bytes between the TLS stream and the sans-IO handshake until it yields an outcome.
-pub async fn drive_handshake(
-    stream: &mut TlsStream<TcpStream>,
+pub async fn drive_handshake<S: AsyncRead + AsyncWrite + Unpin + Send>(
+    stream: &mut S,
     handshake: &mut ClientHandshake,
     addr: SocketAddr,
 ) -> Result<Outcome, SessionError> {
@@ -327,16 +391,14 @@ pub async fn drive_handshake(
 }
 
 /// The local address of a fresh connection and the login identity filled in for it.
-pub(crate) fn connection_info(
+pub(crate) fn connection_info<S: SessionStream>(
     config: &SessionConfig,
-    stream: &TlsStream<TcpStream>,
+    stream: &S,
     addr: SocketAddr,
     host: &str,
     port: u16,
 ) -> Result<(SocketAddr, ClientInfo), SessionError> {
     let local_addr = stream
-        .get_ref()
-        .0
         .local_addr()
         .map_err(|source| SessionError::Io {
             addr,
@@ -353,23 +415,9 @@ pub(crate) fn connection_info(
     Ok((local_addr, info))
 }
 
-/// Negotiated TLS version and cipher suite, for reports and logs.
-pub(crate) fn tls_details(stream: &TlsStream<TcpStream>) -> (String, String) {
-    let (_, conn) = stream.get_ref();
-    let version = conn
-        .protocol_version()
-        .map(|v| format!("{v:?}"))
-        .unwrap_or_default();
-    let cipher = conn
-        .negotiated_cipher_suite()
-        .map(|c| format!("{:?}", c.suite()))
-        .unwrap_or_default();
-    (version, cipher)
-}
-
 /// Runs one request through a new handshake on `stream` within `timeout`.
-pub(crate) async fn run_handshake(
-    stream: &mut TlsStream<TcpStream>,
+pub(crate) async fn run_handshake<S: AsyncRead + AsyncWrite + Unpin + Send>(
+    stream: &mut S,
     request: Request,
     seed: u64,
     timeout: Duration,

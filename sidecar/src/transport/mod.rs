@@ -11,6 +11,7 @@
 //! - [`driver`]: one task pumping the tunnel state machine over the session's connections;
 //!   frames in and out through channels.
 
+pub mod clock;
 pub mod connection;
 pub mod credentials;
 pub mod driver;
