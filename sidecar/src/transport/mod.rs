@@ -18,6 +18,8 @@ pub mod driver;
 pub mod establish;
 pub mod join;
 pub mod tls;
+#[cfg(test)]
+pub(crate) mod testkit;
 
 /// A seed for protocol padding and DHCP transaction ids; uniqueness matters, not secrecy.
 pub fn random_seed() -> u64 {
