@@ -44,7 +44,10 @@ fn recovery_after(outage: Duration) -> Duration {
     let listening = lab.start_server().expect("start the server");
     let (ok, answered) = pinger.join().expect("ping thread");
     let log = client.log_text();
-    assert!(ok, "no traffic within 60 s after the server came back:\n{log}");
+    assert!(
+        ok,
+        "no traffic within 60 s after the server came back:\n{log}"
+    );
     let recovery = answered.saturating_duration_since(listening);
     eprintln!(
         "recovery after a {outage:?} outage: traffic {} ms after the server listened again",

@@ -33,12 +33,12 @@ fn an_idle_session_lives_on_keepalives_sent_on_schedule() {
     p.advance(TIMEOUT * 10);
     assert_eq!(p.client_error, None);
     assert_eq!(p.server_error, None);
-    let gaps: Vec<Duration> = p
-        .client_sent_at
-        .windows(2)
-        .map(|w| w[1] - w[0])
-        .collect();
-    assert!(gaps.len() >= 20, "{} keep-alives in 10 timeouts", gaps.len() + 1);
+    let gaps: Vec<Duration> = p.client_sent_at.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(
+        gaps.len() >= 20,
+        "{} keep-alives in 10 timeouts",
+        gaps.len() + 1
+    );
     // GenNextKeepAliveSpan: uniformly in [timeout/5, timeout/2).
     assert!(
         gaps.iter().all(|g| *g >= TIMEOUT / 5 && *g < TIMEOUT / 2),
@@ -59,7 +59,10 @@ fn a_silent_server_times_the_client_out_after_exactly_the_session_timeout() {
     let Some(TunnelError::Timeout { idle }) = p.client_error.clone() else {
         panic!("{:?}", p.client_error)
     };
-    assert!(idle >= TIMEOUT && idle < TIMEOUT + Duration::from_secs(1), "{idle:?}");
+    assert!(
+        idle >= TIMEOUT && idle < TIMEOUT + Duration::from_secs(1),
+        "{idle:?}"
+    );
     // The last bytes from the server came at or before `silent_from`.
     assert!(last_heard <= silent_from);
 }
@@ -73,7 +76,10 @@ fn a_cut_link_times_out_both_sides_and_frames_sent_meanwhile_are_lost() {
     p.drive();
     p.advance(TIMEOUT + Duration::from_secs(1));
     assert!(matches!(p.client_error, Some(TunnelError::Timeout { .. })));
-    assert!(p.server_error.as_deref().is_some_and(|e| e.contains("timed out")));
+    assert!(p
+        .server_error
+        .as_deref()
+        .is_some_and(|e| e.contains("timed out")));
     assert!(p.server_frames.is_empty());
     // A closed server sends and accepts nothing any more.
     assert!(!p.server.in_tunnel());

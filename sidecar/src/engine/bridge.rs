@@ -6,6 +6,7 @@
 //! ready per wake-up (`try_recv`), and uplink frames are cut out of one shared buffer so a
 //! burst costs one allocation per ~100 frames, not one per frame.
 
+use std::future::Future;
 use std::io;
 use std::sync::Arc;
 use std::time::Instant;
@@ -22,6 +23,29 @@ use super::status::{
 };
 use crate::transport::clock::now;
 use crate::transport::driver::TunnelHandle;
+
+/// The pod side of the bridge: a TAP in production ([`AsyncTap`]), a channel-backed fake in
+/// the in-process tests.
+pub trait FramePort: Send + Sync + 'static {
+    /// Waits for one frame and reads it into `buf`; returns its length.
+    fn recv(&self, buf: &mut [u8]) -> impl Future<Output = io::Result<usize>> + Send;
+    /// Reads one frame if one is queued; `Err(WouldBlock)` when none is.
+    fn try_recv(&self, buf: &mut [u8]) -> io::Result<usize>;
+    /// Writes one whole frame, waiting while the port is full.
+    fn send(&self, frame: &[u8]) -> impl Future<Output = io::Result<()>> + Send;
+}
+
+impl FramePort for AsyncTap {
+    fn recv(&self, buf: &mut [u8]) -> impl Future<Output = io::Result<usize>> + Send {
+        AsyncTap::recv(self, buf)
+    }
+    fn try_recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        AsyncTap::try_recv(self, buf)
+    }
+    fn send(&self, frame: &[u8]) -> impl Future<Output = io::Result<()>> + Send {
+        AsyncTap::send(self, frame)
+    }
+}
 
 /// Frames taken per wake-up in each direction before yielding.
 const BATCH: usize = 256;
@@ -43,8 +67,8 @@ pub enum SessionEnd {
 }
 
 /// Moves frames from the TAP into the tunnel until the tunnel closes or the TAP fails.
-pub fn spawn_uplink(
-    tap: Arc<AsyncTap>,
+pub fn spawn_uplink<T: FramePort>(
+    tap: Arc<T>,
     outgoing: mpsc::Sender<Bytes>,
     max_frame: usize,
     traffic: Arc<Traffic>,
@@ -53,12 +77,12 @@ pub fn spawn_uplink(
         let mut buf = BytesMut::with_capacity(UPLINK_BUFFER);
         let mut batch: Vec<Bytes> = Vec::with_capacity(BATCH);
         loop {
-            if let Err(e) = read_frame(&tap, &mut buf, max_frame, true).await {
+            if let Err(e) = read_frame(&*tap, &mut buf, max_frame, true).await {
                 return e;
             }
             batch.push(buf.split().freeze());
             while batch.len() < BATCH {
-                match read_frame(&tap, &mut buf, max_frame, false).await {
+                match read_frame(&*tap, &mut buf, max_frame, false).await {
                     Ok(()) => batch.push(buf.split().freeze()),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) => return e,
@@ -75,8 +99,8 @@ pub fn spawn_uplink(
 }
 
 /// Reads one frame into the (empty) `buf`, waiting if `wait`.
-async fn read_frame(
-    tap: &AsyncTap,
+async fn read_frame<T: FramePort>(
+    tap: &T,
     buf: &mut BytesMut,
     max_frame: usize,
     wait: bool,
@@ -103,8 +127,8 @@ async fn read_frame(
 }
 
 /// State carried across the sessions of one connection.
-pub struct SessionContext<'a> {
-    pub tap: &'a Arc<AsyncTap>,
+pub struct SessionContext<'a, T: FramePort = AsyncTap> {
+    pub tap: &'a Arc<T>,
     pub dhcp: Option<&'a mut DhcpClient>,
     pub net: Option<&'a mut NetConfigurator>,
     pub stop: &'a mut StopSignal,
@@ -118,8 +142,8 @@ pub struct SessionContext<'a> {
 }
 
 /// Pumps frames and DHCP for one tunnel until shutdown, tunnel loss or a local failure.
-pub async fn run_session(
-    ctx: &mut SessionContext<'_>,
+pub async fn run_session<T: FramePort>(
+    ctx: &mut SessionContext<'_, T>,
     tunnel: &mut TunnelHandle,
     max_frame: usize,
 ) -> SessionEnd {
@@ -134,8 +158,8 @@ pub async fn run_session(
     end
 }
 
-async fn session_loop(
-    ctx: &mut SessionContext<'_>,
+async fn session_loop<T: FramePort>(
+    ctx: &mut SessionContext<'_, T>,
     tunnel: &mut TunnelHandle,
     uplink: &mut JoinHandle<io::Error>,
 ) -> SessionEnd {
@@ -182,7 +206,7 @@ async fn sleep_until(at: Option<Instant>) {
 }
 
 /// A frame from the tunnel: DHCP replies go to the client, everything else to the TAP.
-async fn deliver(ctx: &mut SessionContext<'_>, frame: &Bytes) -> io::Result<()> {
+async fn deliver<T: FramePort>(ctx: &mut SessionContext<'_, T>, frame: &Bytes) -> io::Result<()> {
     if let Some(dhcp) = ctx.dhcp.as_deref_mut() {
         if DhcpClient::is_dhcp_reply(frame) {
             dhcp.handle_frame(now(), frame);
@@ -198,8 +222,8 @@ async fn deliver(ctx: &mut SessionContext<'_>, frame: &Bytes) -> io::Result<()> 
 }
 
 /// Sends due DHCP frames and acts on DHCP events.
-async fn drive_dhcp(
-    ctx: &mut SessionContext<'_>,
+async fn drive_dhcp<T: FramePort>(
+    ctx: &mut SessionContext<'_, T>,
     outgoing: &mpsc::Sender<Bytes>,
 ) -> Option<SessionEnd> {
     let dhcp = ctx.dhcp.as_deref_mut()?;
@@ -221,7 +245,10 @@ async fn drive_dhcp(
     None
 }
 
-async fn on_event(ctx: &mut SessionContext<'_>, event: Event) -> Result<(), NetcfgError> {
+async fn on_event<T: FramePort>(
+    ctx: &mut SessionContext<'_, T>,
+    event: Event,
+) -> Result<(), NetcfgError> {
     match event {
         Event::Bound(lease) => {
             tracing::info!(

@@ -25,6 +25,8 @@
 
 pub mod backoff;
 pub mod bridge;
+#[cfg(test)]
+pub(crate) mod fake_tap;
 pub mod lease_apply;
 pub mod mac;
 pub mod reconnect;

@@ -178,9 +178,7 @@ impl Reconnect {
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
             State::Connecting { deadline } | State::Resuming { deadline } => Some(deadline),
-            State::Waiting { until, probe } => {
-                Some(probe.map_or(until, |p| p.at.min(until)))
-            }
+            State::Waiting { until, probe } => Some(probe.map_or(until, |p| p.at.min(until))),
             State::Up { .. } | State::Stopped => None,
         }
     }
@@ -273,11 +271,9 @@ impl Reconnect {
                 probe: Some(probe), ..
             } if now >= probe.at => Action::Probe,
             State::Waiting { .. } => self.resume_wait(now),
-            State::Connecting { deadline } if now >= deadline => self.wait(
-                now,
-                RetryClass::Normal,
-                false,
-            ),
+            State::Connecting { deadline } if now >= deadline => {
+                self.wait(now, RetryClass::Normal, false)
+            }
             State::Resuming { deadline } if now >= deadline => {
                 self.wait(now, RetryClass::Normal, false)
             }

@@ -37,9 +37,12 @@ fn run_waits(
             }
             Action::Probe => {
                 probes += 1;
-                m.handle(now, Event::Probed {
-                    accepting: accepting(now),
-                })
+                m.handle(
+                    now,
+                    Event::Probed {
+                        accepting: accepting(now),
+                    },
+                )
             }
             other => return (other, now, probes),
         };
@@ -55,8 +58,16 @@ fn login_then_up_then_broken_connection_resumes_at_once() {
     assert_eq!(m.poll_timeout(), None);
     let later = now + S(3);
     let a = m.handle(later, Event::SessionLost { resumable: true });
-    assert_eq!(a, Action::Resume { deadline: later + S(20) });
-    assert_eq!(m.handle(later + MS(50), Event::Connected), Action::RunSession);
+    assert_eq!(
+        a,
+        Action::Resume {
+            deadline: later + S(20)
+        }
+    );
+    assert_eq!(
+        m.handle(later + MS(50), Event::Connected),
+        Action::RunSession
+    );
 }
 
 #[test]
@@ -77,7 +88,10 @@ fn refused_server_is_probed_and_logged_into_as_soon_as_it_listens() {
             action = m.handle(now, REFUSED);
         }
         let late = now - back;
-        assert!(late <= PROBE_INTERVAL, "outage {outage:?}: login {late:?} after the server returned");
+        assert!(
+            late <= PROBE_INTERVAL,
+            "outage {outage:?}: login {late:?} after the server returned"
+        );
     }
 }
 
@@ -98,7 +112,10 @@ fn probes_come_at_most_every_half_second_and_are_jittered() {
             action = m.handle(until, Event::Probed { accepting: false });
         }
     }
-    assert!(gaps.iter().all(|g| *g <= PROBE_INTERVAL && *g >= MS(300)), "{gaps:?}");
+    assert!(
+        gaps.iter().all(|g| *g <= PROBE_INTERVAL && *g >= MS(300)),
+        "{gaps:?}"
+    );
     gaps.sort();
     gaps.dedup();
     assert!(gaps.len() > 5, "probe times are not jittered: {gaps:?}");

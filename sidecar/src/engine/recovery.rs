@@ -16,8 +16,6 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::time::Instant;
 
-use crate::transport::connection::tcp_probe;
-
 /// A probe result is reused by other engines for this long.
 pub const PROBE_SHARED_FOR: Duration = Duration::from_millis(250);
 /// How long a probe waits for the TCP connect.
@@ -59,15 +57,17 @@ impl RecoveryGate {
         self.logins.acquire().await.ok()
     }
 
-    /// Whether `host:port` accepts TCP connections: a fresh probe, or the result of one another
-    /// engine made less than [`PROBE_SHARED_FOR`] ago (or is making now).
-    pub async fn probe(&self, host: &str, port: u16) -> bool {
+    /// Whether `host:port` accepts TCP connections: `probe` (polled only when needed), or the
+    /// result of one another engine made less than [`PROBE_SHARED_FOR`] ago (or is making now).
+    pub async fn probe(
+        &self,
+        host: &str,
+        port: u16,
+        probe: impl std::future::Future<Output = bool>,
+    ) -> bool {
         let slot = {
             let mut probes = self.probes.lock().unwrap_or_else(|p| p.into_inner());
-            probes
-                .entry((host.to_owned(), port))
-                .or_default()
-                .clone()
+            probes.entry((host.to_owned(), port)).or_default().clone()
         };
         let mut last = slot.lock().await;
         if let Some((at, accepting)) = *last {
@@ -75,7 +75,7 @@ impl RecoveryGate {
                 return accepting;
             }
         }
-        let accepting = tcp_probe(host, port, PROBE_TIMEOUT).await;
+        let accepting = probe.await;
         *last = Some((Instant::now(), accepting));
         accepting
     }
@@ -85,21 +85,30 @@ impl RecoveryGate {
 mod tests {
     use super::*;
 
+    use crate::transport::connection::tcp_probe;
+
+    fn probe(port: u16) -> impl std::future::Future<Output = bool> {
+        tcp_probe("127.0.0.1", port, PROBE_TIMEOUT)
+    }
+
     #[tokio::test]
     async fn probes_are_shared_and_see_a_listener_come_back() {
         let gate = RecoveryGate::new(2);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         drop(listener);
-        assert!(!gate.probe("127.0.0.1", port).await, "nothing listens");
+        assert!(
+            !gate.probe("127.0.0.1", port, probe(port)).await,
+            "nothing listens"
+        );
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await;
         let Ok(_listener) = listener else {
             return; // the port was taken meanwhile; nothing to learn
         };
         // Within PROBE_SHARED_FOR the earlier answer stands; after it, a fresh probe.
-        assert!(!gate.probe("127.0.0.1", port).await);
+        assert!(!gate.probe("127.0.0.1", port, probe(port)).await);
         tokio::time::sleep(PROBE_SHARED_FOR).await;
-        assert!(gate.probe("127.0.0.1", port).await);
+        assert!(gate.probe("127.0.0.1", port, probe(port)).await);
         let a = gate.login_permit().await.unwrap();
         let _b = gate.login_permit().await.unwrap();
         assert_eq!(gate.logins.available_permits(), 0);

@@ -21,7 +21,7 @@ use super::recovery::RecoveryGate;
 use super::status::{self, EngineStatus, Phase, StopMode, StopSignal};
 use super::supervisor::{Exit, Supervisor};
 use crate::transport::clock::now;
-use crate::transport::connection::SessionError;
+use crate::transport::connection::{SessionError, TlsDialer};
 
 /// Everything the engine needs besides the TAP, the namespace and the stop signal.
 #[derive(Debug, Clone)]
@@ -169,9 +169,18 @@ async fn run_configured(
         }
         None => None,
     };
-    match Supervisor::new(config, tap, net, dhcp, stop, status, started)
-        .run()
-        .await
+    match Supervisor::new(
+        config,
+        TlsDialer,
+        tap,
+        Some(net),
+        dhcp,
+        stop,
+        status,
+        started,
+    )
+    .run()
+    .await
     {
         Exit::Stop(mode) => Ok(mode),
         Exit::Failed(e) => Err(e),

@@ -7,19 +7,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dhcp_client::DhcpClient;
-use netcfg::{AsyncTap, NetcfgError};
+use netcfg::NetcfgError;
 use tokio::sync::watch;
 
-use super::bridge::{run_session, SessionContext, SessionEnd};
+use super::bridge::{run_session, FramePort, SessionContext, SessionEnd};
 use super::lease_apply::NetConfigurator;
 use super::reconnect::{Action, Event, Policy, Reconnect};
+use super::recovery::PROBE_TIMEOUT;
 use super::run::{EngineConfig, EngineError};
 use super::status::{self, stop_requested, EngineStatus, Phase, StopMode, StopSignal};
 use crate::transport::clock::now;
-use crate::transport::connection::{Established, SessionError};
+use crate::transport::connection::{Dialer, Established, SessionError};
 use crate::transport::driver::{spawn_tunnel, LiveStats, TunnelExit, TunnelHandle};
-use crate::transport::establish::establish;
-use crate::transport::join::{resume, ResumeTicket};
+use crate::transport::establish::establish_with;
+use crate::transport::join::{resume_with, ResumeTicket};
 
 /// How a RELEASE may take to leave before the session is closed anyway.
 const RELEASE_FLUSH: Duration = Duration::from_millis(500);
@@ -31,21 +32,23 @@ pub(crate) enum Exit {
 }
 
 /// The session a login or resume produced, waiting for [`Action::RunSession`].
-struct Pending {
-    est: Established,
+struct Pending<S> {
+    est: Established<S>,
     resumed: bool,
 }
 
 /// Everything the loop's actions use.
-pub(crate) struct Supervisor<'a> {
+pub(crate) struct Supervisor<'a, D: Dialer, T: FramePort> {
     pub config: &'a EngineConfig,
-    pub tap: Arc<AsyncTap>,
-    pub net: &'a mut NetConfigurator,
+    pub dialer: D,
+    pub tap: Arc<T>,
+    /// `None` in the in-process tests: nothing is configured.
+    pub net: Option<&'a mut NetConfigurator>,
     pub dhcp: Option<DhcpClient>,
     pub stop: &'a mut StopSignal,
     pub status: &'a watch::Sender<EngineStatus>,
     pub started: Instant,
-    pending: Option<Pending>,
+    pending: Option<Pending<D::Stream>>,
     ticket: Option<ResumeTicket>,
     sessions: u32,
     /// The last failed login, returned when the machine gives up.
@@ -54,11 +57,13 @@ pub(crate) struct Supervisor<'a> {
     lost: Option<(String, LiveStats)>,
 }
 
-impl<'a> Supervisor<'a> {
+impl<'a, D: Dialer, T: FramePort> Supervisor<'a, D, T> {
+    #[allow(clippy::too_many_arguments)] // the engine's whole context, named once
     pub fn new(
         config: &'a EngineConfig,
-        tap: Arc<AsyncTap>,
-        net: &'a mut NetConfigurator,
+        dialer: D,
+        tap: Arc<T>,
+        net: Option<&'a mut NetConfigurator>,
         dhcp: Option<DhcpClient>,
         stop: &'a mut StopSignal,
         status: &'a watch::Sender<EngineStatus>,
@@ -66,6 +71,7 @@ impl<'a> Supervisor<'a> {
     ) -> Self {
         Supervisor {
             config,
+            dialer,
             tap,
             net,
             dhcp,
@@ -85,7 +91,10 @@ impl<'a> Supervisor<'a> {
         let session = &self.config.session;
         let mut machine = Reconnect::new(Policy::new(
             self.config.reconnect_delay,
-            login_budget(session.connect_timeout + session.handshake_timeout, session.max_connection),
+            login_budget(
+                session.connect_timeout + session.handshake_timeout,
+                session.max_connection,
+            ),
             self.config.seed,
         ));
         let mut action = machine.start(now());
@@ -113,10 +122,13 @@ impl<'a> Supervisor<'a> {
                     }
                 }
                 Action::Stop => {
-                    let e = self.last_error.take().unwrap_or(SessionError::Disconnected {
-                        addr: SocketAddr::from(([0, 0, 0, 0], self.config.session.port)),
-                        stage: "login",
-                    });
+                    let e = self
+                        .last_error
+                        .take()
+                        .unwrap_or(SessionError::Disconnected {
+                            addr: SocketAddr::from(([0, 0, 0, 0], self.config.session.port)),
+                            stage: "login",
+                        });
                     return Exit::Failed(EngineError::Session(e));
                 }
             };
@@ -127,15 +139,6 @@ impl<'a> Supervisor<'a> {
         }
     }
 
-    /// Races `fut` against the stop signal.
-    async fn or_stop<T>(stop: &mut StopSignal, fut: impl std::future::Future<Output = T>) -> Result<T, Exit> {
-        tokio::select! {
-            biased;
-            mode = stop_requested(stop) => Err(Exit::Stop(mode)),
-            out = fut => Ok(out),
-        }
-    }
-
     async fn login(&mut self, deadline: Instant) -> Result<Event, Exit> {
         let session = &self.config.session;
         let server = format!("{}:{}", session.host, session.port);
@@ -143,11 +146,12 @@ impl<'a> Supervisor<'a> {
         status::set_phase(self.status, Phase::Connecting);
         let gate = self.config.recovery.clone();
         let queued = now();
-        let _permit = Self::or_stop(self.stop, gate.login_permit()).await?;
+        let _permit = or_stop(self.stop, gate.login_permit()).await?;
         // Time spent waiting for a login slot does not count against the login's budget.
         let deadline = deadline + now().saturating_duration_since(queued);
-        let attempt = tokio::time::timeout_at(deadline.into(), establish(session));
-        let result = match Self::or_stop(self.stop, attempt).await? {
+        let attempt =
+            tokio::time::timeout_at(deadline.into(), establish_with(&self.dialer, session));
+        let result = match or_stop(self.stop, attempt).await? {
             Ok(r) => r,
             Err(_) => Err(SessionError::Timeout {
                 stage: "login",
@@ -186,10 +190,13 @@ impl<'a> Supervisor<'a> {
         };
         let gate = self.config.recovery.clone();
         let queued = now();
-        let _permit = Self::or_stop(self.stop, gate.login_permit()).await?;
+        let _permit = or_stop(self.stop, gate.login_permit()).await?;
         let deadline = deadline + now().saturating_duration_since(queued);
-        let attempt = tokio::time::timeout_at(deadline.into(), resume(&self.config.session, &ticket));
-        match Self::or_stop(self.stop, attempt).await? {
+        let attempt = tokio::time::timeout_at(
+            deadline.into(),
+            resume_with(&self.dialer, &self.config.session, &ticket),
+        );
+        match or_stop(self.stop, attempt).await? {
             Ok(Ok(est)) => {
                 let reason = self.lost.take().map(|(r, _)| r).unwrap_or_default();
                 tracing::info!(session = %ticket.session_name(), %reason, "connection lost, session resumed");
@@ -212,7 +219,8 @@ impl<'a> Supervisor<'a> {
     async fn probe(&mut self) -> Result<Event, Exit> {
         let (host, port) = (&self.config.session.host, self.config.session.port);
         let gate = self.config.recovery.clone();
-        let accepting = Self::or_stop(self.stop, gate.probe(host, port)).await?;
+        let probe = self.dialer.probe(host, port, PROBE_TIMEOUT);
+        let accepting = or_stop(self.stop, gate.probe(host, port, probe)).await?;
         tracing::debug!(server = %host, port, accepting, "probed the server");
         if accepting {
             tracing::info!(server = %host, port, "server accepts connections again, logging in");
@@ -267,8 +275,8 @@ impl<'a> Supervisor<'a> {
         );
         self.ticket = Some(ResumeTicket::of(&est));
         if self.config.pin_server_route && self.config.net.may_capture_server_traffic() {
-            if let IpAddr::V4(ip) = est.server_addr.ip() {
-                pin_server(self.net, ip)
+            if let (IpAddr::V4(ip), Some(net)) = (est.server_addr.ip(), self.net.as_deref_mut()) {
+                pin_server(net, ip)
                     .await
                     .map_err(|e| Exit::Failed(e.into()))?;
             }
@@ -285,7 +293,7 @@ impl<'a> Supervisor<'a> {
         let mut ctx = SessionContext {
             tap: &self.tap,
             dhcp: self.dhcp.as_mut(),
-            net: Some(&mut *self.net),
+            net: self.net.as_deref_mut(),
             stop: &mut *self.stop,
             status: self.status,
             traffic: self.status.borrow().traffic.clone(),
@@ -315,7 +323,8 @@ impl<'a> Supervisor<'a> {
                 let (result, stats) = tunnel.join().await;
                 // A broken connection (not a silent server) may have left the session alive on
                 // the server: the machine tries to rejoin it before backing off.
-                let resumable = matches!(&result, Err(e) if !matches!(e, TunnelExit::Timeout { .. }));
+                let resumable =
+                    matches!(&result, Err(e) if !matches!(e, TunnelExit::Timeout { .. }));
                 let reason = match result {
                     Ok(()) => "closed".to_owned(),
                     Err(e) => e.to_string(),
@@ -324,6 +333,18 @@ impl<'a> Supervisor<'a> {
                 Ok(Event::SessionLost { resumable })
             }
         }
+    }
+}
+
+/// Races `fut` against the stop signal.
+async fn or_stop<O>(
+    stop: &mut StopSignal,
+    fut: impl std::future::Future<Output = O>,
+) -> Result<O, Exit> {
+    tokio::select! {
+        biased;
+        mode = stop_requested(stop) => Err(Exit::Stop(mode)),
+        out = fut => Ok(out),
     }
 }
 
@@ -362,9 +383,7 @@ async fn release_and_close(dhcp: Option<&mut DhcpClient>, tunnel: TunnelHandle) 
             // The driver flushes what it has taken from the channel when closing; wait until
             // it has taken the RELEASE (bounded).
             let deadline = now() + RELEASE_FLUSH;
-            while tunnel.outgoing.capacity() < tunnel.outgoing.max_capacity()
-                && now() < deadline
-            {
+            while tunnel.outgoing.capacity() < tunnel.outgoing.max_capacity() && now() < deadline {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             tracing::info!("lease released");
@@ -375,3 +394,7 @@ async fn release_and_close(dhcp: Option<&mut DhcpClient>, tunnel: TunnelHandle) 
         tracing::debug!("closing the session: {e}");
     }
 }
+
+#[cfg(test)]
+#[path = "supervisor_tests.rs"]
+mod tests;

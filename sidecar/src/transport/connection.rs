@@ -87,6 +87,13 @@ pub trait Dialer: Send + Sync {
         verify: &TlsVerify,
         timeout: Duration,
     ) -> impl Future<Output = Result<(Self::Stream, Vec<u8>, SocketAddr), SessionError>> + Send;
+
+    /// Whether `host:port` accepts connections: a TCP connect, no TLS, no login
+    /// ([`tcp_probe`]).
+    fn probe(&self, host: &str, port: u16, timeout: Duration) -> impl Future<Output = bool> + Send {
+        let host = host.to_owned();
+        async move { tcp_probe(&host, port, timeout).await }
+    }
 }
 
 /// TCP + TLS ([`connect_tls`]).
@@ -398,13 +405,11 @@ pub(crate) fn connection_info<S: SessionStream>(
     host: &str,
     port: u16,
 ) -> Result<(SocketAddr, ClientInfo), SessionError> {
-    let local_addr = stream
-        .local_addr()
-        .map_err(|source| SessionError::Io {
-            addr,
-            stage: "local address",
-            source,
-        })?;
+    let local_addr = stream.local_addr().map_err(|source| SessionError::Io {
+        addr,
+        stage: "local address",
+        source,
+    })?;
     let mut info = config.info.clone();
     if let std::net::IpAddr::V4(ip) = local_addr.ip() {
         info.client_ip = ip;

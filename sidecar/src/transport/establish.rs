@@ -32,7 +32,8 @@ pub async fn establish_with<D: Dialer>(
     let mut credential = config.credential.clone();
     let mut redirected_to = None;
     for _ in 0..=MAX_REDIRECTS {
-        let attempt = attempt_login(dialer, config, &host, port, &tls_verify, credential.clone()).await?;
+        let attempt =
+            attempt_login(dialer, config, &host, port, &tls_verify, credential.clone()).await?;
         match attempt {
             Attempt::Welcome(mut est) => {
                 est.redirected_to = redirected_to;

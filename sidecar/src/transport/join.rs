@@ -5,14 +5,14 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use softether_proto::handshake::{
-    Direction, HandshakeError, Outcome, Request, ServerHello, Welcome,
-};
 use crate::transport::connection::{
     connection_info, run_handshake, AdditionalConnection, Dialer, Established, SessionConfig,
     SessionError, SessionStream, TlsDialer,
 };
 use crate::transport::tls::TlsVerify;
+use softether_proto::handshake::{
+    Direction, HandshakeError, Outcome, Request, ServerHello, Welcome,
+};
 
 /// Above this many quick connections the server's DoS guard (16 per burst from one IP) could
 /// drop us, so later joins are spaced out.
@@ -125,10 +125,7 @@ async fn additional_connect<S: SessionStream>(
 
 /// The local port, to vary padding seeds between connections.
 fn info_port<S: SessionStream>(stream: &S) -> u16 {
-    stream
-        .local_addr()
-        .map(|a| a.port())
-        .unwrap_or(0)
+    stream.local_addr().map(|a| a.port()).unwrap_or(0)
 }
 
 /// What it takes to rejoin a session after its TCP connections broke (§9.4): the server keeps

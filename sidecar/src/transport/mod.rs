@@ -17,9 +17,9 @@ pub mod credentials;
 pub mod driver;
 pub mod establish;
 pub mod join;
-pub mod tls;
 #[cfg(test)]
 pub(crate) mod testkit;
+pub mod tls;
 
 /// A seed for protocol padding and DHCP transaction ids; uniqueness matters, not secrecy.
 pub fn random_seed() -> u64 {

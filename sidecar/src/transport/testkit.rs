@@ -28,7 +28,8 @@ use super::tls::TlsVerify;
 
 pub const USER: &str = "alice";
 pub const PASSWORD: &str = "secret";
-pub const SERVER: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1)), 443);
+pub const SERVER: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1)), 443);
 /// The certificate the fake server "presents".
 pub const CERT: &[u8] = b"fake server certificate";
 
@@ -91,7 +92,8 @@ impl AsyncWrite for FakeStream {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Control {
     generation: u32,
-    silent: bool,
+    /// Connections with a smaller id than this are silent.
+    silent_below: u32,
 }
 
 #[derive(Debug, Default)]
@@ -104,6 +106,7 @@ struct NetState {
     /// Counters for assertions.
     dials: u32,
     refused_dials: u32,
+    probes: u32,
 }
 
 /// The fake network with one fake server. Cheap to clone; clones share the server.
@@ -154,7 +157,6 @@ impl FakeNet {
     /// Starts the killed server again.
     pub fn start(&self) {
         self.state().down = false;
-        self.control.send_modify(|c| c.silent = false);
     }
 
     /// Breaks every connection (TCP reset) while the server keeps the sessions.
@@ -162,9 +164,11 @@ impl FakeNet {
         self.control.send_modify(|c| c.generation += 1);
     }
 
-    /// The server stops sending anything on its connections (no frames, no keep-alives).
+    /// The server stops sending anything on its current connections (no frames, no
+    /// keep-alives); new connections work.
     pub fn silence(&self) {
-        self.control.send_modify(|c| c.silent = true);
+        let next = u32::from(self.state().next_port) + 1;
+        self.control.send_modify(|c| c.silent_below = next);
     }
 
     /// Logins are answered with `code` from now on (`None`: welcomed again).
@@ -176,6 +180,11 @@ impl FakeNet {
     pub fn dials(&self) -> (u32, u32) {
         let s = self.state();
         (s.dials, s.refused_dials)
+    }
+
+    /// Probes so far.
+    pub fn probes(&self) -> u32 {
+        self.state().probes
     }
 
     /// Sends a frame to the client on the server's connections.
@@ -232,6 +241,7 @@ impl Dialer for FakeNet {
         };
         let (client, server) = tokio::io::duplex(64 * 1024);
         let task = ServerConnection {
+            id: u32::from(port),
             server: FakeServer::new(config),
             control: self.control.subscribe(),
             frames: self.frames_tx.clone(),
@@ -239,12 +249,26 @@ impl Dialer for FakeNet {
         };
         tokio::spawn(task.run(server));
         let local = SocketAddr::from(([198, 18, 0, 2], port));
-        Ok((FakeStream { inner: client, local }, CERT.to_vec(), SERVER))
+        Ok((
+            FakeStream {
+                inner: client,
+                local,
+            },
+            CERT.to_vec(),
+            SERVER,
+        ))
+    }
+
+    async fn probe(&self, _host: &str, _port: u16, _timeout: Duration) -> bool {
+        let mut s = self.state();
+        s.probes += 1;
+        !s.down
     }
 }
 
 /// One server-side connection: the sans-IO fake server pumped over a duplex end.
 struct ServerConnection {
+    id: u32,
     server: FakeServer,
     control: watch::Receiver<Control>,
     frames: mpsc::UnboundedSender<Bytes>,
@@ -260,11 +284,11 @@ impl ServerConnection {
             if ctl.generation != generation {
                 return; // dropping the stream is the reset the client sees
             }
-            self.server.set_silent(ctl.silent);
-            if self.server.in_tunnel() && !ctl.silent {
-                let frames: Vec<Bytes> = std::mem::take(
-                    &mut *self.to_client.lock().unwrap_or_else(|p| p.into_inner()),
-                );
+            let silent = self.id < ctl.silent_below;
+            self.server.set_silent(silent);
+            if self.server.in_tunnel() && !silent {
+                let frames: Vec<Bytes> =
+                    std::mem::take(&mut *self.to_client.lock().unwrap_or_else(|p| p.into_inner()));
                 for f in &frames {
                     self.server.send_frame(f);
                 }

@@ -30,14 +30,22 @@ async fn additional_connections_join_and_carry_frames() {
     let mut tunnel = spawn_tunnel(est, 7);
     assert_eq!(tunnel.connections(), 4);
     for i in 0..20u8 {
-        tunnel.outgoing.send(Bytes::from(vec![i; 64])).await.unwrap();
+        tunnel
+            .outgoing
+            .send(Bytes::from(vec![i; 64]))
+            .await
+            .unwrap();
     }
     let mut got = Vec::new();
     for _ in 0..20 {
         got.push(net.recv_frame().await.unwrap()[0]);
     }
     got.sort();
-    assert_eq!(got, (0..20).collect::<Vec<u8>>(), "every frame arrives once");
+    assert_eq!(
+        got,
+        (0..20).collect::<Vec<u8>>(),
+        "every frame arrives once"
+    );
     net.send_frame(&[0xaa; 90]);
     let frame = tunnel.incoming.recv().await.unwrap();
     assert_eq!(frame.as_ref(), &[0xaa; 90][..]);
@@ -52,7 +60,10 @@ async fn an_idle_session_is_kept_alive_on_schedule() {
     let est = establish_with(&net, &session_config(1)).await.unwrap();
     let tunnel = spawn_tunnel(est, 3);
     tokio::time::sleep(TIMEOUT * 10).await;
-    assert!(!tunnel.is_finished(), "an idle session must survive on keep-alives");
+    assert!(
+        !tunnel.is_finished(),
+        "an idle session must survive on keep-alives"
+    );
     let stats = tunnel.stats();
     // One keep-alive every [timeout/5, timeout/2): 20..50 in ten timeouts.
     let sent = stats.tunnel.keepalives_out;
@@ -85,19 +96,29 @@ async fn a_broken_connection_is_resumed_and_a_restarted_server_refuses_the_old_s
     let tunnel = spawn_tunnel(est, 3);
     net.break_connections();
     let (result, _) = tunnel.join().await;
-    assert!(matches!(result, Err(TunnelExit::ServerClosed { .. })), "{result:?}");
+    assert!(
+        matches!(result, Err(TunnelExit::ServerClosed { .. })),
+        "{result:?}"
+    );
     // The server kept the session: rejoin it, extra connection included.
     let est = resume_with(&net, &config, &ticket).await.unwrap();
     assert_eq!(est.additional.len(), 1);
     let tunnel = spawn_tunnel(est, 4);
     net.kill();
     let (result, _) = tunnel.join().await;
-    assert!(matches!(result, Err(TunnelExit::ServerClosed { .. })), "{result:?}");
+    assert!(
+        matches!(result, Err(TunnelExit::ServerClosed { .. })),
+        "{result:?}"
+    );
     let down = resume_with(&net, &config, &ticket).await.err().unwrap();
     assert!(down.is_unreachable(), "{down}");
     net.start();
     let gone = resume_with(&net, &config, &ticket).await.err().unwrap();
-    assert_eq!(gone.server_code(), Some(ErrorCode::SESSION_TIMEOUT), "{gone}");
+    assert_eq!(
+        gone.server_code(),
+        Some(ErrorCode::SESSION_TIMEOUT),
+        "{gone}"
+    );
     assert!(!gone.is_unreachable());
     assert!(establish_with(&net, &config).await.is_ok());
 }
@@ -122,5 +143,8 @@ async fn refusals_have_their_retry_classes() {
     net.refuse_logins(None);
     net.kill();
     let e = establish_with(&net, &config).await.err().unwrap();
-    assert!(e.is_unreachable() && e.retry_class() == RetryClass::Normal, "{e}");
+    assert!(
+        e.is_unreachable() && e.retry_class() == RetryClass::Normal,
+        "{e}"
+    );
 }
