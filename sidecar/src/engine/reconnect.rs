@@ -5,9 +5,10 @@
 //! ```text
 //!            LoggedIn                       SessionLost{resumable}
 //! Connecting ────────► Up ─────────────────────────────► Resuming ──LoggedIn──► Up
-//!   ▲   │                │ SessionLost{!resumable}          │ ResumeFailed
-//!   │   │LoginFailed     ▼                                  ▼
-//!   │   └──────────► Waiting{until, probe} ◄────────────────┘
+//!   ▲ ▲ │                │ SessionLost{!resumable}          │ ResumeFailed{unreachable}
+//!   │ │ │LoginFailed     ▼                                  ▼
+//!   │ │ └──────────► Waiting{until, probe} ◄────────────────┘
+//!   │ └── ResumeFailed{answered: the session is gone, the server is up} ── Resuming
 //!   │                  │      │ probe due → Probe → Probed{accepting}
 //!   └── until reached ─┘      └ accepting after a refused probe or connect → Connecting
 //! Never-class failure → Stopped
@@ -234,8 +235,11 @@ impl Reconnect {
                     self.wait(now, RetryClass::Normal, false)
                 }
             }
-            (State::Resuming { .. }, Event::ResumeFailed { unreachable }) => {
-                self.wait(now, RetryClass::Normal, unreachable)
+            // The server answered but no longer holds the session (it restarted, or the
+            // session timed out): it is up, so log in at once rather than back off.
+            (State::Resuming { .. }, Event::ResumeFailed { unreachable: false }) => self.login(now),
+            (State::Resuming { .. }, Event::ResumeFailed { unreachable: true }) => {
+                self.wait(now, RetryClass::Normal, true)
             }
             (
                 State::Waiting {

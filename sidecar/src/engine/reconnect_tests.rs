@@ -265,3 +265,30 @@ fn login_and_resume_budgets_are_deadlines() {
     let a = m.handle(t, Event::Probed { accepting: true });
     assert!(matches!(a, Action::Wait { .. }), "{a:?}");
 }
+
+#[test]
+fn a_session_the_server_no_longer_holds_is_logged_into_again_at_once() {
+    let (mut m, now) = machine(S(5), 23);
+    m.handle(now, Event::Connected);
+    let lost = now + S(60);
+    assert!(matches!(
+        m.handle(lost, Event::SessionLost { resumable: true }),
+        Action::Resume { .. }
+    ));
+    let a = m.handle(lost + MS(20), Event::ResumeFailed { unreachable: false });
+    assert_eq!(
+        a,
+        Action::Login {
+            deadline: lost + MS(20) + S(20)
+        }
+    );
+    // That login failing backs off as usual.
+    let a = m.handle(
+        lost + MS(40),
+        Event::LoginFailed {
+            class: RetryClass::Normal,
+            unreachable: false,
+        },
+    );
+    assert!(matches!(a, Action::Wait { delay: Some(_), .. }), "{a:?}");
+}

@@ -171,6 +171,34 @@ async fn a_broken_connection_is_resumed_without_a_reconnect() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_server_restarted_at_once_is_logged_into_again_at_once() {
+    let net = FakeNet::new(TIMEOUT);
+    let mut engine = start(&net, config(Duration::from_secs(5)), 64);
+    engine.up().await;
+    // Restarted before the engine could even try to resume: the resume is refused with
+    // "no such session", and the login follows without a backoff.
+    net.kill();
+    net.start();
+    let since = Instant::now();
+    let relogged = async {
+        while net.dials().0 < 3 || engine.status.borrow().phase != Phase::LoggedIn {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(1), relogged)
+        .await
+        .expect("no login right after the failed resume");
+    assert!(
+        since.elapsed() <= Duration::from_millis(100),
+        "{:?}",
+        since.elapsed()
+    );
+    engine.traffic_flows().await;
+    assert_eq!(net.dials(), (3, 0), "login, resume, login");
+    engine.stop(StopMode::Teardown).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_silent_server_is_left_after_its_timeout_and_logged_into_again() {
     let net = FakeNet::new(TIMEOUT);
     let mut engine = start(&net, config(Duration::from_secs(1)), 64);
