@@ -252,9 +252,11 @@ impl Reconnect {
                     self.probe_logins += 1;
                     return self.login(now);
                 }
-                // Accepted without a refusal first: nothing new; stop probing this wait.
+                // Accepted without a refusal first: nothing new; stop probing this wait. The
+                // next probe is due an interval after this one started (`probe.at`), so a probe
+                // that timed out against an unreachable server is followed at once.
                 let probe = (!accepting).then(|| Probe {
-                    at: self.next_probe(now).min(until),
+                    at: self.next_probe(probe.at).max(now).min(until),
                     seen_down: true,
                 });
                 self.state = State::Waiting { until, probe };

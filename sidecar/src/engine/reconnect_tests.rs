@@ -292,3 +292,28 @@ fn a_session_the_server_no_longer_holds_is_logged_into_again_at_once() {
     );
     assert!(matches!(a, Action::Wait { delay: Some(_), .. }), "{a:?}");
 }
+
+#[test]
+fn probes_that_time_out_are_followed_at_once() {
+    // A blackholed server: every probe takes its whole timeout.
+    let (mut m, now) = machine(S(60), 29);
+    let mut action = m.handle(now, REFUSED);
+    let mut starts = Vec::new();
+    let mut t = now;
+    while starts.len() < 10 {
+        action = match action {
+            Action::Wait { until, .. } => {
+                t = until;
+                m.handle_timeout(t)
+            }
+            Action::Probe => {
+                starts.push(t);
+                t += MS(500);
+                m.handle(t, Event::Probed { accepting: false })
+            }
+            other => panic!("{other:?}"),
+        };
+    }
+    let gaps: Vec<Duration> = starts.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(gaps.iter().all(|g| *g == MS(500)), "{gaps:?}");
+}
