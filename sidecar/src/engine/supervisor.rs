@@ -13,11 +13,11 @@ use tokio::sync::watch;
 use super::bridge::{run_session, FramePort, SessionContext, SessionEnd};
 use super::lease_apply::NetConfigurator;
 use super::reconnect::{Action, Event, Policy, Reconnect};
-use super::recovery::PROBE_TIMEOUT;
+use super::recovery::{RecoveryGate, PROBE_TIMEOUT};
 use super::run::{EngineConfig, EngineError};
 use super::status::{self, stop_requested, EngineStatus, Phase, StopMode, StopSignal};
 use crate::transport::clock::now;
-use crate::transport::connection::{Dialer, Established, SessionError};
+use crate::transport::connection::{Dialer, Established, SessionConfig, SessionError};
 use crate::transport::driver::{spawn_tunnel, LiveStats, TunnelExit, TunnelHandle};
 use crate::transport::establish::establish_with;
 use crate::transport::join::{resume_with, ResumeTicket};
@@ -88,13 +88,9 @@ impl<'a, D: Dialer, T: FramePort> Supervisor<'a, D, T> {
 
     /// Runs the machine until a stop or a failure retrying cannot fix.
     pub async fn run(mut self) -> Exit {
-        let session = &self.config.session;
         let mut machine = Reconnect::new(Policy::new(
             self.config.reconnect_delay,
-            login_budget(
-                session.connect_timeout + session.handshake_timeout,
-                session.max_connection,
-            ),
+            login_budget(&self.config.session),
             self.config.seed,
         ));
         let mut action = machine.start(now());
@@ -108,18 +104,12 @@ impl<'a, D: Dialer, T: FramePort> Supervisor<'a, D, T> {
                     if let Some(delay) = delay {
                         self.report_wait(delay, machine.attempts());
                     }
-                    let wake = tokio::select! {
-                        biased;
-                        mode = stop_requested(self.stop) => Err(Exit::Stop(mode)),
-                        _ = tokio::time::sleep_until(until.into()) => Ok(()),
-                    };
-                    match wake {
-                        Ok(()) => {
-                            action = machine.handle_timeout(now());
-                            continue;
-                        }
-                        Err(exit) => return exit,
+                    let sleep = tokio::time::sleep_until(until.into());
+                    if let Err(exit) = or_stop(self.stop, sleep).await {
+                        return exit;
                     }
+                    action = machine.handle_timeout(now());
+                    continue;
                 }
                 Action::Stop => {
                     let e = self
@@ -133,7 +123,15 @@ impl<'a, D: Dialer, T: FramePort> Supervisor<'a, D, T> {
                 }
             };
             match event {
-                Ok(event) => action = machine.handle(now(), event),
+                Ok(event) => {
+                    action = machine.handle(now(), event);
+                    if event == (Event::Probed { accepting: true })
+                        && matches!(action, Action::Login { .. })
+                    {
+                        let (host, port) = (&self.config.session.host, self.config.session.port);
+                        tracing::info!(server = %host, port, "server accepts connections again, logging in");
+                    }
+                }
                 Err(exit) => return exit,
             }
         }
@@ -144,19 +142,13 @@ impl<'a, D: Dialer, T: FramePort> Supervisor<'a, D, T> {
         let server = format!("{}:{}", session.host, session.port);
         tracing::info!(%server, hub = %session.hub, user = %session.username, "connecting");
         status::set_phase(self.status, Phase::Connecting);
-        let gate = self.config.recovery.clone();
-        let queued = now();
-        let _permit = or_stop(self.stop, gate.login_permit()).await?;
-        // Time spent waiting for a login slot does not count against the login's budget.
-        let deadline = deadline + now().saturating_duration_since(queued);
-        let attempt =
-            tokio::time::timeout_at(deadline.into(), establish_with(&self.dialer, session));
-        let result = match or_stop(self.stop, attempt).await? {
-            Ok(r) => r,
-            Err(_) => Err(SessionError::Timeout {
+        let attempt = establish_with(&self.dialer, session);
+        let result = match gated(&self.config.recovery, self.stop, deadline, attempt).await? {
+            Some(r) => r,
+            None => Err(SessionError::Timeout {
                 stage: "login",
                 addr: SocketAddr::from(([0, 0, 0, 0], session.port)),
-                after: deadline.saturating_duration_since(queued),
+                after: login_budget(session),
             }),
         };
         match result {
@@ -188,28 +180,21 @@ impl<'a, D: Dialer, T: FramePort> Supervisor<'a, D, T> {
         let Some(ticket) = self.ticket.clone() else {
             return Ok(Event::ResumeFailed { unreachable: false });
         };
-        let gate = self.config.recovery.clone();
-        let queued = now();
-        let _permit = or_stop(self.stop, gate.login_permit()).await?;
-        let deadline = deadline + now().saturating_duration_since(queued);
-        let attempt = tokio::time::timeout_at(
-            deadline.into(),
-            resume_with(&self.dialer, &self.config.session, &ticket),
-        );
-        match or_stop(self.stop, attempt).await? {
-            Ok(Ok(est)) => {
+        let attempt = resume_with(&self.dialer, &self.config.session, &ticket);
+        match gated(&self.config.recovery, self.stop, deadline, attempt).await? {
+            Some(Ok(est)) => {
                 let reason = self.lost.take().map(|(r, _)| r).unwrap_or_default();
                 tracing::info!(session = %ticket.session_name(), %reason, "connection lost, session resumed");
                 self.pending = Some(Pending { est, resumed: true });
                 Ok(Event::Connected)
             }
-            Ok(Err(e)) => {
+            Some(Err(e)) => {
                 tracing::debug!("cannot resume the session: {e}");
                 Ok(Event::ResumeFailed {
                     unreachable: e.is_unreachable(),
                 })
             }
-            Err(_) => {
+            None => {
                 tracing::debug!("cannot resume the session: timed out");
                 Ok(Event::ResumeFailed { unreachable: false })
             }
@@ -222,9 +207,6 @@ impl<'a, D: Dialer, T: FramePort> Supervisor<'a, D, T> {
         let probe = self.dialer.probe(host, port, PROBE_TIMEOUT);
         let accepting = or_stop(self.stop, gate.probe(host, port, probe)).await?;
         tracing::debug!(server = %host, port, accepting, "probed the server");
-        if accepting {
-            tracing::info!(server = %host, port, "server accepts connections again, logging in");
-        }
         Ok(Event::Probed { accepting })
     }
 
@@ -348,11 +330,27 @@ async fn or_stop<O>(
     }
 }
 
+/// Runs a login or resume: waits for a login slot (not counted against `deadline`), then
+/// `attempt` until `deadline`; `None` when that passed. Any stop request wins.
+async fn gated<O>(
+    gate: &RecoveryGate,
+    stop: &mut StopSignal,
+    deadline: Instant,
+    attempt: impl std::future::Future<Output = O>,
+) -> Result<Option<O>, Exit> {
+    let queued = now();
+    let _permit = or_stop(stop, gate.login_permit()).await?;
+    let deadline = deadline + now().saturating_duration_since(queued);
+    let attempt = tokio::time::timeout_at(deadline.into(), attempt);
+    Ok(or_stop(stop, attempt).await?.ok())
+}
+
 /// The whole budget of one login: up to four hops of redirects, then the additional
 /// connections (spaced out after the first few), each with its connect + handshake budget.
-fn login_budget(per_connection: Duration, max_connection: u32) -> Duration {
-    let connections = 4 + max_connection.clamp(1, 32);
-    per_connection * connections + Duration::from_millis(300) * max_connection.clamp(1, 32)
+fn login_budget(session: &SessionConfig) -> Duration {
+    let per_connection = session.connect_timeout + session.handshake_timeout;
+    let joins = session.max_connection.clamp(1, 32);
+    per_connection * (4 + joins) + Duration::from_millis(300) * joins
 }
 
 fn max_frame(mtu: Option<u32>) -> usize {
