@@ -107,6 +107,8 @@ struct NetState {
     dials: u32,
     refused_dials: u32,
     probes: u32,
+    /// New connections are accepted but never answered (a hung server).
+    hang: bool,
 }
 
 /// The fake network with one fake server. Cheap to clone; clones share the server.
@@ -120,6 +122,8 @@ pub struct FakeNet {
     /// Frames the server sends on its next connection task wake-up.
     to_client: Arc<Mutex<Vec<Bytes>>>,
     timeout: Duration,
+    /// Capacity of each in-memory connection: small values chop every read and write.
+    pipe: usize,
 }
 
 impl FakeNet {
@@ -137,7 +141,21 @@ impl FakeNet {
             frames_tx,
             to_client: Arc::default(),
             timeout,
+            pipe: 64 * 1024,
         }
+    }
+
+    /// Like [`FakeNet::new`] with connections that carry at most `pipe` bytes at a time.
+    pub fn with_pipe(timeout: Duration, pipe: usize) -> Self {
+        FakeNet {
+            pipe: pipe.max(1),
+            ..FakeNet::new(timeout)
+        }
+    }
+
+    /// New connections are accepted but never answered (`true`), or served again (`false`).
+    pub fn hang_new_connections(&self, hang: bool) {
+        self.state().hang = hang;
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, NetState> {
@@ -226,7 +244,7 @@ impl Dialer for FakeNet {
         _verify: &TlsVerify,
         _timeout: Duration,
     ) -> Result<(FakeStream, Vec<u8>, SocketAddr), SessionError> {
-        let (config, port) = {
+        let (config, port, hang) = {
             let mut s = self.state();
             s.dials += 1;
             if s.down {
@@ -237,9 +255,30 @@ impl Dialer for FakeNet {
                 });
             }
             s.next_port = s.next_port.wrapping_add(1);
-            (self.server_config(s.key_byte, s.refuse_with), s.next_port)
+            (
+                self.server_config(s.key_byte, s.refuse_with),
+                s.next_port,
+                s.hang,
+            )
         };
-        let (client, server) = tokio::io::duplex(64 * 1024);
+        let (client, server) = tokio::io::duplex(self.pipe);
+        let local = SocketAddr::from(([198, 18, 0, 2], port));
+        if hang {
+            // Keep the server end open and silent until the client gives up.
+            tokio::spawn(async move {
+                let mut server = server;
+                let mut sink = [0u8; 1024];
+                while matches!(server.read(&mut sink).await, Ok(n) if n > 0) {}
+            });
+            return Ok((
+                FakeStream {
+                    inner: client,
+                    local,
+                },
+                CERT.to_vec(),
+                SERVER,
+            ));
+        }
         let task = ServerConnection {
             id: u32::from(port),
             server: FakeServer::new(config),
@@ -248,7 +287,6 @@ impl Dialer for FakeNet {
             to_client: self.to_client.clone(),
         };
         tokio::spawn(task.run(server));
-        let local = SocketAddr::from(([198, 18, 0, 2], port));
         Ok((
             FakeStream {
                 inner: client,

@@ -148,3 +148,38 @@ async fn refusals_have_their_retry_classes() {
         "{e}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn login_and_frames_survive_a_connection_carrying_seven_bytes_at_a_time() {
+    let net = FakeNet::with_pipe(TIMEOUT, 7);
+    let est = establish_with(&net, &session_config(2)).await.unwrap();
+    assert_eq!(est.additional.len(), 1);
+    let mut tunnel = spawn_tunnel(est, 9);
+    tunnel
+        .outgoing
+        .send(Bytes::from(vec![5; 1500]))
+        .await
+        .unwrap();
+    assert_eq!(net.recv_frame().await.unwrap().len(), 1500);
+    net.send_frame(&[6; 1514]);
+    assert_eq!(tunnel.incoming.recv().await.unwrap().len(), 1514);
+    tokio::time::sleep(TIMEOUT * 3).await;
+    assert!(!tunnel.is_finished());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_server_that_accepts_but_never_answers_fails_the_login_at_the_handshake_timeout() {
+    let net = FakeNet::new(TIMEOUT);
+    net.hang_new_connections(true);
+    let config = session_config(1);
+    let since = Instant::now();
+    let e = establish_with(&net, &config).await.err().unwrap();
+    assert!(
+        matches!(e, SessionError::Timeout { stage: "SoftEther handshake", after, .. } if after == config.handshake_timeout),
+        "{e}"
+    );
+    assert_eq!(since.elapsed(), config.handshake_timeout);
+    // It accepted the connection: not "unreachable", so the engine backs off without probing.
+    assert!(!e.is_unreachable());
+    assert_eq!(e.retry_class(), RetryClass::Normal);
+}
