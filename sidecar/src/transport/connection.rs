@@ -1,6 +1,6 @@
 //! One SoftEther connection: what a session is configured with, what a logged-in connection
 //! holds, why it failed, and the primitives every connection uses — TCP + TLS
-//! ([`connect_tls`]) and one HTTP handshake run over it ([`run_handshake`]).
+//! ([`connect_tls`]) and one HTTP handshake run over it (`run_handshake`).
 //!
 //! Both the first login ([`super::establish`]) and every joined or resumed connection
 //! ([`super::join`]) build on this module; it imports neither, so they do not import each other.
