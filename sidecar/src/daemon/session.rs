@@ -5,9 +5,11 @@
 //! from the sidecar's namespace, TAP and configuration in the pod's, no pinned server route),
 //! the last address persisted in the record whenever the lease changes (so a restarted
 //! sidecar asks for the same address and adopts the pod's configuration), engine errors as
-//! CNI error codes, and, for an attachment that has had a lease, retrying after a
-//! non-retryable error instead of giving up (the password file may be fixed meanwhile).
+//! CNI error codes, for an attachment that has had a lease, retrying after a
+//! non-retryable error instead of giving up (the password file may be fixed meanwhile), and
+//! closing the session of a pod whose network namespace disappeared without a DEL.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -20,7 +22,7 @@ use crate::engine::lease_apply::NetOptions;
 use crate::engine::mac::Mac;
 use crate::engine::recovery::{RecoveryGate, DAEMON_CONCURRENT_LOGINS};
 use crate::engine::run::{run_engine, EngineConfig, EngineError};
-use crate::engine::status::{status_channel, EngineStatus, Phase, StopMode};
+use crate::engine::status::{self, status_channel, stop_requested, EngineStatus, Phase, StopMode};
 use crate::transport::connection::SessionConfig;
 use crate::transport::credentials::{self, AuthInput};
 use crate::transport::random_seed;
@@ -36,6 +38,9 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 const RECONNECT_DELAY: Duration = Duration::from_secs(1);
 /// How long an attachment that had a lease waits before retrying after a refused login.
 const REFUSED_RETRY: Duration = Duration::from_secs(30);
+/// How often an attachment checks that its pod's network namespace still exists: a pod
+/// whose runtime crashed must not hold a server session (a licence) for long.
+const NETNS_CHECK: Duration = Duration::from_secs(2);
 
 /// The nft table of an attachment, for cleaning up after a DEL made while the sidecar was
 /// down (no engine runs for it then).
@@ -207,6 +212,24 @@ fn daemon_recovery_gate() -> Arc<RecoveryGate> {
         .clone()
 }
 
+/// Resolves once the namespace file `path` no longer exists or names another namespace than
+/// when it was first looked at (the runtime deleted the pod's netns without a DEL). Checked
+/// every [`NETNS_CHECK`], off the runtime threads.
+async fn netns_gone(path: &Path) {
+    async fn identity(path: &Path) -> Option<(u64, u64)> {
+        use std::os::unix::fs::MetadataExt;
+        let m = tokio::fs::metadata(path).await.ok()?;
+        Some((m.dev(), m.ino()))
+    }
+    let first = identity(path).await;
+    while first.is_some() {
+        tokio::time::sleep(NETNS_CHECK).await;
+        if identity(path).await != first {
+            return;
+        }
+    }
+}
+
 /// An engine error as the CNI error an ADD returns.
 fn wire_error(err: &EngineError, record: &AttachmentRecord) -> WireError {
     match err {
@@ -252,6 +275,7 @@ impl Attachment {
     ) {
         let netns = Netns::from_path(&self.record.netns);
         let mut tap = Some(tap);
+        let mut gone = false;
         loop {
             let had_lease = self.record.last_address.is_some();
             let error = match engine_config(&self.record, self.mac) {
@@ -271,11 +295,32 @@ impl Attachment {
                             }
                         },
                     };
-                    let engine = run_engine(config, tap, netns.clone(), stop.clone(), status_tx);
+                    // The engine stops on the daemon's request or when the pod's namespace is gone.
+                    let (engine_stop, engine_stop_rx) = watch::channel(None);
+                    let engine = run_engine(config, tap, netns.clone(), engine_stop_rx, status_tx);
+                    let path = PathBuf::from(&self.record.netns);
+                    let label = self.label();
+                    let stop_or_gone = async {
+                        let mode = tokio::select! {
+                            mode = stop_requested(&mut stop) => mode,
+                            () = netns_gone(&path) => {
+                                tracing::warn!(attachment = %label, netns = %path.display(), "the pod's network namespace is gone without a DEL; closing its session");
+                                gone = true;
+                                StopMode::Detach
+                            }
+                        };
+                        let _ = engine_stop.send(Some(mode));
+                        std::future::pending::<std::convert::Infallible>().await
+                    };
                     let outcome = tokio::select! {
                         outcome = engine => outcome,
                         never = self.persist_leases(status.clone()) => match never {},
+                        never = stop_or_gone => match never {},
                     };
+                    if gone {
+                        status::set_phase(status_tx, Phase::Gone);
+                        return;
+                    }
                     match outcome.result {
                         Ok(()) => return,
                         Err(e) => wire_error(&e, &self.record),
