@@ -214,8 +214,8 @@ fn daemon_recovery_gate() -> Arc<RecoveryGate> {
 
 /// Resolves once the namespace file `path` no longer exists or names another namespace than
 /// when it was first looked at (the runtime deleted the pod's netns without a DEL). Checked
-/// every [`NETNS_CHECK`], off the runtime threads.
-async fn netns_gone(path: &Path) {
+/// every `every` (the daemon uses [`NETNS_CHECK`]), off the runtime threads.
+async fn netns_gone(path: &Path, every: Duration) {
     async fn identity(path: &Path) -> Option<(u64, u64)> {
         use std::os::unix::fs::MetadataExt;
         let m = tokio::fs::metadata(path).await.ok()?;
@@ -223,7 +223,7 @@ async fn netns_gone(path: &Path) {
     }
     let first = identity(path).await;
     while first.is_some() {
-        tokio::time::sleep(NETNS_CHECK).await;
+        tokio::time::sleep(every).await;
         if identity(path).await != first {
             return;
         }
@@ -303,7 +303,7 @@ impl Attachment {
                     let stop_or_gone = async {
                         let mode = tokio::select! {
                             mode = stop_requested(&mut stop) => mode,
-                            () = netns_gone(&path) => {
+                            () = netns_gone(&path, NETNS_CHECK) => {
                                 tracing::warn!(attachment = %label, netns = %path.display(), "the pod's network namespace is gone without a DEL; closing its session");
                                 gone = true;
                                 StopMode::Detach
@@ -434,6 +434,44 @@ mod tests {
         assert_eq!(c.on_error, StopMode::Detach);
         assert_eq!(c.requested_ip, Some("192.168.30.12".parse().unwrap()));
         assert_eq!(c.adopt_address, Some("192.168.30.12/24".parse().unwrap()));
+    }
+
+    #[tokio::test]
+    async fn a_namespace_file_that_vanishes_or_is_replaced_is_noticed() {
+        // Real time (the checks stat through blocking threads), in short steps.
+        const EVERY: Duration = Duration::from_millis(20);
+        let dir = std::env::temp_dir().join(format!("netns-gone-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("pod");
+        for replace in [false, true] {
+            std::fs::write(&path, "ns").unwrap();
+            let watch = tokio::spawn({
+                let path = path.clone();
+                async move { netns_gone(&path, EVERY).await }
+            });
+            tokio::time::sleep(EVERY * 5).await;
+            assert!(!watch.is_finished(), "a present namespace is not gone");
+            // The daemon holds its namespace alive (TAP, netlink), so a replacement never
+            // reuses its inode; a hard link plays that part here.
+            let keep = dir.join("keep");
+            let _ = std::fs::remove_file(&keep);
+            std::fs::hard_link(&path, &keep).unwrap();
+            std::fs::remove_file(&path).unwrap();
+            if replace {
+                // Another namespace under the same name is not ours.
+                std::fs::write(dir.join("other"), "ns").unwrap();
+                std::fs::rename(dir.join("other"), &path).unwrap();
+            }
+            tokio::time::timeout(Duration::from_secs(5), watch)
+                .await
+                .expect("not noticed within two checks")
+                .unwrap();
+        }
+        std::fs::remove_file(&path).unwrap();
+        tokio::time::timeout(Duration::from_secs(1), netns_gone(&path, EVERY))
+            .await
+            .expect("a namespace missing from the start is gone at once");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
