@@ -178,7 +178,13 @@ async fn session_loop<T: FramePort>(
                 }
                 for frame in frames.drain(..) {
                     ctx.traffic.count_in(frame.len());
-                    if let Err(e) = deliver(ctx, &frame).await {
+                    // A pod that stops reading must not keep a stop request waiting.
+                    let delivered = tokio::select! {
+                        biased;
+                        mode = stop_requested(ctx.stop) => return SessionEnd::Stop(mode),
+                        r = deliver(&**ctx.tap, ctx.dhcp.as_deref_mut(), &frame) => r,
+                    };
+                    if let Err(e) = delivered {
                         return SessionEnd::Tap(e);
                     }
                 }
@@ -206,14 +212,18 @@ async fn sleep_until(at: Option<Instant>) {
 }
 
 /// A frame from the tunnel: DHCP replies go to the client, everything else to the TAP.
-async fn deliver<T: FramePort>(ctx: &mut SessionContext<'_, T>, frame: &Bytes) -> io::Result<()> {
-    if let Some(dhcp) = ctx.dhcp.as_deref_mut() {
+async fn deliver<T: FramePort>(
+    tap: &T,
+    dhcp: Option<&mut DhcpClient>,
+    frame: &Bytes,
+) -> io::Result<()> {
+    if let Some(dhcp) = dhcp {
         if DhcpClient::is_dhcp_reply(frame) {
             dhcp.handle_frame(now(), frame);
             return Ok(());
         }
     }
-    match ctx.tap.send(frame).await {
+    match tap.send(frame).await {
         Ok(()) => Ok(()),
         // The kernel refuses some frames (e.g. larger than the MTU): drop them like a NIC.
         Err(e) if e.kind() == io::ErrorKind::InvalidInput => Ok(()),

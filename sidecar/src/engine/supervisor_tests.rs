@@ -281,6 +281,13 @@ async fn a_pod_that_stops_reading_neither_stalls_the_session_nor_buffers_without
         }
     });
     got.await.expect("uplink blocked by a stalled downlink");
+    // A stop is honoured while the downlink waits for the pod.
+    let _ = engine.stop.send(Some(StopMode::Detach));
+    let stopped = tokio::time::timeout(Duration::from_secs(1), &mut engine.task).await;
+    assert!(
+        matches!(stopped, Ok(Ok(Ok(StopMode::Detach)))),
+        "stop not honoured while the pod stalls: {stopped:?}"
+    );
     // What waited for the pod is bounded by the queues, the rest was dropped like a NIC does.
     let mut held = 0;
     while let Ok(Some(_)) =
@@ -289,5 +296,4 @@ async fn a_pod_that_stops_reading_neither_stalls_the_session_nor_buffers_without
         held += 1;
     }
     assert!(held > 0 && held < 1000, "{held} frames held for the pod");
-    engine.stop(StopMode::Teardown).await.unwrap();
 }
