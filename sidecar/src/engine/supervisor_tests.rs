@@ -98,18 +98,19 @@ impl Engine {
             .expect("status channel");
     }
 
+    /// Whether a frame the pod sends reaches the server within a second.
+    async fn uplink_works(&mut self, byte: u8) -> bool {
+        let frame = Bytes::from(vec![byte; 60]);
+        self.pod.send.send(frame.clone()).await.unwrap();
+        let arrived = async { while self.net.recv_frame().await.unwrap() != frame {} };
+        tokio::time::timeout(Duration::from_secs(1), arrived)
+            .await
+            .is_ok()
+    }
+
     /// A frame from the pod reaches the server and one from the server reaches the pod.
     async fn traffic_flows(&mut self) {
-        let probe = Bytes::from(vec![0x42; 60]);
-        self.pod.send.send(probe.clone()).await.unwrap();
-        let got = tokio::time::timeout(Duration::from_secs(1), async {
-            loop {
-                if self.net.recv_frame().await.unwrap() == probe {
-                    return;
-                }
-            }
-        });
-        got.await.expect("pod → server");
+        assert!(self.uplink_works(0x42).await, "pod → server");
         self.net.send_frame(&[0x24; 70]);
         let got = tokio::time::timeout(Duration::from_secs(1), self.pod.recv.recv());
         assert_eq!(got.await.expect("server → pod").unwrap().len(), 70);
@@ -271,16 +272,10 @@ async fn a_pod_that_stops_reading_neither_stalls_the_session_nor_buffers_without
     );
     assert_eq!(engine.status.borrow().reconnects, 0);
     // The other direction still works while the downlink is blocked.
-    let up = Bytes::from(vec![0x77; 60]);
-    engine.pod.send.send(up.clone()).await.unwrap();
-    let got = tokio::time::timeout(Duration::from_secs(1), async {
-        loop {
-            if net.recv_frame().await.unwrap() == up {
-                return;
-            }
-        }
-    });
-    got.await.expect("uplink blocked by a stalled downlink");
+    assert!(
+        engine.uplink_works(0x77).await,
+        "uplink blocked by a stalled downlink"
+    );
     // A stop is honoured while the downlink waits for the pod.
     let _ = engine.stop.send(Some(StopMode::Detach));
     let stopped = tokio::time::timeout(Duration::from_secs(1), &mut engine.task).await;
