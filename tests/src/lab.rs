@@ -57,6 +57,9 @@ pub struct LabOptions {
     /// Replace the server's default self-signed certificate with one issued by a lab CA
     /// ([`LabFacts::lab_ca`]), for tests of CA-based server verification (default false).
     pub server_cert_from_lab_ca: bool,
+    /// Last address of SecureNAT's DHCP pool (default [`subnet::DHCP_END`], 90 addresses); at
+    /// most 10.99.0.199, below the LAN host.
+    pub dhcp_pool_end: Option<Ipv4Addr>,
 }
 
 impl Default for LabOptions {
@@ -72,6 +75,7 @@ impl Default for LabOptions {
             start_timeout: Duration::from_secs(30),
             dhcp_router: None,
             server_cert_from_lab_ca: false,
+            dhcp_pool_end: None,
         }
     }
 }
@@ -182,7 +186,7 @@ impl Lab {
             gateway: subnet::GATEWAY,
             dhcp_router: opts.dhcp_router.unwrap_or(subnet::GATEWAY),
             dhcp_start: subnet::DHCP_START,
-            dhcp_end: subnet::DHCP_END,
+            dhcp_end: opts.dhcp_pool_end.unwrap_or(subnet::DHCP_END),
             dns: subnet::GATEWAY,
             domain: subnet::DOMAIN.to_owned(),
             pushed_route: subnet::PUSHED_ROUTE,
@@ -412,9 +416,19 @@ impl Lab {
 
     /// Starts the server again with the same configuration and waits until it accepts connections.
     pub fn restart_server(&mut self) -> Result<()> {
+        self.kill_server();
+        self.start_server()?;
+        // The listener opens before the hub and bridge are back; wait for the hub to answer.
+        self.admin
+            .server_retry(&["HubList"], Duration::from_secs(10))?;
+        Ok(())
+    }
+
+    /// Starts the killed server again and returns when its listener was first seen accepting
+    /// (polled every 100 ms), without waiting for the hub: for measuring recovery times.
+    pub fn start_server(&mut self) -> Result<std::time::Instant> {
         let f = &self.facts;
         let server = self.res.servers.first_mut().context("lab has no server")?;
-        server.kill();
         server.start()?;
         server.wait_listening(
             &f.client_ns,
@@ -422,10 +436,7 @@ impl Lab {
             f.port,
             self.opts.start_timeout,
         )?;
-        // The listener opens before the hub and bridge are back; wait for the hub to answer.
-        self.admin
-            .server_retry(&["HubList"], Duration::from_secs(10))?;
-        Ok(())
+        Ok(std::time::Instant::now())
     }
 
     /// Pid of the running vpnserver monitor process, if any.

@@ -14,7 +14,9 @@ use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use common::cni::{Attachment, Runtime};
-use common::cni_lab::{network_list, ping_lan, pod_attachment, pod_leftovers, CniDirs, Sidecar};
+use common::cni_lab::{
+    in_parallel, network_list, ping_lan, pod_attachment, pod_leftovers, CniDirs, Sidecar,
+};
 use common::connect::{extra_netns, must};
 use serde_json::{json, Value};
 use softether_lab::{Lab, LabOptions};
@@ -45,26 +47,6 @@ fn settled_fd_count(sidecar: &Sidecar, baseline: usize) -> usize {
         }
         std::thread::sleep(Duration::from_millis(250));
     }
-}
-
-/// Runs `f` for every item, at most `parallel` at a time, each on its own thread.
-fn in_parallel<T: Sync, R: Send>(
-    items: &[T],
-    parallel: usize,
-    f: impl Fn(&T) -> R + Sync,
-) -> Vec<R> {
-    let mut out = Vec::with_capacity(items.len());
-    for chunk in items.chunks(parallel) {
-        std::thread::scope(|s| {
-            let handles: Vec<_> = chunk.iter().map(|item| s.spawn(|| f(item))).collect();
-            out.extend(
-                handles
-                    .into_iter()
-                    .map(|h| h.join().expect("worker thread")),
-            );
-        });
-    }
-    out
 }
 
 #[test]

@@ -12,7 +12,8 @@
 //!   (§2–§9), built from [`login`] (request packs) and [`welcome`] (reply parsing).
 //! - [`tunnel`]: record framing, keep-alives and receive timeout of the data phase (§10).
 //! - [`error`]: SoftEther error codes with names, descriptions and a retry policy (§7.3).
-//! - `testing` (feature `testing`): a sans-IO fake server for handshake tests.
+//! - `testing` (feature `testing`): a sans-IO fake server for handshake and tunnel tests, and a
+//!   client + server `Pair` on a fake clock (loss by a cut link).
 //!
 //! # Driving one connection
 //! ```no_run

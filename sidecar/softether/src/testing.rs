@@ -1,6 +1,11 @@
 //! A sans-IO fake SoftEther server for tests: plays the server side of the handshake with the
 //! same checks the C server applies to the client's requests (`ServerDownloadSignature`,
-//! `HttpServerRecvEx`, `ServerAccept`). Enabled in this crate's tests and by feature `testing`.
+//! `HttpServerRecvEx`, `ServerAccept`), then the tunnel phase ([`pair`]: frames, keep-alives,
+//! silence, and a client + server pair on a fake clock). Enabled in this crate's tests and by
+//! feature `testing`.
+
+#[path = "testing_pair.rs"]
+pub mod pair;
 
 use std::collections::VecDeque;
 use std::net::Ipv4Addr;
@@ -96,6 +101,8 @@ enum Phase {
     Signature,
     Request,
     AfterRedirect,
+    /// Welcomed or joined: tunnel records both ways ([`pair`]).
+    Tunnel,
     Closed,
 }
 
@@ -112,6 +119,12 @@ pub struct FakeServer {
     pub request: Option<Pack>,
     /// The pack received after a redirect.
     pub post_redirect: Option<Pack>,
+    /// The tunnel phase's state machine, created on the first tunnel byte or clock tick.
+    tunnel: Option<crate::tunnel::Tunnel>,
+    /// The last `now` given to [`FakeServer::advance`].
+    clock: Option<std::time::Instant>,
+    /// A silent server sends nothing in the tunnel phase (no frames, no keep-alives).
+    silent: bool,
 }
 
 fn reject(msg: impl Into<String>) -> String {
@@ -129,11 +142,15 @@ impl FakeServer {
             rng,
             request: None,
             post_redirect: None,
+            tunnel: None,
+            clock: None,
+            silent: false,
         }
     }
 
+    /// The next bytes to send: handshake responses, then (in the tunnel phase) records.
     pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
-        self.out.pop_front()
+        self.out.pop_front().or_else(|| self.poll_tunnel_transmit())
     }
 
     pub fn is_closed(&self) -> bool {
@@ -142,16 +159,28 @@ impl FakeServer {
 
     /// Errors describe why the real server would drop the connection.
     pub fn handle_input(&mut self, data: &[u8]) -> Result<(), String> {
+        if self.phase == Phase::Tunnel {
+            return self.handle_tunnel_input(data);
+        }
         self.parser.push(data);
         while let Some(msg) = self.parser.next_message().map_err(|e| e.to_string())? {
             match self.phase {
                 Phase::Signature => self.on_signature(&msg)?,
-                Phase::Request => self.on_request(&msg)?,
+                Phase::Request => {
+                    self.on_request(&msg)?;
+                    if self.phase == Phase::Tunnel {
+                        // Anything after the request is already tunnel data.
+                        let rest = self.parser.take_buffered();
+                        return self.handle_tunnel_input(&rest);
+                    }
+                }
                 Phase::AfterRedirect => {
                     self.post_redirect = Some(self.pack_body(&msg)?);
                     self.phase = Phase::Closed;
                 }
-                Phase::Closed => return Err(reject("data after the session was closed")),
+                Phase::Tunnel | Phase::Closed => {
+                    return Err(reject("data after the session was closed"))
+                }
             }
         }
         Ok(())
@@ -236,7 +265,7 @@ impl FakeServer {
                 self.phase = if redirect {
                     Phase::AfterRedirect
                 } else {
-                    Phase::Closed
+                    Phase::Tunnel
                 };
             }
             Err(code) => {

@@ -11,6 +11,7 @@ use tokio::sync::watch;
 
 use crate::engine::lease_apply::{Ipv6Mode, NetOptions};
 use crate::engine::mac::{stable_mac, Mac};
+use crate::engine::recovery::RecoveryGate;
 use crate::engine::run::{run_engine, EngineConfig, EngineError};
 use crate::engine::status::{status_channel, StopMode};
 use crate::observe::hooks::{self, HookCommand, HookContext};
@@ -73,8 +74,9 @@ pub struct ConnectArgs {
     /// --policy-route-table.
     #[arg(long)]
     pub connmark: bool,
-    /// Base of the reconnect backoff (doubles per failure with ±20 % jitter, capped at 60 s;
-    /// "server busy"/"too many sessions" waits at least 60 s).
+    /// Base of the reconnect backoff (doubles per failure with ±20 % jitter, capped at 60 s; a
+    /// refusing or unreachable server is probed every ≤ 0.5 s meanwhile and logged into as soon
+    /// as it listens; "server busy"/"too many sessions" waits at least 60 s).
     #[arg(long, value_name = "DUR", default_value = "5s", value_parser = humantime::parse_duration)]
     pub reconnect_delay: Duration,
     /// TCP connections per session (SoftEther max_connection, 1-32): the first logs in, the
@@ -163,6 +165,7 @@ fn engine_config(args: &ConnectArgs) -> anyhow::Result<EngineConfig> {
         requested_ip: None,
         adopt_address: None,
         on_error: StopMode::Teardown,
+        recovery: RecoveryGate::new(1),
     })
 }
 

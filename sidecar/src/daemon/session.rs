@@ -5,9 +5,12 @@
 //! from the sidecar's namespace, TAP and configuration in the pod's, no pinned server route),
 //! the last address persisted in the record whenever the lease changes (so a restarted
 //! sidecar asks for the same address and adopts the pod's configuration), engine errors as
-//! CNI error codes, and, for an attachment that has had a lease, retrying after a
-//! non-retryable error instead of giving up (the password file may be fixed meanwhile).
+//! CNI error codes, for an attachment that has had a lease, retrying after a
+//! non-retryable error instead of giving up (the password file may be fixed meanwhile), and
+//! closing the session of a pod whose network namespace disappeared without a DEL.
 
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use netcfg::{Netns, Tap};
@@ -16,8 +19,9 @@ use tokio::task::JoinHandle;
 
 use crate::engine::lease_apply::NetOptions;
 use crate::engine::mac::Mac;
+use crate::engine::recovery::{RecoveryGate, DAEMON_CONCURRENT_LOGINS};
 use crate::engine::run::{run_engine, EngineConfig, EngineError};
-use crate::engine::status::{status_channel, EngineStatus, Phase, StopMode};
+use crate::engine::status::{self, status_channel, stop_requested, EngineStatus, Phase, StopMode};
 use crate::observe::hooks::{self, HookCommand, HookContext};
 use crate::observe::metrics::AttachmentLabels;
 use crate::transport::connection::SessionConfig;
@@ -37,6 +41,9 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 const RECONNECT_DELAY: Duration = Duration::from_secs(1);
 /// How long an attachment that had a lease waits before retrying after a refused login.
 const REFUSED_RETRY: Duration = Duration::from_secs(30);
+/// How often an attachment checks that its pod's network namespace still exists: a pod
+/// whose runtime crashed must not hold a server session (a licence) for long.
+const NETNS_CHECK: Duration = Duration::from_secs(2);
 
 /// The running session of one attachment.
 pub struct SessionHandle {
@@ -260,7 +267,34 @@ pub fn engine_config(record: &AttachmentRecord, mac: Mac) -> Result<EngineConfig
         } else {
             StopMode::Teardown
         },
+        recovery: daemon_recovery_gate(),
     })
+}
+
+/// One [`RecoveryGate`] for every attachment of this daemon: when the server comes back, the
+/// pods log in a few at a time after one shared probe instead of storming it.
+fn daemon_recovery_gate() -> Arc<RecoveryGate> {
+    static GATE: std::sync::OnceLock<Arc<RecoveryGate>> = std::sync::OnceLock::new();
+    GATE.get_or_init(|| RecoveryGate::new(DAEMON_CONCURRENT_LOGINS))
+        .clone()
+}
+
+/// Resolves once the namespace file `path` no longer exists or names another namespace than
+/// when it was first looked at (the runtime deleted the pod's netns without a DEL). Checked
+/// every `every` (the daemon uses [`NETNS_CHECK`]), off the runtime threads.
+async fn netns_gone(path: &Path, every: Duration) {
+    async fn identity(path: &Path) -> Option<(u64, u64)> {
+        use std::os::unix::fs::MetadataExt;
+        let m = tokio::fs::metadata(path).await.ok()?;
+        Some((m.dev(), m.ino()))
+    }
+    let first = identity(path).await;
+    while first.is_some() {
+        tokio::time::sleep(every).await;
+        if identity(path).await != first {
+            return;
+        }
+    }
 }
 
 /// An engine error as the CNI error an ADD returns.
@@ -308,6 +342,7 @@ impl Attachment {
     ) {
         let netns = Netns::from_path(&self.record.netns);
         let mut tap = Some(tap);
+        let mut gone = false;
         loop {
             let had_lease = self.record.last_address.is_some();
             let error = match engine_config(&self.record, self.mac) {
@@ -327,11 +362,32 @@ impl Attachment {
                             }
                         },
                     };
-                    let engine = run_engine(config, tap, netns.clone(), stop.clone(), status_tx);
+                    // The engine stops on the daemon's request or when the pod's namespace is gone.
+                    let (engine_stop, engine_stop_rx) = watch::channel(None);
+                    let engine = run_engine(config, tap, netns.clone(), engine_stop_rx, status_tx);
+                    let path = PathBuf::from(&self.record.netns);
+                    let label = self.label();
+                    let stop_or_gone = async {
+                        let mode = tokio::select! {
+                            mode = stop_requested(&mut stop) => mode,
+                            () = netns_gone(&path, NETNS_CHECK) => {
+                                tracing::warn!(attachment = %label, netns = %path.display(), "the pod's network namespace is gone without a DEL; closing its session");
+                                gone = true;
+                                StopMode::Detach
+                            }
+                        };
+                        let _ = engine_stop.send(Some(mode));
+                        std::future::pending::<std::convert::Infallible>().await
+                    };
                     let outcome = tokio::select! {
                         outcome = engine => outcome,
                         never = self.persist_leases(status.clone()) => match never {},
+                        never = stop_or_gone => match never {},
                     };
+                    if gone {
+                        status::set_phase(status_tx, Phase::Gone);
+                        return;
+                    }
                     match outcome.result {
                         Ok(()) => return,
                         Err(e) => wire_error(&e, &self.record),
@@ -428,6 +484,44 @@ pub(crate) mod tests {
         assert_eq!(c.on_error, StopMode::Detach);
         assert_eq!(c.requested_ip, Some("192.168.30.12".parse().unwrap()));
         assert_eq!(c.adopt_address, Some("192.168.30.12/24".parse().unwrap()));
+    }
+
+    #[tokio::test]
+    async fn a_namespace_file_that_vanishes_or_is_replaced_is_noticed() {
+        // Real time (the checks stat through blocking threads), in short steps.
+        const EVERY: Duration = Duration::from_millis(20);
+        let dir = std::env::temp_dir().join(format!("netns-gone-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("pod");
+        for replace in [false, true] {
+            std::fs::write(&path, "ns").unwrap();
+            let watch = tokio::spawn({
+                let path = path.clone();
+                async move { netns_gone(&path, EVERY).await }
+            });
+            tokio::time::sleep(EVERY * 5).await;
+            assert!(!watch.is_finished(), "a present namespace is not gone");
+            // The daemon holds its namespace alive (TAP, netlink), so a replacement never
+            // reuses its inode; a hard link plays that part here.
+            let keep = dir.join("keep");
+            let _ = std::fs::remove_file(&keep);
+            std::fs::hard_link(&path, &keep).unwrap();
+            std::fs::remove_file(&path).unwrap();
+            if replace {
+                // Another namespace under the same name is not ours.
+                std::fs::write(dir.join("other"), "ns").unwrap();
+                std::fs::rename(dir.join("other"), &path).unwrap();
+            }
+            tokio::time::timeout(Duration::from_secs(5), watch)
+                .await
+                .expect("not noticed within two checks")
+                .unwrap();
+        }
+        std::fs::remove_file(&path).unwrap();
+        tokio::time::timeout(Duration::from_secs(1), netns_gone(&path, EVERY))
+            .await
+            .expect("a namespace missing from the start is gone at once");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

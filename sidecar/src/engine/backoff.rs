@@ -65,6 +65,11 @@ impl Backoff {
         self.attempt
     }
 
+    /// A duration drawn uniformly from [`lo`, `hi`] with the same seeded generator.
+    pub fn jitter(&mut self, lo: Duration, hi: Duration) -> Duration {
+        lo + hi.saturating_sub(lo).mul_f64(self.unit())
+    }
+
     /// SplitMix64 step mapped to [0, 1).
     fn unit(&mut self) -> f64 {
         self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);

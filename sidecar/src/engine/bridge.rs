@@ -6,6 +6,7 @@
 //! ready per wake-up (`try_recv`), and uplink frames are cut out of one shared buffer so a
 //! burst costs one allocation per ~100 frames, not one per frame.
 
+use std::future::Future;
 use std::io;
 use std::sync::Arc;
 use std::time::Instant;
@@ -21,7 +22,31 @@ use super::lease_apply::NetConfigurator;
 use super::status::{
     self, stop_requested, EngineStatus, LeaseEvent, StopMode, StopSignal, Traffic, TrafficSnapshot,
 };
+use crate::transport::clock::now;
 use crate::transport::driver::TunnelHandle;
+
+/// The pod side of the bridge: a TAP in production ([`AsyncTap`]), a channel-backed fake in
+/// the in-process tests.
+pub trait FramePort: Send + Sync + 'static {
+    /// Waits for one frame and reads it into `buf`; returns its length.
+    fn recv(&self, buf: &mut [u8]) -> impl Future<Output = io::Result<usize>> + Send;
+    /// Reads one frame if one is queued; `Err(WouldBlock)` when none is.
+    fn try_recv(&self, buf: &mut [u8]) -> io::Result<usize>;
+    /// Writes one whole frame, waiting while the port is full.
+    fn send(&self, frame: &[u8]) -> impl Future<Output = io::Result<()>> + Send;
+}
+
+impl FramePort for AsyncTap {
+    fn recv(&self, buf: &mut [u8]) -> impl Future<Output = io::Result<usize>> + Send {
+        AsyncTap::recv(self, buf)
+    }
+    fn try_recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        AsyncTap::try_recv(self, buf)
+    }
+    fn send(&self, frame: &[u8]) -> impl Future<Output = io::Result<()>> + Send {
+        AsyncTap::send(self, frame)
+    }
+}
 
 /// Frames taken per wake-up in each direction before yielding.
 const BATCH: usize = 256;
@@ -45,8 +70,8 @@ pub enum SessionEnd {
 }
 
 /// Moves frames from the TAP into the tunnel until the tunnel closes or the TAP fails.
-pub fn spawn_uplink(
-    tap: Arc<AsyncTap>,
+pub fn spawn_uplink<T: FramePort>(
+    tap: Arc<T>,
     outgoing: mpsc::Sender<Bytes>,
     max_frame: usize,
     traffic: Arc<Traffic>,
@@ -55,12 +80,12 @@ pub fn spawn_uplink(
         let mut buf = BytesMut::with_capacity(UPLINK_BUFFER);
         let mut batch: Vec<Bytes> = Vec::with_capacity(BATCH);
         loop {
-            if let Err(e) = read_frame(&tap, &mut buf, max_frame, true).await {
+            if let Err(e) = read_frame(&*tap, &mut buf, max_frame, true).await {
                 return e;
             }
             batch.push(buf.split().freeze());
             while batch.len() < BATCH {
-                match read_frame(&tap, &mut buf, max_frame, false).await {
+                match read_frame(&*tap, &mut buf, max_frame, false).await {
                     Ok(()) => batch.push(buf.split().freeze()),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) => return e,
@@ -77,8 +102,8 @@ pub fn spawn_uplink(
 }
 
 /// Reads one frame into the (empty) `buf`, waiting if `wait`.
-async fn read_frame(
-    tap: &AsyncTap,
+async fn read_frame<T: FramePort>(
+    tap: &T,
     buf: &mut BytesMut,
     max_frame: usize,
     wait: bool,
@@ -105,8 +130,8 @@ async fn read_frame(
 }
 
 /// State carried across the sessions of one connection.
-pub struct SessionContext<'a> {
-    pub tap: &'a Arc<AsyncTap>,
+pub struct SessionContext<'a, T: FramePort = AsyncTap> {
+    pub tap: &'a Arc<T>,
     pub dhcp: Option<&'a mut DhcpClient>,
     /// Router discovery, SLAAC and DHCPv6 (`None`: IPv6 is not managed).
     pub ipv6: Option<&'a mut Ipv6Client>,
@@ -122,8 +147,8 @@ pub struct SessionContext<'a> {
 }
 
 /// Pumps frames and DHCP for one tunnel until shutdown, tunnel loss or a local failure.
-pub async fn run_session(
-    ctx: &mut SessionContext<'_>,
+pub async fn run_session<T: FramePort>(
+    ctx: &mut SessionContext<'_, T>,
     tunnel: &mut TunnelHandle,
     max_frame: usize,
 ) -> SessionEnd {
@@ -139,8 +164,8 @@ pub async fn run_session(
     end
 }
 
-async fn session_loop(
-    ctx: &mut SessionContext<'_>,
+async fn session_loop<T: FramePort>(
+    ctx: &mut SessionContext<'_, T>,
     tunnel: &mut TunnelHandle,
     uplink: &mut JoinHandle<io::Error>,
 ) -> SessionEnd {
@@ -176,7 +201,19 @@ async fn session_loop(
                 }
                 for frame in frames.drain(..) {
                     ctx.traffic.count_in(frame.len());
-                    if let Err(e) = deliver(ctx, &frame).await {
+                    // A pod that stops reading must not keep a stop request waiting.
+                    let delivered = tokio::select! {
+                        biased;
+                        mode = stop_requested(ctx.stop) => return SessionEnd::Stop(mode),
+                        r = deliver(
+                            &**ctx.tap,
+                            ctx.dhcp.as_deref_mut(),
+                            ctx.ipv6.as_deref_mut(),
+                            &ctx.traffic,
+                            &frame,
+                        ) => r,
+                    };
+                    if let Err(e) = delivered {
                         return SessionEnd::Tap(e);
                     }
                 }
@@ -184,10 +221,10 @@ async fn session_loop(
             _ = sampler.tick() => sample_session(&ctx.traffic, tunnel, &mut last),
             _ = sleep_until(timer), if timer.is_some() => {
                 if let Some(dhcp) = ctx.dhcp.as_deref_mut() {
-                    dhcp.handle_timeout(Instant::now());
+                    dhcp.handle_timeout(now());
                 }
                 if let Some(v6) = ctx.ipv6.as_deref_mut() {
-                    v6.handle_timeout(Instant::now());
+                    v6.handle_timeout(now());
                 }
             }
             err = &mut *uplink => {
@@ -228,24 +265,30 @@ async fn sleep_until(at: Option<Instant>) {
 
 /// A frame from the tunnel: DHCP replies, router advertisements and DHCPv6 replies go to the
 /// clients, everything else to the TAP.
-async fn deliver(ctx: &mut SessionContext<'_>, frame: &Bytes) -> io::Result<()> {
-    if let Some(v6) = ctx.ipv6.as_deref_mut() {
+async fn deliver<T: FramePort>(
+    tap: &T,
+    dhcp: Option<&mut DhcpClient>,
+    ipv6: Option<&mut Ipv6Client>,
+    traffic: &Traffic,
+    frame: &Bytes,
+) -> io::Result<()> {
+    if let Some(v6) = ipv6 {
         if Ipv6Client::wants_frame(frame) {
-            v6.handle_frame(Instant::now(), frame);
+            v6.handle_frame(now(), frame);
             return Ok(());
         }
     }
-    if let Some(dhcp) = ctx.dhcp.as_deref_mut() {
+    if let Some(dhcp) = dhcp {
         if DhcpClient::is_dhcp_reply(frame) {
-            dhcp.handle_frame(Instant::now(), frame);
+            dhcp.handle_frame(now(), frame);
             return Ok(());
         }
     }
-    match ctx.tap.send(frame).await {
+    match tap.send(frame).await {
         Ok(()) => Ok(()),
         // The kernel refuses some frames (e.g. larger than the MTU): drop them like a NIC.
         Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
-            ctx.traffic.count_dropped_in();
+            traffic.count_dropped_in();
             Ok(())
         }
         Err(e) => Err(e),
@@ -253,13 +296,13 @@ async fn deliver(ctx: &mut SessionContext<'_>, frame: &Bytes) -> io::Result<()> 
 }
 
 /// Sends due DHCP frames and acts on DHCP events.
-async fn drive_dhcp(
-    ctx: &mut SessionContext<'_>,
+async fn drive_dhcp<T: FramePort>(
+    ctx: &mut SessionContext<'_, T>,
     outgoing: &mpsc::Sender<Bytes>,
 ) -> Option<SessionEnd> {
     let dhcp = ctx.dhcp.as_deref_mut()?;
-    let now = Instant::now();
-    while let Some(frame) = dhcp.poll_transmit(now) {
+    let at = now();
+    while let Some(frame) = dhcp.poll_transmit(at) {
         if outgoing.send(frame.into()).await.is_err() {
             return Some(SessionEnd::TunnelEnded);
         }
@@ -278,13 +321,13 @@ async fn drive_dhcp(
 
 /// Sends due IPv6 frames and applies the latest IPv6 configuration. A failure to apply it is
 /// logged, not fatal: IPv4 keeps working.
-async fn drive_ipv6(
-    ctx: &mut SessionContext<'_>,
+async fn drive_ipv6<T: FramePort>(
+    ctx: &mut SessionContext<'_, T>,
     outgoing: &mpsc::Sender<Bytes>,
 ) -> Option<SessionEnd> {
     let v6 = ctx.ipv6.as_deref_mut()?;
-    let now = Instant::now();
-    while let Some(frame) = v6.poll_transmit(now) {
+    let at = now();
+    while let Some(frame) = v6.poll_transmit(at) {
         if outgoing.send(frame.into()).await.is_err() {
             return Some(SessionEnd::TunnelEnded);
         }
@@ -314,7 +357,10 @@ async fn drive_ipv6(
 }
 
 /// Sends the DHCPv6 Release (if addresses were leased) before a teardown closes the tunnel.
-async fn release_ipv6(ctx: &mut SessionContext<'_>, outgoing: &mpsc::Sender<Bytes>) {
+async fn release_ipv6<T: FramePort>(
+    ctx: &mut SessionContext<'_, T>,
+    outgoing: &mpsc::Sender<Bytes>,
+) {
     if let Some(frame) = ctx.ipv6.as_deref_mut().and_then(|v6| v6.release()) {
         if outgoing.send(frame.into()).await.is_ok() {
             tracing::info!("DHCPv6 addresses released");
@@ -322,7 +368,10 @@ async fn release_ipv6(ctx: &mut SessionContext<'_>, outgoing: &mpsc::Sender<Byte
     }
 }
 
-async fn on_event(ctx: &mut SessionContext<'_>, event: Event) -> Result<(), NetcfgError> {
+async fn on_event<T: FramePort>(
+    ctx: &mut SessionContext<'_, T>,
+    event: Event,
+) -> Result<(), NetcfgError> {
     match event {
         Event::Bound(lease) => {
             tracing::info!(

@@ -1,11 +1,12 @@
-//! The connection engine: log in, bridge, DHCP, configure, and reconnect until told to stop.
+//! The connection engine: open the namespace's configuration, bring the TAP up, then hand
+//! over to the reconnect loop ([`super::supervisor`]); tear down or detach at the end.
 //!
 //! It takes the TAP and the namespace to configure as inputs, so the same engine runs the
 //! standalone client (its own namespace) and one pod per task in the CNI sidecar (TAP and
 //! configuration in the pod's namespace, TLS from the sidecar's). It reports on a status
 //! channel ([`super::status`]) and stops in one of two modes ([`StopMode`]).
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,23 +14,15 @@ use dhcp_client::v6::{Ipv6Client, Ipv6Config};
 use dhcp_client::{Config as DhcpConfig, ConfigError as DhcpConfigError, DhcpClient};
 use ipnet::Ipv4Net;
 use netcfg::{NetcfgError, Netns, Tap};
-use softether_proto::error::RetryClass;
 use tokio::sync::watch;
 
-use super::backoff::{Backoff, DEFAULT_CAP};
-use super::bridge::{run_session, SessionContext, SessionEnd};
 use super::lease_apply::{Ipv6Mode, NetConfigurator, NetOptions};
 use super::mac::Mac;
-use super::status::{self, stop_requested, EngineStatus, Phase, StopMode, StopSignal};
-use crate::transport::connection::{Established, SessionError};
-use crate::transport::driver::{spawn_tunnel, TunnelExit, TunnelHandle};
-use crate::transport::establish::establish;
-use crate::transport::join::{resume, ResumeTicket};
-
-/// A session that stayed up this long resets the backoff to the base delay.
-const HEALTHY_SESSION: Duration = Duration::from_secs(30);
-/// How long a RELEASE may take to leave before the session is closed anyway.
-const RELEASE_FLUSH: Duration = Duration::from_millis(500);
+use super::recovery::RecoveryGate;
+use super::status::{self, EngineStatus, Phase, StopMode, StopSignal};
+use super::supervisor::{Exit, Supervisor};
+use crate::transport::clock::now;
+use crate::transport::connection::{SessionError, TlsDialer};
 
 /// Everything the engine needs besides the TAP, the namespace and the stop signal.
 #[derive(Debug, Clone)]
@@ -57,6 +50,9 @@ pub struct EngineConfig {
     /// What to do with the configuration when the engine fails (a non-retryable error):
     /// `connect` tears down; a re-adopted CNI attachment keeps the pod's configuration.
     pub on_error: StopMode,
+    /// Shared by the engines of one process: bounded concurrent logins and one probe per
+    /// server while it is down ([`RecoveryGate`]).
+    pub recovery: Arc<RecoveryGate>,
 }
 
 /// Why the engine stopped other than by request.
@@ -95,7 +91,7 @@ pub async fn run_engine(
     mut stop: StopSignal,
     status: &watch::Sender<EngineStatus>,
 ) -> EngineOutcome {
-    let started = Instant::now();
+    let started = now();
     let tap_name = tap.name().to_owned();
     let opened = async {
         let mut net =
@@ -153,11 +149,7 @@ async fn prepare_link(config: &EngineConfig, net: &NetConfigurator) -> Result<()
     nl.set_link_up(idx).await
 }
 
-fn max_frame(mtu: Option<u32>) -> usize {
-    // Ethernet header + VLAN tag on top of the MTU.
-    mtu.map_or(1500, |m| m as usize).max(1500) + 18
-}
-
+/// Brings the link up, builds the DHCP client, and hands over to the reconnect loop.
 async fn run_configured(
     config: &EngineConfig,
     tap: Tap,
@@ -168,227 +160,39 @@ async fn run_configured(
 ) -> Result<StopMode, EngineError> {
     prepare_link(config, net).await?;
     let tap = Arc::new(tap.into_async()?);
-    let mut dhcp = match &config.dhcp_hostname {
+    let dhcp = match &config.dhcp_hostname {
         Some(hostname) => {
             let mut c = DhcpConfig::new(config.mac.0, config.seed ^ 0xd4c9);
             c.hostname = hostname.clone();
             c.initial_retransmit = Duration::from_secs(2);
             c.max_retransmit = Duration::from_secs(16);
             c.requested_ip = config.requested_ip;
-            Some(DhcpClient::new(c, Instant::now())?)
+            Some(DhcpClient::new(c, now())?)
         }
         None => None,
     };
-    let mut ipv6 = ipv6_client(config, dhcp.is_some());
-    let mut backoff = Backoff::new(config.reconnect_delay, DEFAULT_CAP, config.seed);
-    let mut sessions = 0u32;
-    // A session whose connections broke while the server kept it, rejoined without a login.
-    let mut resumed: Option<Established> = None;
-    loop {
-        let was_resumed = resumed.is_some();
-        let est = if let Some(est) = resumed.take() {
-            Ok(est)
-        } else {
-            let server = format!("{}:{}", config.session.host, config.session.port);
-            tracing::info!(%server, hub = %config.session.hub, user = %config.session.username, "connecting");
-            status::set_phase(status, Phase::Connecting);
-            tokio::select! {
-                biased;
-                mode = stop_requested(stop) => return Ok(mode),
-                est = establish(&config.session) => est,
-            }
-        };
-        let est = match est {
-            Ok(est) => est,
-            Err(e) => {
-                crate::observe::count_login_failure(&e);
-                let class = e.retry_class();
-                let Some(delay) = backoff.next_delay(class) else {
-                    return Err(EngineError::Session(e));
-                };
-                tracing::warn!(
-                    reason = %e,
-                    delay = %humantime::format_duration(round_ms(delay)),
-                    attempt = backoff.attempts(),
-                    "reconnecting after a failed login"
-                );
-                status::set_reconnecting(status, e.to_string(), delay);
-                if let Some(mode) = wait_or_stop(delay, stop).await {
-                    return Ok(mode);
-                }
-                continue;
-            }
-        };
-        if !was_resumed {
-            status::set_logged_in(status);
-            tracing::info!(
-                server = %est.server_addr,
-                session = %est.welcome.session_name,
-                tls = %est.tls_version,
-                "logged in"
-            );
-        }
-        let still_bound = was_resumed && status.borrow().lease.is_some();
-        status::set_phase(
-            status,
-            if still_bound {
-                Phase::Bound
-            } else {
-                Phase::LoggedIn
-            },
-        );
-        let ticket = ResumeTicket::of(&est);
-        if config.pin_server_route && config.net.may_capture_server_traffic() {
-            match est.server_addr.ip() {
-                IpAddr::V4(ip) => pin_server(net, ip).await?,
-                IpAddr::V6(ip) => net.set_server_over_ipv6(ip),
-            }
-        }
-        let session_started = Instant::now();
-        let mut tunnel = spawn_tunnel(est, config.seed.wrapping_add(u64::from(sessions)));
-        // A resumed session still has its lease and the hub's tables: no new DHCP exchange.
-        if sessions > 0 && !was_resumed {
-            if let Some(d) = dhcp.as_mut() {
-                d.restart(Instant::now());
-            }
-            if let Some(v6) = ipv6.as_mut() {
-                v6.restart(Instant::now());
-            }
-        }
-        sessions += 1;
-        let mut ctx = SessionContext {
-            tap: &tap,
-            dhcp: dhcp.as_mut(),
-            ipv6: ipv6.as_mut(),
-            net: Some(&mut *net),
-            stop: &mut *stop,
-            status,
-            traffic: status.borrow().traffic.clone(),
-            started,
-            got_lease: false,
-        };
-        let end = run_session(&mut ctx, &mut tunnel, max_frame(config.mtu)).await;
-        match end {
-            SessionEnd::Stop(StopMode::Teardown) => {
-                release_and_close(dhcp.as_mut(), tunnel).await;
-                return Ok(StopMode::Teardown);
-            }
-            SessionEnd::Stop(StopMode::Detach) => {
-                // No RELEASE: the lease stays with the address the pod keeps using.
-                let _ = tunnel.close().await;
-                return Ok(StopMode::Detach);
-            }
-            SessionEnd::Tap(e) => {
-                let _ = tunnel.close().await;
-                return Err(EngineError::Tap(e));
-            }
-            SessionEnd::Netcfg(e) => {
-                let _ = tunnel.close().await;
-                return Err(EngineError::Netcfg(e));
-            }
-            SessionEnd::TunnelEnded => {
-                let (result, stats) = tunnel.join().await;
-                // A broken connection (not a silent server) may have left the session alive on
-                // the server: try to rejoin it once, at once, before the backoff and a full login.
-                if matches!(&result, Err(e) if !matches!(e, TunnelExit::Timeout { .. })) {
-                    let attempt = tokio::select! {
-                        biased;
-                        mode = stop_requested(stop) => return Ok(mode),
-                        r = resume(&config.session, &ticket) => r,
-                    };
-                    match attempt {
-                        Ok(est) => {
-                            tracing::info!(
-                                session = %ticket.session_name(),
-                                reason = %result.as_ref().err().map(ToString::to_string).unwrap_or_default(),
-                                "connection lost, session resumed"
-                            );
-                            status::count_resume(status);
-                            resumed = Some(est);
-                            continue;
-                        }
-                        Err(e) => tracing::debug!("cannot resume the session: {e}"),
-                    }
-                }
-                let reason = match result {
-                    Ok(()) => "closed".to_owned(),
-                    Err(e) => e.to_string(),
-                };
-                if session_started.elapsed() >= HEALTHY_SESSION {
-                    backoff.reset();
-                }
-                let delay = backoff
-                    .next_delay(RetryClass::Normal)
-                    .unwrap_or(DEFAULT_CAP);
-                tracing::warn!(
-                    %reason,
-                    delay = %humantime::format_duration(round_ms(delay)),
-                    frames_in = stats.tunnel.frames_in,
-                    frames_out = stats.tunnel.frames_out,
-                    "session lost, reconnecting"
-                );
-                status::set_reconnecting(status, reason, delay);
-                if let Some(mode) = wait_or_stop(delay, stop).await {
-                    return Ok(mode);
-                }
-            }
-        }
+    let ipv6 = ipv6_client(config, dhcp.is_some());
+    match Supervisor::new(
+        config,
+        TlsDialer::for_config(&config.session),
+        tap,
+        Some(net),
+        dhcp,
+        ipv6,
+        stop,
+        status,
+        started,
+    )
+    .run()
+    .await
+    {
+        Exit::Stop(mode) => Ok(mode),
+        Exit::Failed(e) => Err(e),
     }
-}
-
-async fn pin_server(net: &mut NetConfigurator, ip: Ipv4Addr) -> Result<(), NetcfgError> {
-    if let Some(route) = net.pin_server_route(ip).await? {
-        tracing::info!(
-            server = %ip,
-            via = ?route.gateway,
-            dev = ?route.oif,
-            "pinned a host route to the server through the existing path"
-        );
-    }
-    Ok(())
 }
 
 /// The IPv6 client when IPv6 is managed (and DHCP runs: `--no-dhcp` configures nothing).
 fn ipv6_client(config: &EngineConfig, dhcp: bool) -> Option<Ipv6Client> {
     let managed = dhcp && config.net.ipv6 == Ipv6Mode::Managed;
-    managed.then(|| {
-        Ipv6Client::new(
-            Ipv6Config::new(config.mac.0, config.seed ^ 0x6a6a),
-            Instant::now(),
-        )
-    })
-}
-
-fn round_ms(d: Duration) -> Duration {
-    Duration::from_millis(d.as_millis() as u64)
-}
-
-/// Sleeps for `delay`; returns the stop mode if a stop was requested meanwhile (at once).
-async fn wait_or_stop(delay: Duration, stop: &mut StopSignal) -> Option<StopMode> {
-    tokio::select! {
-        biased;
-        mode = stop_requested(stop) => Some(mode),
-        _ = tokio::time::sleep(delay) => None,
-    }
-}
-
-/// Clean shutdown of a live session: RELEASE the lease, let it leave, close the tunnel.
-async fn release_and_close(dhcp: Option<&mut DhcpClient>, tunnel: TunnelHandle) {
-    if let Some(frame) = dhcp.and_then(|d| d.release()) {
-        if tunnel.outgoing.send(frame.into()).await.is_ok() {
-            // The driver flushes what it has taken from the channel when closing; wait until
-            // it has taken the RELEASE (bounded).
-            let deadline = Instant::now() + RELEASE_FLUSH;
-            while tunnel.outgoing.capacity() < tunnel.outgoing.max_capacity()
-                && Instant::now() < deadline
-            {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            tracing::info!("lease released");
-        }
-    }
-    let (result, _) = tunnel.close().await;
-    if let Err(e) = result {
-        tracing::debug!("closing the session: {e}");
-    }
+    managed.then(|| Ipv6Client::new(Ipv6Config::new(config.mac.0, config.seed ^ 0x6a6a), now()))
 }

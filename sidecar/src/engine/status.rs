@@ -50,6 +50,9 @@ pub enum Phase {
     Reconnecting { reason: String, delay: Duration },
     /// The engine has returned.
     Stopped,
+    /// The pod's network namespace disappeared without a DEL (a crashed runtime): the
+    /// session was closed; a DEL or GC removes the attachment.
+    Gone,
 }
 
 impl Phase {
@@ -61,6 +64,7 @@ impl Phase {
             Phase::Bound => "up",
             Phase::Reconnecting { .. } => "reconnecting",
             Phase::Stopped => "stopped",
+            Phase::Gone => "gone",
         }
     }
 }

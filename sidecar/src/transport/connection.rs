@@ -15,7 +15,9 @@ use softether_proto::handshake::{
     ClientHandshake, ClientInfo, Credential, Direction, HandshakeError, Outcome, Request,
     ServerHello, Welcome,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::future::Future;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
@@ -48,9 +50,104 @@ pub struct SessionConfig {
     pub proxy: Option<Proxy>,
 }
 
+/// A byte stream a session runs over: TLS over TCP in production, an in-memory duplex in the
+/// in-process tests.
+pub trait SessionStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// The local address, sent in the login pack.
+    fn local_addr(&self) -> std::io::Result<SocketAddr>;
+    /// Negotiated TLS version and cipher suite, for reports and logs.
+    fn tls_details(&self) -> (String, String) {
+        (String::new(), String::new())
+    }
+}
+
+impl SessionStream for TlsStream<TcpStream> {
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.get_ref().0.local_addr()
+    }
+
+    fn tls_details(&self) -> (String, String) {
+        let (_, conn) = self.get_ref();
+        let version = conn
+            .protocol_version()
+            .map(|v| format!("{v:?}"))
+            .unwrap_or_default();
+        let cipher = conn
+            .negotiated_cipher_suite()
+            .map(|c| format!("{:?}", c.suite()))
+            .unwrap_or_default();
+        (version, cipher)
+    }
+}
+
+/// Opens the connections of a session: [`TlsDialer`] in production, an in-memory fake server in
+/// the in-process tests.
+pub trait Dialer: Send + Sync {
+    type Stream: SessionStream;
+    /// Connects to `host:port` within `timeout`, checking the server with `verify`; returns the
+    /// stream, the certificate the server presented, and the server's address.
+    fn dial(
+        &self,
+        host: &str,
+        port: u16,
+        verify: &TlsVerify,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<(Self::Stream, Vec<u8>, SocketAddr), SessionError>> + Send;
+
+    /// Whether `host:port` accepts connections: a TCP connect, no TLS, no login
+    /// ([`tcp_probe`]).
+    fn probe(&self, host: &str, port: u16, timeout: Duration) -> impl Future<Output = bool> + Send {
+        let host = host.to_owned();
+        async move { tcp_probe(&host, port, timeout).await }
+    }
+}
+
+/// TCP + TLS ([`connect_tls`]), through the session's proxy when it has one.
+#[derive(Debug, Clone, Default)]
+pub struct TlsDialer {
+    proxy: Option<Proxy>,
+}
+
+impl TlsDialer {
+    /// The dialer for `config`'s server (and proxy).
+    pub fn for_config(config: &SessionConfig) -> TlsDialer {
+        TlsDialer {
+            proxy: config.proxy.clone(),
+        }
+    }
+}
+
+impl Dialer for TlsDialer {
+    type Stream = TlsStream<TcpStream>;
+    async fn dial(
+        &self,
+        host: &str,
+        port: u16,
+        verify: &TlsVerify,
+        timeout: Duration,
+    ) -> Result<(Self::Stream, Vec<u8>, SocketAddr), SessionError> {
+        connect_tls(host, port, verify, timeout, self.proxy.as_ref()).await
+    }
+
+    /// Without a proxy a TCP connect; through one, the proxy's tunnel request (no TLS, no
+    /// login): proxies answer it only when the server accepts.
+    fn probe(&self, host: &str, port: u16, timeout: Duration) -> impl Future<Output = bool> + Send {
+        let (host, proxy) = (host.to_owned(), self.proxy.clone());
+        async move {
+            match proxy {
+                None => tcp_probe(&host, port, timeout).await,
+                Some(p) => matches!(
+                    tokio::time::timeout(timeout, proxy::connect(&p, &host, port)).await,
+                    Ok(Ok(_))
+                ),
+            }
+        }
+    }
+}
+
 /// A logged-in session whose stream is now in tunnel mode.
-pub struct Established {
-    pub stream: TlsStream<TcpStream>,
+pub struct Established<S = TlsStream<TcpStream>> {
+    pub stream: S,
     pub hello: ServerHello,
     pub welcome: Welcome,
     /// DER of the certificate the (final) server presented.
@@ -65,12 +162,12 @@ pub struct Established {
     pub redirected_to: Option<SocketAddr>,
     /// Further TCP connections joined to the session (`additional_connect`), up to the
     /// granted `max_connection`; frames are spread over all of them.
-    pub additional: Vec<AdditionalConnection>,
+    pub additional: Vec<AdditionalConnection<S>>,
 }
 
 /// One extra TCP connection of a session.
-pub struct AdditionalConnection {
-    pub stream: TlsStream<TcpStream>,
+pub struct AdditionalConnection<S = TlsStream<TcpStream>> {
+    pub stream: S,
     pub direction: Direction,
     /// Tunnel bytes that arrived together with the join reply.
     pub leftover: Vec<u8>,
@@ -156,6 +253,26 @@ impl SessionError {
         }
     }
 
+    /// Whether the server could not even be reached: name resolution or the TCP connect failed
+    /// or timed out. A server that accepted the connection and then failed us is not
+    /// unreachable; the reconnect policy probes only unreachable ones.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            SessionError::Resolve { .. }
+                | SessionError::NoAddress { .. }
+                | SessionError::Connect { .. }
+                | SessionError::Proxy {
+                    source: ProxyError::Connect(_) | ProxyError::Refused(_),
+                    ..
+                }
+                | SessionError::Timeout {
+                    stage: CONNECT_STAGE,
+                    ..
+                }
+        )
+    }
+
     /// Whether retrying can help.
     pub fn retry_class(&self) -> RetryClass {
         match self {
@@ -172,6 +289,19 @@ impl SessionError {
             _ => RetryClass::Normal,
         }
     }
+}
+
+/// The stage name of a timed-out TCP + TLS connect.
+const CONNECT_STAGE: &str = "TCP/TLS connect";
+
+/// A cheap liveness check: whether `host:port` accepts a TCP connection within `timeout`. No
+/// TLS and no login; the connection is closed at once.
+pub async fn tcp_probe(host: &str, port: u16, timeout: Duration) -> bool {
+    let connect = async {
+        let addr = resolve(host, port).await.ok()?;
+        TcpStream::connect(addr).await.ok()
+    };
+    matches!(tokio::time::timeout(timeout, connect).await, Ok(Some(_)))
 }
 
 async fn resolve(host: &str, port: u16) -> Result<SocketAddr, SessionError> {
@@ -246,7 +376,7 @@ pub async fn connect_tls(
         tokio::time::timeout(timeout, fut)
             .await
             .map_err(|_| SessionError::Timeout {
-                stage: "TCP/TLS connect",
+                stage: CONNECT_STAGE,
                 addr,
                 after: timeout,
             })??;
@@ -288,8 +418,8 @@ fn tls_error(addr: SocketAddr, err: &std::io::Error, presented: Option<Vec<u8>>)
 }
 
 /// Pumps bytes between the TLS stream and the sans-IO handshake until it yields an outcome.
-pub async fn drive_handshake(
-    stream: &mut TlsStream<TcpStream>,
+pub async fn drive_handshake<S: AsyncRead + AsyncWrite + Unpin + Send>(
+    stream: &mut S,
     handshake: &mut ClientHandshake,
     addr: SocketAddr,
 ) -> Result<Outcome, SessionError> {
@@ -344,22 +474,18 @@ pub async fn drive_handshake(
 }
 
 /// The local address of a fresh connection and the login identity filled in for it.
-pub(crate) fn connection_info(
+pub(crate) fn connection_info<S: SessionStream>(
     config: &SessionConfig,
-    stream: &TlsStream<TcpStream>,
+    stream: &S,
     addr: SocketAddr,
     host: &str,
     port: u16,
 ) -> Result<(SocketAddr, ClientInfo), SessionError> {
-    let local_addr = stream
-        .get_ref()
-        .0
-        .local_addr()
-        .map_err(|source| SessionError::Io {
-            addr,
-            stage: "local address",
-            source,
-        })?;
+    let local_addr = stream.local_addr().map_err(|source| SessionError::Io {
+        addr,
+        stage: "local address",
+        source,
+    })?;
     let mut info = config.info.clone();
     if let std::net::IpAddr::V4(ip) = local_addr.ip() {
         info.client_ip = ip;
@@ -370,23 +496,9 @@ pub(crate) fn connection_info(
     Ok((local_addr, info))
 }
 
-/// Negotiated TLS version and cipher suite, for reports and logs.
-pub(crate) fn tls_details(stream: &TlsStream<TcpStream>) -> (String, String) {
-    let (_, conn) = stream.get_ref();
-    let version = conn
-        .protocol_version()
-        .map(|v| format!("{v:?}"))
-        .unwrap_or_default();
-    let cipher = conn
-        .negotiated_cipher_suite()
-        .map(|c| format!("{:?}", c.suite()))
-        .unwrap_or_default();
-    (version, cipher)
-}
-
 /// Runs one request through a new handshake on `stream` within `timeout`.
-pub(crate) async fn run_handshake(
-    stream: &mut TlsStream<TcpStream>,
+pub(crate) async fn run_handshake<S: AsyncRead + AsyncWrite + Unpin + Send>(
+    stream: &mut S,
     request: Request,
     seed: u64,
     timeout: Duration,

@@ -1,4 +1,5 @@
-//! The tokio driver that pumps the sans-IO [`Tunnel`] over an established TLS stream.
+//! The tokio driver that pumps the sans-IO [`Tunnel`] over an established session's streams
+//! (TLS in production, any [`SessionStream`] in the in-process tests).
 //!
 //! One task owns the stream and the state machine. Callers exchange Ethernet frames through
 //! channels: outgoing frames are batched into one record per wake-up (many frames, one TLS write),
@@ -6,21 +7,20 @@
 //! dropped (it is Ethernet) rather than stalling keepalives and timeout detection.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use softether_proto::tunnel::{Tunnel, TunnelError, TunnelStats};
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use softether_proto::handshake::Direction;
 use tokio::sync::{mpsc, watch, Mutex};
 use tokio::task::JoinHandle;
 use tokio::task::JoinSet;
-use tokio_rustls::client::TlsStream;
 
-use crate::transport::connection::Established;
+use crate::transport::clock::now;
+use crate::transport::connection::{Established, SessionStream};
 
 /// How many frames may wait in each direction: ~3 ms at 1 Gbit/s, several times what one
 /// 64 KiB read yields. Deeper queues only held more frames (RSS under load) without more
@@ -130,7 +130,7 @@ impl TunnelHandle {
 /// go to whichever send-capable connection is free first (work sharing, like the C client's
 /// least-busy choice); frames received on any connection are delivered in arrival order. The
 /// session ends when any connection fails: the caller's reconnect logic then starts afresh.
-pub fn spawn_tunnel(est: Established, seed: u64) -> TunnelHandle {
+pub fn spawn_tunnel<S: SessionStream>(est: Established<S>, seed: u64) -> TunnelHandle {
     let (out_tx, out_rx) = mpsc::channel(CHANNEL_DEPTH);
     let (in_tx, in_rx) = mpsc::channel(CHANNEL_DEPTH);
     // `close` is the caller's (dropping the handle also closes); `abort` is the supervisor's,
@@ -153,7 +153,7 @@ pub fn spawn_tunnel(est: Established, seed: u64) -> TunnelHandle {
         stats.push(stats_rx);
         let driver = Driver {
             stream,
-            tunnel: Tunnel::new(Instant::now(), timeout, seed.wrapping_add(i as u64)),
+            tunnel: Tunnel::new(now(), timeout, seed.wrapping_add(i as u64)),
             addr,
             out_rx: direction.can_send().then(|| out_rx.clone()),
             in_tx: in_tx.clone(),
@@ -201,8 +201,8 @@ async fn supervise(
     (result, total)
 }
 
-struct Driver {
-    stream: TlsStream<TcpStream>,
+struct Driver<S> {
+    stream: S,
     tunnel: Tunnel,
     addr: SocketAddr,
     /// Shared by every send-capable connection; `None` on a receive-only one.
@@ -212,7 +212,7 @@ struct Driver {
     dropped_in: u64,
 }
 
-impl Driver {
+impl<S: SessionStream> Driver<S> {
     async fn run(
         mut self,
         leftover: Vec<u8>,
@@ -254,16 +254,16 @@ impl Driver {
         };
         if !leftover.is_empty() {
             self.tunnel
-                .handle_input(Instant::now(), &leftover)
+                .handle_input(now(), &leftover)
                 .map_err(protocol)?;
         }
         let mut buf = vec![0u8; 64 * 1024];
         let mut outgoing_open = self.out_rx.is_some();
         let shared_out = self.out_rx.clone();
         loop {
-            let now = Instant::now();
+            let at = now();
             let mut wrote = false;
-            while let Some(record) = self.tunnel.poll_transmit(now) {
+            while let Some(record) = self.tunnel.poll_transmit(at) {
                 self.stream.write_all(&record).await.map_err(io)?;
                 wrote = true;
             }
@@ -288,7 +288,7 @@ impl Driver {
                     if n == 0 {
                         return Err(TunnelExit::ServerClosed { addr });
                     }
-                    self.tunnel.handle_input(Instant::now(), &buf[..n]).map_err(protocol)?;
+                    self.tunnel.handle_input(now(), &buf[..n]).map_err(protocol)?;
                 }
                 batch = next_batch(shared_out.as_deref()), if outgoing_open => match batch {
                     Some(frames) => {
@@ -299,15 +299,15 @@ impl Driver {
                     None => outgoing_open = false,
                 },
                 _ = tokio::time::sleep_until(deadline) => {
-                    self.tunnel.handle_timeout(Instant::now()).map_err(|e| match e {
+                    self.tunnel.handle_timeout(now()).map_err(|e| match e {
                         TunnelError::Timeout { idle } => TunnelExit::Timeout { addr, idle },
                         other => TunnelExit::Protocol { addr, source: other },
                     })?;
                 }
                 () = closed(&mut close, &mut abort) => {
                     // Flush what is queued, then close_notify + FIN: SoftEther has no logout message.
-                    let now = Instant::now();
-                    while let Some(record) = self.tunnel.poll_transmit(now) {
+                    let at = now();
+                    while let Some(record) = self.tunnel.poll_transmit(at) {
                         let _ = self.stream.write_all(&record).await;
                     }
                     let _ = tokio::time::timeout(Duration::from_secs(2), self.stream.shutdown()).await;

@@ -7,8 +7,8 @@ use softether_proto::handshake::{HandshakeError, LoginRequest, Outcome, Redirect
 use tokio::io::AsyncWriteExt;
 
 use super::connection::{
-    connect_tls, connection_info, run_handshake, tls_details, Established, SessionConfig,
-    SessionError,
+    connection_info, run_handshake, Dialer, Established, SessionConfig, SessionError,
+    SessionStream, TlsDialer,
 };
 use super::join::join_additional;
 use super::tls::TlsVerify;
@@ -18,17 +18,26 @@ const MAX_REDIRECTS: usize = 3;
 
 /// Connects, logs in, follows redirects; returns the session in tunnel mode.
 pub async fn establish(config: &SessionConfig) -> Result<Established, SessionError> {
+    establish_with(&TlsDialer::for_config(config), config).await
+}
+
+/// [`establish`] over the connections `dialer` opens.
+pub async fn establish_with<D: Dialer>(
+    dialer: &D,
+    config: &SessionConfig,
+) -> Result<Established<D::Stream>, SessionError> {
     let mut host = config.host.clone();
     let mut port = config.port;
     let mut tls_verify = config.tls.clone();
     let mut credential = config.credential.clone();
     let mut redirected_to = None;
     for _ in 0..=MAX_REDIRECTS {
-        let attempt = attempt_login(config, &host, port, &tls_verify, credential.clone()).await?;
+        let attempt =
+            attempt_login(dialer, config, &host, port, &tls_verify, credential.clone()).await?;
         match attempt {
             Attempt::Welcome(mut est) => {
                 est.redirected_to = redirected_to;
-                join_additional(config, &mut est, &host, port).await;
+                join_additional(dialer, config, &mut est, &host, port).await;
                 return Ok(*est);
             }
             Attempt::Redirect { redirect, from } => {
@@ -55,29 +64,25 @@ pub async fn establish(config: &SessionConfig) -> Result<Established, SessionErr
     })
 }
 
-enum Attempt {
-    Welcome(Box<Established>),
+enum Attempt<S> {
+    Welcome(Box<Established<S>>),
     Redirect {
         redirect: Redirect,
         from: SocketAddr,
     },
 }
 
-async fn attempt_login(
+async fn attempt_login<D: Dialer>(
+    dialer: &D,
     config: &SessionConfig,
     host: &str,
     port: u16,
     verify: &TlsVerify,
     credential: Credential,
-) -> Result<Attempt, SessionError> {
-    let (mut stream, server_cert_der, addr) = connect_tls(
-        host,
-        port,
-        verify,
-        config.connect_timeout,
-        config.proxy.as_ref(),
-    )
-    .await?;
+) -> Result<Attempt<D::Stream>, SessionError> {
+    let (mut stream, server_cert_der, addr) = dialer
+        .dial(host, port, verify, config.connect_timeout)
+        .await?;
     let (local_addr, info) = connection_info(config, &stream, addr, host, port)?;
     let request = Request::Login(LoginRequest {
         hub: config.hub.clone(),
@@ -106,7 +111,7 @@ async fn attempt_login(
             if welcome.use_compress {
                 return Err(SessionError::UnexpectedCompression { addr });
             }
-            let (tls_version, cipher_suite) = tls_details(&stream);
+            let (tls_version, cipher_suite) = stream.tls_details();
             Ok(Attempt::Welcome(Box::new(Established {
                 stream,
                 hello: hello.ok_or(SessionError::Disconnected {

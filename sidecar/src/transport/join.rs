@@ -5,17 +5,14 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::transport::connection::{
+    connection_info, run_handshake, AdditionalConnection, Dialer, Established, SessionConfig,
+    SessionError, SessionStream, TlsDialer,
+};
+use crate::transport::tls::TlsVerify;
 use softether_proto::handshake::{
     Direction, HandshakeError, Outcome, Request, ServerHello, Welcome,
 };
-use tokio::net::TcpStream;
-use tokio_rustls::client::TlsStream;
-
-use crate::transport::connection::{
-    connect_tls, connection_info, run_handshake, tls_details, AdditionalConnection, Established,
-    SessionConfig, SessionError,
-};
-use crate::transport::tls::TlsVerify;
 
 /// Above this many quick connections the server's DoS guard (16 per burst from one IP) could
 /// drop us, so later joins are spaced out.
@@ -24,9 +21,10 @@ const JOIN_SPACING: Duration = Duration::from_millis(300);
 
 /// Opens `min(requested, granted) - 1` additional connections to the session. Failures are
 /// logged and leave the session with fewer connections; they never fail the login.
-pub(crate) async fn join_additional(
+pub(crate) async fn join_additional<D: Dialer>(
+    dialer: &D,
     config: &SessionConfig,
-    est: &mut Established,
+    est: &mut Established<D::Stream>,
     host: &str,
     port: u16,
 ) {
@@ -38,7 +36,7 @@ pub(crate) async fn join_additional(
         if i >= JOIN_BURST {
             tokio::time::sleep(JOIN_SPACING).await;
         }
-        match join_session(config, est, host, port).await {
+        match join_session_with(dialer, config, est, host, port).await {
             Ok(conn) => est.additional.push(conn),
             Err(e) => {
                 tracing::warn!(
@@ -67,15 +65,21 @@ pub async fn join_session(
     host: &str,
     port: u16,
 ) -> Result<AdditionalConnection, SessionError> {
+    join_session_with(&TlsDialer::for_config(config), config, est, host, port).await
+}
+
+/// [`join_session`] over a connection `dialer` opens.
+pub async fn join_session_with<D: Dialer>(
+    dialer: &D,
+    config: &SessionConfig,
+    est: &Established<D::Stream>,
+    host: &str,
+    port: u16,
+) -> Result<AdditionalConnection<D::Stream>, SessionError> {
     let verify = TlsVerify::ExactCert(est.server_cert_der.clone());
-    let (mut stream, _, addr) = connect_tls(
-        host,
-        port,
-        &verify,
-        config.connect_timeout,
-        config.proxy.as_ref(),
-    )
-    .await?;
+    let (mut stream, _, addr) = dialer
+        .dial(host, port, &verify, config.connect_timeout)
+        .await?;
     let (direction, leftover) = additional_connect(
         config,
         &mut stream,
@@ -94,9 +98,9 @@ pub async fn join_session(
 
 /// `additional_connect` on a fresh stream: the direction the server assigned and the tunnel
 /// bytes that came with its reply.
-async fn additional_connect(
+async fn additional_connect<S: SessionStream>(
     config: &SessionConfig,
-    stream: &mut TlsStream<TcpStream>,
+    stream: &mut S,
     addr: SocketAddr,
     welcome: &Welcome,
     (host, port): (&str, u16),
@@ -120,13 +124,8 @@ async fn additional_connect(
 }
 
 /// The local port, to vary padding seeds between connections.
-fn info_port(stream: &TlsStream<TcpStream>) -> u16 {
-    stream
-        .get_ref()
-        .0
-        .local_addr()
-        .map(|a| a.port())
-        .unwrap_or(0)
+fn info_port<S: SessionStream>(stream: &S) -> u16 {
+    stream.local_addr().map(|a| a.port()).unwrap_or(0)
 }
 
 /// What it takes to rejoin a session after its TCP connections broke (§9.4): the server keeps
@@ -143,7 +142,7 @@ pub struct ResumeTicket {
 }
 
 impl ResumeTicket {
-    pub fn of(est: &Established) -> Self {
+    pub fn of<S>(est: &Established<S>) -> Self {
         ResumeTicket {
             hello: est.hello.clone(),
             welcome: est.welcome.clone(),
@@ -166,6 +165,15 @@ pub async fn resume(
     config: &SessionConfig,
     ticket: &ResumeTicket,
 ) -> Result<Established, SessionError> {
+    resume_with(&TlsDialer::for_config(config), config, ticket).await
+}
+
+/// [`resume`] over the connections `dialer` opens.
+pub async fn resume_with<D: Dialer>(
+    dialer: &D,
+    config: &SessionConfig,
+    ticket: &ResumeTicket,
+) -> Result<Established<D::Stream>, SessionError> {
     // The address the session lives at; through a proxy that could not be resolved locally it
     // is unspecified, and the configured name goes to the proxy instead.
     let host = if ticket.server_addr.ip().is_unspecified() {
@@ -175,14 +183,9 @@ pub async fn resume(
     };
     let port = ticket.server_addr.port();
     let verify = TlsVerify::ExactCert(ticket.server_cert_der.clone());
-    let (mut stream, server_cert_der, addr) = connect_tls(
-        &host,
-        port,
-        &verify,
-        config.connect_timeout,
-        config.proxy.as_ref(),
-    )
-    .await?;
+    let (mut stream, server_cert_der, addr) = dialer
+        .dial(&host, port, &verify, config.connect_timeout)
+        .await?;
     let (local_addr, _) = connection_info(config, &stream, addr, &host, port)?;
     let (_, leftover) = additional_connect(
         config,
@@ -193,7 +196,7 @@ pub async fn resume(
         "session resume",
     )
     .await?;
-    let (tls_version, cipher_suite) = tls_details(&stream);
+    let (tls_version, cipher_suite) = stream.tls_details();
     let mut est = Established {
         stream,
         hello: ticket.hello.clone(),
@@ -207,6 +210,6 @@ pub async fn resume(
         redirected_to: ticket.redirected_to,
         additional: Vec::new(),
     };
-    join_additional(config, &mut est, &host, port).await;
+    join_additional(dialer, config, &mut est, &host, port).await;
     Ok(est)
 }

@@ -5,18 +5,24 @@
 //!   the server certificate.
 //! - [`credentials`]: password files, certificate + key, and the login identity.
 //! - [`connection`]: one connection — session configuration, TCP + TLS, one handshake over it,
-//!   [`connection::Established`] and [`connection::SessionError`].
+//!   [`connection::Established`] and [`connection::SessionError`]. Everything above is generic
+//!   over [`connection::SessionStream`] / [`connection::Dialer`]: TLS in production, an
+//!   in-memory fake server (`testkit`, tests only) over `tokio::io::duplex` in the in-process
+//!   tests, which run in paused time on tokio's clock ([`clock`]).
 //! - [`join`]: additional connections and resuming a session with its key.
 //! - [`establish`]: the first login, following cluster redirects, then joining more connections.
 //! - [`driver`]: one task pumping the tunnel state machine over the session's connections;
 //!   frames in and out through channels.
 
+pub mod clock;
 pub mod connection;
 pub mod credentials;
 pub mod driver;
 pub mod establish;
 pub mod join;
 pub mod proxy;
+#[cfg(test)]
+pub(crate) mod testkit;
 pub mod tls;
 
 /// A seed for protocol padding and DHCP transaction ids; uniqueness matters, not secrecy.

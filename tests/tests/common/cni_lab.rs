@@ -335,3 +335,23 @@ fn must_json(ns: &str, argv: &[&str]) -> Value {
 pub fn netns_path(name: &str) -> String {
     format!("/run/netns/{name}")
 }
+
+/// Runs `f` for every item, at most `parallel` at a time, each on its own thread.
+pub fn in_parallel<T: Sync, R: Send>(
+    items: &[T],
+    parallel: usize,
+    f: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
+    let mut out = Vec::with_capacity(items.len());
+    for chunk in items.chunks(parallel) {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = chunk.iter().map(|item| s.spawn(|| f(item))).collect();
+            out.extend(
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("worker thread")),
+            );
+        });
+    }
+    out
+}

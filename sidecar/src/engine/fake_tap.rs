@@ -1,0 +1,74 @@
+//! A channel-backed [`FramePort`] for the in-process engine tests: the "pod" side sends and
+//! receives frames through bounded channels, so a pod that stops reading back-pressures the
+//! bridge exactly where a full TAP queue would.
+
+use std::io;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, Mutex};
+
+use super::bridge::FramePort;
+
+/// The engine's side.
+pub struct FakeTap {
+    from_pod: Mutex<mpsc::Receiver<Bytes>>,
+    to_pod: mpsc::Sender<Bytes>,
+}
+
+/// The pod's side: what it sends goes to the tunnel, what the tunnel delivers arrives here.
+pub struct Pod {
+    pub send: mpsc::Sender<Bytes>,
+    pub recv: mpsc::Receiver<Bytes>,
+}
+
+/// A fake TAP whose pod side holds at most `depth` undelivered frames each way.
+pub fn fake_tap(depth: usize) -> (FakeTap, Pod) {
+    let (pod_tx, from_pod) = mpsc::channel(depth);
+    let (to_pod, pod_rx) = mpsc::channel(depth);
+    (
+        FakeTap {
+            from_pod: Mutex::new(from_pod),
+            to_pod,
+        },
+        Pod {
+            send: pod_tx,
+            recv: pod_rx,
+        },
+    )
+}
+
+fn copy(frame: Bytes, buf: &mut [u8]) -> usize {
+    let n = frame.len().min(buf.len());
+    buf[..n].copy_from_slice(&frame[..n]);
+    n
+}
+
+fn gone() -> io::Error {
+    io::Error::other("the pod side of the fake TAP is gone")
+}
+
+impl FramePort for FakeTap {
+    async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        let frame = self.from_pod.lock().await.recv().await.ok_or_else(gone)?;
+        Ok(copy(frame, buf))
+    }
+
+    fn try_recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut rx = self
+            .from_pod
+            .try_lock()
+            .map_err(|_| io::Error::from(io::ErrorKind::WouldBlock))?;
+        match rx.try_recv() {
+            Ok(frame) => Ok(copy(frame, buf)),
+            Err(mpsc::error::TryRecvError::Empty) => Err(io::ErrorKind::WouldBlock.into()),
+            Err(mpsc::error::TryRecvError::Disconnected) => Err(gone()),
+        }
+    }
+
+    async fn send(&self, frame: &[u8]) -> io::Result<()> {
+        self.to_pod
+            .send(Bytes::copy_from_slice(frame))
+            .await
+            .map_err(|_| gone())
+    }
+}
