@@ -32,6 +32,9 @@ SOFTETHER_CNI_PACKAGES=(
   "protobuf-compiler:/usr/bin/protoc"
   # tests/tests/metrics_e2e.rs: the real Prometheus scrapes the sidecar; promtool lints /metrics.
   "prometheus:/usr/bin/promtool"
+  # tests/tests/connect_proxy.rs: real HTTP CONNECT and SOCKS4/5 proxies.
+  "tinyproxy-bin:/usr/bin/tinyproxy"
+  "dante-server:/usr/sbin/danted"
 )
 
 # Installs every missing package (apt-get update first). SKIP_APT=1 skips the check.

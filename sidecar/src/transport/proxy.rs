@@ -242,7 +242,8 @@ pub fn parse_http_connect_reply(buf: &[u8]) -> Result<Option<Result<(), ProxyErr
     let shown = status_line.trim_start_matches(version).trim().to_string();
     Ok(Some(match code {
         200..=299 => Ok(()),
-        407 => Err(ProxyError::Auth(shown)),
+        // 407 is the standard answer; some proxies (tinyproxy) say 401 for the same thing.
+        401 | 407 => Err(ProxyError::Auth(shown)),
         _ => Err(ProxyError::Refused(shown)),
     }))
 }

@@ -64,6 +64,14 @@ fn http_connect_request_and_replies() {
     assert!(matches!(e, ProxyError::Auth(_)));
     assert_eq!(e.retry_class(), RetryClass::Never);
     assert!(e.to_string().contains("407 Proxy Authentication Required"));
+    let e = parse_http_connect_reply(b"HTTP/1.1 401 Unauthorized\r\n\r\n")
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        matches!(e, ProxyError::Auth(_)),
+        "tinyproxy's answer to bad credentials"
+    );
     let e = parse_http_connect_reply(b"HTTP/1.1 403 Forbidden\r\n\r\n")
         .unwrap()
         .unwrap()
