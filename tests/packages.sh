@@ -30,6 +30,10 @@ SOFTETHER_CNI_PACKAGES=(
   "busybox-static:/usr/share/doc/busybox-static"
   # tests/netavark.sh: `cargo install netavark` (>= 1.6, for tests/tests/netavark_e2e.rs) needs protoc.
   "protobuf-compiler:/usr/bin/protoc"
+  # tests/tests/cri_e2e.rs: containerd 1.6 with its CRI plugin, and the reference CNI plugins
+  # (loopback, which containerd runs for every pod, bridge and host-local for the default network).
+  "containerd:/usr/bin/containerd"
+  "containernetworking-plugins:/usr/lib/cni/bridge"
 )
 
 # Installs every missing package (apt-get update first). SKIP_APT=1 skips the check.
