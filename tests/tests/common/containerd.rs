@@ -291,19 +291,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
     /// The name (under /run/netns) of the pod's network namespace, from the runtime spec.
     pub fn pod_netns(&self, pod: &Sandbox) -> String {
         let (_, info) = self.pod_status(pod);
-        let path = info["runtimeSpec"]["linux"]["namespaces"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|n| n["type"] == "network")
-            .and_then(|n| n["path"].as_str())
-            .unwrap_or_else(|| panic!("no network namespace path in {info}"))
-            .to_owned();
-        Path::new(&path)
-            .file_name()
-            .and_then(|n| n.to_str())
-            .expect("netns name")
-            .to_owned()
+        netns_of(&info).unwrap_or_else(|| panic!("no network namespace path in {info}"))
     }
 
     /// CreateContainer + StartContainer: busybox `sleep` in the pod; returns the container id.
@@ -372,8 +360,23 @@ impl Drop for Containerd {
     fn drop(&mut self) {
         if let Some(daemon) = self.daemon.take() {
             for id in self.sandboxes() {
-                let _ = self.call("StopPodSandbox", &json!({ "pod_sandbox_id": id }));
-                let _ = self.call("RemovePodSandbox", &json!({ "pod_sandbox_id": id }));
+                let pod = json!({ "pod_sandbox_id": id });
+                let netns = self
+                    .call(
+                        "PodSandboxStatus",
+                        &json!({"pod_sandbox_id": id, "verbose": true}),
+                    )
+                    .ok()
+                    .and_then(|s| serde_json::from_str(s["info"]["info"].as_str()?).ok())
+                    .and_then(|info: Value| netns_of(&info));
+                // containerd keeps the namespace of a sandbox whose CNI DEL failed (say, a broken
+                // default network); it is ours to remove then.
+                if self.call("StopPodSandbox", &pod).is_err() {
+                    if let Some(name) = netns {
+                        netns::destroy(&name);
+                    }
+                }
+                let _ = self.call("RemovePodSandbox", &pod);
             }
             let _ = daemon.terminate(Duration::from_secs(10));
         }
@@ -383,6 +386,16 @@ impl Drop for Containerd {
         unmount_below(&self.dir);
         let _ = fs::remove_dir_all(&self.dir);
     }
+}
+
+/// The network namespace name in a sandbox's verbose info (its runtime spec).
+fn netns_of(info: &Value) -> Option<String> {
+    let path = info["runtimeSpec"]["linux"]["namespaces"]
+        .as_array()?
+        .iter()
+        .find(|n| n["type"] == "network")?["path"]
+        .as_str()?;
+    Some(Path::new(path).file_name()?.to_str()?.to_owned())
 }
 
 /// The venv's python with the CRI stubs (installed once per target dir).
