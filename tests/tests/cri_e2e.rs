@@ -8,7 +8,8 @@
 //!   releases everything;
 //! - behind a default network: the reference `bridge` plugin as `eth0` and ours as `eth1`
 //!   (containerd `max_conf_num = 2`, as Multus adds a secondary network); both carry traffic and
-//!   both are released.
+//!   both are released; and when the default network fails for a pod, containerd's cleanup
+//!   leaves nothing of ours.
 //!
 //! containerd's setup is private (see `common/containerd.rs`). Needs `cargo build --workspace
 //! --bins` first and root; fails (never skips) when containerd, the CNI plugins package or
@@ -306,4 +307,40 @@ fn containerd_pod_with_a_default_bridge_network_gets_ours_as_eth1_and_both_are_r
         &["ping", "-c", "1", "-W", "1", &bridge_ip.to_string()],
     );
     assert!(!ok, "the pod's bridge address still answers: {out}");
+}
+
+#[test]
+fn containerd_pod_whose_default_network_fails_leaves_nothing_of_ours() {
+    // The default network's /30 has one pod address: the first pod takes it, the second pod's
+    // bridge ADD fails ("no IP addresses available"). containerd 1.6 attaches the networks in
+    // parallel, so ours may have attached meanwhile; its cleanup (DEL of every network, sandbox
+    // removed) must leave nothing of ours behind either way.
+    let s = Setup::new(true);
+    let first = s.run_pod("first");
+    let first_netns = s.containerd.pod_netns(&first);
+    s.assert_vpn_interface(&first, &first_netns, "eth1");
+
+    let Err(err) = s.containerd.try_run_pod("second") else {
+        panic!("the second pod cannot have an address on the default network");
+    };
+    assert!(err.contains("bridge"), "{err}");
+    let until = Instant::now() + Duration::from_secs(30);
+    while !(s.attachments().len() == 1 && tap_fds(s.sidecar.pid()) == 1) {
+        assert!(
+            Instant::now() < until,
+            "the failed pod's attachment is not released: {:?}\n{}",
+            s.attachments(),
+            s.sidecar.log_text()
+        );
+        std::thread::sleep(POLL);
+    }
+    assert_eq!(s.containerd.sandboxes(), std::slice::from_ref(&first.id));
+    assert_eq!(
+        s.dirs.leftover_state().len(),
+        1,
+        "{:?}",
+        s.dirs.leftover_state()
+    );
+
+    s.remove_and_assert_released(&first, &first_netns, &[]);
 }

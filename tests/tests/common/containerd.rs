@@ -259,6 +259,16 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 
     /// RunPodSandbox as kubelet sends it for pod `name` in namespace `default`.
     pub fn run_pod(&self, name: &str) -> Sandbox {
+        self.try_run_pod(name).unwrap_or_else(|e| {
+            panic!(
+                "CRI RunPodSandbox failed: {e}\ncontainerd log:\n{}",
+                tail(&self.log_text(), 40)
+            )
+        })
+    }
+
+    /// [`Containerd::run_pod`] that may fail: the gRPC error as text.
+    pub fn try_run_pod(&self, name: &str) -> Result<Sandbox, String> {
         let logs = self.dir.join("pods").join(name);
         fs::create_dir_all(&logs).expect("pod log dir");
         let config = json!({
@@ -268,11 +278,11 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             "labels": {"app": name},
             "linux": {}
         });
-        let id = self.ok("RunPodSandbox", &json!({ "config": config }))["pod_sandbox_id"]
+        let id = self.call("RunPodSandbox", &json!({ "config": config }))?["pod_sandbox_id"]
             .as_str()
             .expect("pod_sandbox_id")
             .to_owned();
-        Sandbox { id, config }
+        Ok(Sandbox { id, config })
     }
 
     /// PodSandboxStatus (verbose): `status` plus containerd's `info` (runtime spec, CNI result).
