@@ -9,7 +9,8 @@
 //! - the sidecar container as the DaemonSet runs it (its command, privileged, host network and
 //!   PID, the mounts at their manifest paths backed by test directories, /run/netns with slave
 //!   propagation) serves a pod that a CNI runtime attaches with the plugin the init step
-//!   installed: lease, ping to the lan host, `status` through the image's binary, DEL releases.
+//!   installed: lease, CONNMARK table (the image's `nft`), ping to the lan host, `status`
+//!   through the image's binary, DEL releases.
 //!
 //! Slow (a release build with LTO and an image build): ignored by `cargo test`, run by
 //! `bash tests/image`, which prints the build time and the image size.
@@ -29,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use common::cni::Runtime;
 use common::cni_lab::{network_list, ping_lan, pod_attachment, pod_leftovers, state_leftovers};
-use common::connect::extra_netns;
+use common::connect::{extra_netns, must};
 use common::podman::Podman;
 use serde_json::{json, Value};
 use softether_lab::{Lab, LabOptions};
@@ -210,6 +211,8 @@ fn image_runs_installs_the_plugin_and_its_sidecar_serves_a_pod() {
         "server": f.server_ip.to_string(), "port": f.port, "hub": f.hub, "user": f.alice.name,
         "passwordFile": "/etc/softether-cni/secrets/alice.password", "insecure": true,
         "acceptStaticRoutes": true, "timeout": 90,
+        // CONNMARK: the sidecar runs the image's `nft` (with the libraries build-image copied).
+        "policyRouteTable": 100, "connmark": true,
         "sidecarSocket": socket, "stateDir": state
     });
     let list = network_list("softether-vpn", "1.0.0", &plugin, false);
@@ -220,6 +223,12 @@ fn image_runs_installs_the_plugin_and_its_sidecar_serves_a_pod() {
         .add(&list, &att)
         .unwrap_or_else(|e| panic!("ADD: {e}\n{}", podman.ok(&["logs", "sidecar"])));
     assert!(result.to_string().contains("10.99.0."), "{result}");
+    let tables = must(pod.name(), &["nft", "list", "tables", "inet"]);
+    assert!(
+        !tables.trim().is_empty(),
+        "no CONNMARK table from the image's nft: {}",
+        podman.ok(&["logs", "sidecar"])
+    );
     let (ok, out) = ping_lan(&lab, pod.name(), 5);
     assert!(ok, "ping through the image's sidecar: {out}");
     let listed: Value =
