@@ -35,6 +35,10 @@ SOFTETHER_CNI_PACKAGES=(
   # tests/tests/connect_proxy.rs: real HTTP CONNECT and SOCKS4/5 proxies.
   "tinyproxy-bin:/usr/bin/tinyproxy"
   "dante-server:/usr/sbin/danted"
+  # tests/tests/cri_e2e.rs: containerd 1.6 with its CRI plugin, and the reference CNI plugins
+  # (loopback, which containerd runs for every pod, bridge and host-local for the default network).
+  "containerd:/usr/bin/containerd"
+  "containernetworking-plugins:/usr/lib/cni/bridge"
 )
 
 # Installs every missing package (apt-get update first). SKIP_APT=1 skips the check.

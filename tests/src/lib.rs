@@ -55,6 +55,7 @@ pub mod farm;
 pub mod lab;
 pub mod netns;
 pub mod prereq;
+pub mod pyvenv;
 pub mod server;
 pub mod topology;
 pub mod vpncmd;

@@ -5,7 +5,8 @@
 //! - NetworkAttachmentDefinitions (a CRD, no built-in schema) by hand: shape, the embedded JSON
 //!   config, only known plugin keys (the plugin itself ignores unknown keys, so a typo would pass it);
 //! - cross-file consistency: DaemonSet socket/state paths vs. the network configs, password files vs.
-//!   the Secret mount and the example Secret, the Containerfile vs. the workspace members;
+//!   the Secret mount and the example Secret, the image (deploy/Containerfile FROM scratch, built by
+//!   deploy/build-image) vs. the DaemonSet;
 //! - the plugin binary accepts every shipped network config: VERSION lists the config's versions,
 //!   and ADD into a fresh namespace with the sidecar socket pointed nowhere fails with 11 ("sidecar
 //!   unreachable") instead of 4/7, which proves env and config passed validation;
@@ -397,42 +398,48 @@ fn documented_flags_exist_and_systemd_units_verify() {
 }
 
 #[test]
-fn containerfile_builds_both_binaries_from_every_workspace_member() {
+fn the_image_is_built_from_scratch_with_both_binaries_and_no_registry() {
     let root = repo_root();
     let file = fs::read_to_string(root.join("deploy/Containerfile")).unwrap();
-    let manifest = fs::read_to_string(root.join("Cargo.toml")).unwrap();
-    let members = manifest
-        .split("members = [")
-        .nth(1)
-        .unwrap()
-        .split(']')
-        .next()
-        .unwrap();
-    for member in members
-        .split(',')
-        .map(|m| m.trim().trim_matches('"'))
-        .filter(|m| !m.is_empty())
-    {
-        let top = member.split('/').next().unwrap();
-        assert!(
-            file.contains(&format!("COPY {top} {top}")),
-            "Containerfile does not copy {top}/"
-        );
-    }
-    for needle in [
-        "FROM docker.io/library/rust:1-bookworm AS builder",
-        "FROM docker.io/library/debian:bookworm-slim",
-        "--locked -p softether-cni -p softether-sidecar",
-        "nftables ca-certificates",
-        "/usr/local/bin/softether\n",
-        "/usr/local/bin/softether-sidecar\n",
-    ] {
+    let script = fs::read_to_string(root.join("deploy/build-image")).unwrap();
+    // No base image to pull: every stage starts from scratch.
+    let froms: Vec<&str> = file.lines().filter(|l| l.starts_with("FROM ")).collect();
+    assert_eq!(froms, ["FROM scratch"], "Containerfile stages");
+    for needle in ["ADD rootfs.tar /", "ENTRYPOINT [\"softether-sidecar\"]"] {
         assert!(file.contains(needle), "Containerfile lacks {needle:?}");
     }
-    // The DaemonSet runs the binaries where the image puts them.
+    for needle in [
+        "cargo build --release --locked -p softether-cni -p softether-sidecar",
+        "/usr/local/bin/softether\"",
+        "/usr/local/bin/softether-sidecar\"",
+        "/usr/sbin/nft",
+        "/etc/ssl/certs/ca-certificates.crt",
+        "ldd",
+        "buildah",
+    ] {
+        assert!(
+            script.contains(needle),
+            "deploy/build-image lacks {needle:?}"
+        );
+    }
+    // The DaemonSet runs the binaries where the image puts them, under the script's default name.
+    let manifest = fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    let version = manifest
+        .lines()
+        .find_map(|l| l.strip_prefix("version = \""))
+        .and_then(|v| v.strip_suffix('"'))
+        .expect("workspace version");
+    assert!(
+        script.contains("tag=\"localhost/softether-cni:$version\""),
+        "build-image default tag"
+    );
     let ds = docs_of("DaemonSet")[0].doc.to_string();
     assert!(
         ds.contains("cp /usr/local/bin/softether "),
         "init container copies the image's plugin"
+    );
+    assert!(
+        ds.contains(&format!("\"image\":\"localhost/softether-cni:{version}\"")),
+        "the DaemonSet names the image build-image makes"
     );
 }

@@ -31,7 +31,7 @@ use serde_json::Value;
 use softether_lab::command;
 use softether_lab::prereq::{self, Tool};
 
-use super::workspace_bin;
+use super::{helper_pids, unmount_below, workspace_bin};
 
 /// The network name, also the conflist's file name.
 pub const NETWORK: &str = "softether-vpn";
@@ -228,6 +228,11 @@ impl Podman {
 
     /// Builds a rootfs from Debian's static busybox (+ applet symlinks) and imports it as [`IMAGE`].
     pub fn import_busybox(&self) {
+        self.import_busybox_with_cmd(r#"["/bin/sh"]"#);
+    }
+
+    /// [`Podman::import_busybox`] with the image's default command `cmd` (a JSON array).
+    pub fn import_busybox_with_cmd(&self, cmd: &str) {
         let binary = fs::read(BUSYBOX).expect("read /bin/busybox");
         // A dynamically linked busybox (package `busybox`) would not run in the empty rootfs.
         assert!(
@@ -262,27 +267,29 @@ impl Podman {
             "import",
             "--quiet",
             "--change",
-            r#"CMD ["/bin/sh"]"#,
+            &format!("CMD {cmd}"),
             tar.to_str().expect("utf-8 path"),
+            IMAGE,
+        ]);
+    }
+
+    /// `podman save` of [`IMAGE`] as a docker-archive tar at `path` (what `ctr images import`
+    /// reads; the archive names the image, so it keeps its name there).
+    pub fn save(&self, path: &Path) {
+        self.ok(&[
+            "save",
+            "--quiet",
+            "--format",
+            "docker-archive",
+            "--output",
+            path.to_str().expect("utf-8 path"),
             IMAGE,
         ]);
     }
 
     /// Pids of conmon processes belonging to this instance (their command line names our dir).
     pub fn conmon_pids(&self) -> Vec<i32> {
-        let needle = self.dir.to_string_lossy().into_owned();
-        let Ok(entries) = fs::read_dir("/proc") else {
-            return Vec::new();
-        };
-        entries
-            .flatten()
-            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-            .filter(|pid| {
-                let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-                let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-                comm.trim() == "conmon" && String::from_utf8_lossy(&cmdline).contains(&needle)
-            })
-            .collect()
+        helper_pids("conmon", &self.dir.to_string_lossy())
     }
 
     /// Waits (bounded) until no conmon of this instance is left; returns whether that happened.
@@ -297,18 +304,6 @@ impl Podman {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-    }
-
-    /// Mount points under our directory (overlay layers of running containers, shm, …).
-    fn mounts_below(&self) -> Vec<String> {
-        let prefix = format!("{}/", self.dir.display());
-        fs::read_to_string("/proc/self/mounts")
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.split_whitespace().nth(1))
-            .filter(|m| m.starts_with(&prefix))
-            .map(str::to_owned)
-            .collect()
     }
 }
 
@@ -330,15 +325,7 @@ impl Drop for Podman {
                 let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             }
         }
-        // Deepest first, lazily: a leftover mount must not keep the directory alive.
-        let mut mounts = self.mounts_below();
-        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for m in mounts {
-            let _ = command::run(
-                Command::new("umount").arg("-l").arg(&m),
-                Duration::from_secs(10),
-            );
-        }
+        unmount_below(&self.dir);
         let _ = fs::remove_dir_all(&self.dir);
     }
 }

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 
 use serde_json::Value;
+use softether_lab::pyvenv::Venv;
 
 use super::exec::{run, text};
 
@@ -60,47 +61,11 @@ pub struct Tooling {
 pub fn tooling() -> &'static Tooling {
     static TOOLING: OnceLock<Tooling> = OnceLock::new();
     TOOLING.get_or_init(|| {
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| repo_root().join("target"));
-        let venv = target.join(KUBERNETES_VALIDATE.replace("==", "-"));
-        let tooling = Tooling {
-            python: venv.join("bin/python"),
-            validator: venv.join("bin/kubernetes-validate"),
-        };
-        // The marker is written last, so an interrupted install is redone from scratch.
-        let done = venv.join(".installed");
-        if done.exists() {
-            return tooling;
+        let venv = Venv::ensure(&[KUBERNETES_VALIDATE]).unwrap_or_else(|e| panic!("{e:#}"));
+        Tooling {
+            python: venv.bin("python"),
+            validator: venv.bin("kubernetes-validate"),
         }
-        let _ = fs::remove_dir_all(&venv);
-        let help = "the deploy manifest tests need python3 with venv/pip and PyPI access \
-                    (Debian: apt-get install python3-venv)";
-        let out = run(Command::new("timeout")
-            .args(["120", "python3", "-m", "venv"])
-            .arg(&venv));
-        assert!(
-            out.status.success(),
-            "python3 -m venv failed ({help}):\n{}",
-            text(&out.stderr)
-        );
-        let out = run(Command::new("timeout")
-            .arg("600")
-            .arg(venv.join("bin/pip"))
-            .args([
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                KUBERNETES_VALIDATE,
-            ]));
-        assert!(
-            out.status.success(),
-            "pip install {KUBERNETES_VALIDATE} failed ({help}):\n{}{}",
-            text(&out.stdout),
-            text(&out.stderr)
-        );
-        fs::write(&done, KUBERNETES_VALIDATE).unwrap();
-        tooling
     })
 }
 
