@@ -101,7 +101,7 @@ impl Registry {
             None => self.read_mac(&req.netns, &key.ifname).await?,
         };
         // Fail fast (code 7) on an unusable password file or pin.
-        session::session_config(&req.login)?;
+        session::session_config(&req.login).await?;
         let record = AttachmentRecord {
             version: RECORD_VERSION,
             network: req.attachment.network.clone(),

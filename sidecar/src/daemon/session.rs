@@ -22,7 +22,7 @@ use crate::engine::status::{status_channel, EngineStatus, Phase, StopMode};
 use crate::transport::connection::SessionConfig;
 use crate::transport::credentials::{self, AuthInput};
 use crate::transport::random_seed;
-use crate::transport::tls::{parse_pin, TlsVerify};
+use crate::transport::tls::{client_config_async, parse_pin, TlsVerify};
 // The engine id names the attachment's nft table (`softether_<id>`) in the pod netns; the
 // plugin removes that table itself on a DEL while we are down, so the id is shared.
 use softether_control::pod_netns::attachment_engine_id as engine_id;
@@ -109,15 +109,16 @@ pub fn spawn(record: AttachmentRecord, mac: [u8; 6], tap: Tap, state: StateDir) 
     }
 }
 
-/// Login settings → the establish layer's config; reads the password file now (code 7 if it
-/// cannot be used).
-pub fn session_config(login: &LoginSettings) -> Result<SessionConfig, WireError> {
+/// Login settings → the establish layer's config; reads the password file and checks the CA
+/// file now (code 7 if either cannot be used), off the runtime threads with a deadline: the
+/// paths come from the network config, so they may name a FIFO, a device or a huge file.
+pub async fn session_config(login: &LoginSettings) -> Result<SessionConfig, WireError> {
     let input = AuthInput {
         password_file: Some(login.password_file.clone()),
         plain_password: login.plain_password,
         ..AuthInput::default()
     };
-    let credential = credentials::credential(&login.user, &input).map_err(|e| {
+    let credential = credentials::credential_async(&login.user, &input).await.map_err(|e| {
         WireError::new(
             code::INVALID_CONFIG,
             format!("passwordFile cannot be used: {e}"),
@@ -131,7 +132,17 @@ pub fn session_config(login: &LoginSettings) -> Result<SessionConfig, WireError>
             parse_pin(pin).map_err(|e| WireError::new(code::INVALID_CONFIG, "pinSha256", e))?,
         )
     } else if let Some(ca) = &login.ca_file {
-        TlsVerify::CaFile(ca.clone())
+        let verify = TlsVerify::CaFile(ca.clone());
+        client_config_async(&verify, Default::default())
+            .await
+            .map_err(|e| {
+                WireError::new(
+                    code::INVALID_CONFIG,
+                    format!("caFile cannot be used: {e}"),
+                    "the file must be a regular PEM file of at most 1 MiB on the node",
+                )
+            })?;
+        verify
     } else {
         TlsVerify::SystemRoots
     };
@@ -173,10 +184,10 @@ fn dhcp_hostname(record: &AttachmentRecord) -> Option<String> {
 /// The engine options for `record`. An attachment with a recorded address asks for it again
 /// and adopts what is installed for it; on a non-retryable error it keeps the pod's
 /// configuration (no gap for the pod) while a fresh ADD tears down.
-pub fn engine_config(record: &AttachmentRecord, mac: Mac) -> Result<EngineConfig, WireError> {
+pub async fn engine_config(record: &AttachmentRecord, mac: Mac) -> Result<EngineConfig, WireError> {
     let adopted = record.last_address;
     Ok(EngineConfig {
-        session: session_config(&record.login)?,
+        session: session_config(&record.login).await?,
         mac,
         dhcp_hostname: Some(dhcp_hostname(record)),
         net: net_options(&record.link),
@@ -243,7 +254,7 @@ impl Attachment {
         let mut tap = Some(tap);
         loop {
             let had_lease = self.record.last_address.is_some();
-            let error = match engine_config(&self.record, self.mac) {
+            let error = match engine_config(&self.record, self.mac).await {
                 Err(e) => e,
                 Ok(config) => {
                     let tap = match tap.take() {
@@ -355,9 +366,11 @@ mod tests {
         }
     }
 
-    #[test]
-    fn fresh_attachment_tears_down_on_error_and_asks_nothing() {
-        let c = engine_config(&record(None), Mac([0x5e, 0, 0, 0, 0, 1])).unwrap();
+    #[tokio::test]
+    async fn fresh_attachment_tears_down_on_error_and_asks_nothing() {
+        let c = engine_config(&record(None), Mac([0x5e, 0, 0, 0, 0, 1]))
+            .await
+            .unwrap();
         assert_eq!(c.on_error, StopMode::Teardown);
         assert_eq!((c.requested_ip, c.adopt_address), (None, None));
         assert!(!c.pin_server_route);
@@ -368,23 +381,41 @@ mod tests {
         assert_eq!(c.id, "c1_vpn0");
     }
 
-    #[test]
-    fn readopted_attachment_asks_for_its_address_and_keeps_config() {
+    #[tokio::test]
+    async fn readopted_attachment_asks_for_its_address_and_keeps_config() {
         let c = engine_config(
             &record(Some("192.168.30.12/24")),
             Mac([0x5e, 0, 0, 0, 0, 1]),
         )
+        .await
         .unwrap();
         assert_eq!(c.on_error, StopMode::Detach);
         assert_eq!(c.requested_ip, Some("192.168.30.12".parse().unwrap()));
         assert_eq!(c.adopt_address, Some("192.168.30.12/24".parse().unwrap()));
     }
 
-    #[test]
-    fn missing_password_file_is_code_7() {
+    #[tokio::test]
+    async fn missing_password_file_is_code_7() {
         let mut r = record(None);
         r.login.password_file = "/nonexistent/pass".into();
-        let e = engine_config(&r, Mac([0x5e, 0, 0, 0, 0, 1])).unwrap_err();
+        let e = engine_config(&r, Mac([0x5e, 0, 0, 0, 0, 1]))
+            .await
+            .unwrap_err();
         assert_eq!(e.code, code::INVALID_CONFIG);
+    }
+
+    #[tokio::test]
+    async fn device_as_password_or_ca_file_is_code_7() {
+        let mut r = record(None);
+        r.login.password_file = "/dev/zero".into();
+        let e = session_config(&r.login).await.unwrap_err();
+        assert_eq!(e.code, code::INVALID_CONFIG);
+        assert!(e.msg.contains("character device"), "{e:?}");
+        let mut r = record(None);
+        r.login.insecure = false;
+        r.login.ca_file = Some("/dev/zero".into());
+        let e = session_config(&r.login).await.unwrap_err();
+        assert_eq!(e.code, code::INVALID_CONFIG);
+        assert!(e.msg.contains("caFile"), "{e:?}");
     }
 }

@@ -181,7 +181,7 @@ pub async fn connect_tls(
 ) -> Result<(TlsStream<TcpStream>, Vec<u8>, SocketAddr), SessionError> {
     let addr = resolve(host, port).await?;
     let presented = PresentedCert::default();
-    let config = tls::client_config(verify, presented.clone())?;
+    let config = tls::client_config_async(verify, presented.clone()).await?;
     if *verify == TlsVerify::Insecure {
         tracing::warn!(%addr, "--insecure: the server certificate is NOT verified");
     }
