@@ -29,21 +29,42 @@ pub struct Sidecar {
 
 impl Sidecar {
     pub fn start(lab: &Lab, socket: &Path, state: &Path, n: u32) -> Sidecar {
+        Self::start_with_nofile(lab, socket, state, n, None)
+    }
+
+    /// [`Sidecar::start`] under `prlimit --nofile=N:N` when `nofile` is set (prlimit execs
+    /// the daemon, so [`Sidecar::pid`] stays the daemon's).
+    pub fn start_with_nofile(
+        lab: &Lab,
+        socket: &Path,
+        state: &Path,
+        n: u32,
+        nofile: Option<u64>,
+    ) -> Sidecar {
         let log = lab.facts.dir.join(format!("sidecar-{n}.log"));
         let out = fs::File::create(&log).expect("sidecar log");
         let bin = workspace_bin("softether-sidecar");
+        let limit = nofile.map(|n| format!("--nofile={n}:{n}"));
+        let prefix: Vec<&str> = match &limit {
+            Some(l) => vec!["prlimit", l, "--"],
+            None => vec![],
+        };
         let mut cmd = netns::command_in(
             &lab.facts.client_ns,
             &[
-                bin.to_str().expect("utf-8 path"),
-                "run",
-                "--log",
-                "info,softether_sidecar=debug",
-                "--socket",
-                socket.to_str().expect("utf-8 path"),
-                "--state-dir",
-                state.to_str().expect("utf-8 path"),
-            ],
+                &prefix[..],
+                &[
+                    bin.to_str().expect("utf-8 path"),
+                    "run",
+                    "--log",
+                    "info,softether_sidecar=debug",
+                    "--socket",
+                    socket.to_str().expect("utf-8 path"),
+                    "--state-dir",
+                    state.to_str().expect("utf-8 path"),
+                ][..],
+            ]
+            .concat(),
         );
         cmd.stdin(Stdio::null())
             .stdout(out.try_clone().expect("log"))
