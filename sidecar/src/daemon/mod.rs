@@ -17,6 +17,7 @@
 
 pub mod admission;
 pub mod control_socket;
+pub mod netns_watch;
 pub mod registry;
 pub mod session;
 pub mod state;

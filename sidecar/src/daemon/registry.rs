@@ -311,7 +311,9 @@ impl Registry {
         let down: Vec<String> = self
             .lock()
             .iter()
-            .filter(|(_, e)| !e.session.is_up())
+            // A pod whose namespace is gone waits for its DEL; it does not make the node
+            // degraded.
+            .filter(|(_, e)| !e.session.is_up() && !e.session.is_gone())
             .map(|(k, _)| k.to_string())
             .collect();
         if down.is_empty() {

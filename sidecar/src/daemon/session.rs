@@ -8,12 +8,15 @@
 //! CNI error codes, and, for an attachment that has had a lease, retrying after a
 //! non-retryable error instead of giving up (the password file may be fixed meanwhile).
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use netcfg::{Firewall, Netns, Tap};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::netns_watch;
 use super::state::{AttachmentRecord, StateDir};
 use crate::engine::lease_apply::NetOptions;
 use crate::engine::mac::Mac;
@@ -47,6 +50,8 @@ pub struct SessionHandle {
     pub status: watch::Receiver<EngineStatus>,
     /// Set when the session gave up: the error an ADD waiting on it returns.
     pub failure: watch::Receiver<Option<WireError>>,
+    /// Set when the pod's namespace disappeared without a DEL and the session was closed.
+    gone: Arc<AtomicBool>,
     stop: watch::Sender<Option<StopMode>>,
     task: JoinHandle<()>,
 }
@@ -54,14 +59,25 @@ pub struct SessionHandle {
 impl SessionHandle {
     /// The word for `softether-sidecar status`.
     pub fn state_name(&self) -> &'static str {
-        if self.failure.borrow().is_some() {
+        if self.is_gone() {
+            "gone"
+        } else if self.failure.borrow().is_some() {
             "failed"
         } else {
             self.status.borrow().phase.as_str()
         }
     }
 
+    /// The pod's namespace disappeared without a DEL; the session is closed and the
+    /// attachment waits for a DEL or GC to remove its record.
+    pub fn is_gone(&self) -> bool {
+        self.gone.load(Ordering::Relaxed)
+    }
+
     pub fn is_up(&self) -> bool {
+        if self.is_gone() {
+            return false;
+        }
         let s = self.status.borrow();
         s.phase == Phase::Bound && s.lease.is_some()
     }
@@ -91,11 +107,14 @@ pub fn spawn(record: AttachmentRecord, mac: [u8; 6], tap: Tap, state: StateDir) 
     let (failure_tx, failure_rx) = watch::channel(None);
     let (stop_tx, stop_rx) = watch::channel(None);
     let status = status_rx.clone();
+    let gone = Arc::new(AtomicBool::new(false));
+    let gone_flag = gone.clone();
     let task = tokio::spawn(async move {
         let attachment = Attachment {
             record,
             mac: Mac(mac),
             state,
+            gone: gone_flag,
         };
         attachment
             .run(tap, stop_rx, &status_tx, status, &failure_tx)
@@ -104,6 +123,7 @@ pub fn spawn(record: AttachmentRecord, mac: [u8; 6], tap: Tap, state: StateDir) 
     SessionHandle {
         status: status_rx,
         failure: failure_rx,
+        gone,
         stop: stop_tx,
         task,
     }
@@ -235,6 +255,7 @@ struct Attachment {
     record: AttachmentRecord,
     mac: Mac,
     state: StateDir,
+    gone: Arc<AtomicBool>,
 }
 
 impl Attachment {
@@ -251,6 +272,16 @@ impl Attachment {
         failure: &watch::Sender<Option<WireError>>,
     ) {
         let netns = Netns::from_path(&self.record.netns);
+        // What the record's namespace path names now: the session lives only while it still
+        // names that namespace.
+        let attached = match netns_watch::identity(&self.record.netns).await {
+            Ok(Some(id)) => Some(id),
+            Ok(None) => return self.mark_gone(status_tx),
+            Err(e) => {
+                tracing::warn!(attachment = %self.label(), "cannot stat {}: {e}; not watching it", self.record.netns);
+                None
+            }
+        };
         let mut tap = Some(tap);
         loop {
             let had_lease = self.record.last_address.is_some();
@@ -262,6 +293,9 @@ impl Attachment {
                         None => match Tap::open_persistent(&netns, &self.record.ifname).await {
                             Ok(t) => t,
                             Err(e) => {
+                                if self.netns_gone(attached).await {
+                                    return self.mark_gone(status_tx);
+                                }
                                 let _ = failure.send(Some(WireError::new(
                                     code::TAP_NETNS,
                                     format!("cannot reopen {}", self.record.ifname),
@@ -271,17 +305,47 @@ impl Attachment {
                             }
                         },
                     };
-                    let engine = run_engine(config, tap, netns.clone(), stop.clone(), status_tx);
+                    // The engine stops on the owner's request, or (detaching: nothing is left
+                    // to tear down) when the pod's namespace disappears.
+                    let (engine_stop, engine_stop_rx) = watch::channel(None);
+                    let engine = run_engine(config, tap, netns.clone(), engine_stop_rx, status_tx);
+                    let path = self.record.netns.clone();
+                    let gone = self.gone.clone();
+                    let mut owner_stop = stop.clone();
+                    let relay = async move {
+                        let netns_gone = async {
+                            match attached {
+                                Some(id) => netns_watch::wait_gone(&path, id).await,
+                                None => std::future::pending().await,
+                            }
+                        };
+                        let mode = tokio::select! {
+                            mode = crate::engine::status::stop_requested(&mut owner_stop) => mode,
+                            () = netns_gone => {
+                                gone.store(true, Ordering::Relaxed);
+                                StopMode::Detach
+                            }
+                        };
+                        let _ = engine_stop.send(Some(mode));
+                        std::future::pending::<std::convert::Infallible>().await
+                    };
                     let outcome = tokio::select! {
                         outcome = engine => outcome,
                         never = self.persist_leases(status.clone()) => match never {},
+                        never = relay => match never {},
                     };
+                    if self.gone.load(Ordering::Relaxed) {
+                        return self.mark_gone(status_tx);
+                    }
                     match outcome.result {
                         Ok(()) => return,
                         Err(e) => wire_error(&e, &self.record),
                     }
                 }
             };
+            if self.netns_gone(attached).await {
+                return self.mark_gone(status_tx);
+            }
             if !had_lease {
                 tracing::warn!(attachment = %self.label(), "session failed: {error}");
                 let _ = failure.send(Some(error));
@@ -295,6 +359,25 @@ impl Attachment {
                 _ = stop.wait_for(Option::is_some) => return,
             }
         }
+    }
+
+    /// Whether the record's namespace path no longer names the attached namespace.
+    async fn netns_gone(&self, attached: Option<netns_watch::NetnsIdentity>) -> bool {
+        match (attached, netns_watch::identity(&self.record.netns).await) {
+            (_, Ok(None)) => true,
+            (Some(id), Ok(Some(now))) => id != now,
+            _ => false,
+        }
+    }
+
+    /// Ends the session task for a pod whose namespace is gone: no server session is held
+    /// for it; the record stays until a DEL or GC removes it.
+    fn mark_gone(&self, status_tx: &watch::Sender<EngineStatus>) {
+        self.gone.store(true, Ordering::Relaxed);
+        tracing::warn!(attachment = %self.label(), netns = %self.record.netns, "the pod's network namespace disappeared without a DEL; session closed, the record waits for DEL or GC");
+        status_tx.send_modify(|s| {
+            s.last_error = Some(format!("network namespace {} is gone", self.record.netns));
+        });
     }
 
     /// Records each new lease address in the attachment record. Never returns.
