@@ -21,13 +21,15 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::cni::NetworkList;
-use common::cni::{Attachment, Runtime};
-use common::cni_lab::{network_list, ping_lan, pod_attachment, pod_leftovers, CniDirs, Sidecar};
-use common::connect::{exec, extra_netns};
+use common::cni::{Attachment, NetworkList, Runtime};
+use common::cni_lab::{
+    network_list, ping_lan, pod_address, pod_attachment, pod_leftovers, steady_ping, CniDirs,
+    Sidecar,
+};
+use common::connect::extra_netns;
 use common::wait_until;
 use serde_json::Value;
-use softether_lab::netns::{self, KillOnDrop, Netns};
+use softether_lab::netns::{KillOnDrop, Netns};
 use softether_lab::{Lab, LabOptions};
 
 /// A lab whose server drops a session 5 s after its last connection closed, so closed
@@ -38,25 +40,6 @@ fn lab() -> Lab {
         ..Default::default()
     })
     .expect("lab")
-}
-
-/// The pod's `vpn0` IPv4 address (`a.b.c.d/nn`), if any.
-fn pod_address(pod: &str) -> Option<String> {
-    let (_, out) = exec(pod, &["ip", "-4", "-o", "addr", "show", "vpn0"]);
-    out.split_whitespace()
-        .skip_while(|w| *w != "inet")
-        .nth(1)
-        .map(str::to_owned)
-}
-
-/// Steady background traffic from `pod` to the lan host (bounded: at most 10 min).
-fn steady_ping(lab: &Lab, pod: &str) -> KillOnDrop {
-    let dst = lab.facts.lan_host.to_string();
-    netns::spawn_in(
-        pod,
-        &["ping", "-q", "-i", "0.5", "-c", "1200", "-W", "1", &dst],
-    )
-    .expect("spawn ping")
 }
 
 /// The attachments `status` lists, by container id → state.
@@ -106,7 +89,10 @@ fn daemon_kill9_with_20_pods_passing_traffic_readopts_the_same_addresses() {
         .iter()
         .map(|p| pod_address(p.name()).expect("address after ADD"))
         .collect();
-    let _pings: Vec<KillOnDrop> = pods.iter().map(|p| steady_ping(&lab, p.name())).collect();
+    let _pings: Vec<KillOnDrop> = pods
+        .iter()
+        .map(|p| steady_ping(&lab, p.name(), "0.5"))
+        .collect();
 
     sidecar.kill9();
     let killed = Instant::now();
@@ -319,7 +305,10 @@ fn churn_200_add_del_cycles_in_4_lanes_leaks_nothing() {
     for att in &busy_atts {
         add_ok(&rt, &list, att, &sidecar);
     }
-    let pings: Vec<KillOnDrop> = busy.iter().map(|p| steady_ping(&lab, p.name())).collect();
+    let pings: Vec<KillOnDrop> = busy
+        .iter()
+        .map(|p| steady_ping(&lab, p.name(), "0.5"))
+        .collect();
 
     // Each lane reuses one container id (so one MAC, one SecureNAT lease: it ignores
     // DHCPRELEASE) and one pod namespace.

@@ -18,23 +18,13 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::cni_lab::{network_list, pod_attachment, CniDirs, Sidecar};
+use common::cni_lab::{network_list, pod_address, pod_attachment, steady_ping, CniDirs, Sidecar};
 use common::connect::{exec, extra_netns, must};
 use common::wait_until;
-use softether_lab::netns::{self, KillOnDrop};
 use softether_lab::{Lab, LabOptions};
 
 /// Bound on coming back after a fault ended (backoff included).
 const RECOVERY: Duration = Duration::from_secs(90);
-
-fn pod_address(pod: &str) -> String {
-    must(pod, &["ip", "-4", "-o", "addr", "show", "vpn0"])
-        .split_whitespace()
-        .skip_while(|w| *w != "inet")
-        .nth(1)
-        .unwrap_or_default()
-        .to_owned()
-}
 
 /// Time until one ping from `pod` to the lan host is answered (bounded by [`RECOVERY`]).
 fn time_to_traffic(lab: &Lab, pod: &str, sidecar: &Sidecar, fault: &str) -> Duration {
@@ -49,16 +39,6 @@ fn time_to_traffic(lab: &Lab, pod: &str, sidecar: &Sidecar, fault: &str) -> Dura
         sidecar.log_text()
     );
     started.elapsed()
-}
-
-/// Traffic all along: a ping every 50 ms (bounded: at most 10 min).
-fn transfer(lab: &Lab, pod: &str) -> KillOnDrop {
-    let dst = lab.facts.lan_host.to_string();
-    netns::spawn_in(
-        pod,
-        &["ping", "-q", "-i", "0.05", "-c", "12000", "-W", "1", &dst],
-    )
-    .expect("spawn ping")
 }
 
 #[test]
@@ -76,8 +56,8 @@ fn pod_recovers_from_server_crash_link_down_and_blackhole() {
     let att = pod_attachment("faults", pod.name());
     rt.add(&list, &att)
         .unwrap_or_else(|inv| panic!("ADD: {inv}\n{}", sidecar.log_text()));
-    let address = pod_address(pod.name());
-    let _transfer = transfer(&lab, pod.name());
+    let address = pod_address(pod.name()).expect("address");
+    let _transfer = steady_ping(&lab, pod.name(), "0.05");
     let client_ns = lab.facts.client_ns.clone();
     let mut report = Vec::new();
 
@@ -93,7 +73,7 @@ fn pod_recovers_from_server_crash_link_down_and_blackhole() {
         "server kill -9 + restart: {:.1} s",
         took.as_secs_f64()
     ));
-    assert_eq!(pod_address(pod.name()), address);
+    assert_eq!(pod_address(pod.name()).expect("address"), address);
 
     // 2. The underlay link goes down for 10 s (the fault's length, not a wait).
     let link = lab.facts.client_if.clone();
@@ -102,7 +82,7 @@ fn pod_recovers_from_server_crash_link_down_and_blackhole() {
     must(&client_ns, &["ip", "link", "set", &link, "up"]);
     let took = time_to_traffic(&lab, pod.name(), &sidecar, "the link came back");
     report.push(format!("underlay down 10 s: {:.1} s", took.as_secs_f64()));
-    assert_eq!(pod_address(pod.name()), address);
+    assert_eq!(pod_address(pod.name()).expect("address"), address);
 
     // 3. Everything to and from the server is dropped for 12 s, beyond its 5 s timeout.
     let server = lab.facts.server_ip.to_string();
@@ -122,7 +102,7 @@ fn pod_recovers_from_server_crash_link_down_and_blackhole() {
     );
     let took = time_to_traffic(&lab, pod.name(), &sidecar, "the blackhole was lifted");
     report.push(format!("blackhole 12 s: {:.1} s", took.as_secs_f64()));
-    assert_eq!(pod_address(pod.name()), address);
+    assert_eq!(pod_address(pod.name()).expect("address"), address);
 
     println!("fault: traffic back after: {}", report.join("; "));
     assert!(

@@ -332,6 +332,28 @@ fn must_json(ns: &str, argv: &[&str]) -> Value {
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("{argv:?} ({e}): {out}"))
 }
 
+/// The pod's `vpn0` IPv4 address (`a.b.c.d/nn`), if any.
+pub fn pod_address(pod: &str) -> Option<String> {
+    let (_, out) = exec(pod, &["ip", "-4", "-o", "addr", "show", "vpn0"]);
+    out.split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .map(str::to_owned)
+}
+
+/// Steady background traffic from `pod` to the lan host: a ping every `interval` (e.g.
+/// "0.5"), bounded to 10 minutes; killed on drop.
+pub fn steady_ping(lab: &Lab, pod: &str, interval: &str) -> KillOnDrop {
+    let dst = lab.facts.lan_host.to_string();
+    let secs: f64 = interval.parse().expect("interval in seconds");
+    let count = ((600.0 / secs) as u64).to_string();
+    netns::spawn_in(
+        pod,
+        &["ping", "-q", "-i", interval, "-c", &count, "-W", "1", &dst],
+    )
+    .expect("spawn ping")
+}
+
 /// `/run/netns/<name>`.
 pub fn netns_path(name: &str) -> String {
     format!("/run/netns/{name}")
