@@ -3,9 +3,9 @@
 //!
 //! - the daemon SIGKILLed with 20 pods passing traffic: restarted, all re-adopt the same
 //!   addresses and pass traffic again;
-//! - a pod namespace deleted without DEL (a crashed runtime): the daemon notices within
-//!   seconds, closes that session on the server, shows the attachment `gone`, and a later DEL
-//!   removes the record; the other pod is untouched;
+//! - pod namespaces deleted without DEL (a crashed runtime): the daemon notices within
+//!   seconds, closes those sessions on the server, shows the attachments `gone`, and a later
+//!   DEL or GC removes the records; the other pod is untouched;
 //! - the state directory on a full filesystem: ADD fails with a clear error, the pod is left
 //!   clean and the existing record is intact;
 //! - 200 ADD/DEL cycles in 4 parallel lanes while two pods pass traffic: no leaked fds, TAPs,
@@ -135,22 +135,29 @@ fn pod_netns_deleted_without_del_closes_its_session() {
     let dirs = CniDirs::create(&lab);
     let sidecar = Sidecar::start(&lab, &dirs.socket, &dirs.state, 0);
     let rt = dirs.runtime(&lab);
-    let list = network_list("vpnnet", "1.0.0", &dirs.plugin_conf(&lab), false);
+    // 1.1.0: GC exists from this version on.
+    let list = network_list("vpnnet", "1.1.0", &dirs.plugin_conf(&lab), false);
     let doomed = extra_netns();
+    let orphan = extra_netns();
     let kept = extra_netns();
     let doomed_att = pod_attachment("doomed", doomed.name());
+    let orphan_att = pod_attachment("orphan", orphan.name());
     let kept_att = pod_attachment("kept", kept.name());
-    add_ok(&rt, &list, &doomed_att, &sidecar);
-    add_ok(&rt, &list, &kept_att, &sidecar);
+    for att in [&doomed_att, &orphan_att, &kept_att] {
+        add_ok(&rt, &list, att, &sidecar);
+    }
     assert!(wait_until(Duration::from_secs(30), || lab
         .user_sessions()
-        .is_ok_and(|s| s.len() == 2)));
+        .is_ok_and(|s| s.len() == 3)));
 
-    // The runtime crashed: the namespace goes, no DEL comes.
+    // The runtime crashed: the namespaces go, no DEL comes.
     drop(doomed);
+    drop(orphan);
     let deleted = Instant::now();
     let noticed = wait_until(Duration::from_secs(30), || {
-        states(&dirs, &lab).contains(&("doomed".to_owned(), "gone".to_owned()))
+        let s = states(&dirs, &lab);
+        s.contains(&("doomed".to_owned(), "gone".to_owned()))
+            && s.contains(&("orphan".to_owned(), "gone".to_owned()))
     });
     let took = deleted.elapsed();
     assert!(
@@ -168,19 +175,22 @@ fn pod_netns_deleted_without_del_closes_its_session() {
         "{:?}",
         states(&dirs, &lab)
     );
-    // The server drops the closed session (after its 5 s timeout): one session is left.
+    // The server drops the closed sessions (after its 5 s timeout): one session is left.
     let one_left = wait_until(Duration::from_secs(30), || {
         lab.user_sessions().is_ok_and(|s| s.len() == 1)
     });
     assert!(one_left, "{:?}", lab.user_sessions());
     assert!(
-        dirs.record(&doomed_att).exists(),
-        "the record waits for DEL"
+        dirs.record(&doomed_att).exists() && dirs.record(&orphan_att).exists(),
+        "the records wait for DEL or GC"
     );
 
-    // The runtime comes back and DELs it (the namespace path no longer exists).
+    // The runtime comes back and DELs one (its namespace path no longer exists); GC, which
+    // only knows the live pod, removes the other.
     rt.del(&list, &doomed_att).expect("DEL of the gone pod");
     assert!(!dirs.record(&doomed_att).exists());
+    rt.gc(&list, &[("kept", "vpn0")]).expect("GC");
+    assert!(!dirs.record(&orphan_att).exists());
     assert_eq!(
         states(&dirs, &lab),
         vec![("kept".to_owned(), "up".to_owned())]
