@@ -6,12 +6,13 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use common::cni_lab::{network_list, pod_attachment, pod_leftovers, pod_link, CniDirs, Sidecar};
 use common::connect::{extra_netns, must};
+use common::wait_until;
 use softether_lab::{Lab, LabOptions};
 
 /// `ip -j rule` entries of the pod that look up table `table`.
@@ -39,20 +40,6 @@ fn softether_tables(pod: &str) -> Vec<String> {
         .filter(|n| n.starts_with("softether_"))
         .map(str::to_owned)
         .collect()
-}
-
-/// Polls `done` every 500 ms until it holds or `limit` passes.
-fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let until = Instant::now() + limit;
-    loop {
-        if done() {
-            return true;
-        }
-        if Instant::now() >= until {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
 }
 
 #[test]

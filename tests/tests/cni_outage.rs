@@ -60,8 +60,12 @@ fn pod_keeps_its_interface_and_leaks_nothing_while_the_server_is_down() {
     );
 
     lab.kill_server();
-    // Past the session timeout, so the sidecar has noticed and is reconnecting.
-    std::thread::sleep(Duration::from_secs(7));
+    // Until the sidecar has noticed (CHECK fails) and is reconnecting.
+    assert!(
+        common::wait_until(Duration::from_secs(30), || rt.check(&list, &att).is_err()),
+        "CHECK still passes after the server died:\n{}",
+        sidecar.log_text()
+    );
     let during = pod_network(pod.name());
     assert_eq!(
         during, before,
@@ -73,8 +77,6 @@ fn pod_keeps_its_interface_and_leaks_nothing_while_the_server_is_down() {
             .all(|l| !l.starts_with("default") || l.contains("dev vpn0")),
         "a default route outside the tunnel appeared: {during}"
     );
-    let check = rt.check(&list, &att);
-    assert!(check.is_err(), "CHECK must fail while the session is down");
 
     lab.restart_server().expect("restart server");
     let until = Instant::now() + Duration::from_secs(60);

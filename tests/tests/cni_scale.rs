@@ -69,7 +69,9 @@ fn fifty_pods_on_one_sidecar() {
         .unwrap_or_else(|inv| panic!("warm-up ADD: {inv}\n{}", sidecar.log_text()));
     rt.del(&list, &warm)
         .unwrap_or_else(|inv| panic!("warm-up DEL: {inv}"));
-    std::thread::sleep(Duration::from_secs(1));
+    assert!(common::wait_until(Duration::from_secs(10), || dirs
+        .leftover_state()
+        .is_empty()));
     let fds_before = sidecar.fd_count();
     let rss_before = sidecar.status_kb("VmRSS");
 

@@ -72,7 +72,7 @@ fn prometheus_scrapes_attachments_hooks_record_events_and_probes_follow_the_daem
         "--hooks-dir",
         hooks_dir.to_str().unwrap(),
     ];
-    let mut sidecar = Sidecar::spawn(&lab, &dirs.socket, &dirs.state, 0, &hooks_flag, &[]);
+    let mut sidecar = Sidecar::spawn(&lab, &dirs.socket, &dirs.state, 0, &hooks_flag, &[], None);
     sidecar.wait_listening(&dirs.socket);
     let rt = dirs.runtime(&lab);
     let mut plugin = dirs.plugin_conf(&lab);
@@ -280,6 +280,7 @@ fn prometheus_scrapes_attachments_hooks_record_events_and_probes_follow_the_daem
         1,
         &hooks_flag,
         &[("SOFTETHER_SIDECAR_TEST_READOPT_DELAY_MS", READOPT_DELAY_MS)],
+        None,
     );
     let (code, body) = wait_http(&node, &url("/readyz"), Duration::from_secs(20), |c| c != 0);
     assert_eq!(

@@ -162,7 +162,12 @@ impl Setup {
     fn assert_released(&self, links_before: &[String]) {
         self.sidecar
             .wait_attachments("attachment not released", |l| l.is_empty());
-        assert_eq!(self.sidecar.leftover_state(), Vec::<String>::new());
+        // The daemon drops the attachment from its list first, then stops the session and
+        // removes the record: wait for the record too.
+        let state_clean = common::wait_until(Duration::from_secs(30), || {
+            self.sidecar.leftover_state().is_empty()
+        });
+        assert!(state_clean, "{:?}", self.sidecar.leftover_state());
         assert!(
             self.sidecar.log_text().contains("op=\"detach\""),
             "no DEL reached the sidecar:\n{}",

@@ -222,7 +222,9 @@ pub struct AttachmentStatus {
     pub server: String,
     pub hub: String,
     pub user: String,
-    /// `connecting`, `dhcp`, `up`, `reconnecting`, `stopped`, `failed`.
+    /// `connecting`, `dhcp`, `up`, `reconnecting`, `stopped`, `failed`, `gone` (the pod's
+    /// network namespace disappeared without a DEL; the session is closed, the record waits
+    /// for DEL or GC).
     pub state: String,
     /// Unix seconds when `state` was entered.
     pub since: u64,

@@ -18,6 +18,9 @@ use tokio::net::{UnixListener, UnixStream};
 use super::sys;
 use softether_control::{request_limit, Reply};
 
+/// At most this many fds may come with one request (the plugin sends one, with `attach`).
+pub const MAX_REQUEST_FDS: usize = 4;
+
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ControlSocketError {
@@ -100,6 +103,8 @@ pub enum ReadError {
     Closed,
     #[error("request line longer than {limit} bytes")]
     TooLong { limit: usize },
+    #[error("{0} file descriptors sent with one request; at most {MAX_REQUEST_FDS} are accepted (all were closed)")]
+    TooManyFds(usize),
     #[error("no complete request within {0:?}")]
     Timeout(Duration),
     #[error("reading the request failed: {0}")]
@@ -125,6 +130,10 @@ async fn read_line(stream: &UnixStream) -> Result<Incoming, ReadError> {
             })
             .await?;
         fds.append(&mut got);
+        if fds.len() > MAX_REQUEST_FDS {
+            // Returning drops `fds`: every received descriptor is closed.
+            return Err(ReadError::TooManyFds(fds.len()));
+        }
         if n == 0 {
             return Err(ReadError::Closed);
         }
@@ -239,6 +248,43 @@ mod tests {
         assert_eq!(reply, "{\"ok\":{\"state\":\"ready\"}}\n");
         let mut rest = Vec::new();
         let _ = stream.read_to_end(&mut rest).await;
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
+    #[tokio::test]
+    async fn too_many_fds_fail_the_request_and_are_all_closed() {
+        let path = temp_socket("fds");
+        let listener = bind(&path).await.unwrap();
+        // Non-blocking: a leaked copy makes the final read fail with EAGAIN instead of hanging.
+        let (pipe_read, pipe_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_NONBLOCK).unwrap();
+        let client = std::thread::spawn({
+            let path = path.clone();
+            move || {
+                let s = std::os::unix::net::UnixStream::connect(&path).unwrap();
+                let line = b"{\"protocol\":1,\"op\":\"status\",\"request\":{}}\n";
+                let fds = [pipe_write.as_raw_fd(); 8];
+                sendmsg::<()>(
+                    s.as_raw_fd(),
+                    &[IoSlice::new(line)],
+                    &[ControlMessage::ScmRights(&fds)],
+                    MsgFlags::empty(),
+                    None,
+                )
+                .unwrap();
+                drop(pipe_write);
+                s
+            }
+        });
+        let (stream, _) = listener.accept().await.unwrap();
+        let _client_end = client.join().unwrap();
+        let err = read_request(&stream, Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ReadError::TooManyFds(8)), "{err}");
+        // Every copy of the write end is closed now, ours and the 8 received: EOF.
+        let mut byte = [0u8; 1];
+        let n = nix::unistd::read(&pipe_read, &mut byte);
+        assert_eq!(n, Ok(0), "a received descriptor is still open");
         std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
 }

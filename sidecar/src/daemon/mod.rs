@@ -16,7 +16,9 @@
 //! Drive it with [`run`] (returns on SIGTERM/SIGINT, leaving TAPs and records in place for the
 //! next start) and query it with [`query_list`].
 
+pub mod admission;
 pub mod control_socket;
+pub mod netns_watch;
 pub mod registry;
 pub mod session;
 mod sys;
@@ -64,8 +66,6 @@ pub enum DaemonError {
     State(#[from] state_dir::StateError),
     #[error("cannot install the signal handler: {0}")]
     Signal(std::io::Error),
-    #[error("accepting on the control socket failed: {0}")]
-    Accept(std::io::Error),
     #[error("cannot listen on --metrics-addr {addr}: {source}")]
     Metrics {
         addr: std::net::SocketAddr,
@@ -77,6 +77,11 @@ pub enum DaemonError {
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(opts: &DaemonOptions) -> Result<(), DaemonError> {
     use tokio::signal::unix::{signal, SignalKind};
+    match admission::raise_nofile_limit() {
+        Ok((old, new)) if old != new => tracing::info!(old, new, "raised the open-files limit"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!("cannot raise the open-files limit: {e}"),
+    }
     let state = StateDir::open(&opts.state_dir)?;
     let registry = Arc::new(Registry::new(state).with_hooks_dir(opts.hooks_dir.clone()));
     // The metrics endpoint comes up first so /readyz can say "not yet" during re-adoption.
@@ -102,26 +107,42 @@ pub async fn run(opts: &DaemonOptions) -> Result<(), DaemonError> {
     let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
     let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
     let own_uid = nix::unistd::geteuid().as_raw();
-    let result = loop {
+    let mut admission = admission::Admission::default();
+    let mut backoff = admission::AcceptBackoff::default();
+    // Only signals end the loop: a failed accept (EMFILE, ...) is retried after a pause.
+    loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    let (registry, observer) = (registry.clone(), observer.clone());
-                    tokio::spawn(async move { serve(stream, &registry, own_uid, observer.as_deref()).await });
+                    backoff.reset();
+                    if let Some((stream, permit)) = admission.admit(stream) {
+                        let (registry, observer) = (registry.clone(), observer.clone());
+                        tokio::spawn(async move {
+                            serve(stream, &registry, own_uid, observer.as_deref()).await;
+                            drop(permit);
+                        });
+                    }
                 }
-                Err(e) => break Err(DaemonError::Accept(e)),
+                Err(e) => {
+                    let pause = backoff.failed(&e);
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => {}
+                        _ = term.recv() => break,
+                        _ = int.recv() => break,
+                    }
+                }
             },
-            _ = term.recv() => break Ok(()),
-            _ = int.recv() => break Ok(()),
+            _ = term.recv() => break,
+            _ = int.recv() => break,
         }
-    };
+    }
     tracing::info!("shutting down; attachments stay in place for the next start");
     if let Some(o) = &observer {
         o.stopping();
     }
     let _ = std::fs::remove_file(&opts.socket);
     registry.shutdown().await;
-    result
+    Ok(())
 }
 
 async fn serve(

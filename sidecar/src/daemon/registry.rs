@@ -111,7 +111,7 @@ impl Registry {
             None => self.read_mac(&req.netns, &key.ifname).await?,
         };
         // Fail fast (code 7) on an unusable password file or pin.
-        session::session_config(&req.login)?;
+        session::session_config(&req.login).await?;
         self.check_hook(&req.link.on_change)?;
         let record = AttachmentRecord {
             version: RECORD_VERSION,
@@ -323,7 +323,9 @@ impl Registry {
         let down: Vec<String> = self
             .lock()
             .iter()
-            .filter(|(_, e)| !e.session.is_up())
+            // A pod whose namespace is gone waits for its DEL; it does not make the node
+            // degraded.
+            .filter(|(_, e)| !e.session.is_up() && !e.session.is_gone())
             .map(|(k, _)| k.to_string())
             .collect();
         if down.is_empty() {

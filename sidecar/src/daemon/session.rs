@@ -9,7 +9,7 @@
 //! non-retryable error instead of giving up (the password file may be fixed meanwhile), and
 //! closing the session of a pod whose network namespace disappeared without a DEL.
 
-use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -17,18 +17,20 @@ use netcfg::{Netns, Tap};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::netns_watch;
 use crate::engine::lease_apply::NetOptions;
 use crate::engine::mac::Mac;
 use crate::engine::recovery::{RecoveryGate, DAEMON_CONCURRENT_LOGINS};
 use crate::engine::run::{run_engine, EngineConfig, EngineError};
-use crate::engine::status::{self, status_channel, stop_requested, EngineStatus, Phase, StopMode};
+use crate::engine::status::{self, status_channel, EngineStatus, Phase, StopMode};
 use crate::observe::hooks::{self, HookCommand, HookContext};
 use crate::observe::metrics::AttachmentLabels;
 use crate::transport::connection::SessionConfig;
 use crate::transport::credentials::{self, AuthInput};
 use crate::transport::proxy::Proxy;
 use crate::transport::random_seed;
-use crate::transport::tls::{parse_pin, TlsVerify};
+use crate::transport::tls::{client_config_async, parse_pin, TlsVerify};
+use crate::transport::user_file;
 use softether_control::state_dir::{AttachmentRecord, StateDir};
 // The engine id names the attachment's nft table (`softether_<id>`) in the pod netns; the
 // plugin removes that table itself on a DEL while we are down, so the id is shared.
@@ -41,9 +43,6 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 const RECONNECT_DELAY: Duration = Duration::from_secs(1);
 /// How long an attachment that had a lease waits before retrying after a refused login.
 const REFUSED_RETRY: Duration = Duration::from_secs(30);
-/// How often an attachment checks that its pod's network namespace still exists: a pod
-/// whose runtime crashed must not hold a server session (a licence) for long.
-const NETNS_CHECK: Duration = Duration::from_secs(2);
 
 /// The running session of one attachment.
 pub struct SessionHandle {
@@ -51,6 +50,8 @@ pub struct SessionHandle {
     pub status: watch::Receiver<EngineStatus>,
     /// Set when the session gave up: the error an ADD waiting on it returns.
     pub failure: watch::Receiver<Option<WireError>>,
+    /// Set when the pod's namespace disappeared without a DEL and the session was closed.
+    gone: Arc<AtomicBool>,
     stop: watch::Sender<Option<StopMode>>,
     task: JoinHandle<()>,
 }
@@ -58,14 +59,25 @@ pub struct SessionHandle {
 impl SessionHandle {
     /// The word for `softether-sidecar status`.
     pub fn state_name(&self) -> &'static str {
-        if self.failure.borrow().is_some() {
+        if self.is_gone() {
+            "gone"
+        } else if self.failure.borrow().is_some() {
             "failed"
         } else {
             self.status.borrow().phase.as_str()
         }
     }
 
+    /// The pod's namespace disappeared without a DEL; the session is closed and the
+    /// attachment waits for a DEL or GC to remove its record.
+    pub fn is_gone(&self) -> bool {
+        self.gone.load(Ordering::Relaxed)
+    }
+
     pub fn is_up(&self) -> bool {
+        if self.is_gone() {
+            return false;
+        }
         let s = self.status.borrow();
         s.phase == Phase::Bound && s.lease.is_some()
     }
@@ -104,11 +116,14 @@ pub fn spawn(
     let (failure_tx, failure_rx) = watch::channel(None);
     let (stop_tx, stop_rx) = watch::channel(None);
     let status = status_rx.clone();
+    let gone = Arc::new(AtomicBool::new(false));
+    let gone_flag = gone.clone();
     let task = tokio::spawn(async move {
         let attachment = Attachment {
             record,
             mac: Mac(mac),
             state,
+            gone: gone_flag,
         };
         attachment
             .run(tap, stop_rx, &status_tx, status, &failure_tx)
@@ -117,6 +132,7 @@ pub fn spawn(
     SessionHandle {
         status: status_rx,
         failure: failure_rx,
+        gone,
         stop: stop_tx,
         task,
     }
@@ -162,15 +178,16 @@ fn hook_of(
     Some((command, context))
 }
 
-/// Login settings → the establish layer's config; reads the password file now (code 7 if it
-/// cannot be used).
-pub fn session_config(login: &LoginSettings) -> Result<SessionConfig, WireError> {
+/// Login settings → the establish layer's config; reads the password file and checks the CA
+/// file now (code 7 if either cannot be used), off the runtime threads with a deadline: the
+/// paths come from the network config, so they may name a FIFO, a device or a huge file.
+pub async fn session_config(login: &LoginSettings) -> Result<SessionConfig, WireError> {
     let input = AuthInput {
         password_file: Some(login.password_file.clone()),
         plain_password: login.plain_password,
         ..AuthInput::default()
     };
-    let credential = credentials::credential(&login.user, &input).map_err(|e| {
+    let credential = credentials::credential_async(&login.user, &input).await.map_err(|e| {
         WireError::new(
             code::INVALID_CONFIG,
             format!("passwordFile cannot be used: {e}"),
@@ -184,7 +201,17 @@ pub fn session_config(login: &LoginSettings) -> Result<SessionConfig, WireError>
             parse_pin(pin).map_err(|e| WireError::new(code::INVALID_CONFIG, "pinSha256", e))?,
         )
     } else if let Some(ca) = &login.ca_file {
-        TlsVerify::CaFile(ca.clone())
+        let verify = TlsVerify::CaFile(ca.clone());
+        client_config_async(&verify, Default::default())
+            .await
+            .map_err(|e| {
+                WireError::new(
+                    code::INVALID_CONFIG,
+                    format!("caFile cannot be used: {e}"),
+                    "the file must be a regular PEM file of at most 1 MiB on the node",
+                )
+            })?;
+        verify
     } else {
         TlsVerify::SystemRoots
     };
@@ -192,13 +219,18 @@ pub fn session_config(login: &LoginSettings) -> Result<SessionConfig, WireError>
         None => None,
         Some(url) => {
             let password = match &login.proxy_password_file {
-                Some(f) => Some(credentials::read_password_file(f).map_err(|e| {
-                    WireError::new(
-                        code::INVALID_CONFIG,
-                        format!("proxyPasswordFile cannot be used: {e}"),
-                        "the file must exist on the node, be readable by softether-sidecar and hold the proxy password",
-                    )
-                })?),
+                Some(f) => {
+                    let owned = f.clone();
+                    let read =
+                        user_file::off_runtime(f, move || credentials::read_password_file(&owned));
+                    Some(read.await.map_err(|e| {
+                        WireError::new(
+                            code::INVALID_CONFIG,
+                            format!("proxyPasswordFile cannot be used: {e}"),
+                            "the file must be a regular file on the node, readable by softether-sidecar, holding the proxy password",
+                        )
+                    })?)
+                }
                 None => None,
             };
             Some(
@@ -247,10 +279,10 @@ fn dhcp_hostname(record: &AttachmentRecord) -> Option<String> {
 /// The engine options for `record`. An attachment with a recorded address asks for it again
 /// and adopts what is installed for it; on a non-retryable error it keeps the pod's
 /// configuration (no gap for the pod) while a fresh ADD tears down.
-pub fn engine_config(record: &AttachmentRecord, mac: Mac) -> Result<EngineConfig, WireError> {
+pub async fn engine_config(record: &AttachmentRecord, mac: Mac) -> Result<EngineConfig, WireError> {
     let adopted = record.last_address;
     Ok(EngineConfig {
-        session: session_config(&record.login)?,
+        session: session_config(&record.login).await?,
         mac,
         dhcp_hostname: Some(dhcp_hostname(record)),
         net: net_options(&record.link),
@@ -277,24 +309,6 @@ fn daemon_recovery_gate() -> Arc<RecoveryGate> {
     static GATE: std::sync::OnceLock<Arc<RecoveryGate>> = std::sync::OnceLock::new();
     GATE.get_or_init(|| RecoveryGate::new(DAEMON_CONCURRENT_LOGINS))
         .clone()
-}
-
-/// Resolves once the namespace file `path` no longer exists or names another namespace than
-/// when it was first looked at (the runtime deleted the pod's netns without a DEL). Checked
-/// every `every` (the daemon uses [`NETNS_CHECK`]), off the runtime threads.
-async fn netns_gone(path: &Path, every: Duration) {
-    async fn identity(path: &Path) -> Option<(u64, u64)> {
-        use std::os::unix::fs::MetadataExt;
-        let m = tokio::fs::metadata(path).await.ok()?;
-        Some((m.dev(), m.ino()))
-    }
-    let first = identity(path).await;
-    while first.is_some() {
-        tokio::time::sleep(every).await;
-        if identity(path).await != first {
-            return;
-        }
-    }
 }
 
 /// An engine error as the CNI error an ADD returns.
@@ -325,6 +339,7 @@ struct Attachment {
     record: AttachmentRecord,
     mac: Mac,
     state: StateDir,
+    gone: Arc<AtomicBool>,
 }
 
 impl Attachment {
@@ -341,11 +356,20 @@ impl Attachment {
         failure: &watch::Sender<Option<WireError>>,
     ) {
         let netns = Netns::from_path(&self.record.netns);
+        // What the record's namespace path names now: the session lives only while it still
+        // names that namespace.
+        let attached = match netns_watch::identity(&self.record.netns).await {
+            Ok(Some(id)) => Some(id),
+            Ok(None) => return self.mark_gone(status_tx),
+            Err(e) => {
+                tracing::warn!(attachment = %self.label(), "cannot stat {}: {e}; not watching it", self.record.netns);
+                None
+            }
+        };
         let mut tap = Some(tap);
-        let mut gone = false;
         loop {
             let had_lease = self.record.last_address.is_some();
-            let error = match engine_config(&self.record, self.mac) {
+            let error = match engine_config(&self.record, self.mac).await {
                 Err(e) => e,
                 Ok(config) => {
                     let tap = match tap.take() {
@@ -353,6 +377,9 @@ impl Attachment {
                         None => match Tap::open_persistent(&netns, &self.record.ifname).await {
                             Ok(t) => t,
                             Err(e) => {
+                                if self.netns_gone(attached).await {
+                                    return self.mark_gone(status_tx);
+                                }
                                 let _ = failure.send(Some(WireError::new(
                                     code::TAP_NETNS,
                                     format!("cannot reopen {}", self.record.ifname),
@@ -362,17 +389,24 @@ impl Attachment {
                             }
                         },
                     };
-                    // The engine stops on the daemon's request or when the pod's namespace is gone.
+                    // The engine stops on the owner's request, or (detaching: nothing is left
+                    // to tear down) when the pod's namespace disappears.
                     let (engine_stop, engine_stop_rx) = watch::channel(None);
                     let engine = run_engine(config, tap, netns.clone(), engine_stop_rx, status_tx);
-                    let path = PathBuf::from(&self.record.netns);
-                    let label = self.label();
-                    let stop_or_gone = async {
+                    let path = self.record.netns.clone();
+                    let gone = self.gone.clone();
+                    let mut owner_stop = stop.clone();
+                    let relay = async move {
+                        let netns_gone = async {
+                            match attached {
+                                Some(id) => netns_watch::wait_gone(&path, id).await,
+                                None => std::future::pending().await,
+                            }
+                        };
                         let mode = tokio::select! {
-                            mode = stop_requested(&mut stop) => mode,
-                            () = netns_gone(&path, NETNS_CHECK) => {
-                                tracing::warn!(attachment = %label, netns = %path.display(), "the pod's network namespace is gone without a DEL; closing its session");
-                                gone = true;
+                            mode = crate::engine::status::stop_requested(&mut owner_stop) => mode,
+                            () = netns_gone => {
+                                gone.store(true, Ordering::Relaxed);
                                 StopMode::Detach
                             }
                         };
@@ -382,11 +416,10 @@ impl Attachment {
                     let outcome = tokio::select! {
                         outcome = engine => outcome,
                         never = self.persist_leases(status.clone()) => match never {},
-                        never = stop_or_gone => match never {},
+                        never = relay => match never {},
                     };
-                    if gone {
-                        status::set_phase(status_tx, Phase::Gone);
-                        return;
+                    if self.gone.load(Ordering::Relaxed) {
+                        return self.mark_gone(status_tx);
                     }
                     match outcome.result {
                         Ok(()) => return,
@@ -394,6 +427,9 @@ impl Attachment {
                     }
                 }
             };
+            if self.netns_gone(attached).await {
+                return self.mark_gone(status_tx);
+            }
             if !had_lease {
                 tracing::warn!(attachment = %self.label(), "session failed: {error}");
                 let _ = failure.send(Some(error));
@@ -407,6 +443,26 @@ impl Attachment {
                 _ = stop.wait_for(Option::is_some) => return,
             }
         }
+    }
+
+    /// Whether the record's namespace path no longer names the attached namespace.
+    async fn netns_gone(&self, attached: Option<netns_watch::NetnsIdentity>) -> bool {
+        match (attached, netns_watch::identity(&self.record.netns).await) {
+            (_, Ok(None)) => true,
+            (Some(id), Ok(Some(now))) => id != now,
+            _ => false,
+        }
+    }
+
+    /// Ends the session task for a pod whose namespace is gone: no server session is held
+    /// for it; the record stays until a DEL or GC removes it.
+    fn mark_gone(&self, status_tx: &watch::Sender<EngineStatus>) {
+        self.gone.store(true, Ordering::Relaxed);
+        status::set_phase(status_tx, Phase::Gone);
+        tracing::warn!(attachment = %self.label(), netns = %self.record.netns, "the pod's network namespace disappeared without a DEL; session closed, the record waits for DEL or GC");
+        status_tx.send_modify(|s| {
+            s.last_error = Some(format!("network namespace {} is gone", self.record.netns));
+        });
     }
 
     /// Records each new lease address in the attachment record. Never returns.
@@ -461,9 +517,11 @@ pub(crate) mod tests {
         }
     }
 
-    #[test]
-    fn fresh_attachment_tears_down_on_error_and_asks_nothing() {
-        let c = engine_config(&record(None), Mac([0x5e, 0, 0, 0, 0, 1])).unwrap();
+    #[tokio::test]
+    async fn fresh_attachment_tears_down_on_error_and_asks_nothing() {
+        let c = engine_config(&record(None), Mac([0x5e, 0, 0, 0, 0, 1]))
+            .await
+            .unwrap();
         assert_eq!(c.on_error, StopMode::Teardown);
         assert_eq!((c.requested_ip, c.adopt_address), (None, None));
         assert!(!c.pin_server_route);
@@ -474,12 +532,13 @@ pub(crate) mod tests {
         assert_eq!(c.id, "c1_vpn0");
     }
 
-    #[test]
-    fn readopted_attachment_asks_for_its_address_and_keeps_config() {
+    #[tokio::test]
+    async fn readopted_attachment_asks_for_its_address_and_keeps_config() {
         let c = engine_config(
             &record(Some("192.168.30.12/24")),
             Mac([0x5e, 0, 0, 0, 0, 1]),
         )
+        .await
         .unwrap();
         assert_eq!(c.on_error, StopMode::Detach);
         assert_eq!(c.requested_ip, Some("192.168.30.12".parse().unwrap()));
@@ -487,48 +546,27 @@ pub(crate) mod tests {
     }
 
     #[tokio::test]
-    async fn a_namespace_file_that_vanishes_or_is_replaced_is_noticed() {
-        // Real time (the checks stat through blocking threads), in short steps.
-        const EVERY: Duration = Duration::from_millis(20);
-        let dir = std::env::temp_dir().join(format!("netns-gone-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("pod");
-        for replace in [false, true] {
-            std::fs::write(&path, "ns").unwrap();
-            let watch = tokio::spawn({
-                let path = path.clone();
-                async move { netns_gone(&path, EVERY).await }
-            });
-            tokio::time::sleep(EVERY * 5).await;
-            assert!(!watch.is_finished(), "a present namespace is not gone");
-            // The daemon holds its namespace alive (TAP, netlink), so a replacement never
-            // reuses its inode; a hard link plays that part here.
-            let keep = dir.join("keep");
-            let _ = std::fs::remove_file(&keep);
-            std::fs::hard_link(&path, &keep).unwrap();
-            std::fs::remove_file(&path).unwrap();
-            if replace {
-                // Another namespace under the same name is not ours.
-                std::fs::write(dir.join("other"), "ns").unwrap();
-                std::fs::rename(dir.join("other"), &path).unwrap();
-            }
-            tokio::time::timeout(Duration::from_secs(5), watch)
-                .await
-                .expect("not noticed within two checks")
-                .unwrap();
-        }
-        std::fs::remove_file(&path).unwrap();
-        tokio::time::timeout(Duration::from_secs(1), netns_gone(&path, EVERY))
-            .await
-            .expect("a namespace missing from the start is gone at once");
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn missing_password_file_is_code_7() {
+    async fn missing_password_file_is_code_7() {
         let mut r = record(None);
         r.login.password_file = "/nonexistent/pass".into();
-        let e = engine_config(&r, Mac([0x5e, 0, 0, 0, 0, 1])).unwrap_err();
+        let e = engine_config(&r, Mac([0x5e, 0, 0, 0, 0, 1]))
+            .await
+            .unwrap_err();
         assert_eq!(e.code, code::INVALID_CONFIG);
+    }
+
+    #[tokio::test]
+    async fn device_as_password_or_ca_file_is_code_7() {
+        let mut r = record(None);
+        r.login.password_file = "/dev/zero".into();
+        let e = session_config(&r.login).await.unwrap_err();
+        assert_eq!(e.code, code::INVALID_CONFIG);
+        assert!(e.msg.contains("character device"), "{e:?}");
+        let mut r = record(None);
+        r.login.insecure = false;
+        r.login.ca_file = Some("/dev/zero".into());
+        let e = session_config(&r.login).await.unwrap_err();
+        assert_eq!(e.code, code::INVALID_CONFIG);
+        assert!(e.msg.contains("caFile"), "{e:?}");
     }
 }

@@ -373,7 +373,12 @@ async fn on_event<T: FramePort>(
     event: Event,
 ) -> Result<(), NetcfgError> {
     match event {
+        // Each lease event is logged after its configuration is in place, so the log line
+        // means "applied" (tests and operators may act on it).
         Event::Bound(lease) => {
+            if let Some(net) = ctx.net.as_deref_mut() {
+                net.apply_lease(&lease).await?;
+            }
             tracing::info!(
                 address = %lease.interface_address(),
                 gateway = ?lease.default_gateway().or(lease.router),
@@ -382,21 +387,18 @@ async fn on_event<T: FramePort>(
                 since_start_ms = ctx.started.elapsed().as_millis() as u64,
                 "lease acquired"
             );
-            if let Some(net) = ctx.net.as_deref_mut() {
-                net.apply_lease(&lease).await?;
-            }
             ctx.got_lease = true;
             status::set_lease(ctx.status, LeaseEvent::Bound, Some(lease));
         }
         Event::Renewed(lease) => {
+            if let Some(net) = ctx.net.as_deref_mut() {
+                net.apply_lease(&lease).await?;
+            }
             tracing::info!(
                 address = %lease.interface_address(),
                 lease_secs = lease.lease_time.as_secs(),
                 "lease renewed"
             );
-            if let Some(net) = ctx.net.as_deref_mut() {
-                net.apply_lease(&lease).await?;
-            }
             status::set_lease(ctx.status, LeaseEvent::Renewed, Some(lease));
         }
         Event::Changed { old, new } => {

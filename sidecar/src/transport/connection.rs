@@ -344,7 +344,7 @@ pub async fn connect_tls(
         Some(_) => resolve_for_proxy(host, port).await,
     };
     let presented = PresentedCert::default();
-    let config = tls::client_config(verify, presented.clone())?;
+    let config = tls::client_config_async(verify, presented.clone()).await?;
     if *verify == TlsVerify::Insecure {
         tracing::warn!(%addr, "--insecure: the server certificate is NOT verified");
     }

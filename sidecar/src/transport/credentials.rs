@@ -12,6 +12,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use softether_proto::handshake::{ClientInfo, Credential, RsaPrivateKey};
 use softether_proto::password::hash_password;
 
+use super::user_file::{self, FileKind, UserFileError};
+
 /// Environment variable that may carry the password.
 pub const PASSWORD_ENV: &str = "SOFTETHER_PASSWORD";
 
@@ -28,12 +30,12 @@ pub struct AuthInput {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CredentialError {
-    #[error("cannot read password file {path}: {source}")]
-    PasswordFile {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("unusable password file: {0}")]
+    PasswordFile(#[source] UserFileError),
+    #[error("password file {path} is not UTF-8 text")]
+    PasswordNotUtf8 { path: PathBuf },
+    #[error(transparent)]
+    File(#[from] UserFileError),
     #[error("no credential: give --password-file, set {PASSWORD_ENV}, use --cert-file/--key-file, or --anonymous")]
     Missing,
     #[error("--cert-file and --key-file must be given together")]
@@ -46,13 +48,31 @@ pub enum CredentialError {
     Key { path: PathBuf, detail: String },
 }
 
-/// Reads a password file: the first line, without its line ending.
+/// Reads a password file: the first line, without its line ending. Only a regular file of
+/// at most 4 KiB is read (see [`user_file`]); this blocks, use [`credential_async`] on a
+/// runtime thread.
 pub fn read_password_file(path: &Path) -> Result<String, CredentialError> {
-    let text = std::fs::read_to_string(path).map_err(|source| CredentialError::PasswordFile {
+    let bytes = user_file::read(path, FileKind::Password).map_err(CredentialError::PasswordFile)?;
+    let text = String::from_utf8(bytes).map_err(|_| CredentialError::PasswordNotUtf8 {
         path: path.to_path_buf(),
-        source,
     })?;
     Ok(text.lines().next().unwrap_or("").to_string())
+}
+
+/// [`credential`] with its file reads on the blocking pool, bounded by
+/// [`user_file::READ_DEADLINE`]: what the daemon calls, so a hostile `passwordFile` cannot
+/// stall its runtime.
+pub async fn credential_async(
+    username: &str,
+    input: &AuthInput,
+) -> Result<Credential, CredentialError> {
+    let named = input
+        .password_file
+        .clone()
+        .or_else(|| input.cert_file.clone())
+        .unwrap_or_default();
+    let (username, input) = (username.to_string(), input.clone());
+    user_file::off_runtime(&named, move || credential(&username, &input)).await
 }
 
 /// Builds the credential for `username` from the user's choices.
@@ -81,7 +101,8 @@ fn load_certificate(cert: &Path, key: &Path) -> Result<Credential, CredentialErr
         path: cert.to_path_buf(),
         detail,
     };
-    let cert_der = CertificateDer::from_pem_file(cert)
+    let cert_pem = user_file::read(cert, FileKind::Certificates)?;
+    let cert_der = CertificateDer::from_pem_slice(&cert_pem)
         .map_err(|e| cert_err(e.to_string()))?
         .as_ref()
         .to_vec();
@@ -89,7 +110,8 @@ fn load_certificate(cert: &Path, key: &Path) -> Result<Credential, CredentialErr
         path: key.to_path_buf(),
         detail,
     };
-    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| key_err(e.to_string()))?;
+    let key_pem = user_file::read(key, FileKind::PrivateKey)?;
+    let key_der = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| key_err(e.to_string()))?;
     let der = match &key_der {
         PrivateKeyDer::Pkcs8(k) => k.secret_pkcs8_der(),
         PrivateKeyDer::Pkcs1(k) => k.secret_pkcs1_der(),

@@ -3,6 +3,8 @@
 //! Bottom up:
 //! - [`tls`]: rustls configuration (system roots, CA file, SHA-256 pin, insecure) that records
 //!   the server certificate.
+//! - [`user_file`]: reading files a user names (regular files only, size caps, off the runtime
+//!   with a deadline).
 //! - [`credentials`]: password files, certificate + key, and the login identity.
 //! - [`connection`]: one connection — session configuration, TCP + TLS, one handshake over it,
 //!   [`connection::Established`] and [`connection::SessionError`]. Everything above is generic
@@ -24,6 +26,7 @@ pub mod proxy;
 #[cfg(test)]
 pub(crate) mod testkit;
 pub mod tls;
+pub mod user_file;
 
 /// A seed for protocol padding and DHCP transaction ids; uniqueness matters, not secrecy.
 pub fn random_seed() -> u64 {

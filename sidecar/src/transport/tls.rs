@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use ring::digest;
+
+use super::user_file::{self, FileKind, UserFileError};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
@@ -51,12 +53,8 @@ impl fmt::Debug for TlsVerify {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TlsSetupError {
-    #[error("cannot read CA file {path}: {source}")]
-    CaFile {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("unusable CA file: {0}")]
+    CaFile(#[from] UserFileError),
     #[error("CA file {path} contains no usable PEM certificate")]
     CaFileEmpty { path: PathBuf },
     #[error("no system CA bundle found (looked at $SSL_CERT_FILE and {looked}); install ca-certificates or use --ca-file / --pin-sha256")]
@@ -109,6 +107,21 @@ impl PresentedCert {
 
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// [`client_config`] off the runtime threads (with the user-file deadline) when `verify`
+/// reads a file (a CA file, the system bundle); inline otherwise.
+pub async fn client_config_async(
+    verify: &TlsVerify,
+    presented: PresentedCert,
+) -> Result<Arc<ClientConfig>, TlsSetupError> {
+    let file = match verify {
+        TlsVerify::CaFile(path) => path.clone(),
+        TlsVerify::SystemRoots => PathBuf::from("the system CA bundle"),
+        _ => return client_config(verify, presented),
+    };
+    let verify = verify.clone();
+    user_file::off_runtime(&file, move || client_config(&verify, presented)).await
 }
 
 /// Builds a rustls client config for `verify`, recording the presented cert into `presented`.
@@ -178,10 +191,7 @@ fn system_roots() -> Result<RootCertStore, TlsSetupError> {
 }
 
 fn ca_file_roots(path: &Path) -> Result<RootCertStore, TlsSetupError> {
-    let data = std::fs::read(path).map_err(|source| TlsSetupError::CaFile {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let data = user_file::read(path, FileKind::Certificates).map_err(TlsSetupError::CaFile)?;
     let mut roots = RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(&data).flatten() {
         // A bundle may contain certificates webpki cannot parse; skip those, keep the rest.

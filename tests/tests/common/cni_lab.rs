@@ -29,12 +29,27 @@ pub struct Sidecar {
 
 impl Sidecar {
     pub fn start(lab: &Lab, socket: &Path, state: &Path, n: u32) -> Sidecar {
-        let s = Sidecar::spawn(lab, socket, state, n, &[], &[]);
+        let s = Sidecar::spawn(lab, socket, state, n, &[], &[], None);
         s.wait_listening(socket);
         s
     }
 
-    /// Starts `run` with `extra` flags and `env`, without waiting for its control socket.
+    /// [`Sidecar::start`] under `prlimit --nofile=N:N` (prlimit execs the daemon, so
+    /// [`Sidecar::pid`] stays the daemon's).
+    pub fn start_with_nofile(
+        lab: &Lab,
+        socket: &Path,
+        state: &Path,
+        n: u32,
+        nofile: Option<u64>,
+    ) -> Sidecar {
+        let s = Sidecar::spawn(lab, socket, state, n, &[], &[], nofile);
+        s.wait_listening(socket);
+        s
+    }
+
+    /// Starts `run` with `extra` flags and `env` (under `prlimit --nofile=N:N` when `nofile`
+    /// is set), without waiting for its control socket.
     pub fn spawn(
         lab: &Lab,
         socket: &Path,
@@ -42,22 +57,32 @@ impl Sidecar {
         n: u32,
         extra: &[&str],
         env: &[(&str, &str)],
+        nofile: Option<u64>,
     ) -> Sidecar {
         let log = lab.facts.dir.join(format!("sidecar-{n}.log"));
         let out = fs::File::create(&log).expect("sidecar log");
         let bin = workspace_bin("softether-sidecar");
+        let limit = nofile.map(|n| format!("--nofile={n}:{n}"));
+        let prefix: Vec<&str> = match &limit {
+            Some(l) => vec!["prlimit", l, "--"],
+            None => vec![],
+        };
         let mut cmd = netns::command_in(
             &lab.facts.client_ns,
             &[
-                bin.to_str().expect("utf-8 path"),
-                "run",
-                "--log",
-                "info,softether_sidecar=debug",
-                "--socket",
-                socket.to_str().expect("utf-8 path"),
-                "--state-dir",
-                state.to_str().expect("utf-8 path"),
-            ],
+                &prefix[..],
+                &[
+                    bin.to_str().expect("utf-8 path"),
+                    "run",
+                    "--log",
+                    "info,softether_sidecar=debug",
+                    "--socket",
+                    socket.to_str().expect("utf-8 path"),
+                    "--state-dir",
+                    state.to_str().expect("utf-8 path"),
+                ][..],
+            ]
+            .concat(),
         );
         cmd.args(extra)
             .envs(env.iter().copied())
@@ -329,6 +354,28 @@ fn must_json(ns: &str, argv: &[&str]) -> Value {
         return json!([]);
     }
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("{argv:?} ({e}): {out}"))
+}
+
+/// The pod's `vpn0` IPv4 address (`a.b.c.d/nn`), if any.
+pub fn pod_address(pod: &str) -> Option<String> {
+    let (_, out) = exec(pod, &["ip", "-4", "-o", "addr", "show", "vpn0"]);
+    out.split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .map(str::to_owned)
+}
+
+/// Steady background traffic from `pod` to the lan host: a ping every `interval` (e.g.
+/// "0.5"), bounded to 10 minutes; killed on drop.
+pub fn steady_ping(lab: &Lab, pod: &str, interval: &str) -> KillOnDrop {
+    let dst = lab.facts.lan_host.to_string();
+    let secs: f64 = interval.parse().expect("interval in seconds");
+    let count = ((600.0 / secs) as u64).to_string();
+    netns::spawn_in(
+        pod,
+        &["ping", "-q", "-i", interval, "-c", &count, "-W", "1", &dst],
+    )
+    .expect("spawn ping")
 }
 
 /// `/run/netns/<name>`.

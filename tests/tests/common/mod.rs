@@ -61,3 +61,19 @@ pub fn unmount_below(dir: &std::path::Path) {
         );
     }
 }
+
+/// Polls `done` every 200 ms until it holds or `limit` passes; whether it held. Tests wait for
+/// effects (a file written, a record removed) this way, never for a log line that precedes
+/// them nor for a fixed time.
+pub fn wait_until(limit: std::time::Duration, mut done: impl FnMut() -> bool) -> bool {
+    let until = std::time::Instant::now() + limit;
+    loop {
+        if done() {
+            return true;
+        }
+        if std::time::Instant::now() >= until {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
