@@ -11,7 +11,7 @@ use crate::tunnel::Tunnel;
 
 const ITERATIONS: usize = 10_000;
 
-fn mutate(rng: &mut SplitMix64, input: &[u8]) -> Vec<u8> {
+pub(crate) fn mutate(rng: &mut SplitMix64, input: &[u8]) -> Vec<u8> {
     let mut v = input.to_vec();
     for _ in 0..=rng.below(4) {
         let pos = rng.below(v.len() as u64 + 1) as usize;
@@ -129,6 +129,7 @@ fn request() -> Request {
         credential: Credential::PlainPassword("pw".into()),
         max_connection: 1,
         half_connection: false,
+        udp_accel: None,
         info: ClientInfo::default(),
     })
 }

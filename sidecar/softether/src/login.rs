@@ -137,6 +137,8 @@ pub struct LoginRequest {
     /// Requested TCP connections (1..=32).
     pub max_connection: u32,
     pub half_connection: bool,
+    /// UDP acceleration offer (§11.1); `None` = TCP only.
+    pub udp_accel: Option<crate::udp_accel::UdpAccelOffer>,
     pub info: ClientInfo,
 }
 
@@ -233,6 +235,9 @@ pub fn login_pack(
     p.add_bool("require_monitor_mode", false);
     p.add_bool("qos", false);
     p.add_data("unique_id", &info.unique_id);
+    if let Some(offer) = &req.udp_accel {
+        offer.add_to(&mut p);
+    }
     add_node_info(&mut p, req, hello);
     Ok(p)
 }
@@ -283,6 +288,7 @@ mod tests {
             credential,
             max_connection: 1,
             half_connection: false,
+            udp_accel: None,
             info: ClientInfo {
                 client_ip: Ipv4Addr::new(192, 168, 1, 10),
                 ..Default::default()

@@ -79,6 +79,7 @@ async fn attempt_login(
         credential,
         max_connection: config.max_connection,
         half_connection: false,
+        udp_accel: None,
         info,
     });
     let (outcome, mut handshake) = run_handshake(
