@@ -119,5 +119,6 @@ pub fn resolve_login(conf: &NetConf, cni_args: &CniArgs) -> Result<LoginSettings
         pin_sha256: conf.pin_sha256.clone(),
         ca_file: conf.ca_file.clone(),
         max_connections: conf.max_connections,
+        udp_acceleration: conf.udp_acceleration,
     })
 }

@@ -3,7 +3,8 @@
 //!
 //! Keys (defaults in brackets): `server`, `port` [443], `hub` ["DEFAULT"],
 //! `user`, `passwordFile`, `plainPassword` [false], `insecure` [false],
-//! `pinSha256`, `caFile`, `maxConnections` [1, 1..=32], `mtu` [sidecar's
+//! `pinSha256`, `caFile`, `maxConnections` [1, 1..=32], `udpAcceleration`
+//! ["auto", or "off"], `mtu` [sidecar's
 //! choice, 576..=9000], `acceptDefaultGateway` [false], `acceptStaticRoutes`
 //! [false], `policyRouteTable` [off], `connmark` [false, needs
 //! `policyRouteTable`], `timeout` [60 s, < 120], `sidecarSocket`
@@ -24,7 +25,7 @@ use crate::spec::{CniError, Version};
 use fields::Fields;
 pub use login::{resolve_login, PodOverrides};
 use softether_control::Mac;
-pub use softether_control::{LoginSettings, ValidAttachment};
+pub use softether_control::{LoginSettings, UdpAcceleration, ValidAttachment};
 
 pub const DEFAULT_PORT: u16 = 443;
 pub const DEFAULT_HUB: &str = "DEFAULT";
@@ -59,6 +60,7 @@ pub struct NetConf {
     pub pin_sha256: Option<String>,
     pub ca_file: Option<PathBuf>,
     pub max_connections: u8,
+    pub udp_acceleration: UdpAcceleration,
     pub mtu: Option<u16>,
     pub accept_default_gateway: bool,
     pub accept_static_routes: bool,
@@ -169,6 +171,12 @@ impl NetConf {
         };
         let ca_file = f.path("caFile")?;
         let max_connections = f.uint("maxConnections", 1..=32)?.map_or(1, |n| n as u8);
+        let udp_acceleration = match f.string("udpAcceleration")? {
+            None => UdpAcceleration::Auto,
+            Some(s) => UdpAcceleration::parse(&s).ok_or_else(|| {
+                f.error("udpAcceleration", &Value::String(s), "\"auto\" or \"off\"")
+            })?,
+        };
         let mtu = f.uint("mtu", 576..=9000)?.map(|n| n as u16);
         let accept_default_gateway = f.bool("acceptDefaultGateway")?.unwrap_or(false);
         let accept_static_routes = f.bool("acceptStaticRoutes")?.unwrap_or(false);
@@ -252,6 +260,7 @@ impl NetConf {
             pin_sha256,
             ca_file,
             max_connections,
+            udp_acceleration,
             mtu,
             accept_default_gateway,
             accept_static_routes,

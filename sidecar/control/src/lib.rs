@@ -35,5 +35,5 @@ pub use mac::{Mac, MacParseError};
 pub use messages::{
     AttachRequest, AttachResult, AttachedIp, AttachedRoute, AttachmentRef, AttachmentStatus,
     CheckRequest, DetachRequest, Dns, GcReport, GcRequest, LinkSettings, ListReply, LoginSettings,
-    SidecarStatus, ValidAttachment,
+    SidecarStatus, UdpAcceleration, ValidAttachment,
 };

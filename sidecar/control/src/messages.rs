@@ -42,10 +42,37 @@ pub struct LoginSettings {
     pub ca_file: Option<PathBuf>,
     #[serde(default = "one")]
     pub max_connections: u8,
+    #[serde(default, skip_serializing_if = "UdpAcceleration::is_auto")]
+    pub udp_acceleration: UdpAcceleration,
 }
 
 fn one() -> u8 {
     1
+}
+
+/// `udpAcceleration`: `auto` (the default, like the official client) offers UDP acceleration and
+/// uses it while the UDP path works; `off` keeps every frame on TCP.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UdpAcceleration {
+    #[default]
+    Auto,
+    Off,
+}
+
+impl UdpAcceleration {
+    pub fn is_auto(&self) -> bool {
+        *self == UdpAcceleration::Auto
+    }
+
+    /// The CNI config spelling (`"auto"` / `"off"`).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "auto" => Some(UdpAcceleration::Auto),
+            "off" => Some(UdpAcceleration::Off),
+            _ => None,
+        }
+    }
 }
 
 /// Link-level and routing choices for the TAP in the pod netns.
@@ -221,6 +248,9 @@ pub struct AttachmentStatus {
     pub reconnects: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// UDP acceleration of the current session: `off`, `probing`, `stabilising`, `active`, `lost`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub udp_acceleration: Option<String>,
 }
 
 /// The `list` answer.

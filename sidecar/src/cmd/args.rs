@@ -53,6 +53,17 @@ pub struct ServerArgs {
     /// Timeout for TCP connect + TLS handshake, and again for the SoftEther login.
     #[arg(long, value_name = "DUR", default_value = "10s", value_parser = humantime::parse_duration)]
     pub connect_timeout: Duration,
+    /// UDP acceleration: `auto` offers it and uses UDP whenever the server grants it and the
+    /// path works (TCP otherwise, without losing the session); `off` keeps every frame on TCP.
+    #[arg(long, value_name = "MODE", value_enum, default_value_t = UdpAcceleration::Auto)]
+    pub udp_acceleration: UdpAcceleration,
+}
+
+/// `--udp-acceleration`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum UdpAcceleration {
+    Auto,
+    Off,
 }
 
 impl ServerArgs {
@@ -105,6 +116,7 @@ impl ServerArgs {
             handshake_timeout: self.connect_timeout,
             info: credentials::client_info(&self.user, &self.hub),
             seed: random_seed(),
+            udp_acceleration: self.udp_acceleration == UdpAcceleration::Auto,
         })
     }
 }

@@ -39,7 +39,7 @@ pub async fn run_status(args: StatusArgs) -> u8 {
 /// The human-readable `status` table.
 pub fn render_list(list: &ListReply) -> String {
     let mut out = format!(
-        "{:<16} {:<24} {:<8} {:<18} {:<22} {:<12} {:<20} {:>10} {:>10} {:>5}\n",
+        "{:<16} {:<24} {:<8} {:<18} {:<22} {:<12} {:<20} {:>10} {:>10} {:>5} {:<11}\n",
         "CONTAINER",
         "NETNS",
         "IFNAME",
@@ -49,13 +49,14 @@ pub fn render_list(list: &ListReply) -> String {
         "SINCE",
         "BYTES_IN",
         "BYTES_OUT",
-        "RECON"
+        "RECON",
+        "UDP"
     );
     for a in &list.attachments {
         let since =
             humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(a.since));
         out.push_str(&format!(
-            "{:<16} {:<24} {:<8} {:<18} {:<22} {:<12} {:<20} {:>10} {:>10} {:>5}\n",
+            "{:<16} {:<24} {:<8} {:<18} {:<22} {:<12} {:<20} {:>10} {:>10} {:>5} {:<11}\n",
             a.container_id.chars().take(16).collect::<String>(),
             a.netns,
             a.ifname,
@@ -67,7 +68,8 @@ pub fn render_list(list: &ListReply) -> String {
             since,
             a.bytes_in,
             a.bytes_out,
-            a.reconnects
+            a.reconnects,
+            a.udp_acceleration.as_deref().unwrap_or("-")
         ));
     }
     out

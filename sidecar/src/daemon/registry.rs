@@ -379,6 +379,7 @@ impl Registry {
                     bytes_out: traffic.bytes_out,
                     reconnects: l.reconnects,
                     last_error: l.last_error.clone(),
+                    udp_acceleration: Some(l.udp_mode().as_str().to_owned()),
                 }
             })
             .collect();

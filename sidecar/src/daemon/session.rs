@@ -147,6 +147,7 @@ pub fn session_config(login: &LoginSettings) -> Result<SessionConfig, WireError>
         handshake_timeout: STEP_TIMEOUT,
         info: credentials::client_info(&login.user, &login.hub),
         seed: random_seed(),
+        udp_acceleration: login.udp_acceleration.is_auto(),
     })
 }
 
@@ -341,6 +342,7 @@ mod tests {
                 pin_sha256: None,
                 ca_file: None,
                 max_connections: 1,
+                udp_acceleration: Default::default(),
             },
             link: LinkSettings {
                 mtu: Some(1400),

@@ -321,6 +321,7 @@ mod tests {
                 pin_sha256: None,
                 ca_file: None,
                 max_connections: 1,
+                udp_acceleration: Default::default(),
             },
             link: LinkSettings::default(),
             last_address: Some("192.168.30.10/24".parse().unwrap()),

@@ -240,6 +240,8 @@ async fn run_configured(
         }
         let session_started = Instant::now();
         let mut tunnel = spawn_tunnel(est, config.seed.wrapping_add(u64::from(sessions)));
+        let udp = tunnel.udp_indicator();
+        status.send_modify(|s| s.udp = udp);
         // A resumed session still has its lease and the hub's tables: no new DHCP exchange.
         if sessions > 0 && !was_resumed {
             if let Some(d) = dhcp.as_mut() {

@@ -12,6 +12,8 @@ use std::time::{Duration, SystemTime};
 use dhcp_client::Lease;
 use tokio::sync::watch;
 
+use crate::transport::udp_accel::{UdpIndicator, UdpMode};
+
 /// How a stop request ends the engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopMode {
@@ -129,9 +131,16 @@ pub struct EngineStatus {
     /// The last reason for a reconnect.
     pub last_error: Option<String>,
     pub traffic: Arc<Traffic>,
+    /// UDP acceleration of the current session (`None` before the first session).
+    pub udp: Option<Arc<UdpIndicator>>,
 }
 
 impl EngineStatus {
+    /// The current session's UDP acceleration mode.
+    pub fn udp_mode(&self) -> UdpMode {
+        self.udp.as_ref().map_or(UdpMode::Off, |u| u.get())
+    }
+
     fn new() -> Self {
         Self {
             phase: Phase::Connecting,
@@ -141,6 +150,7 @@ impl EngineStatus {
             reconnects: 0,
             last_error: None,
             traffic: Arc::default(),
+            udp: None,
         }
     }
 }

@@ -40,6 +40,8 @@ pub struct SessionConfig {
     pub info: ClientInfo,
     /// Seed for protocol padding randomness.
     pub seed: u64,
+    /// Offer UDP acceleration in the login (`--udp-acceleration auto`).
+    pub udp_acceleration: bool,
 }
 
 /// A logged-in session whose stream is now in tunnel mode.
@@ -60,6 +62,8 @@ pub struct Established {
     /// Further TCP connections joined to the session (`additional_connect`), up to the
     /// granted `max_connection`; frames are spread over all of them.
     pub additional: Vec<AdditionalConnection>,
+    /// The UDP acceleration channel, when offered and granted (not after a resume).
+    pub udp: Option<super::udp_accel::UdpChannel>,
 }
 
 /// One extra TCP connection of a session.

@@ -21,6 +21,7 @@ use tokio::task::JoinSet;
 use tokio_rustls::client::TlsStream;
 
 use crate::transport::connection::Established;
+use crate::transport::udp_accel::{self, UdpIndicator, UdpMode};
 
 /// How many frames may wait in each direction: ~3 ms at 1 Gbit/s, several times what one
 /// 64 KiB read yields. Deeper queues only held more frames (RSS under load) without more
@@ -84,6 +85,7 @@ pub struct TunnelHandle {
     stats: Vec<watch::Receiver<LiveStats>>,
     close: watch::Sender<bool>,
     task: JoinHandle<(Result<(), TunnelExit>, LiveStats)>,
+    udp: Option<Arc<UdpIndicator>>,
 }
 
 impl TunnelHandle {
@@ -92,6 +94,16 @@ impl TunnelHandle {
         self.stats
             .iter()
             .fold(LiveStats::default(), |acc, rx| acc.add(*rx.borrow()))
+    }
+
+    /// Whether frames currently go over UDP acceleration (`Off` if not negotiated).
+    pub fn udp_mode(&self) -> UdpMode {
+        self.udp.as_ref().map_or(UdpMode::Off, |u| u.get())
+    }
+
+    /// The live UDP acceleration indicator, for status reports that outlive this handle's borrow.
+    pub fn udp_indicator(&self) -> Option<Arc<UdpIndicator>> {
+        self.udp.clone()
     }
 
     /// How many TCP connections carry the session.
@@ -130,13 +142,22 @@ impl TunnelHandle {
 /// go to whichever send-capable connection is free first (work sharing, like the C client's
 /// least-busy choice); frames received on any connection are delivered in arrival order. The
 /// session ends when any connection fails: the caller's reconnect logic then starts afresh.
-pub fn spawn_tunnel(est: Established, seed: u64) -> TunnelHandle {
+pub fn spawn_tunnel(mut est: Established, seed: u64) -> TunnelHandle {
     let (out_tx, out_rx) = mpsc::channel(CHANNEL_DEPTH);
     let (in_tx, in_rx) = mpsc::channel(CHANNEL_DEPTH);
     // `close` is the caller's (dropping the handle also closes); `abort` is the supervisor's,
     // raised when one connection fails so the others stop too.
     let (close_tx, close_rx) = watch::channel(false);
     let (abort_tx, abort_rx) = watch::channel(false);
+    // With UDP acceleration, a UDP task takes the caller's frames first (udp_accel.rs).
+    let (out_rx, udp) = udp_accel::interpose(
+        est.udp.take(),
+        out_rx,
+        &in_tx,
+        close_rx.clone(),
+        abort_rx.clone(),
+        CHANNEL_DEPTH,
+    );
     let out_rx = Arc::new(Mutex::new(out_rx));
     let addr = est.server_addr;
     let timeout = est.welcome.timeout;
@@ -170,6 +191,7 @@ pub fn spawn_tunnel(est: Established, seed: u64) -> TunnelHandle {
         stats,
         close: close_tx,
         task,
+        udp,
     }
 }
 

@@ -12,6 +12,7 @@ use super::connection::{
 };
 use super::join::join_additional;
 use super::tls::TlsVerify;
+use super::udp_accel;
 use softether_proto::handshake::Credential;
 
 const MAX_REDIRECTS: usize = 3;
@@ -73,13 +74,17 @@ async fn attempt_login(
     let (mut stream, server_cert_der, addr) =
         connect_tls(host, port, verify, config.connect_timeout).await?;
     let (local_addr, info) = connection_info(config, &stream, addr, host, port)?;
+    let udp = match config.udp_acceleration {
+        true => udp_accel::prepare(local_addr.ip()).await,
+        false => None,
+    };
     let request = Request::Login(LoginRequest {
         hub: config.hub.clone(),
         username: config.username.clone(),
         credential,
         max_connection: config.max_connection,
         half_connection: false,
-        udp_accel: None,
+        udp_accel: udp.as_ref().map(|u| u.offer.clone()),
         info,
     });
     let (outcome, mut handshake) = run_handshake(
@@ -102,6 +107,7 @@ async fn attempt_login(
                 return Err(SessionError::UnexpectedCompression { addr });
             }
             let (tls_version, cipher_suite) = tls_details(&stream);
+            let udp = udp.and_then(|u| u.accept(welcome.udp_accel.as_deref(), addr));
             Ok(Attempt::Welcome(Box::new(Established {
                 stream,
                 hello: hello.ok_or(SessionError::Disconnected {
@@ -117,6 +123,7 @@ async fn attempt_login(
                 leftover,
                 redirected_to: None,
                 additional: Vec::new(),
+                udp,
             })))
         }
         Outcome::Redirect(redirect) => {

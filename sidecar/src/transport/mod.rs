@@ -10,6 +10,8 @@
 //! - [`establish`]: the first login, following cluster redirects, then joining more connections.
 //! - [`driver`]: one task pumping the tunnel state machine over the session's connections;
 //!   frames in and out through channels.
+//! - [`udp_accel`]: the UDP acceleration socket and the task in front of the driver that sends
+//!   frames over UDP while the link is up (§11).
 
 pub mod connection;
 pub mod credentials;
@@ -17,6 +19,7 @@ pub mod driver;
 pub mod establish;
 pub mod join;
 pub mod tls;
+pub mod udp_accel;
 
 /// A seed for protocol padding and DHCP transaction ids; uniqueness matters, not secrecy.
 pub fn random_seed() -> u64 {
