@@ -266,6 +266,25 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn udp_acceleration_defaults_to_auto_and_is_omitted_then() {
+        let login = json!({"server": "198.18.0.1", "port": 443, "hub": "H", "user": "u",
+                           "passwordFile": "/etc/pw"});
+        let l: LoginSettings = serde_json::from_value(login.clone()).unwrap();
+        assert_eq!(l.udp_acceleration, UdpAcceleration::Auto);
+        assert!(serde_json::to_value(&l)
+            .unwrap()
+            .get("udpAcceleration")
+            .is_none());
+        let mut off = login;
+        off["udpAcceleration"] = json!("off");
+        let l: LoginSettings = serde_json::from_value(off.clone()).unwrap();
+        assert_eq!(l.udp_acceleration, UdpAcceleration::Off);
+        assert_eq!(serde_json::to_value(&l).unwrap()["udpAcceleration"], "off");
+        assert_eq!(UdpAcceleration::parse("auto"), Some(UdpAcceleration::Auto));
+        assert_eq!(UdpAcceleration::parse("on"), None);
+    }
+
+    #[test]
     fn attach_request_from_the_plugin_decodes() {
         let line = json!({"protocol": 1, "op": "attach", "request": {
             "network": "vpnnet", "containerID": "c1", "ifname": "vpn0", "netns": "/run/netns/p",

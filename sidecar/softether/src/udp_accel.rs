@@ -49,6 +49,15 @@ pub struct Timers {
 }
 
 impl Timers {
+    /// The timers for `udp_accel_fast_disconnect_detect`.
+    pub fn of(fast_disconnect_detect: bool) -> Timers {
+        if fast_disconnect_detect {
+            Timers::FAST
+        } else {
+            Timers::NORMAL
+        }
+    }
+
     /// Builds ≤ 8534: keep-alive every 1–3 s, dead after 9 s.
     pub const NORMAL: Timers = Timers {
         keepalive_min: Duration::from_millis(1000),
@@ -94,6 +103,25 @@ pub struct Endpoint {
     /// Also sprayed with keep-alives while the link is not up (the reported address).
     pub alternate: Option<SocketAddr>,
     pub timers: Timers,
+}
+
+impl Endpoint {
+    /// The server's end of a negotiation (what `ServerAccept` sets up), for fake servers in tests.
+    pub fn server_side(offer: &UdpAccelOffer, grant: &UdpAccelGrant, client: SocketAddr) -> Self {
+        Endpoint {
+            version: grant.version,
+            use_encryption: grant.use_encryption,
+            my_key_v1: grant.server_key_v1,
+            my_key_v2: *grant.server_key_v2,
+            peer_key_v1: offer.key_v1,
+            peer_key_v2: *offer.key_v2,
+            my_cookie: grant.server_cookie,
+            your_cookie: grant.client_cookie,
+            peer: client,
+            alternate: None,
+            timers: Timers::of(grant.fast_disconnect_detect),
+        }
+    }
 }
 
 /// A datagram to send.
@@ -200,11 +228,7 @@ impl UdpAccel {
             your_cookie: grant.server_cookie,
             peer,
             alternate: (alternate != peer).then_some(alternate),
-            timers: if grant.fast_disconnect_detect {
-                Timers::FAST
-            } else {
-                Timers::NORMAL
-            },
+            timers: Timers::of(grant.fast_disconnect_detect),
         };
         UdpAccel::new(&endpoint, tick_origin, now, iv, seed)
     }

@@ -36,23 +36,7 @@ fn grant(version: u32, use_encryption: bool, fast: bool) -> UdpAccelGrant {
 
 /// A sans-IO fake server: the same state machine with the roles of the negotiation swapped.
 fn server_for(o: &UdpAccelOffer, g: &UdpAccelGrant, origin: Instant) -> UdpAccel {
-    let e = Endpoint {
-        version: g.version,
-        use_encryption: g.use_encryption,
-        my_key_v1: g.server_key_v1,
-        my_key_v2: *g.server_key_v2,
-        peer_key_v1: o.key_v1,
-        peer_key_v2: *o.key_v2,
-        my_cookie: g.server_cookie,
-        your_cookie: g.client_cookie,
-        peer: addr(CLIENT),
-        alternate: None,
-        timers: if g.fast_disconnect_detect {
-            Timers::FAST
-        } else {
-            Timers::NORMAL
-        },
-    };
+    let e = Endpoint::server_side(o, g, addr(CLIENT));
     // The server's clock starts elsewhere: ticks are per side.
     UdpAccel::new(&e, origin - Duration::from_secs(1000), origin, [9; 20], 77).unwrap()
 }
@@ -335,11 +319,7 @@ fn becomes_active_then_falls_back_and_recovers(version: u32, encryption: bool, f
     // The first sign of life is the server's second keep-alive (its first could not echo a
     // tick yet), 1-3 s in; 10 s of continuity later the link is active.
     let took = lab.run_until_active() + Duration::from_secs(5);
-    let ka_max = if fast {
-        Timers::FAST.keepalive_max
-    } else {
-        Timers::NORMAL.keepalive_max
-    };
+    let ka_max = Timers::of(fast).keepalive_max;
     assert!(
         took >= REQUIRE_CONTINUOUS && took <= REQUIRE_CONTINUOUS + ka_max * 2,
         "{took:?}"
@@ -365,11 +345,7 @@ fn becomes_active_then_falls_back_and_recovers(version: u32, encryption: bool, f
     }
     // UDP blocked: the link is declared dead after the dead-link timeout, not before.
     lab.blocked = true;
-    let dead_after = if fast {
-        Timers::FAST.dead_after
-    } else {
-        Timers::NORMAL.dead_after
-    };
+    let dead_after = Timers::of(fast).dead_after;
     let blocked_at = lab.now;
     while lab.client.is_ready(lab.now) {
         lab.run(Duration::from_millis(50));

@@ -29,11 +29,16 @@ const BATCH: usize = 256;
 /// Consecutive receive errors after which the socket is given up (`MAX_NUM_IGNORE_ERRORS`).
 const MAX_RECV_ERRORS: u32 = 1024;
 
+/// The current time from tokio's clock, so paused-time tests drive the protocol too.
+fn clock() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
 /// Every channel's ticks count from here, so they never go backwards within the process (the
 /// server drops datagrams whose tick is 30 s older than the newest it has seen).
 fn tick_origin() -> Instant {
     static ORIGIN: OnceLock<Instant> = OnceLock::new();
-    *ORIGIN.get_or_init(Instant::now)
+    *ORIGIN.get_or_init(clock)
 }
 
 /// Whether UDP acceleration is used, for `status` and `probe`.
@@ -142,7 +147,7 @@ impl UdpSetup {
             tracing::info!("the server did not grant UDP acceleration; frames use TCP only");
             return None;
         };
-        let now = Instant::now();
+        let now = clock();
         let mut iv = [0u8; 20];
         let rng = SystemRandom::new();
         let mut seed = [0u8; 8];
@@ -236,7 +241,7 @@ async fn run(
     let mut last_mode = UdpMode::Off;
     tracing::info!(server = %ch.server, version = ch.version, cipher = ch.cipher_name(), "UDP acceleration negotiated");
     loop {
-        let now = Instant::now();
+        let now = clock();
         if socket_ok {
             ch.accel.handle_timeout(now);
             flush(&mut ch).await;
@@ -258,7 +263,7 @@ async fn run(
                     // The caller is gone; dropping `to_tcp` lets the drivers see the end too.
                     break;
                 }
-                let now = Instant::now();
+                let now = clock();
                 for frame in batch.drain(..) {
                     if socket_ok && ch.accel.send_frame(now, &frame) {
                         continue;
@@ -274,7 +279,7 @@ async fn run(
             r = ch.socket.recv_from(&mut buf), if socket_ok => match r {
                 Ok((n, src)) => {
                     recv_errors = 0;
-                    ch.accel.handle_datagram(Instant::now(), src, &buf[..n]);
+                    ch.accel.handle_datagram(clock(), src, &buf[..n]);
                     while let Some(frame) = ch.accel.poll_frame() {
                         if io.to_caller.try_send(frame).is_err() {
                             dropped_in += 1;
@@ -324,3 +329,7 @@ async fn flush(ch: &mut UdpChannel) {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "udp_accel_tests.rs"]
+mod tests;
