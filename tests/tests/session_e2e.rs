@@ -36,7 +36,7 @@ fn config(lab: &Lab) -> SessionConfig {
         handshake_timeout: Duration::from_secs(10),
         info: client_info(&f.alice.name, &f.hub),
         seed: 7,
-        udp_acceleration: false,
+        udp_acceleration: None,
     }
 }
 

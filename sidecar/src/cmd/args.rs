@@ -64,6 +64,20 @@ pub struct ServerArgs {
 pub enum UdpAcceleration {
     Auto,
     Off,
+    /// Offer only version 1 (RC4 + SHA-1): for interoperability tests, not for users.
+    #[value(hide = true)]
+    V1,
+}
+
+impl UdpAcceleration {
+    /// The highest version offered in the login; `None` = not offered.
+    pub fn max_version(self) -> Option<u32> {
+        match self {
+            UdpAcceleration::Auto => Some(2),
+            UdpAcceleration::V1 => Some(1),
+            UdpAcceleration::Off => None,
+        }
+    }
 }
 
 impl ServerArgs {
@@ -116,7 +130,7 @@ impl ServerArgs {
             handshake_timeout: self.connect_timeout,
             info: credentials::client_info(&self.user, &self.hub),
             seed: random_seed(),
-            udp_acceleration: self.udp_acceleration == UdpAcceleration::Auto,
+            udp_acceleration: self.udp_acceleration.max_version(),
         })
     }
 }

@@ -141,7 +141,7 @@ pub async fn run_probe(
     let login_ms = started.elapsed().as_millis();
     let mut report = base_report(args, &est, login_ms);
     report.udp_acceleration = UdpReport {
-        offered: config.udp_acceleration,
+        offered: config.udp_acceleration.is_some(),
         granted: est.udp.is_some(),
         version: est.udp.as_ref().map(|u| u.version),
         cipher: est.udp.as_ref().map(|u| u.cipher_name().to_owned()),

@@ -147,7 +147,7 @@ pub fn session_config(login: &LoginSettings) -> Result<SessionConfig, WireError>
         handshake_timeout: STEP_TIMEOUT,
         info: credentials::client_info(&login.user, &login.hub),
         seed: random_seed(),
-        udp_acceleration: login.udp_acceleration.is_auto(),
+        udp_acceleration: login.udp_acceleration.is_auto().then_some(2),
     })
 }
 

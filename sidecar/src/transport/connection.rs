@@ -40,8 +40,9 @@ pub struct SessionConfig {
     pub info: ClientInfo,
     /// Seed for protocol padding randomness.
     pub seed: u64,
-    /// Offer UDP acceleration in the login (`--udp-acceleration auto`).
-    pub udp_acceleration: bool,
+    /// Offer UDP acceleration in the login up to this version (2 = ChaCha20-Poly1305, as the
+    /// official client; 1 = RC4 only); `None` = TCP only (`--udp-acceleration off`).
+    pub udp_acceleration: Option<u32>,
 }
 
 /// A logged-in session whose stream is now in tunnel mode.

@@ -75,8 +75,8 @@ async fn attempt_login(
         connect_tls(host, port, verify, config.connect_timeout).await?;
     let (local_addr, info) = connection_info(config, &stream, addr, host, port)?;
     let udp = match config.udp_acceleration {
-        true => udp_accel::prepare(local_addr.ip()).await,
-        false => None,
+        Some(max_version) => udp_accel::prepare(local_addr.ip(), max_version).await,
+        None => None,
     };
     let request = Request::Login(LoginRequest {
         hub: config.hub.clone(),

@@ -108,8 +108,9 @@ pub struct UdpSetup {
 }
 
 /// Opens the socket on the TCP connection's local address (ephemeral port), like the official
-/// client, with fresh random keys. `None` (logged) if that fails: the session runs on TCP only.
-pub async fn prepare(local_ip: IpAddr) -> Option<UdpSetup> {
+/// client, with fresh random keys, offering versions up to `max_version`. `None` (logged) if that
+/// fails: the session runs on TCP only.
+pub async fn prepare(local_ip: IpAddr, max_version: u32) -> Option<UdpSetup> {
     let socket = match UdpSocket::bind(SocketAddr::new(local_ip, 0)).await {
         Ok(s) => s,
         Err(e) => {
@@ -127,6 +128,7 @@ pub async fn prepare(local_ip: IpAddr) -> Option<UdpSetup> {
     let mut offer = UdpAccelOffer::new(port, k1, k2);
     // 0 = "use my TCP source address": right behind NAT, and what the server does anyway.
     offer.reported_ip = unspecified_like(local_ip);
+    offer.max_version = max_version;
     Some(UdpSetup { socket, offer })
 }
 

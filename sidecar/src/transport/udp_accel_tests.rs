@@ -104,7 +104,7 @@ fn frame(n: u8) -> Bytes {
 #[tokio::test(start_paused = true)]
 async fn frames_follow_the_link_state() {
     let local: IpAddr = "127.0.0.1".parse().unwrap();
-    let setup = prepare(local).await.expect("udp socket");
+    let setup = prepare(local, 2).await.expect("udp socket");
     let client_addr = setup.socket.local_addr().unwrap();
     let server_socket = UdpSocket::bind((local, 0)).await.unwrap();
     let g = grant(server_socket.local_addr().unwrap().port());
@@ -154,7 +154,7 @@ async fn frames_follow_the_link_state() {
 
 #[tokio::test]
 async fn no_grant_means_tcp_only() {
-    let setup = prepare("127.0.0.1".parse().unwrap()).await.unwrap();
+    let setup = prepare("127.0.0.1".parse().unwrap(), 2).await.unwrap();
     assert!(setup
         .accept(None, "127.0.0.1:443".parse().unwrap())
         .is_none());
