@@ -6,34 +6,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::connect::{connect, must};
+use common::connect::{connect, our_port};
 use softether_lab::{Lab, LabOptions};
-
-/// The local port of our established TCP connection to the server.
-fn our_port(lab: &Lab) -> String {
-    let f = &lab.facts;
-    let out = must(
-        &f.client_ns,
-        &[
-            "ss",
-            "-Htn",
-            "state",
-            "established",
-            "dst",
-            &f.server_ip.to_string(),
-        ],
-    );
-    let line = out
-        .lines()
-        .next()
-        .unwrap_or_else(|| panic!("no connection in:\n{out}"));
-    // "0  0  198.18.x.2:PORT  198.18.x.1:443"
-    let local = line
-        .split_whitespace()
-        .nth(2)
-        .expect("local address column");
-    local.rsplit(':').next().expect("port").to_owned()
-}
 
 #[test]
 fn broken_connection_resumes_the_same_session_without_dhcp() {

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::connect::{connect, must, Connect};
+use common::connect::{connect, must, our_port, Connect};
 use softether_lab::vpncmd::parse_table;
 use softether_lab::Lab;
 use softether_lab::LabOptions;
@@ -216,6 +216,48 @@ fn udp_acceleration_carries_frames_falls_back_to_tcp_and_returns() {
         lab.user_sessions().expect("sessions"),
         session,
         "same session"
+    );
+    let status = client.stop();
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn a_resumed_session_keeps_its_udp_channel() {
+    let lab = Lab::start(LabOptions::default()).expect("lab");
+    let f = &lab.facts;
+    install_udp_counters(&lab);
+    let mut client = start(&lab, &[]);
+    client.wait_log("UDP acceleration active", Duration::from_secs(40));
+    // Reset our TCP connection only (the server keeps the session and its UDP side).
+    let port = our_port(&lab);
+    nft_in(
+        &lab,
+        &f.client_ns,
+        &format!(
+            "add table inet cut\n\
+             add chain inet cut out {{ type filter hook output priority 0; }}\n\
+             add rule inet cut out tcp sport {port} reject with tcp reset\n"
+        ),
+    );
+    // TCP keep-alives hit the reset within seconds; a ping may speed that up.
+    let _ = big_pings(&lab, 1);
+    client.wait_log("session resumed", Duration::from_secs(30));
+    client.wait_log_count("UDP acceleration active", 2, Duration::from_secs(30));
+    let big_before = counter(&lab, "big");
+    let pings = big_pings(&lab, 10);
+    assert!(received(&pings) >= 9, "pings after resume: {pings}");
+    let big = counter(&lab, "big") - big_before;
+    assert!(big >= 9, "frames still in UDP after the resume: {big}");
+    let log = client.log_text();
+    assert_eq!(
+        log.matches("logged in").count(),
+        1,
+        "no second login:\n{log}"
+    );
+    assert_eq!(
+        log.matches("UDP acceleration negotiated").count(),
+        2,
+        "the same channel ran on after the resume:\n{log}"
     );
     let status = client.stop();
     assert!(status.success(), "{status:?}");

@@ -279,7 +279,7 @@ async fn run_configured(
                 return Err(EngineError::Netcfg(e));
             }
             SessionEnd::TunnelEnded => {
-                let (result, stats) = tunnel.join().await;
+                let (result, stats, udp) = tunnel.join_keeping_udp().await;
                 // A broken connection (not a silent server) may have left the session alive on
                 // the server: try to rejoin it once, at once, before the backoff and a full login.
                 if matches!(&result, Err(e) if !matches!(e, TunnelExit::Timeout { .. })) {
@@ -289,7 +289,9 @@ async fn run_configured(
                         r = resume(&config.session, &ticket) => r,
                     };
                     match attempt {
-                        Ok(est) => {
+                        Ok(mut est) => {
+                            // The server kept its side of UDP acceleration with the session.
+                            est.udp = udp;
                             tracing::info!(
                                 session = %ticket.session_name(),
                                 reason = %result.as_ref().err().map(ToString::to_string).unwrap_or_default(),

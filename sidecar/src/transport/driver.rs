@@ -21,7 +21,7 @@ use tokio::task::JoinSet;
 use tokio_rustls::client::TlsStream;
 
 use crate::transport::connection::Established;
-use crate::transport::udp_accel::{self, UdpIndicator, UdpMode};
+use crate::transport::udp_accel::{self, UdpChannel, UdpIndicator, UdpMode, UdpRunning};
 
 /// How many frames may wait in each direction: ~3 ms at 1 Gbit/s, several times what one
 /// 64 KiB read yields. Deeper queues only held more frames (RSS under load) without more
@@ -85,7 +85,7 @@ pub struct TunnelHandle {
     stats: Vec<watch::Receiver<LiveStats>>,
     close: watch::Sender<bool>,
     task: JoinHandle<(Result<(), TunnelExit>, LiveStats)>,
-    udp: Option<Arc<UdpIndicator>>,
+    udp: Option<UdpRunning>,
 }
 
 impl TunnelHandle {
@@ -98,12 +98,14 @@ impl TunnelHandle {
 
     /// Whether frames currently go over UDP acceleration (`Off` if not negotiated).
     pub fn udp_mode(&self) -> UdpMode {
-        self.udp.as_ref().map_or(UdpMode::Off, |u| u.get())
+        self.udp
+            .as_ref()
+            .map_or(UdpMode::Off, |u| u.indicator.get())
     }
 
     /// The live UDP acceleration indicator, for status reports that outlive this handle's borrow.
     pub fn udp_indicator(&self) -> Option<Arc<UdpIndicator>> {
-        self.udp.clone()
+        self.udp.as_ref().map(|u| u.indicator.clone())
     }
 
     /// How many TCP connections carry the session.
@@ -130,6 +132,20 @@ impl TunnelHandle {
                 LiveStats::default(),
             ),
         }
+    }
+
+    /// Like [`join`](Self::join), and hands back the UDP acceleration channel (if any, and its
+    /// socket still works) so a resumed session can keep using it.
+    pub async fn join_keeping_udp(
+        mut self,
+    ) -> (Result<(), TunnelExit>, LiveStats, Option<UdpChannel>) {
+        let udp = self.udp.take();
+        let (result, stats) = self.join().await;
+        let channel = match udp {
+            Some(u) => u.finish().await,
+            None => None,
+        };
+        (result, stats, channel)
     }
 
     /// True once the driver task has ended.

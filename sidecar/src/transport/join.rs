@@ -187,8 +187,7 @@ pub async fn resume(
         leftover,
         redirected_to: ticket.redirected_to,
         additional: Vec::new(),
-        // The old channel ended with the old tunnel; the server's side expires by itself and
-        // frames use TCP until the next full login.
+        // The caller puts the old tunnel's UDP channel back (`join_keeping_udp`).
         udp: None,
     };
     join_additional(config, &mut est, &host, port).await;

@@ -202,9 +202,24 @@ struct UdpPlumbing {
     pub indicator: Arc<UdpIndicator>,
 }
 
+/// A running UDP task.
+#[derive(Debug)]
+pub struct UdpRunning {
+    pub indicator: Arc<UdpIndicator>,
+    task: tokio::task::JoinHandle<Option<UdpChannel>>,
+}
+
+impl UdpRunning {
+    /// Waits for the task (it ends with the session) and takes the channel back, unless its
+    /// socket failed: a resumed session keeps using it, as the server keeps its side.
+    pub async fn finish(self) -> Option<UdpChannel> {
+        self.task.await.ok().flatten()
+    }
+}
+
 /// Puts the UDP task (if the session has a channel) between the caller's outgoing frames and
 /// the TCP drivers: returns the receiver the drivers read instead of `from_caller`, and the
-/// indicator of the channel's mode. The task ends with the session (`close` or `abort`).
+/// running task. The task ends with the session (`close` or `abort`).
 pub(crate) fn interpose(
     udp: Option<UdpChannel>,
     from_caller: mpsc::Receiver<Bytes>,
@@ -212,7 +227,7 @@ pub(crate) fn interpose(
     close: watch::Receiver<bool>,
     abort: watch::Receiver<bool>,
     depth: usize,
-) -> (mpsc::Receiver<Bytes>, Option<Arc<UdpIndicator>>) {
+) -> (mpsc::Receiver<Bytes>, Option<UdpRunning>) {
     let Some(ch) = udp else {
         return (from_caller, None);
     };
@@ -224,17 +239,18 @@ pub(crate) fn interpose(
         to_caller: to_caller.clone(),
         indicator: indicator.clone(),
     };
-    tokio::spawn(run(ch, io, close, abort));
-    (tcp_rx, Some(indicator))
+    let task = tokio::spawn(run(ch, io, close, abort));
+    (tcp_rx, Some(UdpRunning { indicator, task }))
 }
 
-/// Runs the channel until the caller closes, the session stops, or the TCP side is gone.
+/// Runs the channel until the caller closes, the session stops, or the TCP side is gone; hands
+/// the channel back unless its socket failed.
 async fn run(
     mut ch: UdpChannel,
     mut io: UdpPlumbing,
     mut close: watch::Receiver<bool>,
     mut abort: watch::Receiver<bool>,
-) {
+) -> Option<UdpChannel> {
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
     let mut batch = Vec::with_capacity(BATCH);
     let mut socket_ok = true;
@@ -310,8 +326,9 @@ async fn run(
         keepalives_in = s.keepalives_in,
         rejected = s.rejected,
         dropped_in,
-        "UDP acceleration channel closed"
+        "UDP acceleration channel stopped"
     );
+    socket_ok.then_some(ch)
 }
 
 /// Resolves once the session closes or aborts (a dropped sender counts as both).

@@ -118,8 +118,9 @@ async fn frames_follow_the_link_state() {
     let (in_tx, mut in_rx) = mpsc::channel(64);
     let (close_tx, close_rx) = watch::channel(false);
     let (_abort_tx, abort_rx) = watch::channel(false);
-    let (mut tcp_rx, ind) = interpose(Some(channel), caller_rx, &in_tx, close_rx, abort_rx, 64);
-    let ind = ind.expect("indicator");
+    let (mut tcp_rx, running) = interpose(Some(channel), caller_rx, &in_tx, close_rx, abort_rx, 64);
+    let running = running.expect("task");
+    let ind = running.indicator.clone();
 
     // Not ready yet: the frame goes to the TCP driver.
     caller_tx.send(frame(1)).await.unwrap();
@@ -147,9 +148,11 @@ async fn frames_follow_the_link_state() {
     caller_tx.send(frame(5)).await.unwrap();
     assert_eq!(server.frames.recv().await.unwrap(), frame(5));
 
-    // Closing the session ends the task.
+    // Closing the session ends the task and hands the channel back (for a resumed session).
     close_tx.send(true).unwrap();
-    wait_for_mode(&ind, UdpMode::Off).await;
+    let channel = running.finish().await.expect("channel back");
+    assert_eq!(ind.get(), UdpMode::Off);
+    assert_eq!(channel.server, SocketAddr::new(local, g.server_port));
 }
 
 #[tokio::test]

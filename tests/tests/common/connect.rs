@@ -278,3 +278,29 @@ impl Connect {
 pub fn in_dhcp_pool(lab: &Lab, address: Ipv4Addr) -> bool {
     (lab.facts.dhcp_start..=lab.facts.dhcp_end).contains(&address)
 }
+
+/// The local port of our established TCP connection to the server.
+pub fn our_port(lab: &Lab) -> String {
+    let f = &lab.facts;
+    let out = must(
+        &f.client_ns,
+        &[
+            "ss",
+            "-Htn",
+            "state",
+            "established",
+            "dst",
+            &f.server_ip.to_string(),
+        ],
+    );
+    let line = out
+        .lines()
+        .next()
+        .unwrap_or_else(|| panic!("no connection in:\n{out}"));
+    // "0  0  198.18.x.2:PORT  198.18.x.1:443"
+    let local = line
+        .split_whitespace()
+        .nth(2)
+        .expect("local address column");
+    local.rsplit(':').next().expect("port").to_owned()
+}
