@@ -74,3 +74,41 @@ pub fn render_list(list: &ListReply) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use softether_control::AttachmentStatus;
+
+    #[test]
+    fn the_table_shows_the_udp_acceleration_state() {
+        let row = |udp: Option<&str>| AttachmentStatus {
+            network: "vpnnet".into(),
+            container_id: "c1".into(),
+            netns: "/run/netns/p".into(),
+            ifname: "vpn0".into(),
+            mac: "5E:00:00:00:00:01".into(),
+            address: None,
+            server: "198.18.0.1:443".into(),
+            hub: "H".into(),
+            user: "u".into(),
+            state: "up".into(),
+            since: 0,
+            bytes_in: 1,
+            bytes_out: 2,
+            reconnects: 0,
+            last_error: None,
+            udp_acceleration: udp.map(str::to_owned),
+        };
+        let list = ListReply {
+            attachments: vec![row(Some("active")), row(None)],
+        };
+        let text = render_list(&list);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].trim_end().ends_with("UDP"), "{text}");
+        assert!(lines[1].trim_end().ends_with("active"), "{text}");
+        assert!(lines[2].trim_end().ends_with('-'), "{text}");
+        let json = serde_json::to_value(&list.attachments[0]).unwrap();
+        assert_eq!(json["udpAcceleration"], "active");
+    }
+}
