@@ -37,6 +37,7 @@ fn config(lab: &Lab) -> SessionConfig {
         info: client_info(&f.alice.name, &f.hub),
         seed: 7,
         udp_acceleration: None,
+        compress: false,
     }
 }
 

@@ -120,5 +120,6 @@ pub fn resolve_login(conf: &NetConf, cni_args: &CniArgs) -> Result<LoginSettings
         ca_file: conf.ca_file.clone(),
         max_connections: conf.max_connections,
         udp_acceleration: conf.udp_acceleration,
+        compress: conf.compress,
     })
 }

@@ -4,7 +4,7 @@
 //! Keys (defaults in brackets): `server`, `port` [443], `hub` ["DEFAULT"],
 //! `user`, `passwordFile`, `plainPassword` [false], `insecure` [false],
 //! `pinSha256`, `caFile`, `maxConnections` [1, 1..=32], `udpAcceleration`
-//! ["auto", or "off"], `mtu` [sidecar's
+//! ["auto", or "off"], `compress` [false], `mtu` [sidecar's
 //! choice, 576..=9000], `acceptDefaultGateway` [false], `acceptStaticRoutes`
 //! [false], `policyRouteTable` [off], `connmark` [false, needs
 //! `policyRouteTable`], `timeout` [60 s, < 120], `sidecarSocket`
@@ -61,6 +61,7 @@ pub struct NetConf {
     pub ca_file: Option<PathBuf>,
     pub max_connections: u8,
     pub udp_acceleration: UdpAcceleration,
+    pub compress: bool,
     pub mtu: Option<u16>,
     pub accept_default_gateway: bool,
     pub accept_static_routes: bool,
@@ -177,6 +178,7 @@ impl NetConf {
                 f.error("udpAcceleration", &Value::String(s), "\"auto\" or \"off\"")
             })?,
         };
+        let compress = f.bool("compress")?.unwrap_or(false);
         let mtu = f.uint("mtu", 576..=9000)?.map(|n| n as u16);
         let accept_default_gateway = f.bool("acceptDefaultGateway")?.unwrap_or(false);
         let accept_static_routes = f.bool("acceptStaticRoutes")?.unwrap_or(false);
@@ -261,6 +263,7 @@ impl NetConf {
             ca_file,
             max_connections,
             udp_acceleration,
+            compress,
             mtu,
             accept_default_gateway,
             accept_static_routes,

@@ -44,6 +44,13 @@ pub struct LoginSettings {
     pub max_connections: u8,
     #[serde(default, skip_serializing_if = "UdpAcceleration::is_auto")]
     pub udp_acceleration: UdpAcceleration,
+    /// SoftEther data compression (`use_compress`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub compress: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn one() -> u8 {

@@ -13,6 +13,7 @@
 //! - [`tunnel`]: record framing, keep-alives and receive timeout of the data phase (§10).
 //! - [`udp_accel`]: the UDP acceleration side channel, v1 (RC4 + SHA-1) and v2
 //!   (ChaCha20-Poly1305): negotiation, datagrams, keep-alives, readiness (§11).
+//! - [`compress`]: zlib per block for `use_compress` (§10.4).
 //! - [`error`]: SoftEther error codes with names, descriptions and a retry policy (§7.3).
 //! - `testing` (feature `testing`): a sans-IO fake server for handshake tests.
 //!
@@ -30,6 +31,7 @@
 //!     credential: Credential::HashedPassword(hashed),
 //!     max_connection: 1,
 //!     half_connection: false,
+//!     use_compress: false,
 //!     udp_accel: None,
 //!     info: ClientInfo { server_host: "198.18.0.1".into(), ..Default::default() },
 //! });
@@ -61,6 +63,7 @@
 //! Additional connections use `Request::AdditionalConnect` with `welcome.session_key` and end
 //! in `Outcome::Joined { direction }`.
 
+pub mod compress;
 pub mod error;
 pub mod handshake;
 pub mod http;

@@ -6,7 +6,7 @@
 //! No-op      : u32 0
 //! Keep-alive : u32 0xFFFFFFFF, u32 len (≤ 512), len bytes
 //! ```
-//! Compression (`use_compress`) is not supported: the login always requests it off.
+//! With `use_compress` every block is one zlib stream ([`Tunnel::set_compress`], §10.4).
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -51,6 +51,8 @@ pub struct TunnelStats {
     pub keepalives_out: u64,
     /// Frames not sent because they were empty or longer than [`MAX_FRAME`].
     pub frames_out_dropped: u64,
+    /// Received blocks that did not inflate to a frame (compressed sessions only).
+    pub frames_in_dropped: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -83,6 +85,7 @@ pub struct Tunnel {
     last_receive: Instant,
     next_keepalive: Instant,
     stats: TunnelStats,
+    compress: bool,
 }
 
 impl Tunnel {
@@ -101,9 +104,16 @@ impl Tunnel {
             last_receive: now,
             next_keepalive: now,
             stats: TunnelStats::default(),
+            compress: false,
         };
         t.schedule_keepalive(now);
         t
+    }
+
+    /// Compress every block sent and inflate every block received (the Welcome's
+    /// `use_compress`); frames that do not inflate are dropped and counted.
+    pub fn set_compress(&mut self, on: bool) {
+        self.compress = on;
     }
 
     /// `GenNextKeepAliveSpan`: uniformly in [timeout/5, timeout/2).
@@ -155,10 +165,20 @@ impl Tunnel {
                     if buf.len() < len {
                         return Ok(());
                     }
-                    let frame = buf.split_to(len).freeze();
-                    self.stats.frames_in += 1;
-                    self.stats.bytes_in += len as u64;
-                    self.frames.push_back(frame);
+                    let block = buf.split_to(len).freeze();
+                    let frame = if self.compress {
+                        crate::compress::inflate(&block).map(Bytes::from)
+                    } else {
+                        Some(block)
+                    };
+                    match frame {
+                        Some(frame) => {
+                            self.stats.frames_in += 1;
+                            self.stats.bytes_in += frame.len() as u64;
+                            self.frames.push_back(frame);
+                        }
+                        None => self.stats.frames_in_dropped += 1,
+                    }
                     next_block(left)
                 }
                 Recv::KeepAliveLen => match buf.get_u32() {
@@ -193,12 +213,19 @@ impl Tunnel {
             self.stats.frames_out_dropped += 1;
             return;
         }
+        let deflated;
+        let block = if self.compress {
+            deflated = crate::compress::deflate(frame);
+            &deflated[..]
+        } else {
+            frame
+        };
         if self.batch_count == 0 {
-            self.batch.reserve(4 + 4 + frame.len());
+            self.batch.reserve(4 + 4 + block.len());
             self.batch.put_u32(0); // patched with the count when the batch is sealed
         }
-        self.batch.put_u32(frame.len() as u32);
-        self.batch.extend_from_slice(frame);
+        self.batch.put_u32(block.len() as u32);
+        self.batch.extend_from_slice(block);
         self.batch_count += 1;
         self.stats.frames_out += 1;
         self.stats.bytes_out += frame.len() as u64;

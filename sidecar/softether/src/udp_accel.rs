@@ -159,7 +159,7 @@ pub struct UdpAccelStats {
     pub rejected: u64,
     /// Sender tick outside the 30 s window.
     pub stale: u64,
-    /// Frames received with the compression flag (the session never negotiates compression).
+    /// Frames received with the compression flag that did not inflate.
     pub compressed_dropped: u64,
     /// Times the link went from active to lost.
     pub lost: u64,
@@ -344,7 +344,15 @@ impl UdpAccel {
         if payload.is_empty() {
             self.stats.keepalives_in += 1;
         } else if h.flag != 0 {
-            self.stats.compressed_dropped += 1;
+            // Compressed sessions may send zlib payloads (flag 1); we always send raw ones.
+            match crate::compress::inflate(&buf[payload]) {
+                Some(frame) => {
+                    self.stats.frames_in += 1;
+                    self.stats.bytes_in += frame.len() as u64;
+                    self.frames.push_back(Bytes::from(frame));
+                }
+                None => self.stats.compressed_dropped += 1,
+            }
         } else if payload.len() > MAX_FRAME {
             self.stats.rejected += 1;
         } else {

@@ -235,6 +235,7 @@ fn login_pack_carries_the_offer_only_when_set() {
         credential: Credential::Anonymous,
         max_connection: 1,
         half_connection: false,
+        use_compress: false,
         udp_accel: None,
         info: ClientInfo::default(),
     };
@@ -490,16 +491,20 @@ fn foreign_and_stale_datagrams_are_rejected() {
 }
 
 #[test]
-fn compressed_frames_are_counted_not_delivered() {
+fn compressed_frames_are_inflated_or_counted() {
     let mut lab = Lab::new(1, true, false);
     let mut codec = Codec::v1([0x33; 20], [0; 20], [0; 20]);
-    let h = Header {
+    let mut h = Header {
         cookie: 0x1234_5678,
         my_tick: 1,
         your_tick: 0,
         flag: 1,
     };
-    let d = codec.seal(&h, &frame(1), 0);
+    let d = codec.seal(&h, &crate::compress::deflate(&frame(1)), 0);
+    assert!(lab.client.handle_datagram(lab.now, addr(SERVER), &d));
+    assert_eq!(lab.client.poll_frame().unwrap(), frame(1));
+    h.my_tick = 2;
+    let d = codec.seal(&h, b"not zlib", 0);
     assert!(lab.client.handle_datagram(lab.now, addr(SERVER), &d));
     assert!(lab.client.poll_frame().is_none());
     assert_eq!(lab.client.stats().compressed_dropped, 1);

@@ -57,6 +57,10 @@ pub struct ServerArgs {
     /// path works (TCP otherwise, without losing the session); `off` keeps every frame on TCP.
     #[arg(long, value_name = "MODE", value_enum, default_value_t = UdpAcceleration::Auto)]
     pub udp_acceleration: UdpAcceleration,
+    /// Ask the server for data compression (zlib per frame, both directions; SoftEther's
+    /// use_compress). Saves bandwidth on slow links at the cost of CPU.
+    #[arg(long)]
+    pub compress: bool,
 }
 
 /// `--udp-acceleration`.
@@ -131,6 +135,7 @@ impl ServerArgs {
             info: credentials::client_info(&self.user, &self.hub),
             seed: random_seed(),
             udp_acceleration: self.udp_acceleration.max_version(),
+            compress: self.compress,
         })
     }
 }

@@ -148,6 +148,7 @@ pub fn session_config(login: &LoginSettings) -> Result<SessionConfig, WireError>
         info: credentials::client_info(&login.user, &login.hub),
         seed: random_seed(),
         udp_acceleration: login.udp_acceleration.is_auto().then_some(2),
+        compress: login.compress,
     })
 }
 
@@ -343,6 +344,7 @@ mod tests {
                 ca_file: None,
                 max_connections: 1,
                 udp_acceleration: Default::default(),
+                compress: false,
             },
             link: LinkSettings {
                 mtu: Some(1400),

@@ -322,6 +322,7 @@ mod tests {
                 ca_file: None,
                 max_connections: 1,
                 udp_acceleration: Default::default(),
+                compress: false,
             },
             link: LinkSettings::default(),
             last_address: Some("192.168.30.10/24".parse().unwrap()),

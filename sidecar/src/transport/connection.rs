@@ -43,6 +43,8 @@ pub struct SessionConfig {
     /// Offer UDP acceleration in the login up to this version (2 = ChaCha20-Poly1305, as the
     /// official client; 1 = RC4 only); `None` = TCP only (`--udp-acceleration off`).
     pub udp_acceleration: Option<u32>,
+    /// Ask for `use_compress`: zlib per block, both directions (`--compress`).
+    pub compress: bool,
 }
 
 /// A logged-in session whose stream is now in tunnel mode.
@@ -135,8 +137,6 @@ pub enum SessionError {
         "server {addr} granted an unencrypted tunnel, which this client never requests or accepts"
     )]
     Unencrypted { addr: SocketAddr },
-    #[error("server {addr} enabled compression, which this client did not request")]
-    UnexpectedCompression { addr: SocketAddr },
 }
 
 impl SessionError {
@@ -154,8 +154,7 @@ impl SessionError {
             SessionError::Server { code, .. } => code.retry_class(),
             SessionError::Tls { .. }
             | SessionError::TlsSetup(_)
-            | SessionError::Unencrypted { .. }
-            | SessionError::UnexpectedCompression { .. } => RetryClass::Never,
+            | SessionError::Unencrypted { .. } => RetryClass::Never,
             SessionError::Handshake {
                 source: HandshakeError::Server(code),
                 ..

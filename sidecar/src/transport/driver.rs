@@ -71,6 +71,7 @@ impl LiveStats {
         t.keepalives_in += u.keepalives_in;
         t.keepalives_out += u.keepalives_out;
         t.frames_out_dropped += u.frames_out_dropped;
+        t.frames_in_dropped += u.frames_in_dropped;
         self.frames_dropped_in += o.frames_dropped_in;
         self
     }
@@ -177,6 +178,8 @@ pub fn spawn_tunnel(mut est: Established, seed: u64) -> TunnelHandle {
     let out_rx = Arc::new(Mutex::new(out_rx));
     let addr = est.server_addr;
     let timeout = est.welcome.timeout;
+    // The server compresses whatever it granted, on every connection of the session.
+    let compress = est.welcome.use_compress;
     let mut connections = vec![(est.stream, Direction::Both, est.leftover)];
     connections.extend(
         est.additional
@@ -190,7 +193,11 @@ pub fn spawn_tunnel(mut est: Established, seed: u64) -> TunnelHandle {
         stats.push(stats_rx);
         let driver = Driver {
             stream,
-            tunnel: Tunnel::new(Instant::now(), timeout, seed.wrapping_add(i as u64)),
+            tunnel: {
+                let mut t = Tunnel::new(Instant::now(), timeout, seed.wrapping_add(i as u64));
+                t.set_compress(compress);
+                t
+            },
             addr,
             out_rx: direction.can_send().then(|| out_rx.clone()),
             in_tx: in_tx.clone(),

@@ -84,6 +84,7 @@ async fn attempt_login(
         credential,
         max_connection: config.max_connection,
         half_connection: false,
+        use_compress: config.compress,
         udp_accel: udp.as_ref().map(|u| u.offer.clone()),
         info,
     });
@@ -102,9 +103,6 @@ async fn attempt_login(
         Outcome::Welcome(welcome) => {
             if !welcome.use_encrypt {
                 return Err(SessionError::Unencrypted { addr });
-            }
-            if welcome.use_compress {
-                return Err(SessionError::UnexpectedCompression { addr });
             }
             let (tls_version, cipher_suite) = tls_details(&stream);
             let udp = udp.and_then(|u| u.accept(welcome.udp_accel.as_deref(), addr));
