@@ -38,6 +38,7 @@ fn config(lab: &Lab) -> SessionConfig {
         seed: 7,
         udp_acceleration: None,
         compress: false,
+        half_connection: false,
     }
 }
 

@@ -121,5 +121,6 @@ pub fn resolve_login(conf: &NetConf, cni_args: &CniArgs) -> Result<LoginSettings
         max_connections: conf.max_connections,
         udp_acceleration: conf.udp_acceleration,
         compress: conf.compress,
+        half_connection: conf.half_connection,
     })
 }

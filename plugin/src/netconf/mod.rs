@@ -4,7 +4,8 @@
 //! Keys (defaults in brackets): `server`, `port` [443], `hub` ["DEFAULT"],
 //! `user`, `passwordFile`, `plainPassword` [false], `insecure` [false],
 //! `pinSha256`, `caFile`, `maxConnections` [1, 1..=32], `udpAcceleration`
-//! ["auto", or "off"], `compress` [false], `mtu` [sidecar's
+//! ["auto", or "off"], `compress` [false], `halfConnection` [false, needs
+//! `maxConnections` ≥ 2], `mtu` [sidecar's
 //! choice, 576..=9000], `acceptDefaultGateway` [false], `acceptStaticRoutes`
 //! [false], `policyRouteTable` [off], `connmark` [false, needs
 //! `policyRouteTable`], `timeout` [60 s, < 120], `sidecarSocket`
@@ -62,6 +63,7 @@ pub struct NetConf {
     pub max_connections: u8,
     pub udp_acceleration: UdpAcceleration,
     pub compress: bool,
+    pub half_connection: bool,
     pub mtu: Option<u16>,
     pub accept_default_gateway: bool,
     pub accept_static_routes: bool,
@@ -179,6 +181,13 @@ impl NetConf {
             })?,
         };
         let compress = f.bool("compress")?.unwrap_or(false);
+        let half_connection = f.bool("halfConnection")?.unwrap_or(false);
+        if half_connection && max_connections < 2 {
+            return Err(CniError::invalid_config(
+                "network config key \"halfConnection\": true requires \"maxConnections\" of at least 2",
+                "each TCP connection carries one direction under half-connection; set \"maxConnections\" to 2 or more or remove \"halfConnection\"",
+            ));
+        }
         let mtu = f.uint("mtu", 576..=9000)?.map(|n| n as u16);
         let accept_default_gateway = f.bool("acceptDefaultGateway")?.unwrap_or(false);
         let accept_static_routes = f.bool("acceptStaticRoutes")?.unwrap_or(false);
@@ -264,6 +273,7 @@ impl NetConf {
             max_connections,
             udp_acceleration,
             compress,
+            half_connection,
             mtu,
             accept_default_gateway,
             accept_static_routes,

@@ -67,6 +67,7 @@ fn every_key_parses() {
         "maxConnections": 32,
         "udpAcceleration": "off",
         "compress": true,
+        "halfConnection": true,
         "mtu": 1400,
         "acceptDefaultGateway": true,
         "acceptStaticRoutes": true,
@@ -86,7 +87,7 @@ fn every_key_parses() {
     assert_eq!(c.pin_sha256.as_deref(), Some("ab".repeat(32).as_str()));
     assert_eq!(c.max_connections, 32);
     assert_eq!(c.udp_acceleration, UdpAcceleration::Off);
-    assert!(c.compress);
+    assert!(c.compress && c.half_connection);
     assert_eq!(c.mtu, Some(1400));
     assert_eq!(c.policy_route_table, Some(100));
     assert!(c.connmark && c.plain_password && c.insecure);
@@ -121,6 +122,7 @@ fn each_rule_is_code_7_naming_key_and_value() {
         ("udpAcceleration", json!("on")),
         ("udpAcceleration", json!(false)),
         ("compress", json!("yes")),
+        ("halfConnection", json!(1)),
         ("mtu", json!(575)),
         ("mtu", json!(9001)),
         ("mtu", json!(1400.5)),

@@ -47,6 +47,10 @@ pub struct LoginSettings {
     /// SoftEther data compression (`use_compress`).
     #[serde(default, skip_serializing_if = "is_false")]
     pub compress: bool,
+    /// SoftEther half-connection: each TCP connection carries one direction (needs
+    /// `max_connections` ≥ 2).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub half_connection: bool,
 }
 
 fn is_false(b: &bool) -> bool {

@@ -86,6 +86,10 @@ pub struct Tunnel {
     next_keepalive: Instant,
     stats: TunnelStats,
     compress: bool,
+    /// Half-connection (§9.3): keep-alives only on send-capable connections, the receive
+    /// timeout only on receive-capable ones.
+    can_send: bool,
+    can_receive: bool,
 }
 
 impl Tunnel {
@@ -105,6 +109,8 @@ impl Tunnel {
             next_keepalive: now,
             stats: TunnelStats::default(),
             compress: false,
+            can_send: true,
+            can_receive: true,
         };
         t.schedule_keepalive(now);
         t
@@ -114,6 +120,14 @@ impl Tunnel {
     /// `use_compress`); frames that do not inflate are dropped and counted.
     pub fn set_compress(&mut self, on: bool) {
         self.compress = on;
+    }
+
+    /// The connection's direction under half-connection (`IS_SEND_TCP_SOCK` /
+    /// `IS_RECV_TCP_SOCK`): a receive-only connection sends no keep-alives, a send-only one never
+    /// times out (the server sends nothing on it).
+    pub fn set_direction(&mut self, can_send: bool, can_receive: bool) {
+        self.can_send = can_send;
+        self.can_receive = can_receive;
     }
 
     /// `GenNextKeepAliveSpan`: uniformly in [timeout/5, timeout/2).
@@ -257,7 +271,7 @@ impl Tunnel {
             self.schedule_keepalive(now);
             return Some(record);
         }
-        if now < self.next_keepalive {
+        if now < self.next_keepalive || !self.can_send {
             return None;
         }
         let len = self.rng.below(MAX_KEEPALIVE_SENT + 1) as usize;
@@ -273,13 +287,17 @@ impl Tunnel {
 
     /// When to call [`handle_timeout`](Self::handle_timeout) / `poll_transmit` next.
     pub fn poll_timeout(&self) -> Instant {
-        self.next_keepalive.min(self.last_receive + self.timeout)
+        match (self.can_send, self.can_receive) {
+            (true, false) => self.next_keepalive,
+            (false, true) => self.last_receive + self.timeout,
+            _ => self.next_keepalive.min(self.last_receive + self.timeout),
+        }
     }
 
     /// Fails with [`TunnelError::Timeout`] once nothing was received for the timeout.
     pub fn handle_timeout(&mut self, now: Instant) -> Result<(), TunnelError> {
         let idle = now.saturating_duration_since(self.last_receive);
-        if idle >= self.timeout {
+        if idle >= self.timeout && self.can_receive {
             let e = TunnelError::Timeout { idle };
             self.failed = Some(e.clone());
             return Err(e);

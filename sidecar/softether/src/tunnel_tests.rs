@@ -222,3 +222,21 @@ fn compressed_sessions_deflate_every_block_and_drop_what_does_not_inflate() {
         .unwrap();
     assert_eq!(drain(&mut rx), vec![frames[0].clone()]);
 }
+
+#[test]
+fn half_connection_directions() {
+    let now = Instant::now();
+    // Receive-only (server→client): no keep-alives, but the receive timeout applies.
+    let mut rx_only = Tunnel::new(now, T, 1);
+    rx_only.set_direction(false, true);
+    let later = now + T / 2;
+    assert!(rx_only.poll_transmit(later).is_none());
+    assert_eq!(rx_only.poll_timeout(), now + T);
+    assert!(rx_only.handle_timeout(now + T).is_err());
+    // Send-only (client→server): keep-alives as usual, never a receive timeout.
+    let mut tx_only = Tunnel::new(now, T, 2);
+    tx_only.set_direction(true, false);
+    assert!(tx_only.poll_timeout() < now + T / 2);
+    assert!(tx_only.poll_transmit(later).is_some());
+    assert!(tx_only.handle_timeout(now + T * 10).is_ok());
+}

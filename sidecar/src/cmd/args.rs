@@ -136,6 +136,7 @@ impl ServerArgs {
             seed: random_seed(),
             udp_acceleration: self.udp_acceleration.max_version(),
             compress: self.compress,
+            half_connection: false,
         })
     }
 }

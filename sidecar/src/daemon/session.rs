@@ -149,6 +149,7 @@ pub fn session_config(login: &LoginSettings) -> Result<SessionConfig, WireError>
         seed: random_seed(),
         udp_acceleration: login.udp_acceleration.is_auto().then_some(2),
         compress: login.compress,
+        half_connection: login.half_connection,
     })
 }
 
@@ -345,6 +346,7 @@ mod tests {
                 max_connections: 1,
                 udp_acceleration: Default::default(),
                 compress: false,
+                half_connection: false,
             },
             link: LinkSettings {
                 mtu: Some(1400),

@@ -323,6 +323,7 @@ mod tests {
                 max_connections: 1,
                 udp_acceleration: Default::default(),
                 compress: false,
+                half_connection: false,
             },
             link: LinkSettings::default(),
             last_address: Some("192.168.30.10/24".parse().unwrap()),

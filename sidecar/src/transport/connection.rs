@@ -45,6 +45,9 @@ pub struct SessionConfig {
     pub udp_acceleration: Option<u32>,
     /// Ask for `use_compress`: zlib per block, both directions (`--compress`).
     pub compress: bool,
+    /// Ask for half-connection: each TCP connection carries one direction (needs
+    /// `max_connection` ≥ 2; `--half-connection`).
+    pub half_connection: bool,
 }
 
 /// A logged-in session whose stream is now in tunnel mode.
@@ -60,6 +63,9 @@ pub struct Established {
     pub cipher_suite: String,
     /// Tunnel bytes that arrived together with the Welcome.
     pub leftover: Vec<u8>,
+    /// What the first connection carries: both directions, or client→server under
+    /// half-connection (after a resume, what the server assigned).
+    pub direction: Direction,
     /// Set when a cluster controller redirected us to a member.
     pub redirected_to: Option<SocketAddr>,
     /// Further TCP connections joined to the session (`additional_connect`), up to the

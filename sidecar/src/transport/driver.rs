@@ -14,7 +14,6 @@ use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use softether_proto::handshake::Direction;
 use tokio::sync::{mpsc, watch, Mutex};
 use tokio::task::JoinHandle;
 use tokio::task::JoinSet;
@@ -180,7 +179,7 @@ pub fn spawn_tunnel(mut est: Established, seed: u64) -> TunnelHandle {
     let timeout = est.welcome.timeout;
     // The server compresses whatever it granted, on every connection of the session.
     let compress = est.welcome.use_compress;
-    let mut connections = vec![(est.stream, Direction::Both, est.leftover)];
+    let mut connections = vec![(est.stream, est.direction, est.leftover)];
     connections.extend(
         est.additional
             .into_iter()
@@ -196,6 +195,7 @@ pub fn spawn_tunnel(mut est: Established, seed: u64) -> TunnelHandle {
             tunnel: {
                 let mut t = Tunnel::new(Instant::now(), timeout, seed.wrapping_add(i as u64));
                 t.set_compress(compress);
+                t.set_direction(direction.can_send(), direction.can_receive());
                 t
             },
             addr,

@@ -3,7 +3,9 @@
 
 use std::net::SocketAddr;
 
-use softether_proto::handshake::{HandshakeError, LoginRequest, Outcome, Redirect, Request};
+use softether_proto::handshake::{
+    Direction, HandshakeError, LoginRequest, Outcome, Redirect, Request,
+};
 use tokio::io::AsyncWriteExt;
 
 use super::connection::{
@@ -30,6 +32,7 @@ pub async fn establish(config: &SessionConfig) -> Result<Established, SessionErr
             Attempt::Welcome(mut est) => {
                 est.redirected_to = redirected_to;
                 join_additional(config, &mut est, &host, port).await;
+                check_directions(&est)?;
                 return Ok(*est);
             }
             Attempt::Redirect { redirect, from } => {
@@ -53,6 +56,27 @@ pub async fn establish(config: &SessionConfig) -> Result<Established, SessionErr
     }
     Err(SessionError::RedirectLoop {
         addr: redirected_to.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], port))),
+    })
+}
+
+/// Under half-connection a session needs a connection each way; with fewer joined than asked
+/// for it may have only one and could never receive (or send).
+pub(crate) fn check_directions(est: &Established) -> Result<(), SessionError> {
+    let dirs = || std::iter::once(est.direction).chain(est.additional.iter().map(|c| c.direction));
+    if dirs().any(Direction::can_send) && dirs().any(Direction::can_receive) {
+        return Ok(());
+    }
+    Err(SessionError::Handshake {
+        addr: est.server_addr,
+        source: HandshakeError::Protocol(format!(
+            "half-connection with {} connection(s) has no {} connection",
+            est.additional.len() + 1,
+            if dirs().any(Direction::can_send) {
+                "receiving"
+            } else {
+                "sending"
+            }
+        )),
     })
 }
 
@@ -83,7 +107,7 @@ async fn attempt_login(
         username: config.username.clone(),
         credential,
         max_connection: config.max_connection,
-        half_connection: false,
+        half_connection: config.half_connection,
         use_compress: config.compress,
         udp_accel: udp.as_ref().map(|u| u.offer.clone()),
         info,
@@ -106,6 +130,12 @@ async fn attempt_login(
             }
             let (tls_version, cipher_suite) = tls_details(&stream);
             let udp = udp.and_then(|u| u.accept(welcome.udp_accel.as_deref(), addr));
+            // Both sides set the first connection to client→server (`ClientConnect`).
+            let direction = if welcome.half_connection {
+                Direction::ClientToServer
+            } else {
+                Direction::Both
+            };
             Ok(Attempt::Welcome(Box::new(Established {
                 stream,
                 hello: hello.ok_or(SessionError::Disconnected {
@@ -119,6 +149,7 @@ async fn attempt_login(
                 tls_version,
                 cipher_suite,
                 leftover,
+                direction,
                 redirected_to: None,
                 additional: Vec::new(),
                 udp,

@@ -1,13 +1,17 @@
-//! `--compress` against the real server (issue 12): the server's SessionGet shows "Use of
-//! Compression: Yes", and a TCP transfer through the tunnel arrives intact — first over
-//! compressed TCP blocks, then once UDP acceleration is active (where the server sends zlib
-//! payloads flagged as compressed and we send raw frames).
+//! Session options against the real server (issue 12):
+//! - `--compress`: the server's SessionGet shows "Use of Compression: Yes", and a TCP transfer
+//!   through the tunnel arrives intact — first over compressed TCP blocks, then once UDP
+//!   acceleration is active (where the server sends zlib payloads flagged as compressed and we
+//!   send raw frames);
+//! - `--half-connection`: SessionGet shows half-duplex mode with one uplink and one downlink
+//!   connection, and transfers both ways arrive intact.
 
 mod common;
 
+use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use common::connect::connect;
+use common::connect::{connect, Connect};
 use softether_lab::vpncmd::parse_table;
 use softether_lab::{Lab, LabOptions};
 
@@ -56,17 +60,32 @@ print(reply.decode().strip())
 /// returns (what was sent, what the receiver counted), each as "bytes sha256".
 fn transfer(lab: &Lab) -> (String, String) {
     let f = &lab.facts;
-    let host = f.lan_host.to_string();
+    transfer_between(lab, &f.client_ns, &f.lan_ns, f.lan_host)
+}
+
+/// The other way: from the LAN host to our leased address.
+fn transfer_down(lab: &Lab, client: &Connect) -> (String, String) {
+    let f = &lab.facts;
+    transfer_between(lab, &f.lan_ns, &f.client_ns, client.leased_address())
+}
+
+fn transfer_between(
+    lab: &Lab,
+    sender_ns: &str,
+    receiver_ns: &str,
+    receiver: Ipv4Addr,
+) -> (String, String) {
+    let host = receiver.to_string();
     let port = PORT.to_string();
     let _receiver = lab
-        .spawn_in(&f.lan_ns, &["python3", "-c", RECEIVER, &host, &port])
+        .spawn_in(receiver_ns, &["python3", "-c", RECEIVER, &host, &port])
         .expect("receiver");
     // The receiver needs a moment to listen: retry the connection (bounded).
     let start = Instant::now();
     loop {
         let out = lab
             .exec_in(
-                &f.client_ns,
+                sender_ns,
                 &["python3", "-c", SENDER, &host, &port, &SIZE.to_string()],
             )
             .expect("sender");
@@ -112,6 +131,48 @@ fn compressed_session_transfers_intact_over_tcp_and_udp() {
     client.wait_log("UDP acceleration active", Duration::from_secs(40));
     let (sent, got) = transfer(&lab);
     assert_eq!(sent, got, "transfer with UDP acceleration");
+    let log = client.log_text();
+    assert_eq!(log.matches("logged in").count(), 1, "{log}");
+    let status = client.stop();
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn half_connection_uses_one_connection_each_way() {
+    let lab = Lab::start(LabOptions::default()).expect("lab");
+    // UDP off so that every frame uses the TCP connections under test.
+    let mut client = connect(
+        &lab,
+        &[
+            "--half-connection",
+            "--max-connections",
+            "2",
+            "--udp-acceleration",
+            "off",
+        ],
+    );
+    client.wait_log("lease acquired", Duration::from_secs(30));
+    let half = session_value(&lab, "Half Duplex TCP Connection Mode").unwrap_or_default();
+    assert!(
+        half.starts_with("Yes"),
+        "Half Duplex TCP Connection Mode: {half:?}"
+    );
+    assert_eq!(
+        session_value(&lab, "Number of TCP Connections").as_deref(),
+        Some("2")
+    );
+    assert_eq!(
+        session_value(&lab, "Number of Uplink TCP Connections").as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        session_value(&lab, "Number of Downlink TCP Connections").as_deref(),
+        Some("1")
+    );
+    let (sent, got) = transfer(&lab);
+    assert_eq!(sent, got, "upload");
+    let (sent, got) = transfer_down(&lab, &client);
+    assert_eq!(sent, got, "download");
     let log = client.log_text();
     assert_eq!(log.matches("logged in").count(), 1, "{log}");
     let status = client.stop();
