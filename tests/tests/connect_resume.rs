@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::connect::{connect, our_port};
+use common::connect::{connect, reset_our_tcp_connection};
 use softether_lab::{Lab, LabOptions};
 
 #[test]
@@ -19,25 +19,7 @@ fn broken_connection_resumes_the_same_session_without_dhcp() {
     let sessions_before = lab.user_sessions().expect("sessions");
     assert_eq!(sessions_before.len(), 1, "{sessions_before:?}");
 
-    // Reset our side of the connection only: the server never sees a FIN or RST, so it keeps
-    // the session (for its timeout) while we lose the socket.
-    let port = our_port(&lab);
-    let rules = format!(
-        "add table inet cut\n\
-         add chain inet cut out {{ type filter hook output priority 0; }}\n\
-         add rule inet cut out tcp sport {port} reject with tcp reset\n"
-    );
-    let nft = lab
-        .exec_in(
-            &f.client_ns,
-            &["sh", "-c", &format!("printf '{rules}' | nft -f -")],
-        )
-        .expect("nft");
-    assert!(
-        nft.status.success(),
-        "{}",
-        String::from_utf8_lossy(&nft.stderr)
-    );
+    reset_our_tcp_connection(&lab);
     // Traffic makes us write on the doomed socket (keepalives would too, a few seconds later).
     let _ = lab.ping_from(&f.client_ns, f.lan_host, 1);
     client.wait_log("session resumed", Duration::from_secs(20));

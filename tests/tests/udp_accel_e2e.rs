@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::connect::{connect, must, our_port, Connect};
+use common::connect::{connect, must, reset_our_tcp_connection, Connect};
 use softether_lab::vpncmd::parse_table;
 use softether_lab::Lab;
 use softether_lab::LabOptions;
@@ -224,21 +224,11 @@ fn udp_acceleration_carries_frames_falls_back_to_tcp_and_returns() {
 #[test]
 fn a_resumed_session_keeps_its_udp_channel() {
     let lab = Lab::start(LabOptions::default()).expect("lab");
-    let f = &lab.facts;
     install_udp_counters(&lab);
     let mut client = start(&lab, &[]);
     client.wait_log("UDP acceleration active", Duration::from_secs(40));
     // Reset our TCP connection only (the server keeps the session and its UDP side).
-    let port = our_port(&lab);
-    nft_in(
-        &lab,
-        &f.client_ns,
-        &format!(
-            "add table inet cut\n\
-             add chain inet cut out {{ type filter hook output priority 0; }}\n\
-             add rule inet cut out tcp sport {port} reject with tcp reset\n"
-        ),
-    );
+    reset_our_tcp_connection(&lab);
     // TCP keep-alives hit the reset within seconds; a ping may speed that up.
     let _ = big_pings(&lab, 1);
     client.wait_log("session resumed", Duration::from_secs(30));
