@@ -118,6 +118,7 @@ pub async fn prepare(local_ip: IpAddr, max_version: u32) -> Option<UdpSetup> {
             return None;
         }
     };
+    enlarge_buffers(&socket);
     let port = socket.local_addr().ok()?.port();
     let rng = SystemRandom::new();
     let (mut k1, mut k2) = ([0u8; 20], [0u8; 128]);
@@ -130,6 +131,20 @@ pub async fn prepare(local_ip: IpAddr, max_version: u32) -> Option<UdpSetup> {
     offer.reported_ip = unspecified_like(local_ip);
     offer.max_version = max_version;
     Some(UdpSetup { socket, offer })
+}
+
+/// Socket buffers like upstream's best effort (`UDP_MAX_BUFFER_SIZE`, ~11 MiB): bursts of
+/// datagrams must not overflow the default ~200 KiB while the task is busy. Past the
+/// system's rmem_max/wmem_max only with CAP_NET_ADMIN; otherwise the kernel caps it.
+fn enlarge_buffers(socket: &UdpSocket) {
+    use nix::sys::socket::{setsockopt, sockopt};
+    const SIZE: usize = 4 << 20;
+    if setsockopt(socket, sockopt::RcvBufForce, &SIZE).is_err() {
+        let _ = setsockopt(socket, sockopt::RcvBuf, &SIZE);
+    }
+    if setsockopt(socket, sockopt::SndBufForce, &SIZE).is_err() {
+        let _ = setsockopt(socket, sockopt::SndBuf, &SIZE);
+    }
 }
 
 /// A granted channel: the socket and the protocol state, ready to run next to the tunnel.
@@ -297,7 +312,16 @@ async fn run(
             r = ch.socket.recv_from(&mut buf), if socket_ok => match r {
                 Ok((n, src)) => {
                     recv_errors = 0;
-                    ch.accel.handle_datagram(clock(), src, &buf[..n]);
+                    let now = clock();
+                    ch.accel.handle_datagram(now, src, &buf[..n]);
+                    // Drain what else is queued before the next round of timers: under load the
+                    // socket buffer fills faster than one datagram per wake-up empties it.
+                    for _ in 1..BATCH {
+                        match ch.socket.try_recv_from(&mut buf) {
+                            Ok((n, src)) => ch.accel.handle_datagram(now, src, &buf[..n]),
+                            Err(_) => break,
+                        };
+                    }
                     while let Some(frame) = ch.accel.poll_frame() {
                         if io.to_caller.try_send(frame).is_err() {
                             dropped_in += 1;
