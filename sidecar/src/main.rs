@@ -32,6 +32,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Connect, log in, print what the server said, exchange a few frames, disconnect.
@@ -48,6 +50,10 @@ enum Command {
         /// How long to wait for DHCP/ARP answers during the frame exchange.
         #[arg(long, value_name = "DUR", default_value = "3s", value_parser = humantime::parse_duration)]
         frame_wait: Duration,
+        /// After the frame exchange, wait up to this long for UDP acceleration to become active
+        /// (it needs 10 s of working UDP first); 0 reports its state as it is.
+        #[arg(long, value_name = "DUR", default_value = "0s", value_parser = humantime::parse_duration)]
+        udp_wait: Duration,
     },
     /// Standalone client: TAP + session + DHCP + routes, reconnecting until SIGINT/SIGTERM.
     ///
@@ -135,7 +141,8 @@ fn main() -> ExitCode {
                 server,
                 json,
                 frame_wait,
-            } => probe_command(&server, json, frame_wait).await,
+                udp_wait,
+            } => probe_command(&server, json, frame_wait, udp_wait).await,
             Command::Connect(args) => run_connect(*args).await,
             Command::Run(args) => run_daemon(args).await,
             Command::Status(args) => run_status(args).await,

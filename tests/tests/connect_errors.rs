@@ -82,6 +82,9 @@ fn help_documents_every_flag_and_the_exit_codes() {
         "--insecure",
         "--pin-sha256",
         "--ca-file",
+        "--udp-acceleration",
+        "--compress",
+        "--half-connection",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
     }

@@ -6,35 +6,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::connect::{connect, must};
+use common::connect::{connect, reset_our_tcp_connection};
 use common::observe::{http_get, sample};
 use softether_lab::{Lab, LabOptions};
-
-/// The local port of our established TCP connection to the server.
-fn our_port(lab: &Lab) -> String {
-    let f = &lab.facts;
-    let out = must(
-        &f.client_ns,
-        &[
-            "ss",
-            "-Htn",
-            "state",
-            "established",
-            "dst",
-            &f.server_ip.to_string(),
-        ],
-    );
-    let line = out
-        .lines()
-        .next()
-        .unwrap_or_else(|| panic!("no connection in:\n{out}"));
-    // "0  0  198.18.x.2:PORT  198.18.x.1:443"
-    let local = line
-        .split_whitespace()
-        .nth(2)
-        .expect("local address column");
-    local.rsplit(':').next().expect("port").to_owned()
-}
 
 #[test]
 fn broken_connection_resumes_the_same_session_without_dhcp() {
@@ -51,25 +25,7 @@ fn broken_connection_resumes_the_same_session_without_dhcp() {
     let sessions_before = lab.user_sessions().expect("sessions");
     assert_eq!(sessions_before.len(), 1, "{sessions_before:?}");
 
-    // Reset our side of the connection only: the server never sees a FIN or RST, so it keeps
-    // the session (for its timeout) while we lose the socket.
-    let port = our_port(&lab);
-    let rules = format!(
-        "add table inet cut\n\
-         add chain inet cut out {{ type filter hook output priority 0; }}\n\
-         add rule inet cut out tcp sport {port} reject with tcp reset\n"
-    );
-    let nft = lab
-        .exec_in(
-            &f.client_ns,
-            &["sh", "-c", &format!("printf '{rules}' | nft -f -")],
-        )
-        .expect("nft");
-    assert!(
-        nft.status.success(),
-        "{}",
-        String::from_utf8_lossy(&nft.stderr)
-    );
+    reset_our_tcp_connection(&lab);
     // Traffic makes us write on the doomed socket (keepalives would too, a few seconds later).
     let _ = lab.ping_from(&f.client_ns, f.lan_host, 1);
     client.wait_log("session resumed", Duration::from_secs(20));

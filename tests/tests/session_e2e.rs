@@ -37,6 +37,9 @@ fn config(lab: &Lab) -> SessionConfig {
         info: client_info(&f.alice.name, &f.hub),
         seed: 7,
         proxy: None,
+        udp_acceleration: None,
+        compress: false,
+        half_connection: false,
     }
 }
 

@@ -121,5 +121,8 @@ pub fn resolve_login(conf: &NetConf, cni_args: &CniArgs) -> Result<LoginSettings
         max_connections: conf.max_connections,
         proxy: conf.proxy.clone(),
         proxy_password_file: conf.proxy_password_file.clone(),
+        udp_acceleration: conf.udp_acceleration,
+        compress: conf.compress,
+        half_connection: conf.half_connection,
     })
 }

@@ -3,7 +3,9 @@
 //!
 //! Keys (defaults in parentheses): `server`, `port` (443), `hub` ("DEFAULT"),
 //! `user`, `passwordFile`, `plainPassword` (false), `insecure` (false),
-//! `pinSha256`, `caFile`, `maxConnections` (1, 1..=32), `mtu` (sidecar's
+//! `pinSha256`, `caFile`, `maxConnections` (1, 1..=32), `udpAcceleration`
+//! ("auto", or "off"), `compress` (false), `halfConnection` (false, needs
+//! `maxConnections` ≥ 2), `mtu` (sidecar's
 //! choice, 576..=9000), `acceptDefaultGateway` (false), `acceptStaticRoutes`
 //! (false), `policyRouteTable` (off), `connmark` (false, needs
 //! `policyRouteTable`), `timeout` (60 s, < 120), `sidecarSocket`
@@ -24,7 +26,7 @@ use serde_json::{Map, Value};
 use crate::spec::{CniError, Version};
 use fields::Fields;
 pub use login::{resolve_login, PodOverrides};
-pub use softether_control::{LoginSettings, ValidAttachment};
+pub use softether_control::{LoginSettings, UdpAcceleration, ValidAttachment};
 use softether_control::{Mac, ProxyUrl};
 
 pub const DEFAULT_PORT: u16 = 443;
@@ -64,6 +66,9 @@ pub struct NetConf {
     /// The proxy password's file on the node, read by the sidecar.
     pub proxy_password_file: Option<PathBuf>,
     pub max_connections: u8,
+    pub udp_acceleration: UdpAcceleration,
+    pub compress: bool,
+    pub half_connection: bool,
     pub mtu: Option<u16>,
     pub accept_default_gateway: bool,
     pub accept_static_routes: bool,
@@ -177,6 +182,20 @@ impl NetConf {
         let ca_file = f.path("caFile")?;
         let (proxy, proxy_password_file) = proxy_settings(&mut f)?;
         let max_connections = f.uint("maxConnections", 1..=32)?.map_or(1, |n| n as u8);
+        let udp_acceleration = match f.string("udpAcceleration")? {
+            None => UdpAcceleration::Auto,
+            Some(s) => UdpAcceleration::parse(&s).ok_or_else(|| {
+                f.error("udpAcceleration", &Value::String(s), "\"auto\" or \"off\"")
+            })?,
+        };
+        let compress = f.bool("compress")?.unwrap_or(false);
+        let half_connection = f.bool("halfConnection")?.unwrap_or(false);
+        if half_connection && max_connections < 2 {
+            return Err(CniError::invalid_config(
+                "network config key \"halfConnection\": true requires \"maxConnections\" of at least 2",
+                "each TCP connection carries one direction under half-connection; set \"maxConnections\" to 2 or more or remove \"halfConnection\"",
+            ));
+        }
         let mtu = f.uint("mtu", 576..=9000)?.map(|n| n as u16);
         let accept_default_gateway = f.bool("acceptDefaultGateway")?.unwrap_or(false);
         let accept_static_routes = f.bool("acceptStaticRoutes")?.unwrap_or(false);
@@ -284,6 +303,9 @@ impl NetConf {
             proxy,
             proxy_password_file,
             max_connections,
+            udp_acceleration,
+            compress,
+            half_connection,
             mtu,
             accept_default_gateway,
             accept_static_routes,

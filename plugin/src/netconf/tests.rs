@@ -34,6 +34,7 @@ fn defaults() {
     assert_eq!(c.port, 443);
     assert_eq!(c.hub, "DEFAULT");
     assert_eq!(c.max_connections, 1);
+    assert_eq!(c.udp_acceleration, UdpAcceleration::Auto);
     assert_eq!(c.mtu, None);
     assert_eq!(c.timeout, Duration::from_secs(60));
     assert_eq!(
@@ -64,6 +65,9 @@ fn every_key_parses() {
         "pinSha256": pin,
         "caFile": "/etc/ca.pem",
         "maxConnections": 32,
+        "udpAcceleration": "off",
+        "compress": true,
+        "halfConnection": true,
         "mtu": 1400,
         "acceptDefaultGateway": true,
         "acceptStaticRoutes": true,
@@ -82,6 +86,8 @@ fn every_key_parses() {
     assert_eq!(c.port, 992);
     assert_eq!(c.pin_sha256.as_deref(), Some("ab".repeat(32).as_str()));
     assert_eq!(c.max_connections, 32);
+    assert_eq!(c.udp_acceleration, UdpAcceleration::Off);
+    assert!(c.compress && c.half_connection);
     assert_eq!(c.mtu, Some(1400));
     assert_eq!(c.policy_route_table, Some(100));
     assert!(c.connmark && c.plain_password && c.insecure);
@@ -113,6 +119,10 @@ fn each_rule_is_code_7_naming_key_and_value() {
         ("caFile", json!("ca.pem")),
         ("maxConnections", json!(0)),
         ("maxConnections", json!(33)),
+        ("udpAcceleration", json!("on")),
+        ("udpAcceleration", json!(false)),
+        ("compress", json!("yes")),
+        ("halfConnection", json!(1)),
         ("mtu", json!(575)),
         ("mtu", json!(9001)),
         ("mtu", json!(1400.5)),

@@ -40,7 +40,7 @@ pub use mac::{Mac, MacParseError};
 pub use messages::{
     AttachRequest, AttachResult, AttachedIp, AttachedRoute, AttachmentRef, AttachmentStatus,
     CheckRequest, DetachRequest, Dns, GcReport, GcRequest, LinkSettings, ListReply, LoginSettings,
-    SidecarStatus, ValidAttachment,
+    SidecarStatus, UdpAcceleration, ValidAttachment,
 };
 pub use proxy_url::{ProxyKind, ProxyUrl};
 pub use request::{decode_request, request_limit, request_line, NoPayload, Request, RequestLine};

@@ -48,10 +48,48 @@ pub struct LoginSettings {
     /// Read by the sidecar, never by the plugin: the proxy password.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy_password_file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "UdpAcceleration::is_auto")]
+    pub udp_acceleration: UdpAcceleration,
+    /// SoftEther data compression (`use_compress`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub compress: bool,
+    /// SoftEther half-connection: each TCP connection carries one direction (needs
+    /// `max_connections` ≥ 2).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub half_connection: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn one() -> u8 {
     1
+}
+
+/// `udpAcceleration`: `auto` (the default, like the official client) offers UDP acceleration and
+/// uses it while the UDP path works; `off` keeps every frame on TCP.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UdpAcceleration {
+    #[default]
+    Auto,
+    Off,
+}
+
+impl UdpAcceleration {
+    pub fn is_auto(&self) -> bool {
+        *self == UdpAcceleration::Auto
+    }
+
+    /// The CNI config spelling (`"auto"` / `"off"`).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "auto" => Some(UdpAcceleration::Auto),
+            "off" => Some(UdpAcceleration::Off),
+            _ => None,
+        }
+    }
 }
 
 /// Link-level and routing choices for the TAP in the pod netns.
@@ -244,6 +282,9 @@ pub struct AttachmentStatus {
     pub rate_in: u64,
     #[serde(default)]
     pub rate_out: u64,
+    /// UDP acceleration of the current session: `off`, `probing`, `stabilising`, `active`, `lost`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub udp_acceleration: Option<String>,
 }
 
 /// The `list` answer.
@@ -257,6 +298,25 @@ mod tests {
     use super::*;
     use crate::{decode_request, Request};
     use serde_json::json;
+
+    #[test]
+    fn udp_acceleration_defaults_to_auto_and_is_omitted_then() {
+        let login = json!({"server": "198.18.0.1", "port": 443, "hub": "H", "user": "u",
+                           "passwordFile": "/etc/pw"});
+        let l: LoginSettings = serde_json::from_value(login.clone()).unwrap();
+        assert_eq!(l.udp_acceleration, UdpAcceleration::Auto);
+        assert!(serde_json::to_value(&l)
+            .unwrap()
+            .get("udpAcceleration")
+            .is_none());
+        let mut off = login;
+        off["udpAcceleration"] = json!("off");
+        let l: LoginSettings = serde_json::from_value(off.clone()).unwrap();
+        assert_eq!(l.udp_acceleration, UdpAcceleration::Off);
+        assert_eq!(serde_json::to_value(&l).unwrap()["udpAcceleration"], "off");
+        assert_eq!(UdpAcceleration::parse("auto"), Some(UdpAcceleration::Auto));
+        assert_eq!(UdpAcceleration::parse("on"), None);
+    }
 
     #[test]
     fn attach_request_from_the_plugin_decodes() {

@@ -21,6 +21,9 @@ pub fn login(password_file: impl Into<PathBuf>) -> LoginSettings {
         max_connections: 1,
         proxy: None,
         proxy_password_file: None,
+        udp_acceleration: Default::default(),
+        compress: false,
+        half_connection: false,
     }
 }
 

@@ -11,7 +11,7 @@ use crate::tunnel::Tunnel;
 
 const ITERATIONS: usize = 10_000;
 
-fn mutate(rng: &mut SplitMix64, input: &[u8]) -> Vec<u8> {
+pub(crate) fn mutate(rng: &mut SplitMix64, input: &[u8]) -> Vec<u8> {
     let mut v = input.to_vec();
     for _ in 0..=rng.below(4) {
         let pos = rng.below(v.len() as u64 + 1) as usize;
@@ -129,6 +129,8 @@ fn request() -> Request {
         credential: Credential::PlainPassword("pw".into()),
         max_connection: 1,
         half_connection: false,
+        use_compress: false,
+        udp_accel: None,
         info: ClientInfo::default(),
     })
 }
@@ -149,6 +151,28 @@ fn handshake_never_panics() {
         }
         let _ = c.take_outcome();
         let _ = c.take_leftover();
+    }
+}
+
+#[test]
+fn compressed_tunnel_decoder_never_panics() {
+    let mut rng = SplitMix64::new(0xc0de);
+    let now = Instant::now();
+    let mut tx = Tunnel::new(now, Duration::from_secs(20), 1);
+    tx.set_compress(true);
+    for i in 0..20 {
+        tx.queue_frame(&vec![i as u8; 14 + i * 70]);
+    }
+    let valid = tx.poll_transmit(now).unwrap().to_vec();
+    for _ in 0..ITERATIONS / 4 {
+        let input = mutate(&mut rng, &valid);
+        let mut t = Tunnel::new(now, Duration::from_secs(20), 2);
+        t.set_compress(true);
+        if t.handle_input(now, &input).is_ok() {
+            while let Some(f) = t.poll_frame() {
+                assert!(!f.is_empty() && f.len() <= crate::compress::MAX_INFLATED);
+            }
+        }
     }
 }
 

@@ -17,6 +17,8 @@ fn login(username: &str, credential: Credential) -> Request {
         credential,
         max_connection: 1,
         half_connection: false,
+        use_compress: false,
+        udp_accel: None,
         info: ClientInfo {
             server_host: "198.18.0.1".into(),
             ..Default::default()

@@ -11,6 +11,9 @@
 //! - [`handshake`]: signature → hello → login/additional_connect → Welcome/error/redirect
 //!   (§2–§9), built from [`login`] (request packs) and [`welcome`] (reply parsing).
 //! - [`tunnel`]: record framing, keep-alives and receive timeout of the data phase (§10).
+//! - [`udp_accel`]: the UDP acceleration side channel, v1 (RC4 + SHA-1) and v2
+//!   (ChaCha20-Poly1305): negotiation, datagrams, keep-alives, readiness (§11).
+//! - [`compress`]: zlib per block for `use_compress` (§10.4).
 //! - [`error`]: SoftEther error codes with names, descriptions and a retry policy (§7.3).
 //! - `testing` (feature `testing`): a sans-IO fake server for handshake and tunnel tests, and a
 //!   client + server `Pair` on a fake clock (loss by a cut link).
@@ -29,6 +32,8 @@
 //!     credential: Credential::HashedPassword(hashed),
 //!     max_connection: 1,
 //!     half_connection: false,
+//!     use_compress: false,
+//!     udp_accel: None,
 //!     info: ClientInfo { server_host: "198.18.0.1".into(), ..Default::default() },
 //! });
 //! let mut hs = ClientHandshake::new(request, 0x5eed);
@@ -63,6 +68,7 @@
 // (clippy.toml disallows clock reads and sleeps in this crate).
 #![cfg_attr(test, allow(clippy::disallowed_methods))]
 
+pub mod compress;
 pub mod error;
 pub mod handshake;
 pub mod http;
@@ -75,6 +81,9 @@ pub mod sha0;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod tunnel;
+pub mod udp_accel;
+mod udp_accel_codec;
+mod udp_accel_negotiate;
 pub mod welcome;
 
 #[cfg(test)]

@@ -137,6 +137,10 @@ pub struct LoginRequest {
     /// Requested TCP connections (1..=32).
     pub max_connection: u32,
     pub half_connection: bool,
+    /// `use_compress`: zlib per block in both directions (§10.4).
+    pub use_compress: bool,
+    /// UDP acceleration offer (§11.1); `None` = TCP only.
+    pub udp_accel: Option<crate::udp_accel::UdpAccelOffer>,
     pub info: ClientInfo,
 }
 
@@ -227,12 +231,15 @@ pub fn login_pack(
     p.add_int("client_id", info.client_id);
     p.add_int("max_connection", req.max_connection.clamp(1, 32));
     p.add_bool("use_encrypt", true);
-    p.add_bool("use_compress", false);
+    p.add_bool("use_compress", req.use_compress);
     p.add_bool("half_connection", req.half_connection);
     p.add_bool("require_bridge_routing_mode", false);
     p.add_bool("require_monitor_mode", false);
     p.add_bool("qos", false);
     p.add_data("unique_id", &info.unique_id);
+    if let Some(offer) = &req.udp_accel {
+        offer.add_to(&mut p);
+    }
     add_node_info(&mut p, req, hello);
     Ok(p)
 }
@@ -283,6 +290,8 @@ mod tests {
             credential,
             max_connection: 1,
             half_connection: false,
+            use_compress: false,
+            udp_accel: None,
             info: ClientInfo {
                 client_ip: Ipv4Addr::new(192, 168, 1, 10),
                 ..Default::default()

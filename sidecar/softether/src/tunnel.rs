@@ -6,7 +6,7 @@
 //! No-op      : u32 0
 //! Keep-alive : u32 0xFFFFFFFF, u32 len (≤ 512), len bytes
 //! ```
-//! Compression (`use_compress`) is not supported: the login always requests it off.
+//! With `use_compress` every block is one zlib stream ([`Tunnel::set_compress`], §10.4).
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -51,6 +51,8 @@ pub struct TunnelStats {
     pub keepalives_out: u64,
     /// Frames not sent because they were empty or longer than [`MAX_FRAME`].
     pub frames_out_dropped: u64,
+    /// Received blocks that did not inflate to a frame (compressed sessions only).
+    pub frames_in_dropped: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -83,6 +85,11 @@ pub struct Tunnel {
     last_receive: Instant,
     next_keepalive: Instant,
     stats: TunnelStats,
+    compress: bool,
+    /// Half-connection (§9.3): keep-alives only on send-capable connections, the receive
+    /// timeout only on receive-capable ones.
+    can_send: bool,
+    can_receive: bool,
 }
 
 impl Tunnel {
@@ -101,9 +108,26 @@ impl Tunnel {
             last_receive: now,
             next_keepalive: now,
             stats: TunnelStats::default(),
+            compress: false,
+            can_send: true,
+            can_receive: true,
         };
         t.schedule_keepalive(now);
         t
+    }
+
+    /// Compress every block sent and inflate every block received (the Welcome's
+    /// `use_compress`); frames that do not inflate are dropped and counted.
+    pub fn set_compress(&mut self, on: bool) {
+        self.compress = on;
+    }
+
+    /// The connection's direction under half-connection (`IS_SEND_TCP_SOCK` /
+    /// `IS_RECV_TCP_SOCK`): a receive-only connection sends no keep-alives, a send-only one never
+    /// times out (the server sends nothing on it).
+    pub fn set_direction(&mut self, can_send: bool, can_receive: bool) {
+        self.can_send = can_send;
+        self.can_receive = can_receive;
     }
 
     /// `GenNextKeepAliveSpan`: uniformly in [timeout/5, timeout/2).
@@ -155,10 +179,20 @@ impl Tunnel {
                     if buf.len() < len {
                         return Ok(());
                     }
-                    let frame = buf.split_to(len).freeze();
-                    self.stats.frames_in += 1;
-                    self.stats.bytes_in += len as u64;
-                    self.frames.push_back(frame);
+                    let block = buf.split_to(len).freeze();
+                    let frame = if self.compress {
+                        crate::compress::inflate(&block).map(Bytes::from)
+                    } else {
+                        Some(block)
+                    };
+                    match frame {
+                        Some(frame) => {
+                            self.stats.frames_in += 1;
+                            self.stats.bytes_in += frame.len() as u64;
+                            self.frames.push_back(frame);
+                        }
+                        None => self.stats.frames_in_dropped += 1,
+                    }
                     next_block(left)
                 }
                 Recv::KeepAliveLen => match buf.get_u32() {
@@ -193,12 +227,19 @@ impl Tunnel {
             self.stats.frames_out_dropped += 1;
             return;
         }
+        let deflated;
+        let block = if self.compress {
+            deflated = crate::compress::deflate(frame);
+            &deflated[..]
+        } else {
+            frame
+        };
         if self.batch_count == 0 {
-            self.batch.reserve(4 + 4 + frame.len());
+            self.batch.reserve(4 + 4 + block.len());
             self.batch.put_u32(0); // patched with the count when the batch is sealed
         }
-        self.batch.put_u32(frame.len() as u32);
-        self.batch.extend_from_slice(frame);
+        self.batch.put_u32(block.len() as u32);
+        self.batch.extend_from_slice(block);
         self.batch_count += 1;
         self.stats.frames_out += 1;
         self.stats.bytes_out += frame.len() as u64;
@@ -230,7 +271,7 @@ impl Tunnel {
             self.schedule_keepalive(now);
             return Some(record);
         }
-        if now < self.next_keepalive {
+        if now < self.next_keepalive || !self.can_send {
             return None;
         }
         let len = self.rng.below(MAX_KEEPALIVE_SENT + 1) as usize;
@@ -246,13 +287,17 @@ impl Tunnel {
 
     /// When to call [`handle_timeout`](Self::handle_timeout) / `poll_transmit` next.
     pub fn poll_timeout(&self) -> Instant {
-        self.next_keepalive.min(self.last_receive + self.timeout)
+        match (self.can_send, self.can_receive) {
+            (true, false) => self.next_keepalive,
+            (false, true) => self.last_receive + self.timeout,
+            _ => self.next_keepalive.min(self.last_receive + self.timeout),
+        }
     }
 
     /// Fails with [`TunnelError::Timeout`] once nothing was received for the timeout.
     pub fn handle_timeout(&mut self, now: Instant) -> Result<(), TunnelError> {
         let idle = now.saturating_duration_since(self.last_receive);
-        if idle >= self.timeout {
+        if idle >= self.timeout && self.can_receive {
             let e = TunnelError::Timeout { idle };
             self.failed = Some(e.clone());
             return Err(e);

@@ -194,3 +194,49 @@ fn poll_timeout_is_bounded_by_receive_deadline() {
     }
     assert_eq!(now, t0 + Duration::from_secs(5));
 }
+
+#[test]
+fn compressed_sessions_deflate_every_block_and_drop_what_does_not_inflate() {
+    let now = Instant::now();
+    let mut tx = Tunnel::new(now, T, 1);
+    tx.set_compress(true);
+    let frames: Vec<Vec<u8>> = (0..5).map(|i| vec![i as u8; 1400]).collect();
+    for f in &frames {
+        tx.queue_frame(f);
+    }
+    let record = tx.poll_transmit(now).unwrap();
+    // Each block is a zlib stream, far smaller than the 1400-byte frame.
+    assert!(record.len() < 5 * 100, "{}", record.len());
+    assert_eq!(tx.stats().bytes_out, 5 * 1400);
+    let mut rx = Tunnel::new(now, T, 2);
+    rx.set_compress(true);
+    rx.handle_input(now, &record).unwrap();
+    assert_eq!(drain(&mut rx), frames);
+    // A block that is not zlib (or inflates past 1600 bytes) is dropped and counted, and the
+    // stream goes on.
+    let bad = records(&[b"garbage!".to_vec(), crate::compress::deflate(&[7; 1601])]);
+    rx.handle_input(now, &bad).unwrap();
+    assert!(drain(&mut rx).is_empty());
+    assert_eq!(rx.stats().frames_in_dropped, 2);
+    rx.handle_input(now, &records(&[crate::compress::deflate(&frames[0])]))
+        .unwrap();
+    assert_eq!(drain(&mut rx), vec![frames[0].clone()]);
+}
+
+#[test]
+fn half_connection_directions() {
+    let now = Instant::now();
+    // Receive-only (server→client): no keep-alives, but the receive timeout applies.
+    let mut rx_only = Tunnel::new(now, T, 1);
+    rx_only.set_direction(false, true);
+    let later = now + T / 2;
+    assert!(rx_only.poll_transmit(later).is_none());
+    assert_eq!(rx_only.poll_timeout(), now + T);
+    assert!(rx_only.handle_timeout(now + T).is_err());
+    // Send-only (client→server): keep-alives as usual, never a receive timeout.
+    let mut tx_only = Tunnel::new(now, T, 2);
+    tx_only.set_direction(true, false);
+    assert!(tx_only.poll_timeout() < now + T / 2);
+    assert!(tx_only.poll_transmit(later).is_some());
+    assert!(tx_only.handle_timeout(now + T * 10).is_ok());
+}

@@ -81,6 +81,8 @@ pub struct Welcome {
     pub policy: Policy,
     /// Hub welcome message (UTF-8, lossily decoded); may be empty.
     pub message: String,
+    /// UDP acceleration, when the server granted it (§11.1).
+    pub udp_accel: Option<Box<crate::udp_accel::UdpAccelGrant>>,
 }
 
 impl std::fmt::Debug for Welcome {
@@ -98,6 +100,7 @@ impl std::fmt::Debug for Welcome {
             .field("vlan_id", &self.vlan_id)
             .field("policy", &self.policy)
             .field("message", &self.message)
+            .field("udp_accel", &self.udp_accel)
             .finish()
     }
 }
@@ -285,6 +288,7 @@ pub(crate) fn parse_welcome(p: &Pack) -> Result<Welcome, HandshakeError> {
         vlan_id: p.get_int("vlan_id").unwrap_or(0),
         policy,
         message: message(p),
+        udp_accel: crate::udp_accel::UdpAccelGrant::from_welcome(p).map(Box::new),
     })
 }
 

@@ -65,6 +65,35 @@ pub struct ServerArgs {
     /// Timeout for TCP connect + TLS handshake, and again for the SoftEther login.
     #[arg(long, value_name = "DUR", default_value = "10s", value_parser = humantime::parse_duration)]
     pub connect_timeout: Duration,
+    /// UDP acceleration: `auto` offers it and uses UDP whenever the server grants it and the
+    /// path works (TCP otherwise, without losing the session); `off` keeps every frame on TCP.
+    #[arg(long, value_name = "MODE", value_enum, default_value_t = UdpAcceleration::Auto)]
+    pub udp_acceleration: UdpAcceleration,
+    /// Ask the server for data compression (zlib per frame, both directions; SoftEther's
+    /// use_compress). Saves bandwidth on slow links at the cost of CPU.
+    #[arg(long)]
+    pub compress: bool,
+}
+
+/// `--udp-acceleration`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum UdpAcceleration {
+    Auto,
+    Off,
+    /// Offer only version 1 (RC4 + SHA-1): for interoperability tests, not for users.
+    #[value(hide = true)]
+    V1,
+}
+
+impl UdpAcceleration {
+    /// The highest version offered in the login; `None` = not offered.
+    pub fn max_version(self) -> Option<u32> {
+        match self {
+            UdpAcceleration::Auto => Some(2),
+            UdpAcceleration::V1 => Some(1),
+            UdpAcceleration::Off => None,
+        }
+    }
 }
 
 impl ServerArgs {
@@ -139,6 +168,9 @@ impl ServerArgs {
             info: credentials::client_info(&self.user, &self.hub),
             seed: random_seed(),
             proxy,
+            udp_acceleration: self.udp_acceleration.max_version(),
+            compress: self.compress,
+            half_connection: false,
         })
     }
 }

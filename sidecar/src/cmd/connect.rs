@@ -84,6 +84,10 @@ pub struct ConnectArgs {
     /// may grant fewer (policy MaxConnection).
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=32))]
     pub max_connections: u32,
+    /// Half-connection: each TCP connection carries one direction, as the server assigns
+    /// (SoftEther half_connection); needs --max-connections 2 or more.
+    #[arg(long)]
+    pub half_connection: bool,
     /// TAP MTU (default: the lease's MTU option 26 when it is 576-1500, else 1500).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(576..=9000))]
     pub mtu: Option<u32>,
@@ -121,6 +125,12 @@ pub fn validate(args: &ConnectArgs) -> Result<(), String> {
                 .into(),
         );
     }
+    if args.half_connection && args.max_connections < 2 {
+        return Err(
+            "--half-connection requires --max-connections 2 or more: each TCP connection carries one direction"
+                .into(),
+        );
+    }
     Ok(())
 }
 
@@ -133,7 +143,8 @@ fn hostname() -> Option<String> {
 
 fn engine_config(args: &ConnectArgs) -> anyhow::Result<EngineConfig> {
     let server = &args.server;
-    let session = server.session_config(args.max_connections)?;
+    let mut session = server.session_config(args.max_connections)?;
+    session.half_connection = args.half_connection;
     let mac = args
         .mac
         .unwrap_or_else(|| stable_mac(&server.host, &server.user, &server.hub));
@@ -320,6 +331,15 @@ mod tests {
         let msg = validate(&a).unwrap_err();
         assert!(msg.contains("--policy-route-table"), "{msg}");
         let a = parse(&["--connmark", "--policy-route-table", "200"]).unwrap();
+        assert!(validate(&a).is_ok());
+    }
+
+    #[test]
+    fn half_connection_needs_two_connections() {
+        let a = parse(&["--half-connection"]).unwrap();
+        let msg = validate(&a).unwrap_err();
+        assert!(msg.contains("--max-connections"), "{msg}");
+        let a = parse(&["--half-connection", "--max-connections", "2"]).unwrap();
         assert!(validate(&a).is_ok());
     }
 

@@ -11,6 +11,7 @@ use crate::transport::connection::{Established, SessionError};
 use crate::transport::driver::spawn_tunnel;
 use crate::transport::establish::establish;
 use crate::transport::tls::cert_sha256_hex;
+use crate::transport::udp_accel::UdpMode;
 use crate::{cmd::args::ServerArgs, transport::random_seed};
 
 /// Policy items worth a line in the human-readable report when set.
@@ -61,6 +62,22 @@ pub struct ProbeReport {
     pub message: String,
     pub login_ms: u128,
     pub frames: FrameReport,
+    pub udp_acceleration: UdpReport,
+}
+
+/// UDP acceleration as negotiated, and its state when the probe ended.
+#[derive(Debug, Default, Serialize)]
+pub struct UdpReport {
+    /// Offered in the login (`--udp-acceleration auto`).
+    pub offered: bool,
+    /// Granted by the server's Welcome and usable.
+    pub granted: bool,
+    pub version: Option<u32>,
+    pub cipher: Option<String>,
+    /// The server's UDP endpoint.
+    pub server: Option<String>,
+    /// `off`, `probing`, `stabilising`, `active` or `lost`.
+    pub state: String,
 }
 
 /// A failed probe, printed as one line (or one JSON object).
@@ -113,6 +130,7 @@ impl ProbeFailure {
 pub async fn run_probe(
     args: &ServerArgs,
     frame_wait: Duration,
+    udp_wait: Duration,
 ) -> anyhow::Result<Result<ProbeReport, SessionError>> {
     let config = args.session_config(1)?;
     let started = Instant::now();
@@ -122,9 +140,26 @@ pub async fn run_probe(
     };
     let login_ms = started.elapsed().as_millis();
     let mut report = base_report(args, &est, login_ms);
+    report.udp_acceleration = UdpReport {
+        offered: config.udp_acceleration.is_some(),
+        granted: est.udp.is_some(),
+        version: est.udp.as_ref().map(|u| u.version),
+        cipher: est.udp.as_ref().map(|u| u.cipher_name().to_owned()),
+        server: est.udp.as_ref().map(|u| u.server.to_string()),
+        state: String::new(),
+    };
     let mac = probe_mac(&est);
     let mut tunnel = spawn_tunnel(est, random_seed());
     report.frames = exchange_frames(&mut tunnel, mac, frame_wait).await;
+    let deadline = Instant::now() + udp_wait;
+    while report.udp_acceleration.granted
+        && tunnel.udp_mode() != UdpMode::Active
+        && Instant::now() < deadline
+        && !tunnel.is_finished()
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    report.udp_acceleration.state = tunnel.udp_mode().as_str().to_owned();
     let (result, _stats) = tunnel.close().await;
     if let Err(e) = result {
         report.frames.note = Some(format!("tunnel ended early: {e}"));
@@ -169,6 +204,7 @@ fn base_report(args: &ServerArgs, est: &Established, login_ms: u128) -> ProbeRep
         message: w.message.clone(),
         login_ms,
         frames: FrameReport::default(),
+        udp_acceleration: UdpReport::default(),
     }
 }
 
@@ -221,12 +257,32 @@ pub fn render_text(r: &ProbeReport) -> String {
     for l in r.frames.render_lines() {
         line("frames", l);
     }
+    let u = &r.udp_acceleration;
+    line(
+        "udp acceleration",
+        match (u.offered, u.granted) {
+            (false, _) => "off (--udp-acceleration off)".to_owned(),
+            (true, false) => "not granted by the server".to_owned(),
+            (true, true) => format!(
+                "{} (v{} {}, server {})",
+                u.state,
+                u.version.unwrap_or(1),
+                u.cipher.as_deref().unwrap_or("-"),
+                u.server.as_deref().unwrap_or("-")
+            ),
+        },
+    );
     out
 }
 
 /// The `probe` subcommand: the report (text or JSON) and its exit code.
-pub async fn probe_command(server: &ServerArgs, json: bool, frame_wait: Duration) -> u8 {
-    match run_probe(server, frame_wait).await {
+pub async fn probe_command(
+    server: &ServerArgs,
+    json: bool,
+    frame_wait: Duration,
+    udp_wait: Duration,
+) -> u8 {
+    match run_probe(server, frame_wait, udp_wait).await {
         Ok(Ok(report)) => {
             if json {
                 println!("{}", serde_json::to_string(&report).unwrap_or_default());

@@ -43,11 +43,11 @@ pub fn render_list(list: &ListReply) -> String {
 }
 
 fn render_list_at(list: &ListReply, now: std::time::SystemTime) -> String {
-    let row = |cols: [&str; 13]| {
+    let row = |cols: [&str; 14]| {
         format!(
-            "{:<16} {:<24} {:<8} {:<18} {:<22} {:<12} {:<20} {:>10} {:>10} {:>5} {:>10} {:>9} {:>9}\n",
+            "{:<16} {:<24} {:<8} {:<18} {:<22} {:<12} {:<20} {:>10} {:>10} {:>5} {:>10} {:>9} {:>9} {:<11}\n",
             cols[0], cols[1], cols[2], cols[3], cols[4], cols[5], cols[6], cols[7], cols[8],
-            cols[9], cols[10], cols[11], cols[12]
+            cols[9], cols[10], cols[11], cols[12], cols[13]
         )
     };
     let mut out = row([
@@ -64,6 +64,7 @@ fn render_list_at(list: &ListReply, now: std::time::SystemTime) -> String {
         "LEASE_LEFT",
         "RATE_IN",
         "RATE_OUT",
+        "UDP",
     ]);
     for a in &list.attachments {
         let since =
@@ -96,6 +97,7 @@ fn render_list_at(list: &ListReply, now: std::time::SystemTime) -> String {
             &lease_left,
             &format!("{}/s", human_bytes(a.rate_in)),
             &format!("{}/s", human_bytes(a.rate_out)),
+            a.udp_acceleration.as_deref().unwrap_or("-"),
         ]));
         if a.state != "up" {
             out.push_str(&format!("  not up: {}\n", why_not_up(a)));
@@ -157,6 +159,7 @@ mod tests {
             lease_expires: Some(3600),
             rate_in: 1536,
             rate_out: 0,
+            udp_acceleration: Some("active".into()),
         }
     }
 
@@ -179,5 +182,9 @@ mod tests {
             "  not up: last error: server 198.18.0.1:443 closed the connection; next retry in 4 s"
         );
         assert!(lines[3].contains(" up "), "{text}");
+        assert!(lines[0].trim_end().ends_with("UDP"), "{text}");
+        assert!(lines[3].trim_end().ends_with("active"), "{text}");
+        let json = serde_json::to_value(&list.attachments[0]).unwrap();
+        assert_eq!(json["udpAcceleration"], "active");
     }
 }

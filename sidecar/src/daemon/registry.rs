@@ -400,6 +400,7 @@ impl Registry {
                     lease_expires: l.lease_expiry().map(unix_secs),
                     rate_in: traffic.rate_in,
                     rate_out: traffic.rate_out,
+                    udp_acceleration: Some(l.udp_mode().as_str().to_owned()),
                 }
             })
             .collect();

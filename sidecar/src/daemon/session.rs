@@ -252,6 +252,9 @@ pub async fn session_config(login: &LoginSettings) -> Result<SessionConfig, Wire
         info: credentials::client_info(&login.user, &login.hub),
         seed: random_seed(),
         proxy,
+        udp_acceleration: login.udp_acceleration.is_auto().then_some(2),
+        compress: login.compress,
+        half_connection: login.half_connection,
     })
 }
 

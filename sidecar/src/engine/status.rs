@@ -12,6 +12,8 @@ use std::time::{Duration, SystemTime};
 use dhcp_client::Lease;
 use tokio::sync::watch;
 
+use crate::transport::udp_accel::{UdpIndicator, UdpMode};
+
 /// How a stop request ends the engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopMode {
@@ -188,9 +190,16 @@ pub struct EngineStatus {
     /// When the current (or last) session logged in; a resume keeps it.
     pub session_started: Option<SystemTime>,
     pub traffic: Arc<Traffic>,
+    /// UDP acceleration of the current session (`None` before the first session).
+    pub udp: Option<Arc<UdpIndicator>>,
 }
 
 impl EngineStatus {
+    /// The current session's UDP acceleration mode.
+    pub fn udp_mode(&self) -> UdpMode {
+        self.udp.as_ref().map_or(UdpMode::Off, |u| u.get())
+    }
+
     fn new() -> Self {
         Self {
             phase: Phase::Connecting,
@@ -202,6 +211,7 @@ impl EngineStatus {
             resumes: 0,
             session_started: None,
             traffic: Arc::default(),
+            udp: None,
         }
     }
 }

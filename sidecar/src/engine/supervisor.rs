@@ -23,6 +23,7 @@ use crate::transport::driver::{spawn_tunnel, LiveStats, TunnelExit, TunnelHandle
 use crate::transport::establish::establish_with;
 use crate::transport::join::{resume_with, ResumeTicket};
 use crate::transport::proxy::Proxy;
+use crate::transport::udp_accel::UdpChannel;
 
 /// How a RELEASE may take to leave before the session is closed anyway.
 const RELEASE_FLUSH: Duration = Duration::from_millis(500);
@@ -59,6 +60,8 @@ pub(crate) struct Supervisor<'a, D: Dialer, T: FramePort> {
     last_error: Option<SessionError>,
     /// Why the last session ended, with its counters, until logged.
     lost: Option<(String, LiveStats)>,
+    /// The UDP acceleration channel of a lost session, for its resume.
+    kept_udp: Option<UdpChannel>,
 }
 
 impl<'a, D: Dialer, T: FramePort> Supervisor<'a, D, T> {
@@ -89,6 +92,7 @@ impl<'a, D: Dialer, T: FramePort> Supervisor<'a, D, T> {
             sessions: 0,
             last_error: None,
             lost: None,
+            kept_udp: None,
         }
     }
 
@@ -190,7 +194,8 @@ impl<'a, D: Dialer, T: FramePort> Supervisor<'a, D, T> {
         };
         let attempt = resume_with(&self.dialer, &self.config.session, &ticket);
         match gated(&self.config.recovery, self.stop, deadline, attempt).await? {
-            Some(Ok(est)) => {
+            Some(Ok(mut est)) => {
+                est.udp = self.kept_udp.take();
                 let reason = self.lost.take().map(|(r, _)| r).unwrap_or_default();
                 tracing::info!(session = %ticket.session_name(), %reason, "connection lost, session resumed");
                 status::count_resume(self.status);
@@ -282,6 +287,8 @@ impl<'a, D: Dialer, T: FramePort> Supervisor<'a, D, T> {
         }
         let seed = self.config.seed.wrapping_add(u64::from(self.sessions));
         let mut tunnel = spawn_tunnel(est, seed);
+        let udp = tunnel.udp_indicator();
+        self.status.send_modify(|s| s.udp = udp);
         // A resumed session still has its lease and the hub's tables: no new DHCP exchange.
         if self.sessions > 0 && !resumed {
             if let Some(d) = self.dhcp.as_mut() {
@@ -323,7 +330,10 @@ impl<'a, D: Dialer, T: FramePort> Supervisor<'a, D, T> {
                 Err(Exit::Failed(EngineError::Netcfg(e)))
             }
             SessionEnd::TunnelEnded => {
-                let (result, stats) = tunnel.join().await;
+                // The server keeps its side of UDP acceleration with the session: a resume
+                // takes the channel over.
+                let (result, stats, udp) = tunnel.join_keeping_udp().await;
+                self.kept_udp = udp;
                 // A broken connection (not a silent server) may have left the session alive on
                 // the server: the machine tries to rejoin it before backing off.
                 let resumable =

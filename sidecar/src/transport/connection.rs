@@ -48,6 +48,14 @@ pub struct SessionConfig {
     pub seed: u64,
     /// Reach the server through this HTTP or SOCKS proxy.
     pub proxy: Option<Proxy>,
+    /// Offer UDP acceleration in the login up to this version (2 = ChaCha20-Poly1305, as the
+    /// official client; 1 = RC4 only); `None` = TCP only (`--udp-acceleration off`).
+    pub udp_acceleration: Option<u32>,
+    /// Ask for `use_compress`: zlib per block, both directions (`--compress`).
+    pub compress: bool,
+    /// Ask for half-connection: each TCP connection carries one direction (needs
+    /// `max_connection` ≥ 2; `--half-connection`).
+    pub half_connection: bool,
 }
 
 /// A byte stream a session runs over: TLS over TCP in production, an in-memory duplex in the
@@ -158,11 +166,16 @@ pub struct Established<S = TlsStream<TcpStream>> {
     pub cipher_suite: String,
     /// Tunnel bytes that arrived together with the Welcome.
     pub leftover: Vec<u8>,
+    /// What the first connection carries: both directions, or client→server under
+    /// half-connection (after a resume, what the server assigned).
+    pub direction: Direction,
     /// Set when a cluster controller redirected us to a member.
     pub redirected_to: Option<SocketAddr>,
     /// Further TCP connections joined to the session (`additional_connect`), up to the
     /// granted `max_connection`; frames are spread over all of them.
     pub additional: Vec<AdditionalConnection<S>>,
+    /// The UDP acceleration channel, when offered and granted (not after a resume).
+    pub udp: Option<super::udp_accel::UdpChannel>,
 }
 
 /// One extra TCP connection of a session.
@@ -240,8 +253,6 @@ pub enum SessionError {
         "server {addr} granted an unencrypted tunnel, which this client never requests or accepts"
     )]
     Unencrypted { addr: SocketAddr },
-    #[error("server {addr} enabled compression, which this client did not request")]
-    UnexpectedCompression { addr: SocketAddr },
 }
 
 impl SessionError {
@@ -280,8 +291,7 @@ impl SessionError {
             SessionError::Proxy { source, .. } => source.retry_class(),
             SessionError::Tls { .. }
             | SessionError::TlsSetup(_)
-            | SessionError::Unencrypted { .. }
-            | SessionError::UnexpectedCompression { .. } => RetryClass::Never,
+            | SessionError::Unencrypted { .. } => RetryClass::Never,
             SessionError::Handshake {
                 source: HandshakeError::Server(code),
                 ..

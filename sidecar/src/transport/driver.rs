@@ -14,13 +14,13 @@ use softether_proto::tunnel::{Tunnel, TunnelError, TunnelStats};
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use softether_proto::handshake::Direction;
 use tokio::sync::{mpsc, watch, Mutex};
 use tokio::task::JoinHandle;
 use tokio::task::JoinSet;
 
 use crate::transport::clock::now;
 use crate::transport::connection::{Established, SessionStream};
+use crate::transport::udp_accel::{self, UdpChannel, UdpIndicator, UdpMode, UdpRunning};
 
 /// How many frames may wait in each direction: ~3 ms at 1 Gbit/s, several times what one
 /// 64 KiB read yields. Deeper queues only held more frames (RSS under load) without more
@@ -70,6 +70,7 @@ impl LiveStats {
         t.keepalives_in += u.keepalives_in;
         t.keepalives_out += u.keepalives_out;
         t.frames_out_dropped += u.frames_out_dropped;
+        t.frames_in_dropped += u.frames_in_dropped;
         self.frames_dropped_in += o.frames_dropped_in;
         self
     }
@@ -84,6 +85,7 @@ pub struct TunnelHandle {
     stats: Vec<watch::Receiver<LiveStats>>,
     close: watch::Sender<bool>,
     task: JoinHandle<(Result<(), TunnelExit>, LiveStats)>,
+    udp: Option<UdpRunning>,
 }
 
 impl TunnelHandle {
@@ -92,6 +94,18 @@ impl TunnelHandle {
         self.stats
             .iter()
             .fold(LiveStats::default(), |acc, rx| acc.add(*rx.borrow()))
+    }
+
+    /// Whether frames currently go over UDP acceleration (`Off` if not negotiated).
+    pub fn udp_mode(&self) -> UdpMode {
+        self.udp
+            .as_ref()
+            .map_or(UdpMode::Off, |u| u.indicator.get())
+    }
+
+    /// The live UDP acceleration indicator, for status reports that outlive this handle's borrow.
+    pub fn udp_indicator(&self) -> Option<Arc<UdpIndicator>> {
+        self.udp.as_ref().map(|u| u.indicator.clone())
     }
 
     /// How many TCP connections carry the session.
@@ -120,6 +134,20 @@ impl TunnelHandle {
         }
     }
 
+    /// Like [`join`](Self::join), and hands back the UDP acceleration channel (if any, and its
+    /// socket still works) so a resumed session can keep using it.
+    pub async fn join_keeping_udp(
+        mut self,
+    ) -> (Result<(), TunnelExit>, LiveStats, Option<UdpChannel>) {
+        let udp = self.udp.take();
+        let (result, stats) = self.join().await;
+        let channel = match udp {
+            Some(u) => u.finish().await,
+            None => None,
+        };
+        (result, stats, channel)
+    }
+
     /// True once the driver task has ended.
     pub fn is_finished(&self) -> bool {
         self.task.is_finished()
@@ -130,17 +158,28 @@ impl TunnelHandle {
 /// go to whichever send-capable connection is free first (work sharing, like the C client's
 /// least-busy choice); frames received on any connection are delivered in arrival order. The
 /// session ends when any connection fails: the caller's reconnect logic then starts afresh.
-pub fn spawn_tunnel<S: SessionStream>(est: Established<S>, seed: u64) -> TunnelHandle {
+pub fn spawn_tunnel<S: SessionStream>(mut est: Established<S>, seed: u64) -> TunnelHandle {
     let (out_tx, out_rx) = mpsc::channel(CHANNEL_DEPTH);
     let (in_tx, in_rx) = mpsc::channel(CHANNEL_DEPTH);
     // `close` is the caller's (dropping the handle also closes); `abort` is the supervisor's,
     // raised when one connection fails so the others stop too.
     let (close_tx, close_rx) = watch::channel(false);
     let (abort_tx, abort_rx) = watch::channel(false);
+    // With UDP acceleration, a UDP task takes the caller's frames first (udp_accel.rs).
+    let (out_rx, udp) = udp_accel::interpose(
+        est.udp.take(),
+        out_rx,
+        &in_tx,
+        close_rx.clone(),
+        abort_rx.clone(),
+        CHANNEL_DEPTH,
+    );
     let out_rx = Arc::new(Mutex::new(out_rx));
     let addr = est.server_addr;
     let timeout = est.welcome.timeout;
-    let mut connections = vec![(est.stream, Direction::Both, est.leftover)];
+    // The server compresses whatever it granted, on every connection of the session.
+    let compress = est.welcome.use_compress;
+    let mut connections = vec![(est.stream, est.direction, est.leftover)];
     connections.extend(
         est.additional
             .into_iter()
@@ -153,7 +192,12 @@ pub fn spawn_tunnel<S: SessionStream>(est: Established<S>, seed: u64) -> TunnelH
         stats.push(stats_rx);
         let driver = Driver {
             stream,
-            tunnel: Tunnel::new(now(), timeout, seed.wrapping_add(i as u64)),
+            tunnel: {
+                let mut t = Tunnel::new(now(), timeout, seed.wrapping_add(i as u64));
+                t.set_compress(compress);
+                t.set_direction(direction.can_send(), direction.can_receive());
+                t
+            },
             addr,
             out_rx: direction.can_send().then(|| out_rx.clone()),
             in_tx: in_tx.clone(),
@@ -170,6 +214,7 @@ pub fn spawn_tunnel<S: SessionStream>(est: Established<S>, seed: u64) -> TunnelH
         stats,
         close: close_tx,
         task,
+        udp,
     }
 }
 

@@ -3,7 +3,9 @@
 
 use std::net::SocketAddr;
 
-use softether_proto::handshake::{HandshakeError, LoginRequest, Outcome, Redirect, Request};
+use softether_proto::handshake::{
+    Direction, HandshakeError, LoginRequest, Outcome, Redirect, Request,
+};
 use tokio::io::AsyncWriteExt;
 
 use super::connection::{
@@ -12,6 +14,7 @@ use super::connection::{
 };
 use super::join::join_additional;
 use super::tls::TlsVerify;
+use super::udp_accel;
 use softether_proto::handshake::Credential;
 
 const MAX_REDIRECTS: usize = 3;
@@ -38,6 +41,7 @@ pub async fn establish_with<D: Dialer>(
             Attempt::Welcome(mut est) => {
                 est.redirected_to = redirected_to;
                 join_additional(dialer, config, &mut est, &host, port).await;
+                check_directions(&est)?;
                 return Ok(*est);
             }
             Attempt::Redirect { redirect, from } => {
@@ -64,6 +68,27 @@ pub async fn establish_with<D: Dialer>(
     })
 }
 
+/// Under half-connection a session needs a connection each way; with fewer joined than asked
+/// for it may have only one and could never receive (or send).
+pub(crate) fn check_directions<S>(est: &Established<S>) -> Result<(), SessionError> {
+    let dirs = || std::iter::once(est.direction).chain(est.additional.iter().map(|c| c.direction));
+    if dirs().any(Direction::can_send) && dirs().any(Direction::can_receive) {
+        return Ok(());
+    }
+    Err(SessionError::Handshake {
+        addr: est.server_addr,
+        source: HandshakeError::Protocol(format!(
+            "half-connection with {} connection(s) has no {} connection",
+            est.additional.len() + 1,
+            if dirs().any(Direction::can_send) {
+                "receiving"
+            } else {
+                "sending"
+            }
+        )),
+    })
+}
+
 enum Attempt<S> {
     Welcome(Box<Established<S>>),
     Redirect {
@@ -84,12 +109,19 @@ async fn attempt_login<D: Dialer>(
         .dial(host, port, verify, config.connect_timeout)
         .await?;
     let (local_addr, info) = connection_info(config, &stream, addr, host, port)?;
+    // As upstream: no UDP acceleration through a proxy (the server could not reach us).
+    let udp = match (config.udp_acceleration, &config.proxy) {
+        (Some(max_version), None) => udp_accel::prepare(local_addr.ip(), max_version).await,
+        _ => None,
+    };
     let request = Request::Login(LoginRequest {
         hub: config.hub.clone(),
         username: config.username.clone(),
         credential,
         max_connection: config.max_connection,
-        half_connection: false,
+        half_connection: config.half_connection,
+        use_compress: config.compress,
+        udp_accel: udp.as_ref().map(|u| u.offer.clone()),
         info,
     });
     let (outcome, mut handshake) = run_handshake(
@@ -108,10 +140,14 @@ async fn attempt_login<D: Dialer>(
             if !welcome.use_encrypt {
                 return Err(SessionError::Unencrypted { addr });
             }
-            if welcome.use_compress {
-                return Err(SessionError::UnexpectedCompression { addr });
-            }
             let (tls_version, cipher_suite) = stream.tls_details();
+            let udp = udp.and_then(|u| u.accept(welcome.udp_accel.as_deref(), addr));
+            // Both sides set the first connection to client→server (`ClientConnect`).
+            let direction = if welcome.half_connection {
+                Direction::ClientToServer
+            } else {
+                Direction::Both
+            };
             Ok(Attempt::Welcome(Box::new(Established {
                 stream,
                 hello: hello.ok_or(SessionError::Disconnected {
@@ -125,8 +161,10 @@ async fn attempt_login<D: Dialer>(
                 tls_version,
                 cipher_suite,
                 leftover,
+                direction,
                 redirected_to: None,
                 additional: Vec::new(),
+                udp,
             })))
         }
         Outcome::Redirect(redirect) => {

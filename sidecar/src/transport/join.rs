@@ -187,7 +187,7 @@ pub async fn resume_with<D: Dialer>(
         .dial(&host, port, &verify, config.connect_timeout)
         .await?;
     let (local_addr, _) = connection_info(config, &stream, addr, &host, port)?;
-    let (_, leftover) = additional_connect(
+    let (direction, leftover) = additional_connect(
         config,
         &mut stream,
         addr,
@@ -207,9 +207,13 @@ pub async fn resume_with<D: Dialer>(
         tls_version,
         cipher_suite,
         leftover,
+        direction,
         redirected_to: ticket.redirected_to,
         additional: Vec::new(),
+        // The caller puts the old tunnel's UDP channel back (`join_keeping_udp`).
+        udp: None,
     };
     join_additional(dialer, config, &mut est, &host, port).await;
+    super::establish::check_directions(&est)?;
     Ok(est)
 }

@@ -15,6 +15,8 @@
 //! - [`establish`]: the first login, following cluster redirects, then joining more connections.
 //! - [`driver`]: one task pumping the tunnel state machine over the session's connections;
 //!   frames in and out through channels.
+//! - [`udp_accel`]: the UDP acceleration socket and the task in front of the driver that sends
+//!   frames over UDP while the link is up (§11).
 
 pub mod clock;
 pub mod connection;
@@ -26,6 +28,7 @@ pub mod proxy;
 #[cfg(test)]
 pub(crate) mod testkit;
 pub mod tls;
+pub mod udp_accel;
 pub mod user_file;
 
 /// A seed for protocol padding and DHCP transaction ids; uniqueness matters, not secrecy.

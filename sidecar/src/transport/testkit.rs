@@ -48,6 +48,9 @@ pub fn session_config(max_connection: u32) -> SessionConfig {
         info: ClientInfo::default(),
         seed: 1,
         proxy: None,
+        udp_acceleration: None,
+        compress: false,
+        half_connection: false,
     }
 }
 

@@ -278,3 +278,52 @@ impl Connect {
 pub fn in_dhcp_pool(lab: &Lab, address: Ipv4Addr) -> bool {
     (lab.facts.dhcp_start..=lab.facts.dhcp_end).contains(&address)
 }
+
+/// Resets our side of the TCP connection to the server only (nftables in the client namespace):
+/// the server never sees a FIN or RST, so it keeps the session (for its timeout) while we lose
+/// the socket.
+pub fn reset_our_tcp_connection(lab: &Lab) {
+    let port = our_port(lab);
+    let rules = format!(
+        "add table inet cut\n\
+         add chain inet cut out {{ type filter hook output priority 0; }}\n\
+         add rule inet cut out tcp sport {port} reject with tcp reset\n"
+    );
+    let nft = lab
+        .exec_in(
+            &lab.facts.client_ns,
+            &["sh", "-c", &format!("printf '{rules}' | nft -f -")],
+        )
+        .expect("nft");
+    assert!(
+        nft.status.success(),
+        "{}",
+        String::from_utf8_lossy(&nft.stderr)
+    );
+}
+
+/// The local port of our established TCP connection to the server.
+fn our_port(lab: &Lab) -> String {
+    let f = &lab.facts;
+    let out = must(
+        &f.client_ns,
+        &[
+            "ss",
+            "-Htn",
+            "state",
+            "established",
+            "dst",
+            &f.server_ip.to_string(),
+        ],
+    );
+    let line = out
+        .lines()
+        .next()
+        .unwrap_or_else(|| panic!("no connection in:\n{out}"));
+    // "0  0  198.18.x.2:PORT  198.18.x.1:443"
+    let local = line
+        .split_whitespace()
+        .nth(2)
+        .expect("local address column");
+    local.rsplit(':').next().expect("port").to_owned()
+}
