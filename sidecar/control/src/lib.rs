@@ -23,6 +23,8 @@
 //! exchange MACs as text on this wire; `netcfg` only ever needs the raw `[u8; 6]`, which
 //! [`Mac`] wraps.
 
+#![warn(missing_docs)]
+
 mod framing;
 mod ip_prefix;
 mod mac;
