@@ -345,7 +345,7 @@ async fn drive_ipv6<T: FramePort>(
         addresses = ?settings.addresses.iter().map(|a| a.interface_address()).collect::<Vec<_>>(),
         router = ?settings.router.map(|r| r.address),
         dns = ?settings.dns_servers,
-        since_start_ms = ctx.started.elapsed().as_millis() as u64,
+        since_start_ms = now().saturating_duration_since(ctx.started).as_millis() as u64,
         "IPv6 configuration"
     );
     if let Some(net) = ctx.net.as_deref_mut() {
@@ -379,7 +379,7 @@ async fn on_event<T: FramePort>(
                 gateway = ?lease.default_gateway().or(lease.router),
                 dns = ?lease.dns_servers,
                 lease_secs = lease.lease_time.as_secs(),
-                since_start_ms = ctx.started.elapsed().as_millis() as u64,
+                since_start_ms = now().saturating_duration_since(ctx.started).as_millis() as u64,
                 "lease acquired"
             );
             if let Some(net) = ctx.net.as_deref_mut() {
