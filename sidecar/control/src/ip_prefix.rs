@@ -11,7 +11,8 @@ use std::str::FromStr;
 pub struct IpPrefix {
     /// The address, host bits included.
     pub addr: IpAddr,
-    /// Prefix length in bits: at most 32 for IPv4, 128 for IPv6 (checked by [`IpPrefix::new`] and the parser).
+    /// Prefix length in bits: at most 32 for IPv4, 128 for IPv6 (checked by [`IpPrefix::new`] and
+    /// the parser).
     pub len: u8,
 }
 

@@ -38,7 +38,8 @@ pub struct LoginSettings {
     pub user: String,
     /// Read by the sidecar, never by the plugin.
     pub password_file: PathBuf,
-    /// Send the password itself (auth type 2, for RADIUS/NT domain users) instead of the SHA-0 challenge response.
+    /// Send the password itself (auth type 2, for RADIUS/NT domain users) instead of the SHA-0
+    /// challenge response.
     #[serde(default)]
     pub plain_password: bool,
     /// Accept any server certificate (no CA or pin check).
@@ -81,10 +82,12 @@ pub struct LinkSettings {
     /// Install DHCP classless static routes (option 121/249).
     #[serde(default)]
     pub accept_static_routes: bool,
-    /// Put the VPN routes into this routing table, with policy rules selecting it, instead of the main table.
+    /// Put the VPN routes into this routing table, with policy rules selecting it, instead of the
+    /// main table.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_route_table: Option<u32>,
-    /// Mark connections that arrive through the TAP (CONNMARK) so their replies leave through it; needs `policy_route_table`.
+    /// Mark connections that arrive through the TAP (CONNMARK) so their replies leave through it;
+    /// needs `policy_route_table`.
     #[serde(default)]
     pub connmark: bool,
     /// The network's `onChange` hook: program (absolute path) and arguments, run by the

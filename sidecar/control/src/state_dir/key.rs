@@ -17,7 +17,8 @@ pub const MAX_IFNAME_LEN: usize = 15;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum KeyError {
-    /// The container id is empty or has a character outside `[A-Za-z0-9_.-]` (or starts with `_.-`); the id, cut to the bound.
+    /// The container id is empty or has a character outside `[A-Za-z0-9_.-]` (or starts with
+    /// `_.-`); the id, cut to the bound.
     #[error("container id {0:?} must match [A-Za-z0-9][A-Za-z0-9_.-]*")]
     ContainerIdPattern(String),
     /// The container id is longer than [`MAX_CONTAINER_ID_LEN`] bytes.
@@ -26,7 +27,8 @@ pub enum KeyError {
         /// The id's length in bytes.
         len: usize,
     },
-    /// The interface name is empty, too long, `.`/`..`, or has `/`, `:`, whitespace or a control character.
+    /// The interface name is empty, too long, `.`/`..`, or has `/`, `:`, whitespace or a control
+    /// character.
     #[error("interface name {name:?} is invalid: {why}")]
     Ifname {
         /// The name, cut to 64 characters.
