@@ -39,7 +39,8 @@ impl Echo {
         self.frame(EchoKind::Request, payload)
     }
 
-    /// The echo reply frame to this echo's addressing, carrying `payload` (at most [`MAX_ECHO_PAYLOAD`] bytes).
+    /// The echo reply frame to this echo's addressing, carrying `payload` (at most
+    /// [`MAX_ECHO_PAYLOAD`] bytes).
     pub fn reply_frame(&self, payload: &[u8]) -> Result<Vec<u8>, FrameError> {
         self.frame(EchoKind::Reply, payload)
     }

@@ -28,7 +28,8 @@ pub struct Ipv6Config {
 }
 
 impl Ipv6Config {
-    /// IPv6 configuration for a TAP with `mac`: SLAAC and DHCPv6 on, IAID from the MAC's last four bytes, `seed` for transaction ids and jitter.
+    /// IPv6 configuration for a TAP with `mac`: SLAAC and DHCPv6 on, IAID from the MAC's last four
+    /// bytes, `seed` for transaction ids and jitter.
     pub fn new(mac: [u8; 6], seed: u64) -> Self {
         Ipv6Config {
             mac,
