@@ -45,5 +45,5 @@ pub use messages::{
     SidecarStatus, ValidAttachment,
 };
 pub use proxy_url::{ProxyKind, ProxyUrl};
-pub use request::{decode_request, request_limit, request_line, NoPayload, Request, RequestLine};
+pub use request::{decode_request, request_limit, request_line, NoPayload, Request};
 pub use request::{MAX_GC_REQUEST_BYTES, MAX_REQUEST_BYTES};
