@@ -15,13 +15,21 @@ pub const MAX_REPLY_BYTES: u64 = 1 << 20;
 
 /// CNI error codes the sidecar answers with (the plugin forwards them as is).
 pub mod code {
+    /// Required environment missing or invalid (CNI code 4).
     pub const INVALID_ENV: u32 = 4;
+    /// A request or its payload could not be decoded (CNI code 6).
     pub const DECODE: u32 = 6;
+    /// The network configuration is invalid (CNI code 7).
     pub const INVALID_CONFIG: u32 = 7;
+    /// Transient: the runtime should retry the operation later (CNI code 11).
     pub const TRY_AGAIN_LATER: u32 = 11;
+    /// The SoftEther server refused or failed the login.
     pub const SOFTETHER_LOGIN: u32 = 100;
+    /// No DHCP lease arrived through the tunnel before the deadline.
     pub const DHCP: u32 = 101;
+    /// The TAP fd or the pod netns could not be used or configured.
     pub const TAP_NETNS: u32 = 102;
+    /// A control-protocol violation: wrong version, missing fd, unencodable reply.
     pub const PROTOCOL: u32 = 103;
 }
 
@@ -29,13 +37,17 @@ pub mod code {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[error("{msg} (code {code}){}", if details.is_empty() { String::new() } else { format!(": {details}") })]
 pub struct WireError {
+    /// CNI error code, from [`code`]; the plugin returns it to the runtime unchanged.
     pub code: u32,
+    /// One-line summary (the CNI error's `msg`).
     pub msg: String,
+    /// The underlying cause (the CNI error's `details`); empty when there is nothing to add.
     #[serde(default)]
     pub details: String,
 }
 
 impl WireError {
+    /// An error answer with CNI `code`, summary `msg` and `details`.
     pub fn new(code: u32, msg: impl Into<String>, details: impl Into<String>) -> WireError {
         WireError {
             code,
@@ -49,7 +61,9 @@ impl WireError {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Reply {
+    /// `{"ok":payload}`: the op's answer as JSON.
     Ok(Value),
+    /// `{"error":{…}}`: the op failed.
     Error(WireError),
 }
 
@@ -80,10 +94,13 @@ impl Reply {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ReplyError {
+    /// The peer closed the connection (or sent only whitespace) before a reply line.
     #[error("connection closed without a reply")]
     Empty,
+    /// The line is not `{"ok":…}` or `{"error":{…}}`.
     #[error("bad reply: {0}")]
     Malformed(serde_json::Error),
+    /// The `ok` payload does not have the shape the op answers with.
     #[error("bad payload: {0}")]
     Payload(serde_json::Error),
 }

@@ -9,7 +9,10 @@ use std::str::FromStr;
 /// interface address is written this way).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct IpPrefix {
+    /// The address, host bits included.
     pub addr: IpAddr,
+    /// Prefix length in bits: at most 32 for IPv4, 128 for IPv6 (checked by [`IpPrefix::new`] and
+    /// the parser).
     pub len: u8,
 }
 

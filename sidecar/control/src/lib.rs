@@ -23,6 +23,8 @@
 //! exchange MACs as text on this wire; `netcfg` only ever needs the raw `[u8; 6]`, which
 //! [`Mac`] wraps.
 
+#![warn(missing_docs)]
+
 mod framing;
 mod ip_prefix;
 mod mac;
@@ -43,5 +45,5 @@ pub use messages::{
     SidecarStatus, UdpAcceleration, ValidAttachment,
 };
 pub use proxy_url::{ProxyKind, ProxyUrl};
-pub use request::{decode_request, request_limit, request_line, NoPayload, Request, RequestLine};
+pub use request::{decode_request, request_limit, request_line, NoPayload, Request};
 pub use request::{MAX_GC_REQUEST_BYTES, MAX_REQUEST_BYTES};

@@ -16,6 +16,7 @@ impl Mac {
         self.0[0] & 1 == 0 && self.0 != [0; 6]
     }
 
+    /// The six octets, in wire order.
     pub fn octets(self) -> [u8; 6] {
         self.0
     }

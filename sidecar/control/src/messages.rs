@@ -13,10 +13,13 @@ use crate::{IpPrefix, Mac};
 /// Which pod interface a request is about, and in which CNI network.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttachmentRef {
+    /// The CNI network name (`name` in the conflist); empty when the plugin did not send one.
     #[serde(default)]
     pub network: String,
+    /// `CNI_CONTAINERID`, validated by [`crate::state_dir::validate_container_id`].
     #[serde(rename = "containerID")]
     pub container_id: String,
+    /// `CNI_IFNAME`: the TAP's name inside the pod netns.
     pub ifname: String,
 }
 
@@ -25,21 +28,30 @@ pub struct AttachmentRef {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LoginSettings {
+    /// SoftEther server host name or address.
     pub server: String,
+    /// SoftEther server TCP port (usually 443 or 5555).
     pub port: u16,
+    /// Virtual hub to log in to.
     pub hub: String,
+    /// User name on that hub.
     pub user: String,
     /// Read by the sidecar, never by the plugin.
     pub password_file: PathBuf,
+    /// Send the password itself (auth type 2, for RADIUS/NT domain users) instead of the SHA-0
+    /// challenge response.
     #[serde(default)]
     pub plain_password: bool,
+    /// Accept any server certificate (no CA or pin check).
     #[serde(default)]
     pub insecure: bool,
     /// Lowercase hex SHA-256 of the server certificate's public key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pin_sha256: Option<String>,
+    /// PEM file of CAs to verify the server certificate against instead of the system roots.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<PathBuf>,
+    /// TCP connections per session, 1..=32 (the plugin checks; 0 is read as 1).
     #[serde(default = "one")]
     pub max_connections: u8,
     /// Reach the server through this proxy ([`crate::ProxyUrl`], no password).
@@ -48,6 +60,7 @@ pub struct LoginSettings {
     /// Read by the sidecar, never by the plugin: the proxy password.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy_password_file: Option<PathBuf>,
+    /// Whether to offer SoftEther UDP acceleration (`udpAcceleration`).
     #[serde(default, skip_serializing_if = "UdpAcceleration::is_auto")]
     pub udp_acceleration: UdpAcceleration,
     /// SoftEther data compression (`use_compress`).
@@ -72,12 +85,15 @@ fn one() -> u8 {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum UdpAcceleration {
+    /// Offer it; frames go over UDP while that path works, over TCP otherwise.
     #[default]
     Auto,
+    /// Never: every frame over TCP.
     Off,
 }
 
 impl UdpAcceleration {
+    /// Whether this is the default, [`UdpAcceleration::Auto`].
     pub fn is_auto(&self) -> bool {
         *self == UdpAcceleration::Auto
     }
@@ -96,16 +112,24 @@ impl UdpAcceleration {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LinkSettings {
+    /// MTU of the pod TAP in bytes, used when the lease carries no MTU option.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtu: Option<u16>,
+    /// MAC the plugin gave the TAP (`runtimeConfig.mac`); `None`: the sidecar reads the TAP's own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<Mac>,
+    /// Install the DHCP router option as the pod's default route.
     #[serde(default)]
     pub accept_default_gateway: bool,
+    /// Install DHCP classless static routes (option 121/249).
     #[serde(default)]
     pub accept_static_routes: bool,
+    /// Put the VPN routes into this routing table, with policy rules selecting it, instead of the
+    /// main table.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_route_table: Option<u32>,
+    /// Mark connections that arrive through the TAP (CONNMARK) so their replies leave through it;
+    /// needs `policy_route_table`.
     #[serde(default)]
     pub connmark: bool,
     /// The network's `onChange` hook: program (absolute path) and arguments, run by the
@@ -119,17 +143,23 @@ pub struct LinkSettings {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AttachRequest {
+    /// The pod interface this is about.
     #[serde(flatten)]
     pub attachment: AttachmentRef,
+    /// The pod netns path (`CNI_NETNS`).
     pub netns: String,
+    /// Where and as whom to log in.
     pub login: LoginSettings,
+    /// How to configure the TAP and the routes.
     #[serde(default)]
     pub link: LinkSettings,
     /// What is left of the plugin's `timeout`; the sidecar gives up (and cleans up) before
     /// it runs out.
     pub timeout_ms: u64,
+    /// Kubernetes pod namespace (`K8S_POD_NAMESPACE`), for status and hooks only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_namespace: Option<String>,
+    /// Kubernetes pod name (`K8S_POD_NAME`), for status and hooks only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_name: Option<String>,
 }
@@ -139,12 +169,16 @@ pub struct AttachRequest {
 pub struct AttachResult {
     /// The TAP's MAC; Podman refuses a sandbox interface without one.
     pub mac: Mac,
+    /// The TAP's MTU in bytes, when one was set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtu: Option<u32>,
+    /// The leased addresses on the TAP.
     #[serde(default)]
     pub ips: Vec<AttachedIp>,
+    /// The routes installed for the lease.
     #[serde(default)]
     pub routes: Vec<AttachedRoute>,
+    /// DNS settings from the lease.
     #[serde(default)]
     pub dns: Dns,
 }
@@ -152,7 +186,9 @@ pub struct AttachResult {
 /// An address on the pod interface.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttachedIp {
+    /// The address with its prefix length.
     pub address: IpPrefix,
+    /// The lease's router, if it named one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<IpAddr>,
 }
@@ -160,11 +196,15 @@ pub struct AttachedIp {
 /// A route the sidecar installed in the pod netns (`table` absent: the main table).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttachedRoute {
+    /// Destination prefix.
     pub dst: IpPrefix,
+    /// Next hop; absent for an on-link route.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gw: Option<IpAddr>,
+    /// Routing table id; absent for the main table.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub table: Option<u32>,
+    /// Route metric; absent for the kernel default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<u32>,
 }
@@ -173,17 +213,22 @@ pub struct AttachedRoute {
 /// unchanged (the plugin's CNI result uses this very type).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Dns {
+    /// Resolver addresses, in preference order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nameservers: Vec<String>,
+    /// The local domain name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub domain: Option<String>,
+    /// Search domains, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub search: Vec<String>,
+    /// resolv.conf `options` entries.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub options: Vec<String>,
 }
 
 impl Dns {
+    /// Whether no DNS setting is present at all.
     pub fn is_empty(&self) -> bool {
         *self == Dns::default()
     }
@@ -193,8 +238,10 @@ impl Dns {
 /// there. Succeeds when nothing is left.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DetachRequest {
+    /// The pod interface to detach.
     #[serde(flatten)]
     pub attachment: AttachmentRef,
+    /// The pod netns path, if the runtime still passed one (it may be gone already).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub netns: Option<String>,
 }
@@ -202,11 +249,15 @@ pub struct DetachRequest {
 /// `check` (CHECK): is the session up and is the pod interface as ADD left it?
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckRequest {
+    /// The pod interface to check.
     #[serde(flatten)]
     pub attachment: AttachmentRef,
+    /// The pod netns path (`CNI_NETNS`).
     pub netns: String,
+    /// The MAC the previous result reported, if any; the TAP must still have it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<Mac>,
+    /// The addresses the previous result reported; each must still be on the TAP.
     #[serde(default)]
     pub ips: Vec<IpPrefix>,
 }
@@ -215,23 +266,29 @@ pub struct CheckRequest {
 /// removed.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ValidAttachment {
+    /// `CNI_CONTAINERID`.
     #[serde(rename = "containerID")]
     pub container_id: String,
+    /// `CNI_IFNAME`.
     pub ifname: String,
 }
 
 /// `gc` (GC): drop every attachment of `network` not listed in `valid`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GcRequest {
+    /// The CNI network whose attachments are collected.
     pub network: String,
+    /// The attachments the runtime still uses (`cni.dev/valid-attachments`).
     pub valid: Vec<ValidAttachment>,
 }
 
 /// What GC did; `errors` are attachments it could not clean up.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GcReport {
+    /// The attachments GC removed.
     #[serde(default)]
     pub removed: Vec<ValidAttachment>,
+    /// One message per attachment that could not be removed.
     #[serde(default)]
     pub errors: Vec<String>,
 }
@@ -243,22 +300,34 @@ pub enum SidecarStatus {
     /// Ready to serve ADD.
     Ready,
     /// Up, but some sessions are down (CNI code 51).
-    Degraded { reason: String },
+    Degraded {
+        /// Which sessions are down and why, for the runtime's log.
+        reason: String,
+    },
 }
 
 /// One attachment in the `list` answer (`softether-sidecar status`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AttachmentStatus {
+    /// The CNI network name.
     pub network: String,
+    /// `CNI_CONTAINERID`.
     #[serde(rename = "containerID")]
     pub container_id: String,
+    /// The pod netns path.
     pub netns: String,
+    /// The TAP's name in the pod netns.
     pub ifname: String,
+    /// The TAP's MAC, `5E:…` style.
     pub mac: String,
+    /// The leased address, while one is held.
     pub address: Option<IpPrefix>,
+    /// SoftEther server host.
     pub server: String,
+    /// Virtual hub.
     pub hub: String,
+    /// User name.
     pub user: String,
     /// `connecting`, `dhcp`, `up`, `reconnecting`, `stopped`, `failed`, `gone` (the pod's
     /// network namespace disappeared without a DEL; the session is closed, the record waits
@@ -266,9 +335,13 @@ pub struct AttachmentStatus {
     pub state: String,
     /// Unix seconds when `state` was entered.
     pub since: u64,
+    /// Bytes received from the tunnel since the attachment started.
     pub bytes_in: u64,
+    /// Bytes sent into the tunnel since the attachment started.
     pub bytes_out: u64,
+    /// Sessions re-established since the attachment started.
     pub reconnects: u32,
+    /// Why the last session ended or the last attempt failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
     /// Seconds until the next reconnect attempt, while `reconnecting`.
@@ -277,9 +350,10 @@ pub struct AttachmentStatus {
     /// Unix seconds when the held lease expires (absent without a finite lease).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_expires: Option<u64>,
-    /// Bytes per second over the last second, tunnel → pod and pod → tunnel.
+    /// Bytes per second over the last second, tunnel → pod.
     #[serde(default)]
     pub rate_in: u64,
+    /// Bytes per second over the last second, pod → tunnel.
     #[serde(default)]
     pub rate_out: u64,
     /// UDP acceleration of the current session: `off`, `probing`, `stabilising`, `active`, `lost`.
@@ -290,6 +364,7 @@ pub struct AttachmentStatus {
 /// The `list` answer.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ListReply {
+    /// Every attachment the sidecar holds, sorted by container id and ifname.
     pub attachments: Vec<AttachmentStatus>,
 }
 

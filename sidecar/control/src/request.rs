@@ -90,8 +90,11 @@ impl<'de> Deserialize<'de> for NoPayload {
 
 /// The whole line: the protocol version first, then the tagged request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RequestLine {
+pub(crate) struct RequestLine {
+    /// The sender's [`PROTOCOL_VERSION`](crate::PROTOCOL_VERSION); the sidecar refuses any other
+    /// (code 103).
     pub protocol: u32,
+    /// The op and its payload, `"op":…,"request":…` on the wire.
     #[serde(flatten)]
     pub request: Request,
 }

@@ -12,24 +12,34 @@ const ETHERTYPE_ARP: [u8; 2] = [0x08, 0x06];
 /// htype Ethernet (1), ptype IPv4 (0x0800), hlen 6, plen 4.
 const ARP_IPV4_ETHERNET: [u8; 6] = [0, 1, 0x08, 0x00, 6, 4];
 
+/// The ARP opcode (RFC 826 `ar$op`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ArpOperation {
+    /// Opcode 1: who has `target_ip`?
     Request,
+    /// Opcode 2: `sender_ip` is at `sender_mac`.
     Reply,
 }
 
 /// An ARP message for IPv4 over Ethernet, plus the Ethernet destination it travels to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ArpPacket {
+    /// Ethernet destination: broadcast for requests, the asker for replies.
     pub eth_destination: [u8; 6],
+    /// Request or reply.
     pub operation: ArpOperation,
+    /// Sender hardware address (also the Ethernet source).
     pub sender_mac: [u8; 6],
+    /// Sender protocol address; `0.0.0.0` in an RFC 5227 probe.
     pub sender_ip: Ipv4Addr,
+    /// Target hardware address; all-zero in a request.
     pub target_mac: [u8; 6],
+    /// Target protocol address: the address asked about.
     pub target_ip: Ipv4Addr,
 }
 
 impl ArpPacket {
+    /// The complete Ethernet frame, [`ARP_FRAME_LEN`] bytes.
     pub fn to_frame(&self) -> Vec<u8> {
         let mut f = Vec::with_capacity(ARP_FRAME_LEN);
         f.extend_from_slice(&self.eth_destination);

@@ -23,6 +23,7 @@ pub enum State {
     Requesting,
     /// REQUEST for a previously held address sent (no server id), waiting for ACK/NAK.
     InitReboot,
+    /// ACK received: the lease is in use until T1.
     Bound,
     /// Past T1: unicast REQUESTs to the leasing server.
     Renewing,
@@ -41,12 +42,24 @@ pub enum Event {
     /// The lease was extended with the same configuration (only timers moved).
     Renewed(Lease),
     /// A renewal or rebind brought a different address, gateway, DNS, domain, MTU or routes.
-    Changed { old: Lease, new: Lease },
+    Changed {
+        /// The lease held until now.
+        old: Lease,
+        /// The lease to apply instead.
+        new: Lease,
+    },
     /// The lease can no longer be used: remove its configuration. A new DISCOVER follows.
-    Lost { lease: Lease, reason: LostReason },
+    Lost {
+        /// The lease that was in use.
+        lease: Lease,
+        /// Why it ended.
+        reason: LostReason,
+    },
     /// A server refused a REQUEST while no lease was held; the client restarts with DISCOVER.
     Nak {
+        /// The NAK's server identifier (option 54), if present.
         server_id: Option<Ipv4Addr>,
+        /// The NAK's message (option 56), if present; untrusted text from the network.
         message: Option<String>,
     },
 }
@@ -217,6 +230,7 @@ impl DhcpClient {
         }
     }
 
+    /// The RFC 2131 state the client is in.
     pub fn state(&self) -> State {
         match &self.phase {
             Phase::Selecting(ex) if ex.sent == 0 => State::Init,
@@ -230,6 +244,7 @@ impl DhcpClient {
         }
     }
 
+    /// The configuration the client was created with.
     pub fn config(&self) -> &Config {
         &self.config
     }

@@ -90,18 +90,37 @@ impl Config {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
+    /// The MAC is all-zero or multicast.
     #[error(
         "DHCP client MAC {mac:02x?} is all-zero or multicast; the interface needs a unicast MAC"
     )]
-    InvalidMac { mac: [u8; 6] },
+    InvalidMac {
+        /// The MAC given.
+        mac: [u8; 6],
+    },
+    /// The client identifier is not 2..=255 bytes long.
     #[error("DHCP client-id (option 61) is {len} bytes; it must be 2..=255 bytes")]
-    ClientIdLength { len: usize },
+    ClientIdLength {
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// The hostname is not 1..=255 bytes long.
     #[error("DHCP hostname (option 12) is {len} bytes; it must be 1..=255 bytes")]
-    HostnameLength { len: usize },
+    HostnameLength {
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// The initial retransmit interval is zero or above the maximum.
     #[error(
         "DHCP retransmit interval {initial:?} must be non-zero and at most the maximum {max:?}"
     )]
-    RetransmitRange { initial: Duration, max: Duration },
+    RetransmitRange {
+        /// The initial interval.
+        initial: Duration,
+        /// The maximum interval.
+        max: Duration,
+    },
+    /// `request_attempts` is 0.
     #[error("DHCP request_attempts must be at least 1")]
     ZeroRequestAttempts,
 }

@@ -10,25 +10,37 @@ pub const MAX_ECHO_PAYLOAD: usize = 1500 - 20 - 8;
 /// Addressing and identity of one echo request or reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Echo {
+    /// Ethernet source.
     pub src_mac: [u8; 6],
+    /// Ethernet destination (the gateway's MAC for an off-link target).
     pub dst_mac: [u8; 6],
+    /// IPv4 source.
     pub src_ip: Ipv4Addr,
+    /// IPv4 destination.
     pub dst_ip: Ipv4Addr,
+    /// ICMP identifier: matches replies to this prober.
     pub ident: u16,
+    /// ICMP sequence number: matches a reply to its request.
     pub seq: u16,
 }
 
+/// Which of the two echo messages a frame is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EchoKind {
+    /// ICMP type 8.
     Request,
+    /// ICMP type 0.
     Reply,
 }
 
 impl Echo {
+    /// An echo request frame carrying `payload` (at most [`MAX_ECHO_PAYLOAD`] bytes).
     pub fn request_frame(&self, payload: &[u8]) -> Result<Vec<u8>, FrameError> {
         self.frame(EchoKind::Request, payload)
     }
 
+    /// The echo reply frame to this echo's addressing, carrying `payload` (at most
+    /// [`MAX_ECHO_PAYLOAD`] bytes).
     pub fn reply_frame(&self, payload: &[u8]) -> Result<Vec<u8>, FrameError> {
         self.frame(EchoKind::Reply, payload)
     }

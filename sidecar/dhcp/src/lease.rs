@@ -15,15 +15,19 @@ pub const MIN_LEASE: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Lease {
+    /// The leased address (`yiaddr`).
     pub address: Ipv4Addr,
     /// From option 1; the classful default when the server sent none or a non-contiguous mask.
     pub prefix_len: u8,
     /// First address of option 3 as sent; see [`Lease::default_gateway`] for what to install.
     pub router: Option<Ipv4Addr>,
+    /// Option 6, in the server's order.
     pub dns_servers: Vec<Ipv4Addr>,
+    /// Option 15, if it is a valid domain name.
     pub domain_name: Option<String>,
     /// Option 26 (values below 68 are ignored).
     pub mtu: Option<u16>,
+    /// Option 54: the server that granted the lease (RENEW and RELEASE go to it).
     pub server_id: Ipv4Addr,
     /// Ethernet source of the ACK: where unicast RENEW and RELEASE frames are sent.
     pub server_mac: [u8; 6],
@@ -100,6 +104,7 @@ impl Lease {
             .map(|(_, gw)| *gw)
     }
 
+    /// Whether the lease never expires ([`INFINITE_LEASE`]).
     pub fn is_infinite(&self) -> bool {
         self.lease_time >= INFINITE_LEASE
     }

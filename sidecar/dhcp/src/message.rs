@@ -110,8 +110,15 @@ impl Outgoing<'_> {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum FrameError {
+    /// The payload does not fit in one Ethernet frame.
     #[error("payload of {len} bytes does not fit in one {max}-byte Ethernet frame")]
-    PayloadTooLarge { len: usize, max: usize },
+    PayloadTooLarge {
+        /// The payload's length in bytes.
+        len: usize,
+        /// The largest payload that fits, in bytes.
+        max: usize,
+    },
+    /// The DHCP or packet encoder failed (message from the encoder).
     #[error("encoding a DHCP message failed: {0}")]
     Encode(String),
 }

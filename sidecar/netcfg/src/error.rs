@@ -13,20 +13,30 @@ pub enum NetcfgError {
     /// Opening the namespace file or `setns(CLONE_NEWNET)` into it failed.
     #[error("cannot enter network namespace {netns}: {source}")]
     EnterNetns {
+        /// The namespace, as [`Netns`](crate::Netns) displays it.
         netns: String,
+        /// The `open` or `setns` error.
         #[source]
         source: io::Error,
     },
 
     /// The helper thread that entered the namespace could not be spawned or panicked.
     #[error("helper thread for network namespace {netns} failed: {detail}")]
-    NetnsThread { netns: String, detail: String },
+    NetnsThread {
+        /// The namespace the thread was to enter.
+        netns: String,
+        /// The spawn error or the panic message.
+        detail: String,
+    },
 
     /// Creating a socket inside the namespace failed.
     #[error("cannot open {what} socket in {netns}: {source}")]
     Socket {
+        /// Which socket (`NETLINK_ROUTE`, …).
         what: &'static str,
+        /// The namespace it was to live in.
         netns: String,
+        /// The `socket` error.
         #[source]
         source: io::Error,
     },
@@ -34,9 +44,13 @@ pub enum NetcfgError {
     /// A TAP ioctl/open/read-back failed.
     #[error("{op} for TAP {name:?} in {netns}: {source}")]
     Tap {
+        /// The step that failed (`open /dev/net/tun`, `TUNSETIFF`, …).
         op: &'static str,
+        /// The TAP's name (empty when the kernel was to pick it).
         name: String,
+        /// The namespace of the TAP.
         netns: String,
+        /// The OS error.
         #[source]
         source: io::Error,
     },
@@ -44,8 +58,11 @@ pub enum NetcfgError {
     /// A netlink request was rejected by the kernel or the connection failed.
     #[error("netlink {op} ({target}) in {netns}: {source}")]
     Netlink {
+        /// The request (`add route`, `set link up`, …).
         op: &'static str,
+        /// What it was about, in `ip` syntax where there is one.
         target: String,
+        /// The namespace the request went to.
         netns: String,
         /// Boxed: rtnetlink's error can carry a whole netlink message.
         #[source]
@@ -54,22 +71,34 @@ pub enum NetcfgError {
 
     /// The named link does not exist in the namespace.
     #[error("link {name:?} not found in {netns}")]
-    LinkNotFound { name: String, netns: String },
+    LinkNotFound {
+        /// The interface name looked up.
+        name: String,
+        /// The namespace looked in.
+        netns: String,
+    },
 
     /// Running `nft` failed (spawn error, non-zero exit, unparsable output).
     #[error("nft {op} for table {table} in {netns}: {detail}")]
     Nft {
+        /// What `nft` was asked to do (`apply`, `delete`, `list`).
         op: &'static str,
+        /// The nft table concerned.
         table: String,
+        /// The namespace `nft` ran in.
         netns: String,
+        /// The spawn error, exit status with stderr, or parse error.
         detail: String,
     },
 
     /// Reading or writing a resolv.conf (or its backup) failed.
     #[error("{op} {}: {source}", path.display())]
     Resolv {
+        /// The file operation (`read`, `write`, `rename`, …).
         op: &'static str,
+        /// The file it was done to.
         path: PathBuf,
+        /// The OS error.
         #[source]
         source: io::Error,
     },
@@ -77,15 +106,23 @@ pub enum NetcfgError {
     /// Writing a per-interface sysctl (`/proc/sys/net/ipv6/conf/IF/KEY`) failed.
     #[error("sysctl {} in {netns}: {source}", path.display())]
     Sysctl {
+        /// The `/proc/sys` file.
         path: PathBuf,
+        /// The namespace whose sysctl it is.
         netns: String,
+        /// The OS error.
         #[source]
         source: io::Error,
     },
 
     /// A caller-supplied value cannot be used (bad interface name, bad prefix, …).
     #[error("invalid {what}: {detail}")]
-    InvalidArgument { what: &'static str, detail: String },
+    InvalidArgument {
+        /// Which argument.
+        what: &'static str,
+        /// Why it is refused.
+        detail: String,
+    },
 }
 
 impl NetcfgError {
@@ -111,6 +148,7 @@ pub(crate) fn netlink_errno(err: &rtnetlink::Error) -> Option<i32> {
     }
 }
 
+/// This crate's result: [`NetcfgError`] unless another error type is given.
 pub type Result<T, E = NetcfgError> = std::result::Result<T, E>;
 
 #[cfg(test)]

@@ -40,6 +40,8 @@
 //! attachment leaves in its pod's namespace (persistent TAP, policy rules, nft table), created
 //! and removed by the same code in the plugin and the sidecar.
 
+#![warn(missing_docs)]
+
 pub mod error;
 pub mod firewall;
 pub mod netlink;

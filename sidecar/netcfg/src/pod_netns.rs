@@ -165,10 +165,16 @@ pub enum TapRemoval {
     /// The TAP was ours and is gone.
     Removed,
     /// A TAP by that name exists with another MAC: someone else's, left alone.
-    NotOurs { mac: [u8; 6] },
+    NotOurs {
+        /// The MAC the interface has.
+        mac: [u8; 6],
+    },
     /// An interface by that name exists but is no TAP (a veth, a bridge): never ours, left
     /// alone whatever its MAC.
-    NotATap { kind: Option<String> },
+    NotATap {
+        /// Its link kind (`veth`, `bridge`, …), if the kernel reported one.
+        kind: Option<String>,
+    },
 }
 
 /// Deletes the TAP `ifname` in `netns` if it is there, is a TAP, and — when `ours` is given —

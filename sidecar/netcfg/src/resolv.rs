@@ -32,6 +32,7 @@ const TEMP_SUFFIX: &str = ".softether-tmp";
 /// What to write.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DnsConfig {
+    /// `nameserver` lines, in order.
     pub nameservers: Vec<IpAddr>,
     /// Search domains; names containing whitespace or control characters (possible in
     /// network-supplied DHCP options) are dropped rather than written.

@@ -26,7 +26,10 @@ pub enum RetryClass {
 macro_rules! error_codes {
     ($( $konst:ident = $code:literal, $name:literal, $desc:literal, $retry:ident; )*) => {
         impl ErrorCode {
-            $( pub const $konst: ErrorCode = ErrorCode($code); )*
+            $(
+                #[doc = concat!("`", $name, "` (", stringify!($code), "): ", $desc)]
+                pub const $konst: ErrorCode = ErrorCode($code);
+            )*
 
             /// The upstream constant name, e.g. `"ERR_AUTH_FAILED"`; `"ERR_UNKNOWN"` otherwise.
             pub fn name(self) -> &'static str {
@@ -171,12 +174,16 @@ pub enum HandshakeError {
     /// The server's reply was well-formed HTTP but not a valid protocol message.
     #[error("protocol error in server reply: {0}")]
     Protocol(String),
+    /// The server's reply pack could not be decoded.
     #[error("malformed pack from server: {0}")]
     Pack(#[from] PackError),
+    /// A method was called in a state that does not allow it (a caller bug).
     #[error("handshake API misuse: {0}")]
     InvalidState(&'static str),
+    /// The request pack is larger than the server accepts (its size in bytes).
     #[error("request pack of {0} bytes exceeds the server's limit of {MAX_REQUEST_PACK} bytes")]
     RequestTooLarge(usize),
+    /// The certificate signer failed.
     #[error("could not sign the certificate login: {0}")]
     Sign(#[from] SignError),
 }

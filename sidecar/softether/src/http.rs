@@ -7,10 +7,15 @@ pub const MAX_LINE: usize = 4096;
 /// Most header lines accepted in one message.
 pub const MAX_HEADERS: usize = 128;
 
+/// `Content-Type` of pack requests and replies.
 pub const CONTENT_TYPE_PACK: &str = "application/octet-stream";
+/// `Content-Type` of the signature POST (the server checks it).
 pub const CONTENT_TYPE_SIGNATURE: &str = "image/jpeg";
+/// Request target of the signature POST.
 pub const TARGET_SIGNATURE: &str = "/vpnsvc/connect.cgi";
+/// Request target of every pack POST.
 pub const TARGET_PACK: &str = "/vpnsvc/vpn.cgi";
+/// Body of the signature POST: marks a native-protocol client.
 pub const SIGNATURE_BODY: &[u8] = b"VPNCONNECT";
 const KEEP_ALIVE: &str = "timeout=15; max=19";
 
@@ -18,28 +23,43 @@ const KEEP_ALIVE: &str = "timeout=15; max=19";
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum HttpError {
+    /// A start or header line is longer than [`MAX_LINE`] bytes.
     #[error("HTTP line longer than {MAX_LINE} bytes")]
     LineTooLong,
+    /// More than [`MAX_HEADERS`] header lines.
     #[error("more than {MAX_HEADERS} HTTP header lines")]
     TooManyHeaders,
+    /// The start line is not three space-separated tokens (the line, cut).
     #[error("malformed HTTP start line {0:?}")]
     BadStartLine(String),
+    /// A header line without `:`, or with an empty name or value (the line, cut).
     #[error("malformed HTTP header line {0:?}")]
     BadHeader(String),
+    /// `Content-Length` is not a decimal number (its value).
     #[error("invalid Content-Length {0:?}")]
     BadContentLength(String),
+    /// A message with a body has no `Content-Length`.
     #[error("missing Content-Length")]
     MissingContentLength,
+    /// The declared body is larger than the parser's limit.
     #[error("HTTP body of {size} bytes exceeds the limit of {limit}")]
-    BodyTooLarge { size: u64, limit: usize },
+    BodyTooLarge {
+        /// The declared `Content-Length`.
+        size: u64,
+        /// The parser's limit in bytes.
+        limit: usize,
+    },
 }
 
 /// One parsed HTTP message. `start` holds the three start-line tokens: for a response
 /// (version, status, reason), for a request (method, target, version).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpMessage {
+    /// The start line's three tokens.
     pub start: [String; 3],
+    /// Header lines as (name, value), in order, values trimmed.
     pub headers: Vec<(String, String)>,
+    /// The body, exactly `Content-Length` bytes.
     pub body: Vec<u8>,
 }
 
@@ -113,6 +133,7 @@ impl HttpParser {
         }
     }
 
+    /// Appends received bytes; call [`HttpParser::next_message`] afterwards.
     pub fn push(&mut self, data: &[u8]) {
         self.buf.extend_from_slice(data);
     }

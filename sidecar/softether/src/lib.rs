@@ -67,6 +67,7 @@
 // Tests may take an arbitrary epoch from the clock; the library itself never reads it
 // (clippy.toml disallows clock reads and sleeps in this crate).
 #![cfg_attr(test, allow(clippy::disallowed_methods))]
+#![warn(missing_docs)]
 
 pub mod compress;
 pub mod error;

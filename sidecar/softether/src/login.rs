@@ -17,10 +17,15 @@ const MAX_PENCORE: usize = 999;
 
 /// Wire values of `authtype`.
 pub mod authtype {
+    /// No credential: the hub user must allow anonymous login.
     pub const ANONYMOUS: u32 = 0;
+    /// SHA-0 challenge response to the hello random.
     pub const PASSWORD: u32 = 1;
+    /// Password in clear (inside TLS), for RADIUS / NT-domain users.
     pub const PLAIN_PASSWORD: u32 = 2;
+    /// Client certificate with a signature over the hello random.
     pub const CERT: u32 = 3;
+    /// One-time ticket after a cluster redirect.
     pub const TICKET: u32 = 99;
 }
 
@@ -37,7 +42,9 @@ pub enum Credential {
     /// authtype 3: DER certificate plus a signer for SHA-1 PKCS#1 v1.5 over the hello random.
     /// Use [`crate::rsa::RsaPrivateKey`] for a key in a DER file.
     Certificate {
+        /// The client certificate, DER.
         cert_der: Vec<u8>,
+        /// Signs the hello random with the certificate's private key.
         key: Arc<dyn CertSigner>,
     },
     /// authtype 99: one-time ticket from a cluster redirect.
@@ -61,6 +68,7 @@ impl std::fmt::Debug for Credential {
 }
 
 impl Credential {
+    /// The wire `authtype` of this credential (see [`authtype`]).
     pub fn authtype(&self) -> u32 {
         match self {
             Credential::Anonymous => authtype::ANONYMOUS,
@@ -77,6 +85,7 @@ impl Credential {
 pub struct ClientInfo {
     /// Product string; must not contain "server" or "bridge" (that forces bridge mode, §12.1).
     pub client_str: String,
+    /// Client version, major*100+minor (e.g. 501).
     pub client_ver: u32,
     /// ≥ 6560 so that 2020-era servers do not reject the client (§12.2).
     pub client_build: u32,
@@ -86,12 +95,15 @@ pub struct ClientInfo {
     pub unique_id: [u8; 20],
     /// Node-info `UniqueId`: stable, non-zero per installation (MultiLogins accounting).
     pub node_unique_id: [u8; 16],
+    /// This host's name, for the server's session list.
     pub hostname: String,
     /// Local IPv4 of the TCP connection (0 marks the session "IPv6 only").
     pub client_ip: Ipv4Addr,
+    /// Local TCP port of the connection.
     pub client_port: u16,
     /// Server name or IP as configured; used for the `Host` header and node info.
     pub server_host: String,
+    /// Server TCP port, for node info.
     pub server_port: u16,
 }
 
@@ -131,31 +143,40 @@ impl ClientInfo {
 /// A full login on the first connection.
 #[derive(Clone, Debug)]
 pub struct LoginRequest {
+    /// Virtual hub to join.
     pub hub: String,
+    /// User name on that hub.
     pub username: String,
+    /// How to authenticate.
     pub credential: Credential,
     /// Requested TCP connections (1..=32).
     pub max_connection: u32,
+    /// Ask for half-duplex additional connections (each carries one direction, §9.3).
     pub half_connection: bool,
     /// `use_compress`: zlib per block in both directions (§10.4).
     pub use_compress: bool,
     /// UDP acceleration offer (§11.1); `None` = TCP only.
     pub udp_accel: Option<crate::udp_accel::UdpAccelOffer>,
+    /// Client identity and node information.
     pub info: ClientInfo,
 }
 
 /// What a connection is for.
 #[derive(Clone, Debug)]
 pub enum Request {
+    /// A full login that creates a session (ends in `Outcome::Welcome` or `Outcome::Redirect`).
     Login(LoginRequest),
     /// Join an existing session with the `session_key` from its Welcome (§9.1).
     AdditionalConnect {
+        /// The `session_key` from the session's [`Welcome`](crate::welcome::Welcome) (a secret).
         session_key: [u8; 20],
+        /// Client identity, as sent with the login.
         info: ClientInfo,
     },
 }
 
 impl Request {
+    /// The client information sent with this request.
     pub fn info(&self) -> &ClientInfo {
         match self {
             Request::Login(l) => &l.info,

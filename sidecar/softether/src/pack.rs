@@ -25,12 +25,15 @@ const TYPE_INT64: u32 = 4;
 /// One value of an element. All values of one element share the same variant.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Value {
+    /// INT: 32-bit unsigned.
     Int(u32),
+    /// DATA: raw bytes.
     Data(Vec<u8>),
     /// STR: exact-length byte string (decoded lossily as UTF-8, since the C side does not care).
     Str(String),
     /// UNISTR: UTF-8 with a trailing NUL on the wire.
     UniStr(String),
+    /// INT64: 64-bit unsigned.
     Int64(u64),
 }
 
@@ -50,22 +53,51 @@ impl Value {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum PackError {
+    /// The buffer ends inside an element.
     #[error("pack truncated: needed {needed} more bytes at offset {offset}")]
-    Truncated { offset: usize, needed: usize },
+    Truncated {
+        /// Where the missing bytes start.
+        offset: usize,
+        /// How many more bytes were needed.
+        needed: usize,
+    },
+    /// More elements than [`MAX_ELEMENTS`] (the declared count).
     #[error("pack declares {0} elements (limit {MAX_ELEMENTS})")]
     TooManyElements(u32),
+    /// An element declares more than [`MAX_VALUES`] values.
     #[error("pack element {name:?} declares {count} values (limit {MAX_VALUES})")]
-    TooManyValues { name: String, count: u32 },
+    TooManyValues {
+        /// The element's name.
+        name: String,
+        /// The declared count.
+        count: u32,
+    },
+    /// An element has a value type other than INT, DATA, STR, UNISTR, INT64.
     #[error("pack element {name:?} has unknown value type {code}")]
-    BadType { name: String, code: u32 },
+    BadType {
+        /// The element's name.
+        name: String,
+        /// The type code found.
+        code: u32,
+    },
+    /// An element name appears twice.
     #[error("pack contains the element name {0:?} twice (names are case-insensitive)")]
     DuplicateName(String),
+    /// An element with zero values (the element's name).
     #[error("pack element {0:?} has no values")]
     EmptyElement(String),
+    /// An element name is empty.
     #[error("pack element name has length 0")]
     EmptyName,
+    /// A value is larger than [`MAX_VALUE_SIZE`].
     #[error("pack element {name:?} has a value of {size} bytes (limit {MAX_VALUE_SIZE})")]
-    TooLarge { name: String, size: u32 },
+    TooLarge {
+        /// The element's name.
+        name: String,
+        /// The declared size in bytes.
+        size: u32,
+    },
+    /// A UNISTR value is not UTF-8 (the element's name).
     #[error("pack element {0:?} is not valid UTF-8")]
     BadUtf8(String),
 }
@@ -204,6 +236,7 @@ fn int_to_ipv4(v: u32) -> Ipv4Addr {
 }
 
 impl Pack {
+    /// An empty pack.
     pub fn new() -> Self {
         Pack::default()
     }
@@ -252,6 +285,7 @@ impl Pack {
         Ok(Pack { elements })
     }
 
+    /// The wire encoding (§4); never fails.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.encoded_len_hint());
         put_u32(&mut out, self.elements.len() as u32);
@@ -332,10 +366,12 @@ impl Pack {
         self.elements.retain(|e| !e.name.eq_ignore_ascii_case(name));
     }
 
+    /// Adds an INT element (replacing one of the same name).
     pub fn add_int(&mut self, name: &str, v: u32) {
         self.add_values(name, vec![Value::Int(v)]);
     }
 
+    /// Adds an INT64 element (replacing one of the same name).
     pub fn add_int64(&mut self, name: &str, v: u64) {
         self.add_values(name, vec![Value::Int64(v)]);
     }
@@ -345,14 +381,17 @@ impl Pack {
         self.add_int(name, u32::from(v));
     }
 
+    /// Adds a STR element (replacing one of the same name).
     pub fn add_str(&mut self, name: &str, v: &str) {
         self.add_values(name, vec![Value::Str(v.to_owned())]);
     }
 
+    /// Adds a UNISTR element (replacing one of the same name).
     pub fn add_unistr(&mut self, name: &str, v: &str) {
         self.add_values(name, vec![Value::UniStr(v.to_owned())]);
     }
 
+    /// Adds a DATA element (replacing one of the same name).
     pub fn add_data(&mut self, name: &str, v: &[u8]) {
         self.add_values(name, vec![Value::Data(v.to_vec())]);
     }
@@ -385,10 +424,12 @@ impl Pack {
         self.values(name).and_then(|v| v.first())
     }
 
+    /// Whether an element `name` exists (case-insensitive).
     pub fn contains(&self, name: &str) -> bool {
         self.values(name).is_some()
     }
 
+    /// The first value of INT element `name`; `None` if absent or of another type.
     pub fn get_int(&self, name: &str) -> Option<u32> {
         match self.first(name)? {
             Value::Int(v) => Some(*v),
@@ -396,6 +437,7 @@ impl Pack {
         }
     }
 
+    /// The first value of INT64 element `name`; `None` if absent or of another type.
     pub fn get_int64(&self, name: &str) -> Option<u64> {
         match self.first(name)? {
             Value::Int64(v) => Some(*v),
@@ -408,6 +450,7 @@ impl Pack {
         self.get_int(name).is_some_and(|v| v != 0)
     }
 
+    /// The first value of STR element `name`; `None` if absent or of another type.
     pub fn get_str(&self, name: &str) -> Option<&str> {
         match self.first(name)? {
             Value::Str(v) => Some(v),
@@ -415,6 +458,7 @@ impl Pack {
         }
     }
 
+    /// The first value of UNISTR element `name`; `None` if absent or of another type.
     pub fn get_unistr(&self, name: &str) -> Option<&str> {
         match self.first(name)? {
             Value::UniStr(v) => Some(v),
@@ -422,6 +466,7 @@ impl Pack {
         }
     }
 
+    /// The first value of DATA element `name`; `None` if absent or of another type.
     pub fn get_data(&self, name: &str) -> Option<&[u8]> {
         match self.first(name)? {
             Value::Data(v) => Some(v),
@@ -461,10 +506,12 @@ impl Pack {
             .map(|e| (e.name.as_str(), &e.values[..]))
     }
 
+    /// Number of elements.
     pub fn len(&self) -> usize {
         self.elements.len()
     }
 
+    /// Whether the pack has no element.
     pub fn is_empty(&self) -> bool {
         self.elements.is_empty()
     }

@@ -23,15 +23,20 @@ pub trait CertSigner: Send + Sync {
     fn sign_pkcs1_sha1(&self, message: &[u8]) -> Result<Vec<u8>, SignError>;
 }
 
+/// Why a certificate login could not be signed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SignError {
+    /// The key is not a DER RSA private key (what is wrong with it).
     #[error("RSA private key is not valid DER (PKCS#1 RSAPrivateKey or PKCS#8): {0}")]
     BadKey(&'static str),
+    /// The modulus size in bits is not one SoftEther accepts.
     #[error("RSA modulus of {0} bits is not supported by SoftEther (1024/1536/2048/3072/4096)")]
     UnsupportedSize(usize),
+    /// The signature did not verify against the public key.
     #[error("RSA signature failed self-verification (key inconsistent or arithmetic fault)")]
     Fault,
+    /// An external signer failed (its message).
     #[error("signing failed: {0}")]
     Other(String),
 }
@@ -297,8 +302,11 @@ impl CertSigner for RsaPrivateKey {
 #[cfg(any(test, feature = "testing"))]
 pub mod test_keys {
     //! Throw-away keys generated with `openssl genrsa` for tests only.
+    /// 1024-bit key, PKCS#1 `RSAPrivateKey` DER.
     pub const RSA_1024_PKCS1_DER: &[u8] = include_bytes!("../testdata/rsa1024.pkcs1.der");
+    /// 2048-bit key, PKCS#8 DER.
     pub const RSA_2048_PKCS8_DER: &[u8] = include_bytes!("../testdata/rsa2048.pkcs8.der");
+    /// Self-signed certificate for [`RSA_2048_PKCS8_DER`], DER.
     pub const RSA_2048_CERT_DER: &[u8] = include_bytes!("../testdata/rsa2048.cert.der");
 }
 

@@ -30,6 +30,7 @@ impl std::fmt::Debug for Sha0 {
 }
 
 impl Sha0 {
+    /// A hasher with the initial SHA-0 state.
     pub fn new() -> Self {
         Sha0 {
             state: [
@@ -45,6 +46,7 @@ impl Sha0 {
         }
     }
 
+    /// Feeds `data`; may be called any number of times.
     pub fn update(&mut self, mut data: &[u8]) {
         self.total_len = self.total_len.wrapping_add(data.len() as u64);
         if self.block_len > 0 {
@@ -71,6 +73,7 @@ impl Sha0 {
         self.block_len = rest.len();
     }
 
+    /// Pads and returns the 20-byte digest.
     pub fn finalize(mut self) -> [u8; 20] {
         let bit_len = self.total_len.wrapping_mul(8);
         let mut pad = [0u8; BLOCK + 8];

@@ -23,42 +23,62 @@ use crate::prng::SplitMix64;
 /// How a user authenticates on the fake server.
 #[derive(Clone, Debug)]
 pub enum FakeAuth {
+    /// Accepts authtype 0.
     Anonymous,
     /// Accepts authtype 1 and 2 for this password.
     Password(String),
     /// Accepts authtype 3 for this exact certificate, verifying `sign` with (n, e).
     Certificate {
+        /// The certificate the client must present, DER.
         cert_der: Vec<u8>,
+        /// Its RSA modulus, big-endian.
         n: Vec<u8>,
+        /// Its RSA public exponent, big-endian.
         e: Vec<u8>,
     },
+    /// Accepts authtype 99 for this ticket.
     Ticket([u8; 20]),
 }
 
+/// A user account on the fake server's hub.
 #[derive(Clone, Debug)]
 pub struct FakeUser {
+    /// User name (compared case-insensitively, as the server does).
     pub name: String,
+    /// How the user may log in.
     pub auth: FakeAuth,
 }
 
 /// What the server answers to a successful authentication.
 #[derive(Clone, Debug)]
 pub enum FakeReply {
+    /// A Welcome pack built from the [`FakeServerConfig`].
     Welcome,
+    /// An error pack with this code.
     Error(ErrorCode),
+    /// A cluster redirect.
     Redirect {
+        /// The member server to go to.
         ip: Ipv4Addr,
+        /// Its ports.
         ports: Vec<u16>,
+        /// The ticket for the next login.
         ticket: [u8; 20],
+        /// The member's certificate, DER.
         cert_der: Vec<u8>,
     },
 }
 
+/// What the fake server presents and accepts; [`Default`] gives a hub `DEFAULT` with no users.
 #[derive(Clone, Debug)]
 pub struct FakeServerConfig {
+    /// The hello challenge.
     pub random: [u8; 20],
+    /// The only hub that exists.
     pub hub: String,
+    /// The hub's users.
     pub users: Vec<FakeUser>,
+    /// The answer to a successful authentication.
     pub reply: FakeReply,
     /// Noop packs sent before the real reply, each as its own HTTP response.
     pub noops_before_reply: u32,
@@ -66,13 +86,17 @@ pub struct FakeServerConfig {
     pub noop_value: u32,
     /// Session key in the Welcome; `additional_connect` must present it.
     pub session_key: [u8; 20],
+    /// Session timeout announced in the Welcome; the tunnel phase drops a client silent this long.
     pub timeout: Duration,
+    /// `policy:<Name>` items in the Welcome.
     pub policies: Vec<(String, u32)>,
+    /// Hub message in the Welcome.
     pub message: String,
     /// Bytes appended right after the final response (tunnel data the server sends early).
     pub trailing: Vec<u8>,
     /// `direction` granted to additional connections.
     pub join_direction: u32,
+    /// Seed for `pencore` padding and keep-alive jitter.
     pub seed: u64,
 }
 
@@ -110,6 +134,7 @@ enum Phase {
 /// responses with [`poll_transmit`](Self::poll_transmit).
 #[derive(Debug)]
 pub struct FakeServer {
+    /// The configuration it was created with.
     pub config: FakeServerConfig,
     phase: Phase,
     parser: HttpParser,
@@ -132,6 +157,7 @@ fn reject(msg: impl Into<String>) -> String {
 }
 
 impl FakeServer {
+    /// A server waiting for the signature POST.
     pub fn new(config: FakeServerConfig) -> Self {
         let rng = SplitMix64::new(config.seed);
         FakeServer {
@@ -153,6 +179,7 @@ impl FakeServer {
         self.out.pop_front().or_else(|| self.poll_tunnel_transmit())
     }
 
+    /// Whether the server is done with this connection: nothing more is sent or accepted.
     pub fn is_closed(&self) -> bool {
         self.phase == Phase::Closed
     }

@@ -71,6 +71,7 @@ impl FakeServer {
         self.phase = Phase::Closed;
     }
 
+    /// The server's tunnel counters (all zero before the tunnel phase).
     pub fn tunnel_stats(&self) -> TunnelStats {
         self.tunnel.as_ref().map(Tunnel::stats).unwrap_or_default()
     }
@@ -113,8 +114,11 @@ impl FakeServer {
 
 /// A client tunnel and a fake server on one fake clock.
 pub struct Pair {
+    /// The fake clock; [`Pair::advance`] moves it.
     pub now: Instant,
+    /// The client side: the crate's real tunnel machine.
     pub client: Tunnel,
+    /// The server side.
     pub server: FakeServer,
     to_server: VecDeque<Bytes>,
     to_client: VecDeque<Vec<u8>>,
@@ -231,6 +235,7 @@ impl Pair {
         self.to_client.clear();
     }
 
+    /// Ends a [`Pair::cut`]: what is sent from now on arrives again.
     pub fn restore(&mut self) {
         self.link_up = true;
     }

@@ -15,6 +15,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::prng::SplitMix64;
 
+/// Block count that marks a keep-alive record instead of a frame batch (§10).
 pub const KEEP_ALIVE_MAGIC: u32 = 0xFFFF_FFFF;
 /// Receiver limit for one block (2 × `MAX_PACKET_SIZE`); larger means a broken peer.
 pub const MAX_BLOCK: u32 = 3200;
@@ -31,10 +32,16 @@ const MAX_KEEPALIVE_SENT: u64 = 64;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum TunnelError {
+    /// Nothing (not even a keep-alive) arrived within the session timeout.
     #[error("tunnel timed out: nothing received for {idle:?}")]
-    Timeout { idle: Duration },
+    Timeout {
+        /// How long the connection was silent.
+        idle: Duration,
+    },
+    /// A block length above [`MAX_BLOCK`].
     #[error("peer sent a {0}-byte block (limit {MAX_BLOCK}); stream is corrupt")]
     BlockTooLarge(u32),
+    /// A keep-alive length above [`MAX_KEEPALIVE`].
     #[error("peer sent a {0}-byte keep-alive (limit {MAX_KEEPALIVE}); stream is corrupt")]
     KeepAliveTooLarge(u32),
 }
@@ -42,12 +49,17 @@ pub enum TunnelError {
 /// Counters since the tunnel was created.
 #[derive(Default, Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TunnelStats {
+    /// Ethernet frames received.
     pub frames_in: u64,
+    /// Ethernet frames sent.
     pub frames_out: u64,
     /// Ethernet frame bytes (without framing).
     pub bytes_in: u64,
+    /// Ethernet frame bytes sent (without framing).
     pub bytes_out: u64,
+    /// Keep-alive records received.
     pub keepalives_in: u64,
+    /// Keep-alive records sent.
     pub keepalives_out: u64,
     /// Frames not sent because they were empty or longer than [`MAX_FRAME`].
     pub frames_out_dropped: u64,
@@ -305,6 +317,7 @@ impl Tunnel {
         Ok(())
     }
 
+    /// The counters since the tunnel was created.
     pub fn stats(&self) -> TunnelStats {
         self.stats
     }

@@ -42,7 +42,9 @@ const MAX_UDP_PAYLOAD_V6: usize = 1454 - 40 - 8;
 /// Keep-alive interval and dead-link timeout (`UDP_ACCELERATION_KEEPALIVE_*`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Timers {
+    /// Shortest gap between two keep-alives (each gap is random in min..max).
     pub keepalive_min: Duration,
+    /// Longest gap between two keep-alives.
     pub keepalive_max: Duration,
     /// No echo of our tick for longer than this: the link is dead.
     pub dead_after: Duration,
@@ -76,10 +78,17 @@ impl Timers {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum UdpAccelError {
+    /// The server reported a UDP address of another family than the TCP connection's.
     #[error(
         "server's UDP endpoint {server} is not in the address family of the TCP peer {tcp_peer}"
     )]
-    AddressFamily { server: IpAddr, tcp_peer: IpAddr },
+    AddressFamily {
+        /// The UDP address the server reported.
+        server: IpAddr,
+        /// The TCP connection's peer.
+        tcp_peer: IpAddr,
+    },
+    /// The server granted a version this client does not speak.
     #[error("UDP acceleration version {0} is not supported")]
     Version(u32),
 }
@@ -88,11 +97,17 @@ pub enum UdpAccelError {
 /// negotiation, a fake server in tests builds it with the roles swapped.
 #[derive(Clone)]
 pub struct Endpoint {
+    /// 1 (RC4 + SHA-1) or 2 (ChaCha20-Poly1305).
     pub version: u32,
+    /// false: plaintext datagrams.
     pub use_encryption: bool,
+    /// Version 1 key this end encrypts with.
     pub my_key_v1: [u8; V1_KEY_LEN],
+    /// Version 2 key this end encrypts with.
     pub my_key_v2: [u8; V2_KEY_LEN],
+    /// Version 1 key the peer encrypts with (we decrypt with it).
     pub peer_key_v1: [u8; V1_KEY_LEN],
+    /// Version 2 key the peer encrypts with (we decrypt with it).
     pub peer_key_v2: [u8; V2_KEY_LEN],
     /// Required in received datagrams.
     pub my_cookie: u32,
@@ -102,6 +117,7 @@ pub struct Endpoint {
     pub peer: SocketAddr,
     /// Also sprayed with keep-alives while the link is not up (the reported address).
     pub alternate: Option<SocketAddr>,
+    /// Keep-alive schedule and dead-link timeout.
     pub timers: Timers,
 }
 
@@ -127,7 +143,9 @@ impl Endpoint {
 /// A datagram to send.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Transmit {
+    /// Where to send it.
     pub dest: SocketAddr,
+    /// The sealed datagram.
     pub payload: Vec<u8>,
 }
 
@@ -147,13 +165,21 @@ pub enum LinkState {
 /// Counters since the channel was created.
 #[derive(Default, Clone, Copy, Debug, PartialEq, Eq)]
 pub struct UdpAccelStats {
+    /// Datagrams accepted.
     pub datagrams_in: u64,
+    /// Datagrams sealed for sending.
     pub datagrams_out: u64,
+    /// Ethernet frames received over UDP.
     pub frames_in: u64,
+    /// Ethernet frames sent over UDP.
     pub frames_out: u64,
+    /// Frame bytes received over UDP.
     pub bytes_in: u64,
+    /// Frame bytes sent over UDP.
     pub bytes_out: u64,
+    /// Keep-alives (empty datagrams) accepted.
     pub keepalives_in: u64,
+    /// Keep-alives sent.
     pub keepalives_out: u64,
     /// Failed authentication / integrity check, wrong cookie, malformed or oversized.
     pub rejected: u64,
@@ -299,6 +325,7 @@ impl UdpAccel {
                 .is_some_and(|t| now.saturating_duration_since(t) >= REQUIRE_CONTINUOUS)
     }
 
+    /// The link's state at `now`.
     pub fn state(&self, now: Instant) -> LinkState {
         match (self.last_alive, self.alive(now), self.is_ready(now)) {
             (None, ..) => LinkState::Probing,
@@ -313,6 +340,7 @@ impl UdpAccel {
         self.peer
     }
 
+    /// Counters since the channel was created.
     pub fn stats(&self) -> UdpAccelStats {
         self.stats
     }

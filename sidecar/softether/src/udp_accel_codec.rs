@@ -16,10 +16,15 @@ use std::ops::Range;
 use rc4::{KeyInit, StreamCipher};
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
 
+/// Version 1 key (RC4 + SHA-1): 20 bytes, one per direction.
 pub const V1_KEY_LEN: usize = 20;
+/// Version 2 key field: 128 bytes, of which ChaCha20-Poly1305 uses the first 32.
 pub const V2_KEY_LEN: usize = 128;
+/// Version 1 per-datagram IV (random, sent in clear, hashed with the key for RC4).
 pub const V1_IV_LEN: usize = 20;
+/// Version 2 nonce (random, sent in clear).
 pub const V2_IV_LEN: usize = 12;
+/// Version 2 Poly1305 tag at the end of each datagram.
 pub const V2_TAG_LEN: usize = 16;
 /// cookie + my_tick + your_tick + size + flag.
 pub const HEADER_LEN: usize = 4 + 8 + 8 + 2 + 1;

@@ -71,8 +71,11 @@ pub struct UdpAccelGrant {
     pub version: u32,
     /// The server's UDP bind address; `None` when it reported 0 (use the TCP peer).
     pub server_ip: Option<IpAddr>,
+    /// The server's UDP port (40000–44999 on the Debian build).
     pub server_port: u16,
+    /// The server's version 1 key (what it encrypts with).
     pub server_key_v1: [u8; V1_KEY_LEN],
+    /// The server's version 2 key (what it encrypts with).
     pub server_key_v2: Box<[u8; V2_KEY_LEN]>,
     /// Put in every datagram we send.
     pub server_cookie: u32,
@@ -80,6 +83,7 @@ pub struct UdpAccelGrant {
     pub client_cookie: u32,
     /// false = plaintext datagrams (the session runs with `use_encrypt` = 0).
     pub use_encryption: bool,
+    /// Shorter keep-alives and dead-link timeout (`udp_accel_fast_disconnect_detect`).
     pub fast_disconnect_detect: bool,
 }
 

@@ -19,6 +19,7 @@ pub struct ServerHello {
     pub product: String,
     /// major*100+minor, e.g. 501.
     pub version: u32,
+    /// Server build number, e.g. 9799.
     pub build: u32,
     /// Per-connection challenge for password and certificate authentication.
     pub random: [u8; 20],
@@ -37,6 +38,7 @@ impl std::fmt::Debug for ServerHello {
 /// Policy items from `policy:<Name>` elements (§7.2), in pack order.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Policy {
+    /// (name, value) pairs, in pack order.
     pub items: Vec<(String, u32)>,
 }
 
@@ -65,19 +67,27 @@ impl Policy {
 /// A successful login.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Welcome {
+    /// The session's name on the server (shown in its session list).
     pub session_name: String,
+    /// This connection's name on the server.
     pub connection_name: String,
     /// Needed for `additional_connect` (a secret: not printed by Debug).
     pub session_key: [u8; 20],
     /// Granted TCP connections, clamped to 1..=32.
     pub max_connection: u32,
+    /// TLS encryption stays on, as the server granted it (this client always asks for it).
     pub use_encrypt: bool,
+    /// Frames are compressed, as the server granted it (this client never asks for it).
     pub use_compress: bool,
+    /// Additional connections each carry one direction (§9.3).
     pub half_connection: bool,
     /// Session timeout (clamped 5..=60 s; 20 s if absent).
     pub timeout: Duration,
+    /// The hub prioritises VoIP/QoS traffic for this session.
     pub qos: bool,
+    /// VLAN id the hub assigns to this session; 0 = none.
     pub vlan_id: u32,
+    /// The security policy applied to the session.
     pub policy: Policy,
     /// Hub welcome message (UTF-8, lossily decoded); may be empty.
     pub message: String,
@@ -109,11 +119,15 @@ impl std::fmt::Debug for Welcome {
 /// `Credential::Ticket(ticket)` and require its TLS certificate to equal `cert_der`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Redirect {
+    /// The member server's IPv4 address.
     pub ip: Ipv4Addr,
     /// Non-empty; prefer the current port if listed, else `ports[0]`.
     pub ports: Vec<u16>,
+    /// One-time ticket for `Credential::Ticket` (a secret: not printed by Debug).
     pub ticket: [u8; 20],
+    /// The member's TLS certificate, DER; the next connection must present exactly this one.
     pub cert_der: Vec<u8>,
+    /// Message from the controller; may be empty.
     pub message: String,
 }
 
@@ -143,16 +157,21 @@ impl Redirect {
 /// Which way an additional connection carries data (§9.3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Direction {
+    /// Data flows both ways (always the case without half connections).
     Both,
+    /// The server sends on this connection; the client only receives.
     ServerToClient,
+    /// The client sends on this connection; the server only receives.
     ClientToServer,
 }
 
 impl Direction {
+    /// Whether the client may send frames on this connection.
     pub fn can_send(self) -> bool {
         matches!(self, Direction::Both | Direction::ClientToServer)
     }
 
+    /// Whether frames arrive on this connection.
     pub fn can_receive(self) -> bool {
         matches!(self, Direction::Both | Direction::ServerToClient)
     }
@@ -161,9 +180,15 @@ impl Direction {
 /// Final result of a successful handshake.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
+    /// A new session (after `Request::Login`).
     Welcome(Welcome),
+    /// The cluster controller sends the client elsewhere (after `Request::Login`).
     Redirect(Redirect),
-    Joined { direction: Direction },
+    /// An additional connection joined its session (after `Request::AdditionalConnect`).
+    Joined {
+        /// Which way this connection carries data.
+        direction: Direction,
+    },
 }
 
 /// A reply pack classified in the order the C client checks it.

@@ -11,7 +11,7 @@ use dhcp_client::{arp, icmp, Config as DhcpConfig, DhcpClient, Event};
 use serde::Serialize;
 
 use crate::transport::driver::TunnelHandle;
-use crate::transport::random_seed;
+use crate::transport::{clock, random_seed};
 
 /// What the frame exchange found.
 #[derive(Debug, Default, Clone, Serialize)]
@@ -105,9 +105,9 @@ impl Exchange<'_> {
         let mut config = DhcpConfig::new(self.mac, random_seed());
         config.initial_retransmit = Duration::from_millis(700);
         config.hostname = Some("softether-probe".into());
-        let mut client = DhcpClient::new(config, Instant::now()).ok()?;
+        let mut client = DhcpClient::new(config, clock::now()).ok()?;
         loop {
-            let now = Instant::now();
+            let now = clock::now();
             while let Some(frame) = client.poll_transmit(now) {
                 self.send(frame).await;
             }
@@ -126,9 +126,9 @@ impl Exchange<'_> {
             let wake = client.poll_timeout().unwrap_or(self.deadline);
             match self.recv(wake).await {
                 Some(frame) => {
-                    client.handle_frame(Instant::now(), &frame);
+                    client.handle_frame(clock::now(), &frame);
                 }
-                None => client.handle_timeout(Instant::now()),
+                None => client.handle_timeout(clock::now()),
             }
         }
     }
@@ -148,7 +148,7 @@ pub async fn exchange_frames(
     let mut ex = Exchange {
         tunnel,
         mac,
-        deadline: Instant::now() + wait,
+        deadline: clock::now() + wait,
         report: FrameReport {
             mac: mac_text(mac),
             ..FrameReport::default()
@@ -181,7 +181,7 @@ impl Exchange<'_> {
     async fn resolve(&mut self, our_ip: Ipv4Addr, target: Ipv4Addr) -> Option<[u8; 6]> {
         for _ in 0..3 {
             self.send(arp::request(self.mac, our_ip, target)).await;
-            let until = Instant::now() + Duration::from_millis(700);
+            let until = clock::now() + Duration::from_millis(700);
             while let Some(frame) = self.recv(until).await {
                 if let Some((ip, mac)) = arp::parse_reply(&frame) {
                     if ip == target {
@@ -190,7 +190,7 @@ impl Exchange<'_> {
                 }
                 self.answer_arp(&frame, Some(our_ip)).await;
             }
-            if Instant::now() >= self.deadline {
+            if clock::now() >= self.deadline {
                 break;
             }
         }
@@ -212,12 +212,12 @@ impl Exchange<'_> {
             seq: 1,
         };
         let frame = echo.request_frame(b"softether-sidecar probe").ok()?;
-        let sent = Instant::now();
+        let sent = clock::now();
         self.send(frame).await;
         let until = sent + Duration::from_secs(2);
         while let Some(frame) = self.recv(until).await {
             if icmp::is_reply_to(&frame, &echo) {
-                return Some(sent.elapsed().as_secs_f64() * 1000.0);
+                return Some(clock::now().saturating_duration_since(sent).as_secs_f64() * 1000.0);
             }
             self.answer_arp(&frame, Some(our_ip)).await;
         }

@@ -172,7 +172,7 @@ async fn session_loop<T: FramePort>(
     let mut frames: Vec<Bytes> = Vec::with_capacity(BATCH);
     let mut sampler = tokio::time::interval(SAMPLE_EVERY);
     sampler.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last = (Instant::now(), ctx.traffic.snapshot());
+    let mut last = (now(), ctx.traffic.snapshot());
     loop {
         if let Some(end) = drive_dhcp(ctx, &tunnel.outgoing).await {
             return end;
@@ -240,15 +240,15 @@ async fn session_loop<T: FramePort>(
 
 /// Publishes the live session's drops, TCP connections and byte rates since `last`.
 fn sample_session(traffic: &Traffic, tunnel: &TunnelHandle, last: &mut (Instant, TrafficSnapshot)) {
-    let (now, snap) = (Instant::now(), traffic.snapshot());
-    let secs = now.duration_since(last.0).as_secs_f64().max(0.001);
+    let (at, snap) = (now(), traffic.snapshot());
+    let secs = at.duration_since(last.0).as_secs_f64().max(0.001);
     let rate = |new: u64, old: u64| (new.saturating_sub(old) as f64 / secs) as u64;
     let rates = (
         rate(snap.bytes_in, last.1.bytes_in),
         rate(snap.bytes_out, last.1.bytes_out),
     );
     traffic.sample_session(session_drops(tunnel), tunnel.connections(), rates);
-    *last = (now, snap);
+    *last = (at, snap);
 }
 
 /// The live session's dropped frames: (tunnel → TAP, TAP → tunnel).
@@ -345,7 +345,7 @@ async fn drive_ipv6<T: FramePort>(
         addresses = ?settings.addresses.iter().map(|a| a.interface_address()).collect::<Vec<_>>(),
         router = ?settings.router.map(|r| r.address),
         dns = ?settings.dns_servers,
-        since_start_ms = ctx.started.elapsed().as_millis() as u64,
+        since_start_ms = now().saturating_duration_since(ctx.started).as_millis() as u64,
         "IPv6 configuration"
     );
     if let Some(net) = ctx.net.as_deref_mut() {
@@ -384,7 +384,7 @@ async fn on_event<T: FramePort>(
                 gateway = ?lease.default_gateway().or(lease.router),
                 dns = ?lease.dns_servers,
                 lease_secs = lease.lease_time.as_secs(),
-                since_start_ms = ctx.started.elapsed().as_millis() as u64,
+                since_start_ms = now().saturating_duration_since(ctx.started).as_millis() as u64,
                 "lease acquired"
             );
             ctx.got_lease = true;

@@ -292,7 +292,7 @@ impl EngineStatus {
             return None;
         }
         let left = (lease.acquired_at + lease.lease_time)
-            .saturating_duration_since(std::time::Instant::now());
+            .saturating_duration_since(crate::transport::clock::now());
         Some(SystemTime::now() + left)
     }
 }

@@ -276,6 +276,25 @@ impl Runtime {
         conf
     }
 
+    /// Runs plugin `index` of `list` like libcni does; a non-zero exit is the failure.
+    fn exec_plugin(
+        &self,
+        list: &NetworkList,
+        index: usize,
+        env: &[(String, String)],
+        stdin: &Value,
+    ) -> Result<Invocation, Failed> {
+        let inv = self.exec_raw(
+            &Self::plugin_type(list, index),
+            env,
+            stdin.to_string().as_bytes(),
+        );
+        if inv.code != 0 {
+            return Err(Box::new(inv));
+        }
+        Ok(inv)
+    }
+
     fn plugin_type(list: &NetworkList, index: usize) -> String {
         list.plugins[index]["type"]
             .as_str()
@@ -305,14 +324,7 @@ impl Runtime {
         let mut prev: Option<Value> = None;
         for i in 0..list.plugins.len() {
             let stdin = self.plugin_stdin(list, i, Some(att), prev.as_ref());
-            let inv = self.exec_raw(
-                &Self::plugin_type(list, i),
-                &env,
-                stdin.to_string().as_bytes(),
-            );
-            if inv.code != 0 {
-                return Err(Box::new(inv));
-            }
+            let inv = self.exec_plugin(list, i, &env, &stdin)?;
             assert!(!inv.json.is_null(), "ADD printed no result: {inv}");
             prev = Some(inv.json);
         }
@@ -331,14 +343,7 @@ impl Runtime {
         let cached = self.cached_result(list, att);
         for i in 0..list.plugins.len() {
             let stdin = self.plugin_stdin(list, i, Some(att), cached.as_ref());
-            let inv = self.exec_raw(
-                &Self::plugin_type(list, i),
-                &env,
-                stdin.to_string().as_bytes(),
-            );
-            if inv.code != 0 {
-                return Err(Box::new(inv));
-            }
+            self.exec_plugin(list, i, &env, &stdin)?;
         }
         Ok(())
     }
@@ -353,14 +358,7 @@ impl Runtime {
         };
         for i in (0..list.plugins.len()).rev() {
             let stdin = self.plugin_stdin(list, i, Some(att), cached.as_ref());
-            let inv = self.exec_raw(
-                &Self::plugin_type(list, i),
-                &env,
-                stdin.to_string().as_bytes(),
-            );
-            if inv.code != 0 {
-                return Err(Box::new(inv));
-            }
+            let inv = self.exec_plugin(list, i, &env, &stdin)?;
             assert!(inv.json.is_null(), "DEL printed something: {inv}");
         }
         self.cache.lock().unwrap().remove(&Self::key(list, att));
@@ -393,14 +391,7 @@ impl Runtime {
             for key in keys {
                 stdin[*key] = json!(attachments);
             }
-            let inv = self.exec_raw(
-                &Self::plugin_type(list, i),
-                &env,
-                stdin.to_string().as_bytes(),
-            );
-            if inv.code != 0 {
-                return Err(Box::new(inv));
-            }
+            self.exec_plugin(list, i, &env, &stdin)?;
         }
         Ok(())
     }
@@ -410,14 +401,7 @@ impl Runtime {
         let env = self.env_for("STATUS", None);
         for i in 0..list.plugins.len() {
             let stdin = self.plugin_stdin(list, i, None, None);
-            let inv = self.exec_raw(
-                &Self::plugin_type(list, i),
-                &env,
-                stdin.to_string().as_bytes(),
-            );
-            if inv.code != 0 {
-                return Err(Box::new(inv));
-            }
+            self.exec_plugin(list, i, &env, &stdin)?;
         }
         Ok(())
     }

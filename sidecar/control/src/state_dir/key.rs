@@ -17,12 +17,25 @@ pub const MAX_IFNAME_LEN: usize = 15;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum KeyError {
+    /// The container id is empty or has a character outside `[A-Za-z0-9_.-]` (or starts with
+    /// `_.-`); the id, cut to the bound.
     #[error("container id {0:?} must match [A-Za-z0-9][A-Za-z0-9_.-]*")]
     ContainerIdPattern(String),
+    /// The container id is longer than [`MAX_CONTAINER_ID_LEN`] bytes.
     #[error("container id of {len} bytes is longer than {MAX_CONTAINER_ID_LEN}, which the state directory's file names allow")]
-    ContainerIdTooLong { len: usize },
+    ContainerIdTooLong {
+        /// The id's length in bytes.
+        len: usize,
+    },
+    /// The interface name is empty, too long, `.`/`..`, or has `/`, `:`, whitespace or a control
+    /// character.
     #[error("interface name {name:?} is invalid: {why}")]
-    Ifname { name: String, why: &'static str },
+    Ifname {
+        /// The name, cut to 64 characters.
+        name: String,
+        /// Which rule it breaks.
+        why: &'static str,
+    },
 }
 
 /// `[A-Za-z0-9][A-Za-z0-9_.-]*` (CNI spec 1.0+), at most [`MAX_CONTAINER_ID_LEN`] bytes.
@@ -67,7 +80,9 @@ pub fn validate_ifname(name: &str) -> Result<(), KeyError> {
 /// An attachment's identity: CNI 1.x's `(CNI_CONTAINERID, CNI_IFNAME)`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct AttachmentKey {
+    /// `CNI_CONTAINERID`, valid per [`validate_container_id`] when built by [`AttachmentKey::new`].
     pub container_id: String,
+    /// `CNI_IFNAME`, valid per [`validate_ifname`] when built by [`AttachmentKey::new`].
     pub ifname: String,
 }
 

@@ -42,20 +42,30 @@ const SUFFIX: &str = ".json";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AttachmentRecord {
+    /// Format version, [`RECORD_VERSION`] when written today.
     pub version: u32,
+    /// The CNI network name.
     pub network: String,
+    /// `CNI_CONTAINERID`.
     #[serde(rename = "containerID")]
     pub container_id: String,
+    /// `CNI_IFNAME`: the TAP's name in the pod netns.
     pub ifname: String,
+    /// The pod netns path.
     pub netns: String,
     /// `5E:…` style, upper case.
     pub mac: String,
+    /// The login settings of the attach request (the password as a file path only).
     pub login: LoginSettings,
+    /// The link settings of the attach request.
     pub link: LinkSettings,
+    /// The last leased address, asked for again (INIT-REBOOT) after a restart.
     #[serde(default)]
     pub last_address: Option<Ipv4Net>,
+    /// Kubernetes pod namespace, if the runtime passed one.
     #[serde(default)]
     pub pod_namespace: Option<String>,
+    /// Kubernetes pod name, if the runtime passed one.
     #[serde(default)]
     pub pod_name: Option<String>,
     /// Unix seconds.
@@ -63,6 +73,7 @@ pub struct AttachmentRecord {
 }
 
 impl AttachmentRecord {
+    /// The record's validated key (fails for a hand-edited record with a bad id or ifname).
     pub fn key(&self) -> Result<AttachmentKey, KeyError> {
         AttachmentKey::new(&self.container_id, &self.ifname)
     }
@@ -72,11 +83,15 @@ impl AttachmentRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Tombstone {
+    /// `CNI_CONTAINERID` of the deleted attachment.
     #[serde(rename = "containerID")]
     pub container_id: String,
+    /// `CNI_IFNAME` of the deleted attachment.
     pub ifname: String,
+    /// The CNI network name; empty if unknown.
     #[serde(default)]
     pub network: String,
+    /// The pod netns path DEL was given, if any.
     #[serde(default)]
     pub netns: Option<String>,
     /// Unix seconds.
@@ -85,23 +100,35 @@ pub struct Tombstone {
 }
 
 impl Tombstone {
+    /// The tombstone's validated key.
     pub fn key(&self) -> Result<AttachmentKey, KeyError> {
         AttachmentKey::new(&self.container_id, &self.ifname)
     }
 }
 
+/// Why the state directory or a record in it could not be used.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StateError {
+    /// A file-system call failed.
     #[error("cannot {op} {path}: {source}")]
     Io {
+        /// What was being done (`create`, `read`, `rename`, …).
         op: &'static str,
+        /// The file or directory it was done to.
         path: PathBuf,
+        /// The OS error.
         #[source]
         source: io::Error,
     },
+    /// A file or record that cannot be parsed or encoded, or whose key is invalid.
     #[error("{path} is not a valid record: {reason}")]
-    Invalid { path: PathBuf, reason: String },
+    Invalid {
+        /// The file (or directory) concerned.
+        path: PathBuf,
+        /// The parse, encode or key error.
+        reason: String,
+    },
 }
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StateError + 'a {
@@ -137,6 +164,7 @@ impl StateDir {
         StateDir { root: root.into() }
     }
 
+    /// The state directory's root.
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -154,10 +182,12 @@ impl StateDir {
         self.root.join(TOMBSTONES)
     }
 
+    /// Where the record of `key` lives: `attachments/<containerID>:<ifname>.json`.
     pub fn record_path(&self, key: &AttachmentKey) -> PathBuf {
         self.attachments().join(key.file_name())
     }
 
+    /// Where the tombstone of `key` lives: `tombstones/<containerID>:<ifname>.json`.
     pub fn tombstone_path(&self, key: &AttachmentKey) -> PathBuf {
         self.tombstones().join(key.file_name())
     }
@@ -200,10 +230,12 @@ impl StateDir {
         write_atomically(&self.tombstone_path(&key), &bytes)
     }
 
+    /// Whether the plugin left a tombstone for `key`.
     pub fn has_tombstone(&self, key: &AttachmentKey) -> bool {
         self.tombstone_path(key).exists()
     }
 
+    /// Removes the tombstone; fine if there is none.
     pub fn remove_tombstone(&self, key: &AttachmentKey) -> Result<(), StateError> {
         remove_if_present(&self.tombstone_path(key))
     }
@@ -224,6 +256,7 @@ impl StateDir {
         read_all(&self.attachments())
     }
 
+    /// Every tombstone, or why one could not be read (the caller logs and skips those).
     pub fn tombstones_list(&self) -> Result<Vec<Result<Tombstone, StateError>>, StateError> {
         read_all(&self.tombstones())
     }

@@ -28,6 +28,8 @@ pub struct Ipv6Config {
 }
 
 impl Ipv6Config {
+    /// IPv6 configuration for a TAP with `mac`: SLAAC and DHCPv6 on, IAID from the MAC's last four
+    /// bytes, `seed` for transaction ids and jitter.
     pub fn new(mac: [u8; 6], seed: u64) -> Self {
         Ipv6Config {
             mac,
@@ -146,6 +148,7 @@ impl Ipv6Client {
         self.transmits.pop_front()
     }
 
+    /// Next thing the driver has to act on; call until `None` after every input.
     pub fn poll_event(&mut self) -> Option<Ipv6Event> {
         self.events.pop_front()
     }
@@ -166,6 +169,7 @@ impl Ipv6Client {
         &self.reported
     }
 
+    /// Where the DHCPv6 exchange is.
     pub fn dhcp_state(&self) -> Dhcp6State {
         self.dhcp.state()
     }
@@ -175,6 +179,7 @@ impl Ipv6Client {
         self.dhcp.duid()
     }
 
+    /// The configuration the client was created with.
     pub fn config(&self) -> &Ipv6Config {
         &self.config
     }

@@ -27,15 +27,21 @@ const INFINITY: u32 = u32::MAX;
 pub enum Dhcp6State {
     /// No router asked for DHCPv6 (M and O clear), or not started yet.
     Idle,
+    /// SOLICIT sent, waiting for an ADVERTISE.
     Soliciting,
+    /// REQUEST sent, waiting for a REPLY.
     Requesting,
+    /// Address leased, until T1.
     Bound,
+    /// Past T1: RENEW to the leasing server.
     Renewing,
+    /// Past T2: REBIND to any server.
     Rebinding,
     /// Information-request sent (stateless, O flag).
     Informing,
     /// Stateless configuration received; refreshed later.
     Informed,
+    /// The client was stopped.
     Stopped,
 }
 

@@ -98,24 +98,30 @@ impl Ipv6Settings {
     }
 }
 
+/// An IPv6 address for the interface, from SLAAC or DHCPv6.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ipv6Address {
+    /// The address itself.
     pub address: Ipv6Addr,
+    /// Length of the longest on-link prefix containing it; 128 when none does.
     pub prefix_len: u8,
     /// Formed by SLAAC (else leased by DHCPv6).
     pub from_slaac: bool,
 }
 
 impl Ipv6Address {
+    /// The address with its prefix length, as it goes on the interface.
     pub fn interface_address(&self) -> Ipv6Net {
         Ipv6Net::new(self.address, self.prefix_len.min(128))
             .unwrap_or_else(|_| Ipv6Net::from(self.address))
     }
 }
 
+/// The default router learned from router advertisements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ipv6Router {
     /// Link-local: the gateway of the default route.
     pub address: Ipv6Addr,
+    /// Its MAC (from the source link-layer option, else the Ethernet source).
     pub mac: [u8; 6],
 }

@@ -22,8 +22,11 @@ pub(crate) const MAX_DOMAINS: usize = 8;
 /// RFC 4191 default router preference.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum RouterPreference {
+    /// Preference 11 (-1).
     Low,
+    /// Preference 00 (the default; also what the reserved 10 means).
     Medium,
+    /// Preference 01 (+1).
     High,
 }
 
@@ -32,6 +35,7 @@ pub enum RouterPreference {
 pub struct PrefixInfo {
     /// Already truncated to `len` bits.
     pub prefix: Ipv6Addr,
+    /// Prefix length in bits.
     pub len: u8,
     /// L flag: the prefix is on-link.
     pub on_link: bool,
@@ -39,6 +43,7 @@ pub struct PrefixInfo {
     pub autonomous: bool,
     /// Seconds; `u32::MAX` is infinity.
     pub valid_secs: u32,
+    /// Preferred lifetime in seconds; `u32::MAX` is infinity.
     pub preferred_secs: u32,
 }
 
@@ -53,10 +58,13 @@ pub struct RouterAdvertisement {
     pub managed: bool,
     /// O flag: other configuration (DNS) is available from DHCPv6.
     pub other: bool,
+    /// The default router preference (RFC 4191).
     pub preference: RouterPreference,
     /// 0: not a default router.
     pub router_lifetime_secs: u16,
+    /// MTU option (type 5), in bytes.
     pub mtu: Option<u32>,
+    /// Prefix Information options, in order.
     pub prefixes: Vec<PrefixInfo>,
     /// RDNSS (type 25): lifetime in seconds and servers.
     pub dns: Vec<(u32, Vec<Ipv6Addr>)>,

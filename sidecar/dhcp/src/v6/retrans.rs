@@ -16,10 +16,15 @@ pub struct Timing {
 }
 
 impl Timing {
+    /// SOLICIT: IRT 1 s, MRT 3600 s, no count limit.
     pub const SOLICIT: Timing = Timing::new(1, Some(3600), None);
+    /// REQUEST: IRT 1 s, MRT 30 s, at most 10 transmissions.
     pub const REQUEST: Timing = Timing::new(1, Some(30), Some(10));
+    /// RENEW: IRT 10 s, MRT 600 s (bounded by T2).
     pub const RENEW: Timing = Timing::new(10, Some(600), None);
+    /// REBIND: IRT 10 s, MRT 600 s (bounded by the lease's valid lifetime).
     pub const REBIND: Timing = Timing::new(10, Some(600), None);
+    /// INFORMATION-REQUEST: IRT 1 s, MRT 3600 s, no count limit.
     pub const INFORMATION_REQUEST: Timing = Timing::new(1, Some(3600), None);
 
     const fn new(initial: u64, max: Option<u64>, max_count: Option<u32>) -> Self {

@@ -26,10 +26,15 @@ use crate::error::Result;
 /// A link-local gateway needs `oif`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Route6Spec {
+    /// Destination prefix (host bits cleared by [`Route6Spec::to`]).
     pub destination: Ipv6Net,
+    /// `via GW`; `None` for an on-link route.
     pub gateway: Option<Ipv6Addr>,
+    /// `dev OIF`: output interface index (required with a link-local gateway).
     pub oif: Option<u32>,
+    /// `table T`: routing table id ([`TABLE_MAIN`] by default).
     pub table: u32,
+    /// `metric M`; `None` leaves the kernel's default.
     pub metric: Option<u32>,
 }
 
@@ -50,21 +55,25 @@ impl Route6Spec {
         Self::to(Ipv6Net::default())
     }
 
+    /// Sets `via GW`.
     pub fn via(mut self, gateway: Ipv6Addr) -> Self {
         self.gateway = Some(gateway);
         self
     }
 
+    /// Sets `dev OIF` (an interface index).
     pub fn dev(mut self, oif: u32) -> Self {
         self.oif = Some(oif);
         self
     }
 
+    /// Sets `table T`.
     pub fn table(mut self, table: u32) -> Self {
         self.table = table;
         self
     }
 
+    /// Sets `metric M`.
     pub fn metric(mut self, metric: u32) -> Self {
         self.metric = Some(metric);
         self
@@ -105,9 +114,13 @@ impl Route6Spec {
 /// `ip -6 rule … [from SRC] [fwmark MARK/MASK] lookup TABLE priority PRIO`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PolicyRule6 {
+    /// `from SRC/LEN`; `None` is `from all`.
     pub source: Option<Ipv6Net>,
+    /// `fwmark MARK/MASK`.
     pub fwmark: Option<FwMark>,
+    /// `lookup TABLE`.
     pub table: u32,
+    /// `priority PRIO`: rules with a lower priority are consulted first.
     pub priority: u32,
 }
 

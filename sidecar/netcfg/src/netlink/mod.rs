@@ -39,8 +39,11 @@ pub struct Netlink {
 /// What [`Netlink::link_by_name`] reports about an interface (`ip link show dev NAME`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LinkInfo {
+    /// The interface index (`ifindex`).
     pub index: u32,
+    /// The interface name.
     pub name: String,
+    /// MTU in bytes, when the kernel reported one.
     pub mtu: Option<u32>,
     /// Hardware address (6 bytes for Ethernet/TAP).
     pub mac: Option<Vec<u8>>,

@@ -22,7 +22,9 @@ pub const TABLE_MAIN: u32 = RouteHeader::RT_TABLE_MAIN as u32;
 /// A route without a gateway is installed with `scope link` (on-link), like iproute2 does.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RouteSpec {
+    /// Destination prefix (host bits cleared by [`RouteSpec::to`]).
     pub destination: Ipv4Net,
+    /// `via GW`; `None` for an on-link (`scope link`) route.
     pub gateway: Option<Ipv4Addr>,
     /// Output interface index.
     pub oif: Option<u32>,
@@ -52,26 +54,31 @@ impl RouteSpec {
         Self::to(Ipv4Net::default())
     }
 
+    /// Sets `via GW`.
     pub fn via(mut self, gateway: Ipv4Addr) -> Self {
         self.gateway = Some(gateway);
         self
     }
 
+    /// Sets `dev OIF` (an interface index).
     pub fn dev(mut self, oif: u32) -> Self {
         self.oif = Some(oif);
         self
     }
 
+    /// Sets `table T`.
     pub fn table(mut self, table: u32) -> Self {
         self.table = table;
         self
     }
 
+    /// Sets `metric M`.
     pub fn metric(mut self, metric: u32) -> Self {
         self.metric = Some(metric);
         self
     }
 
+    /// Sets `src ADDR`, the preferred source address.
     pub fn src(mut self, addr: Ipv4Addr) -> Self {
         self.pref_source = Some(addr);
         self
@@ -147,7 +154,9 @@ pub(super) fn describe_route(
 /// The main table's default route (`ip route show default table main`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DefaultRoute {
+    /// `via GW`; `None` when the default route is on-link.
     pub gateway: Option<Ipv4Addr>,
+    /// `dev OIF`: output interface index.
     pub oif: Option<u32>,
     /// `metric` (0 when unset).
     pub metric: u32,
@@ -156,9 +165,13 @@ pub struct DefaultRoute {
 /// How the kernel would route one destination (`ip route get DST`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RouteLookup {
+    /// `via GW`; `None` when the destination is on-link.
     pub gateway: Option<Ipv4Addr>,
+    /// `dev OIF`: output interface index.
     pub oif: Option<u32>,
+    /// `src ADDR`: the source address the kernel would pick.
     pub pref_source: Option<Ipv4Addr>,
+    /// The table the matching route is in.
     pub table: u32,
 }
 

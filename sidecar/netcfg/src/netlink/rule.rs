@@ -18,14 +18,18 @@ pub struct PolicyRule {
     pub source: Option<Ipv4Net>,
     /// `fwmark MARK/MASK`.
     pub fwmark: Option<FwMark>,
+    /// `lookup TABLE`.
     pub table: u32,
+    /// `priority PRIO`: rules with a lower priority are consulted first.
     pub priority: u32,
 }
 
 /// A firewall mark selector; `mask` 0xffffffff is what a bare `fwmark MARK` means.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FwMark {
+    /// The mark value compared after masking.
     pub mark: u32,
+    /// Which bits of the packet's mark are compared.
     pub mask: u32,
 }
 
