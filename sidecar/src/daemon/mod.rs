@@ -17,6 +17,7 @@
 //! next start) and query it with [`query_list`].
 
 pub mod control_socket;
+pub mod ipv6;
 pub mod registry;
 pub mod session;
 mod sys;

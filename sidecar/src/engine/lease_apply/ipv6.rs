@@ -18,13 +18,41 @@ use super::{RULE_PRIORITY_FROM, RULE_PRIORITY_FWMARK};
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Ipv6Mode {
     /// The kernel keeps its link-local address but ignores router advertisements; nothing is
-    /// configured from the VPN (the CNI plugin until it reports IPv6).
+    /// configured from the VPN (`connect --no-dhcp`).
     #[default]
     LinkLocalOnly,
-    /// Router discovery, SLAAC and DHCPv6 through the tunnel, applied like the DHCPv4 lease.
+    /// Router discovery, SLAAC and DHCPv6 through the tunnel, applied like the DHCPv4 lease
+    /// (`connect`, and CNI pods unless their network says `ipv6: false`).
     Managed,
-    /// `disable_ipv6` on the TAP: no IPv6 at all (`connect --no-ipv6`).
+    /// `disable_ipv6` on the TAP: no IPv6 at all (`connect --no-ipv6`, CNI `ipv6: false`).
     Off,
+}
+
+/// What one [`Ipv6Settings`] installs, by kind: the CNI result reports it and CHECK verifies
+/// it (the same plan the engine applies, so neither can drift from the pod).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ipv6Plan {
+    pub addresses: Vec<Ipv6Net>,
+    pub routes: Vec<Route6Spec>,
+    pub rules: Vec<PolicyRule6>,
+}
+
+/// The pure translation of `settings` for the TAP with index `tap`, as the engine installs it.
+pub fn plan_ipv6(
+    settings: &Ipv6Settings,
+    opts: &NetOptions,
+    tap: u32,
+    server_over_ipv6: bool,
+) -> Ipv6Plan {
+    let mut plan = Ipv6Plan::default();
+    for item in plan6(settings, opts, tap, server_over_ipv6) {
+        match item {
+            Added6::Address(a) => plan.addresses.push(a),
+            Added6::Route(r) => plan.routes.push(r),
+            Added6::Rule(r) => plan.rules.push(r),
+        }
+    }
+    plan
 }
 
 /// One IPv6 object this configurator added.
