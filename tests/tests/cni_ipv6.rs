@@ -234,3 +234,78 @@ fn a_hub_without_ipv6_answers_ipv4_only_without_waiting_and_ipv6_false_turns_it_
         eprintln!("| {name} | {} |", elapsed.as_millis());
     }
 }
+
+#[test]
+fn a_stateful_dhcpv6_address_is_waited_for_and_released_on_del() {
+    let lab = ipv6_lab::lab();
+    let _dnsmasq = ipv6_lab::router(&lab, "fd5e:7e4e:1::100,fd5e:7e4e:1::1ff,64,600");
+    let dirs = CniDirs::create(&lab);
+    let sidecar = Sidecar::start(&lab, &dirs.socket, &dirs.state, 0);
+    let rt = dirs.runtime(&lab);
+    let plugin = dirs.plugin_conf(&lab);
+    let list = network_list("vpn6", "1.0.0", &plugin, false);
+    let prefix = PREFIX.trim_end_matches(':');
+    let in_range = |a: &str| {
+        let host: std::net::Ipv6Addr = a.split('/').next().unwrap().parse().unwrap();
+        a.starts_with(prefix) && (0x100..=0x1ff).contains(&host.segments()[7])
+    };
+
+    // The first pod teaches the sidecar that this hub has an IPv6 router.
+    let first_pod = extra_netns();
+    let first = pod_attachment("dh6first", first_pod.name());
+    add_timed(&rt, &list, &first, &sidecar);
+    wait_for(Duration::from_secs(30), || {
+        global_addresses(first_pod.name(), "vpn0")
+            .into_iter()
+            .find(|a| in_range(a))
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no DHCPv6 address in the first pod:\n{}",
+            sidecar.log_text()
+        )
+    });
+
+    let pod = extra_netns();
+    let att = pod_attachment("dh6pod", pod.name());
+    let (result, elapsed) = add_timed(&rt, &list, &att, &sidecar);
+    let waited = *add_waits(&sidecar).last().unwrap();
+    let ctx = format!("{result}\n{}", sidecar.log_text());
+    let six = ips_of(&result, true);
+    assert_eq!(six.len(), 1, "the DHCPv6 address, no SLAAC one: {ctx}");
+    let address = six[0]["address"].as_str().unwrap();
+    assert!(in_range(address), "{ctx}");
+    assert_eq!(global_addresses(pod.name(), "vpn0"), [address], "{ctx}");
+    assert!(
+        result["dns"]["nameservers"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(DNS6)),
+        "DHCPv6 DNS: {ctx}"
+    );
+    assert!(
+        ping6(pod.name(), LAN_HOST6),
+        "ping -6 through the VPN: {ctx}"
+    );
+    rt.check(&list, &att).expect("CHECK");
+    eprintln!(
+        "| stateful DHCPv6 | ADD {} ms | waited {waited} ms after the lease |",
+        elapsed.as_millis()
+    );
+
+    rt.del(&list, &att).expect("DEL");
+    assert_eq!(pod_leftovers(pod.name()), Vec::<String>::new());
+    // The Release reached dnsmasq: it forgets the lease (bounded wait).
+    let leases = lab.facts.dir.join("dnsmasq6.leases");
+    let host = address.split('/').next().unwrap().to_owned();
+    let released = wait_for(Duration::from_secs(10), || {
+        let text = std::fs::read_to_string(&leases).unwrap_or_default();
+        (!text.contains(&host)).then_some(())
+    });
+    assert!(
+        released.is_some(),
+        "lease for {host} still in {}",
+        leases.display()
+    );
+    rt.del(&list, &first).expect("DEL of the first pod");
+}

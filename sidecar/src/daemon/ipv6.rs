@@ -5,11 +5,11 @@
 //! finish a little after the lease. The rule ([`settle`]), measured in the e2e test
 //! `cni_ipv6` and documented in the README:
 //!
-//! 1. A router already heard: wait (at most [`DHCPV6_WAIT`] after the lease) only while a
-//!    DHCPv6 exchange the router asked for (M or O flag) is unanswered.
+//! 1. A router already heard: wait (at most [`DHCPV6_WAIT`]) only while a DHCPv6 exchange the
+//!    router asked for (M or O flag) is unanswered.
 //! 2. No router heard yet, but a router was heard on this hub (same server, port and hub) by an
-//!    earlier attachment of this daemon: wait at most [`RA_GRACE`] for the advertisement, then
-//!    as in 1. A grace that passes without one makes the daemon forget the hub.
+//!    attachment of this daemon: wait at most [`RA_GRACE`] for the advertisement, then as in 1.
+//!    A grace that passes without one makes the daemon forget the hub.
 //! 3. Otherwise (a hub without IPv6, or the first pod on it): answer at once. IPv6 that comes
 //!    later is still configured in the pod, just not listed in the result.
 //!
@@ -29,9 +29,13 @@ use crate::engine::lease_apply::{plan_ipv6, Ipv6Plan, NetOptions};
 use crate::engine::status::EngineStatus;
 use softether_control::{AttachResult, AttachedIp, AttachedRoute, IpPrefix, LoginSettings};
 
-/// How long ADD waits for a router advertisement on a hub known to have IPv6 routers.
-pub const RA_GRACE: Duration = Duration::from_millis(300);
-/// How long after the lease ADD waits for a DHCPv6 exchange a router asked for.
+/// How long ADD waits for a router advertisement on a hub known to have IPv6 routers: routers
+/// answer solicitations with multicast advertisements at most every MIN_DELAY_BETWEEN_RAS (3 s)
+/// plus up to MAX_RA_DELAY_TIME (0.5 s) (RFC 4861 §6.2.6; radvd, dnsmasq), so a pod added right
+/// after another one hears its advertisement up to 3.5 s later.
+pub const RA_GRACE: Duration = Duration::from_millis(3500);
+/// How long, once the router is heard, ADD waits for a DHCPv6 exchange it asked for (a
+/// Solicit alone collects Advertises for a second).
 pub const DHCPV6_WAIT: Duration = Duration::from_secs(3);
 
 /// Hubs on which an attachment of this daemon heard an IPv6 router.
@@ -112,7 +116,7 @@ pub async fn settle(
     if !status.borrow().ipv6.dhcpv6_pending {
         return settled(status, "router heard");
     }
-    let until = deadline.min(started + DHCPV6_WAIT);
+    let until = deadline.min(Instant::now() + DHCPV6_WAIT);
     let answered = tokio::time::timeout_at(until, status.wait_for(|s| !s.ipv6.dhcpv6_pending))
         .await
         .is_ok_and(|r| r.is_ok());
