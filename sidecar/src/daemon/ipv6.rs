@@ -1,5 +1,5 @@
-//! IPv6 in the CNI daemon: how long ADD waits for it after the DHCPv4 lease, what of it goes
-//! into the result, and what CHECK verifies.
+//! IPv6 in the CNI daemon: how long ADD waits for it after the DHCPv4 lease and what of it goes
+//! into the result (CHECK's comparisons are in `verify`, beside the IPv4 ones).
 //!
 //! The result is written once, but router advertisements and DHCPv6 run beside DHCPv4 and may
 //! finish a little after the lease. The rule ([`settle`]), measured in the e2e test
@@ -21,7 +21,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use dhcp_client::v6::Ipv6Settings;
-use netcfg::{NetcfgError, Netlink, PolicyRule6, Route6Spec, TABLE_MAIN};
+use netcfg::TABLE_MAIN;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -173,106 +173,6 @@ pub fn add_to_result(result: &mut AttachResult, settings: &Ipv6Settings, opts: &
             dns.search.push(domain.clone());
         }
     }
-}
-
-/// What of `plan` is missing from the TAP with index `tap` (named `ifname`) in the namespace
-/// `nl` talks to: addresses, routes (every table the plan uses), policy rules.
-pub async fn missing(
-    nl: &Netlink,
-    plan: &Ipv6Plan,
-    tap: u32,
-    ifname: &str,
-) -> Result<Vec<String>, NetcfgError> {
-    let mut missing = Vec::new();
-    if !plan.addresses.is_empty() {
-        let have = nl.addresses6(tap).await?;
-        for a in plan.addresses.iter().filter(|a| !have.contains(a)) {
-            missing.push(format!("{ifname} lacks address {a}"));
-        }
-    }
-    let mut tables: Vec<u32> = plan.routes.iter().map(|r| r.table).collect();
-    tables.sort_unstable();
-    tables.dedup();
-    let mut routes = Vec::new();
-    for table in tables {
-        routes.extend(nl.routes6(table).await?);
-    }
-    missing.extend(missing_routes(plan, &routes, ifname));
-    if !plan.rules.is_empty() {
-        missing.extend(missing_rules(plan, &nl.rules6().await?));
-    }
-    Ok(missing)
-}
-
-/// Whether the installed route `have` is the planned `want`: fields the plan leaves open match
-/// anything; the kernel reports IPv6 routes added without a metric with metric 1024.
-fn route_matches(want: &Route6Spec, have: &Route6Spec) -> bool {
-    want.destination == have.destination
-        && want.table == have.table
-        && want.gateway == have.gateway
-        && want.oif.is_none_or(|oif| have.oif == Some(oif))
-        && want.metric.is_none_or(|m| have.metric == Some(m))
-}
-
-fn rule_matches(want: &PolicyRule6, have: &PolicyRule6) -> bool {
-    let mark = |r: &PolicyRule6| r.fwmark.map(|m| (m.mark & m.mask, m.mask));
-    want.source.map(|s| s.trunc()) == have.source.map(|s| s.trunc())
-        && mark(want) == mark(have)
-        && want.table == have.table
-        && want.priority == have.priority
-}
-
-fn table_name(table: u32) -> String {
-    if table == TABLE_MAIN {
-        "main".into()
-    } else {
-        table.to_string()
-    }
-}
-
-/// The planned routes no installed route matches, as `ip -6 route` would print them.
-pub fn missing_routes(plan: &Ipv6Plan, installed: &[Route6Spec], ifname: &str) -> Vec<String> {
-    plan.routes
-        .iter()
-        .filter(|want| !installed.iter().any(|have| route_matches(want, have)))
-        .map(|r| {
-            let mut s = format!("route {}", r.destination);
-            if let Some(gw) = r.gateway {
-                s += &format!(" via {gw}");
-            }
-            if r.oif.is_some() {
-                s += &format!(" dev {ifname}");
-            }
-            if let Some(metric) = r.metric {
-                s += &format!(" metric {metric}");
-            }
-            format!("{s} table {} is missing", table_name(r.table))
-        })
-        .collect()
-}
-
-/// The planned rules no installed rule matches, as `ip -6 rule` would print them.
-pub fn missing_rules(plan: &Ipv6Plan, installed: &[PolicyRule6]) -> Vec<String> {
-    plan.rules
-        .iter()
-        .filter(|want| !installed.iter().any(|have| rule_matches(want, have)))
-        .map(|r| {
-            let from = match r.source {
-                Some(src) if src.prefix_len() == 128 => src.addr().to_string(),
-                Some(src) => src.to_string(),
-                None => "all".into(),
-            };
-            let mark = r
-                .fwmark
-                .map(|m| format!(" fwmark {:#x}", m.mark))
-                .unwrap_or_default();
-            format!(
-                "rule from {from}{mark} lookup {} priority {} is missing",
-                table_name(r.table),
-                r.priority
-            )
-        })
-        .collect()
 }
 
 #[cfg(test)]

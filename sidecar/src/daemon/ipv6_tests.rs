@@ -1,25 +1,15 @@
 //! The ADD wait rule on paused time, the IPv6 part of the result, and CHECK's comparisons.
 
 use super::*;
+use crate::daemon::verify::{missing_routes6 as missing_routes, missing_rules6 as missing_rules};
 use crate::engine::status::{status_channel, Ipv6Status};
-use dhcp_client::v6::{Ipv6Address, Ipv6Router};
+use netcfg::Route6Spec;
 use softether_control::{Dns, Mac};
 
 const HUB: &str = "198.18.0.1:443/VPN";
 
 fn slaac() -> Ipv6Settings {
-    let mut s = Ipv6Settings::default();
-    s.addresses = vec![Ipv6Address {
-        address: "fd00:6::5c00:ff:fe00:1".parse().unwrap(),
-        prefix_len: 64,
-        from_slaac: true,
-    }];
-    s.on_link = vec!["fd00:6::/64".parse().unwrap()];
-    s.router = Some(Ipv6Router {
-        address: "fe80::1".parse().unwrap(),
-        mac: [2, 0, 0, 0, 0, 1],
-    });
-    s.dns_servers = vec!["fd00:6::53".parse().unwrap()];
+    let mut s = crate::engine::test_lease::slaac_settings();
     s.search_domains = vec!["lab6.test".into()];
     s
 }
@@ -143,7 +133,7 @@ fn the_result_lists_addresses_with_the_router_as_gateway_routes_and_dns() {
     let wire = serde_json::to_value(&result).unwrap();
     assert_eq!(
         wire["ips"][1],
-        serde_json::json!({"address": "fd00:6::5c00:ff:fe00:1/64", "gateway": "fe80::1"})
+        serde_json::json!({"address": "fd00:6::11:22ff:fe33:4455/64", "gateway": "fe80::1"})
     );
     assert_eq!(
         wire["routes"],
@@ -197,7 +187,7 @@ fn check_names_missing_routes_and_rules() {
     );
     assert_eq!(
         missing_rules(&plan, &plan.rules[1..]),
-        ["rule from fd00:6::5c00:ff:fe00:1 lookup 300 priority 1000 is missing"]
+        ["rule from fd00:6::11:22ff:fe33:4455 lookup 300 priority 1000 is missing"]
     );
     assert_eq!(
         missing_rules(&plan, &plan.rules[..1]),

@@ -18,7 +18,7 @@ use crate::engine::status::Phase;
 
 use super::ipv6;
 use super::session::{self, SessionHandle};
-use crate::daemon::verify::missing_objects;
+use crate::daemon::verify::{missing_objects, missing_objects6};
 use crate::engine::lease_apply::plan;
 use crate::engine::status::StopMode;
 use softether_control::state_dir::{
@@ -339,7 +339,7 @@ impl Registry {
             .map_err(|e| netns_error(format!("cannot inspect {}", req.netns), e))?;
         let planned6 = ipv6::pod_plan(&live.ipv6.settings, &opts, info.index);
         missing.extend(
-            ipv6::missing(&nl, &planned6, info.index, &key.ifname)
+            missing_objects6(&nl, &planned6, info.index, &key.ifname)
                 .await
                 .map_err(|e| netns_error(format!("cannot inspect IPv6 in {}", req.netns), e))?,
         );

@@ -250,25 +250,9 @@ impl NetConfigurator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dhcp_client::v6::{Ipv6Address, Ipv6Router};
+    use crate::engine::test_lease::slaac_settings as settings;
 
     const TAP: u32 = 9;
-
-    fn settings() -> Ipv6Settings {
-        let mut s = Ipv6Settings::default();
-        s.addresses = vec![Ipv6Address {
-            address: "fd00:6::11:22ff:fe33:4455".parse().unwrap(),
-            prefix_len: 64,
-            from_slaac: true,
-        }];
-        s.on_link = vec!["fd00:6::/64".parse().unwrap()];
-        s.router = Some(Ipv6Router {
-            address: "fe80::1".parse().unwrap(),
-            mac: [2, 0, 0, 0, 0, 1],
-        });
-        s.dns_servers = vec!["fd00:6::53".parse().unwrap()];
-        s
-    }
 
     #[test]
     fn address_and_on_link_route_only_by_default() {
