@@ -2,7 +2,7 @@
 //! (the setup `connect_ipv6` uses, `common/ipv6_lab.rs`); pods get SLAAC addresses, the default
 //! route via the router and inet6 policy rules, `ping -6` the lan host through the VPN; the
 //! CNI result lists both families (0.3.1 with `version: "6"`, 1.0.0); CHECK passes and fails
-//! once a v6 route is deleted; DEL leaves nothing. A hub without IPv6 answers ADD IPv4-only
+//! once a v6 route is deleted; DEL leaves nothing, also with the sidecar down. A hub without IPv6 answers ADD IPv4-only
 //! and without waiting; `ipv6: false` turns IPv6 off on the pod interface.
 //!
 //! Needs `cargo build --workspace --bins` first, and root.
@@ -74,7 +74,7 @@ fn pods_get_slaac_ipv6_in_the_result_check_verifies_it_and_del_removes_it() {
     let lab = ipv6_lab::lab();
     let _dnsmasq = ipv6_lab::router(&lab, &format!("{PREFIX},ra-only,64,600"));
     let dirs = CniDirs::create(&lab);
-    let sidecar = Sidecar::start(&lab, &dirs.socket, &dirs.state, 0);
+    let mut sidecar = Sidecar::start(&lab, &dirs.socket, &dirs.state, 0);
     let rt = dirs.runtime(&lab);
     let mut plugin = dirs.plugin_conf(&lab);
     plugin["acceptDefaultGateway"] = json!(true);
@@ -186,8 +186,16 @@ fn pods_get_slaac_ipv6_in_the_result_check_verifies_it_and_del_removes_it() {
         assert_eq!(pod_leftovers(pod.name()), Vec::<String>::new(), "{version}");
         assert_eq!(rules6(pod.name()), Vec::<String>::new(), "{version}");
     }
-    rt.del(&list10, &first).expect("DEL of the first pod");
+    // DEL with the sidecar down: the plugin removes the TAP and the inet6 rules itself.
+    assert!(
+        !rules6(first_pod.name()).is_empty(),
+        "the first pod has inet6 rules"
+    );
+    sidecar.kill9();
+    rt.del(&list10, &first)
+        .expect("DEL of the first pod with the sidecar down");
     assert_eq!(rules6(first_pod.name()), Vec::<String>::new());
+    assert_eq!(pod_leftovers(first_pod.name()), Vec::<String>::new());
     eprintln!("| cniVersion | ADD ms | waited for IPv6 after the lease, ms |");
     for (version, elapsed, waited) in measured {
         eprintln!("| {version} | {} | {waited} |", elapsed.as_millis());
