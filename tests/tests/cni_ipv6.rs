@@ -159,6 +159,12 @@ fn pods_get_slaac_ipv6_in_the_result_check_verifies_it_and_del_removes_it() {
         assert!(table.contains("default via fe80::"), "{table}");
 
         if version == "1.0.0" {
+            let listed = dirs.status_attachments(&lab);
+            let me = listed
+                .iter()
+                .find(|a| a["containerID"] == id)
+                .expect("in status");
+            assert_eq!(me["addresses6"], json!([v6]), "status --json: {me}");
             rt.check(&list, &att)
                 .unwrap_or_else(|inv| panic!("CHECK: {inv}\n{}", sidecar.log_text()));
             must(

@@ -255,6 +255,9 @@ pub struct AttachmentStatus {
     pub rate_in: u64,
     #[serde(default)]
     pub rate_out: u64,
+    /// The IPv6 addresses installed from the VPN's routers (absent when none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses6: Vec<IpPrefix>,
 }
 
 /// The `list` answer.

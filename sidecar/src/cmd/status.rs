@@ -157,6 +157,7 @@ mod tests {
             lease_expires: Some(3600),
             rate_in: 1536,
             rate_out: 0,
+            addresses6: Vec::new(),
         }
     }
 

@@ -429,6 +429,16 @@ impl Registry {
                     lease_expires: l.lease_expiry().map(unix_secs),
                     rate_in: traffic.rate_in,
                     rate_out: traffic.rate_out,
+                    addresses6: l
+                        .ipv6
+                        .settings
+                        .addresses
+                        .iter()
+                        .map(|a| IpPrefix {
+                            addr: IpAddr::V6(a.address),
+                            len: a.interface_address().prefix_len(),
+                        })
+                        .collect(),
                 }
             })
             .collect();
