@@ -5,74 +5,15 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::connect::{client_snapshot, connect, exec, must, Connect, TAP};
+use common::ipv6_lab::{self, lab, router, wait_for, DNS6, LAN_HOST6, PREFIX};
 use softether_lab::{Lab, LabOptions};
 
-/// ULA prefix of the lab's IPv6 LAN and the lan host's address in it.
-const PREFIX: &str = "fd5e:7e4e:1::";
-const LAN_HOST6: &str = "fd5e:7e4e:1::1";
-const DNS6: &str = "fd5e:7e4e:1::53";
-
-fn lab() -> Lab {
-    let lab = Lab::start(LabOptions::default()).expect("lab");
-    let f = &lab.facts;
-    let addr = format!("{LAN_HOST6}/64");
-    must(
-        &f.lan_ns,
-        &["ip", "-6", "addr", "add", &addr, "dev", &f.lan_if, "nodad"],
-    );
-    lab
-}
-
-/// dnsmasq on the lan host: router advertisements (and DHCPv6 per `range`) only; SecureNAT
-/// keeps serving DHCPv4.
-fn router(lab: &Lab, range: &str) -> softether_lab::netns::KillOnDrop {
-    let f = &lab.facts;
-    let leases = f.dir.join("dnsmasq6.leases");
-    let argv = [
-        "dnsmasq".to_string(),
-        "--no-daemon".into(),
-        "--conf-file=/dev/null".into(),
-        "--port=0".into(),
-        "--bind-interfaces".into(),
-        format!("--interface={}", f.lan_if),
-        "--enable-ra".into(),
-        format!("--dhcp-range={range}"),
-        format!("--dhcp-option=option6:dns-server,[{DNS6}]"),
-        "--dhcp-option=option6:domain-search,lab6.test".into(),
-        format!("--dhcp-leasefile={}", leases.display()),
-    ];
-    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-    lab.spawn_in(&f.lan_ns, &argv).expect("dnsmasq")
-}
-
-/// Global IPv6 addresses on the TAP (`ip -6 addr show scope global`).
+/// Global IPv6 addresses on the TAP.
 fn global_addresses(lab: &Lab) -> Vec<String> {
-    let (_, out) = exec(
-        &lab.facts.client_ns,
-        &[
-            "ip", "-6", "-o", "addr", "show", "dev", TAP, "scope", "global",
-        ],
-    );
-    out.lines()
-        .filter_map(|l| l.split_whitespace().nth(3).map(str::to_owned))
-        .collect()
-}
-
-/// Polls `check` every 100 ms until it returns `Some`, at most `limit`.
-fn wait_for<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = check() {
-            return Some(v);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    ipv6_lab::global_addresses(&lab.facts.client_ns, TAP)
 }
 
 fn wait_global_address(lab: &Lab, client: &Connect) -> String {
@@ -90,13 +31,7 @@ fn wait_global_address(lab: &Lab, client: &Connect) -> String {
 }
 
 fn ping6(lab: &Lab, dst: &str) -> bool {
-    (0..10).any(|_| {
-        exec(
-            &lab.facts.client_ns,
-            &["ping", "-6", "-n", "-c", "1", "-W", "2", dst],
-        )
-        .0
-    })
+    ipv6_lab::ping6(&lab.facts.client_ns, dst)
 }
 
 fn conf(lab: &Lab, key: &str) -> String {

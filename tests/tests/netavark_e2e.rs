@@ -442,3 +442,64 @@ fn podman_on_netavark_runs_a_container_on_the_vpn_and_rm_releases() {
         "conmon left behind"
     );
 }
+
+/// IPv6 from the VPN's router (the lab's dnsmasq, `common/ipv6_lab.rs`) through real netavark:
+/// the StatusBlock lists the SLAAC address with the router's link-local gateway beside the lease,
+/// and the RDNSS server; teardown leaves nothing.
+#[test]
+fn netavark_status_block_lists_the_ipv6_subnet() {
+    use common::ipv6_lab::{self, global_addresses, wait_for, DNS6, PREFIX};
+    let lab = ipv6_lab::lab();
+    let _dnsmasq = ipv6_lab::router(&lab, &format!("{PREFIX},ra-only,64,600"));
+    let dirs = CniDirs::create(&lab);
+    let sidecar = Sidecar::start(&lab, &dirs.socket, &dirs.state, 0);
+    let netavark = Netavark::new(&lab, &dirs);
+    let network = create_network(&dirs, &lab, json!({}));
+    let prefix = PREFIX.trim_end_matches(':');
+    // The first container teaches the sidecar that the hub has a router (its own block may
+    // come before the advertisement); the second one's block lists IPv6.
+    let first_pod = extra_netns();
+    let first = network_options(&container_id(), &network, "eth0");
+    netavark.setup(&netns_path(first_pod.name()), &first);
+    wait_for(Duration::from_secs(30), || {
+        global_addresses(first_pod.name(), "eth0")
+            .into_iter()
+            .find(|a| a.starts_with(prefix))
+    })
+    .unwrap_or_else(|| panic!("no IPv6 in the first container:\n{}", sidecar.log_text()));
+
+    let pod = extra_netns();
+    let netns = netns_path(pod.name());
+    let input = network_options(&container_id(), &network, "eth0");
+    let status = netavark.setup(&netns, &input);
+    let block = &status[NETWORK];
+    leased(&lab, block, "eth0");
+    let subnets = block["interfaces"]["eth0"]["subnets"]
+        .as_array()
+        .expect("subnets");
+    let v6 = subnets
+        .iter()
+        .find(|s| s["ipnet"].as_str().is_some_and(|n| n.starts_with(prefix)))
+        .unwrap_or_else(|| panic!("no IPv6 subnet: {block}\n{}", sidecar.log_text()));
+    let ipnet = v6["ipnet"].as_str().unwrap();
+    assert!(ipnet.ends_with("/64"), "{block}");
+    assert!(
+        v6["gateway"]
+            .as_str()
+            .is_some_and(|g| g.starts_with("fe80::")),
+        "{block}"
+    );
+    assert_eq!(global_addresses(pod.name(), "eth0"), [ipnet], "{block}");
+    assert!(
+        block["dns_server_ips"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(DNS6)),
+        "{block}"
+    );
+    for (ns, input) in [(netns, input), (netns_path(first_pod.name()), first)] {
+        netavark.teardown(&ns, &input);
+    }
+    wait_attachments(&lab, &dirs, "attachments not released", |l| l.is_empty());
+    assert_eq!(pod_leftovers(pod.name()), Vec::<String>::new());
+}

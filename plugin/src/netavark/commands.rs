@@ -43,7 +43,10 @@ pub fn create(mut network: Network) -> Result<Network, CniError> {
         return Err(refuse("static routes", "--route"));
     }
     if network.ipv6_enabled {
-        return Err(refuse("IPv6 subnet", "--ipv6"));
+        return Err(CniError::invalid_config(
+            "a softether network has no IPv6 subnet of its own: the VPN's routers assign IPv6 addresses",
+            "remove --ipv6; IPv6 from the VPN is on by default (-o ipv6=false turns it off)",
+        ));
     }
     if network.rest.get("internal") == Some(&Value::Bool(true)) {
         return Err(CniError::invalid_config(
@@ -148,7 +151,8 @@ fn env(command: Command, exec: &PluginExec, netns: &str) -> Result<Env, CniError
 }
 
 /// Our interface (the only one in a result without `prevResult`) with its addresses and
-/// gateways, and the lease's DNS. The DHCP domain name counts as a search domain when the lease
+/// gateways (IPv4 and IPv6: each address with its prefix, the IPv6 gateway is the router's
+/// link-local address), and the lease's DNS (IPv6 servers after the IPv4 ones). The DHCP domain name counts as a search domain when the lease
 /// has no search list.
 pub fn status_block(result: &CniResult, ifname: &str) -> StatusBlock {
     let mut interfaces = BTreeMap::new();

@@ -27,12 +27,13 @@ pub const STRING_KEYS: [&str; 10] = [
     "stateDir",
 ];
 /// Keys whose value must be `true` or `false`.
-pub const BOOL_KEYS: [&str; 5] = [
+pub const BOOL_KEYS: [&str; 6] = [
     "plainPassword",
     "insecure",
     "acceptDefaultGateway",
     "acceptStaticRoutes",
     "connmark",
+    "ipv6",
 ];
 /// Keys whose value must be a decimal integer.
 pub const INTEGER_KEYS: [&str; 5] = [

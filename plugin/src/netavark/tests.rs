@@ -485,3 +485,43 @@ fn error_text_is_message_then_details() {
     let e = CniError::invalid_config("m", "d");
     assert_eq!(text(e), "m (d)");
 }
+
+#[test]
+fn setup_lists_the_ipv6_subnet_and_servers_and_takes_the_ipv6_option() {
+    let dir = TempDir::new("nv-ipv6");
+    let mut dual = leased();
+    dual.ips.push(AttachedIp {
+        address: "fd5e:7e4e:1:0:5c01:2ff:fe03:405/64".parse().unwrap(),
+        gateway: Some("fe80::1".parse().unwrap()),
+    });
+    dual.dns.nameservers.push("fd5e:7e4e:1::53".into());
+    dual.dns.search = vec!["vpn.lan".into(), "lab6.test".into()];
+    let h = Harness::new(Script {
+        attach: Some(Ok(dual)),
+        ..Script::default()
+    });
+    let out = setup(&plugin_exec(&dir, json!({})), &h).unwrap().unwrap();
+    assert_eq!(
+        out["interfaces"]["vpn0"]["subnets"],
+        json!([{"gateway": "10.99.0.1", "ipnet": "10.99.0.23/24"},
+               {"gateway": "fe80::1", "ipnet": "fd5e:7e4e:1:0:5c01:2ff:fe03:405/64"}])
+    );
+    assert_eq!(
+        out["dns_server_ips"],
+        json!(["10.99.0.1", "fd5e:7e4e:1::53"])
+    );
+    assert_eq!(out["dns_search_domains"], json!(["vpn.lan", "lab6.test"]));
+    assert_eq!(h.seen.borrow().attach[0].link.ipv6, None);
+
+    let h = Harness::new(Script {
+        attach: Some(Ok(leased())),
+        ..Script::default()
+    });
+    let mut input = plugin_exec(&dir, json!({}));
+    input["network"]["options"]["ipv6"] = json!("false");
+    setup(&input, &h).unwrap();
+    assert_eq!(h.seen.borrow().attach[0].link.ipv6, Some(false));
+    input["network"]["options"]["ipv6"] = json!("no");
+    let err = setup(&input, &h).unwrap_err();
+    assert!(err.contains("\"ipv6\""), "{err}");
+}

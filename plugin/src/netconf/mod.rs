@@ -10,7 +10,8 @@
 //! (false), `policyRouteTable` (off), `connmark` (false, needs
 //! `policyRouteTable`), `timeout` (60 s, < 120), `sidecarSocket`
 //! (`/run/softether-cni/sidecar.sock`), `stateDir` (`/var/lib/softether-cni`), `proxy`,
-//! `proxyPasswordFile`, `onChange` (off; argv list, absolute program path first),
+//! `proxyPasswordFile`, `onChange` (off; argv list, absolute program path first), `ipv6`
+//! (true: IPv6 from the VPN's routers on the interface and in the result),
 //! `runtimeConfig.mac`, `args.cni.{user,
 //! passwordFile, hub}`, `prevResult`, and for GC `cni.dev/valid-attachments`
 //! (or the 1.1.0-tag spelling `cni.dev/attachments`).
@@ -76,6 +77,9 @@ pub struct NetConf {
     pub connmark: bool,
     /// `onChange`: the sidecar's lease hook, program and arguments.
     pub on_change: Vec<String>,
+    /// `ipv6`: configure IPv6 from the VPN's routers (default true); false turns IPv6 off on
+    /// the interface.
+    pub ipv6: bool,
     pub timeout: Duration,
     pub sidecar_socket: PathBuf,
     /// The sidecar's `--state-dir` (tombstones for a DEL while it is down).
@@ -238,6 +242,7 @@ impl NetConf {
                 }
             },
         };
+        let ipv6 = f.bool("ipv6")?.unwrap_or(true);
         let timeout = f
             .uint("timeout", 1..=MAX_TIMEOUT_SECS)?
             .map_or(DEFAULT_TIMEOUT, Duration::from_secs);
@@ -312,6 +317,7 @@ impl NetConf {
             policy_route_table,
             connmark,
             on_change,
+            ipv6,
             timeout,
             sidecar_socket,
             state_dir,

@@ -377,3 +377,12 @@ fn on_change_is_an_argv_list_with_an_absolute_program() {
         assert!(e.to_string().contains("onChange"), "{e}");
     }
 }
+
+#[test]
+fn ipv6_is_on_unless_the_network_says_false() {
+    assert!(parse(base()).unwrap().ipv6);
+    assert!(!parse(with("ipv6", json!(false))).unwrap().ipv6);
+    let e = parse(with("ipv6", json!("no"))).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InvalidConfig);
+    assert!(e.to_string().contains("\"ipv6\""), "{e}");
+}

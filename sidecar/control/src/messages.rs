@@ -136,6 +136,19 @@ pub struct LinkSettings {
     /// sidecar (no shell) when the lease is acquired, changes, is lost or released.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub on_change: Vec<String>,
+    /// The network's `ipv6` key: IPv6 from the VPN's routers (RA, SLAAC, DHCPv6) on the pod
+    /// interface and in the result. Absent means on (see [`LinkSettings::ipv6_enabled`]);
+    /// `false` turns IPv6 off on the interface.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<bool>,
+}
+
+impl LinkSettings {
+    /// Whether IPv6 is managed on the pod interface: unless the network says `ipv6: false`.
+    /// Records and requests from before the key existed mean on.
+    pub fn ipv6_enabled(&self) -> bool {
+        self.ipv6 != Some(false)
+    }
 }
 
 /// `attach` (ADD): the plugin created the persistent TAP `ifname` in `netns` and passes its
@@ -359,6 +372,9 @@ pub struct AttachmentStatus {
     /// UDP acceleration of the current session: `off`, `probing`, `stabilising`, `active`, `lost`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub udp_acceleration: Option<String>,
+    /// The IPv6 addresses installed from the VPN's routers (absent when none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses6: Vec<IpPrefix>,
 }
 
 /// The `list` answer.

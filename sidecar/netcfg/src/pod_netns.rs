@@ -1,6 +1,6 @@
 //! What one CNI attachment leaves in its pod's network namespace, owned in one place: the
-//! persistent TAP named `CNI_IFNAME`, the policy rules of `policyRouteTable`, and the CONNMARK
-//! nft table. (Addresses and routes through the TAP go with the TAP.)
+//! persistent TAP named `CNI_IFNAME`, the policy rules of `policyRouteTable` (IPv4 and IPv6),
+//! and the CONNMARK nft table. (Addresses and routes through the TAP go with the TAP.)
 //!
 //! The plugin creates the TAP ([`create_tap`]); the sidecar installs the rules
 //! ([`policy_rules`], through the engine's lease plan) and the table ([`firewall`]). Teardown
@@ -13,7 +13,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 
 use crate::error::{NetcfgError, Result};
-use crate::{sys, Firewall, Netlink, Netns, PolicyRule};
+use crate::{sys, Firewall, Netlink, Netns, PolicyRule, PolicyRule6};
 
 /// `ip rule` priority of `from <VPN_IP>/32 lookup <policyRouteTable>`.
 pub const RULE_PRIORITY_FROM: u32 = 1000;
@@ -88,7 +88,26 @@ impl PodRouting {
             .collect()
     }
 
-    /// Removes the rules and the nft table from `netns`, best effort: every step runs
+    /// Our IPv6 rules among `rules` (an `ip -6 rule` dump): from-rules with a /128 source and
+    /// the fwmark rule, each looking up the table at its priority. IPv6 addresses are not
+    /// recorded, so any /128 from-rule at our priority in our table counts as ours.
+    pub fn own_rules6(&self, rules: &[PolicyRule6]) -> Vec<PolicyRule6> {
+        let Some(table) = self.policy_table else {
+            return Vec::new();
+        };
+        rules
+            .iter()
+            .filter(|r| r.table == table)
+            .filter(|r| match (r.priority, r.source, r.fwmark) {
+                (RULE_PRIORITY_FROM, Some(src), None) => src.prefix_len() == 128,
+                (RULE_PRIORITY_FWMARK, None, Some(_)) => true,
+                _ => false,
+            })
+            .copied()
+            .collect()
+    }
+
+    /// Removes the rules (both families) and the nft table from `netns`, best effort: every step runs
     /// whatever the previous ones did; the failures are returned for the log.
     pub async fn remove(&self, netns: &str) -> Vec<NetcfgError> {
         let mut errors = Vec::new();
@@ -98,16 +117,26 @@ impl PodRouting {
         let ns = Netns::from_path(netns);
         if self.policy_table.is_some() {
             match Netlink::open(ns.clone()).await {
-                Ok(nl) => match nl.rules().await {
-                    Ok(rules) => {
-                        for rule in self.own_rules(&rules) {
-                            if let Err(e) = nl.del_rule(&rule).await {
+                Ok(nl) => {
+                    match nl.rules().await {
+                        Ok(rules) => {
+                            for rule in self.own_rules(&rules) {
+                                if let Err(e) = nl.del_rule(&rule).await {
+                                    errors.push(e);
+                                }
+                            }
+                        }
+                        Err(e) => errors.push(e),
+                    }
+                    // A kernel without IPv6 has no IPv6 rules to dump: nothing to remove.
+                    if let Ok(rules) = nl.rules6().await {
+                        for rule in self.own_rules6(&rules) {
+                            if let Err(e) = nl.del_rule6(&rule).await {
                                 errors.push(e);
                             }
                         }
                     }
-                    Err(e) => errors.push(e),
-                },
+                }
                 Err(e) => errors.push(e),
             }
         }
@@ -288,6 +317,27 @@ mod tests {
         );
         assert!(routing(100, None).own_rules(&others).is_empty());
         assert!(PodRouting::default().own_rules(&all).is_empty());
+    }
+
+    #[test]
+    fn own_ipv6_rules_are_host_from_rules_and_the_fwmark_rule_of_the_table() {
+        let me: std::net::Ipv6Addr = "fd00:6::1".parse().unwrap();
+        let from = PolicyRule6::from_address(me, 100, RULE_PRIORITY_FROM);
+        let mark = PolicyRule6::fwmark(100, u32::MAX, 100, RULE_PRIORITY_FWMARK);
+        let others = [
+            PolicyRule6::from_address(me, 101, RULE_PRIORITY_FROM),
+            PolicyRule6::from_address(me, 100, 999),
+            PolicyRule6 {
+                source: Some("fd00:6::/64".parse().unwrap()),
+                ..from
+            },
+            PolicyRule6::fwmark(100, u32::MAX, 100, RULE_PRIORITY_FROM),
+        ];
+        let mut all = others.to_vec();
+        all.extend([from, mark]);
+        assert_eq!(routing(100, Some(ME)).own_rules6(&all), vec![from, mark]);
+        assert!(routing(100, None).own_rules6(&others).is_empty());
+        assert!(PodRouting::default().own_rules6(&all).is_empty());
     }
 
     #[test]

@@ -160,6 +160,7 @@ mod tests {
             rate_in: 1536,
             rate_out: 0,
             udp_acceleration: Some("active".into()),
+            addresses6: Vec::new(),
         }
     }
 

@@ -18,6 +18,7 @@
 
 pub mod admission;
 pub mod control_socket;
+pub mod ipv6;
 pub mod netns_watch;
 pub mod registry;
 pub mod session;

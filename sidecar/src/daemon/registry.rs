@@ -16,8 +16,9 @@ use netcfg::{Netlink, Netns, PodRouting, Tap, TapRemoval};
 
 use crate::engine::status::Phase;
 
+use super::ipv6;
 use super::session::{self, SessionHandle};
-use crate::daemon::verify::missing_objects;
+use crate::daemon::verify::{missing_objects, missing_objects6};
 use crate::engine::lease_apply::plan;
 use crate::engine::status::StopMode;
 use softether_control::state_dir::{
@@ -168,6 +169,17 @@ impl Registry {
         };
         match outcome {
             Ok(lease) => {
+                let ipv6 = if req.link.ipv6_enabled() {
+                    let hub = ipv6::hub_key(&req.login);
+                    let settled =
+                        ipv6::settle(&mut status, ipv6::daemon_hubs(), &hub, deadline.into()).await;
+                    tracing::info!(attachment = %key, waited_ms = settled.waited.as_millis() as u64,
+                        addresses = settled.settings.addresses.len(), why = settled.why,
+                        "IPv6 for the ADD result");
+                    settled.settings
+                } else {
+                    Default::default()
+                };
                 let mut saved = record;
                 saved.last_address = Some(lease.interface_address());
                 if let Err(e) = self.state.save(&saved) {
@@ -181,7 +193,9 @@ impl Registry {
                 if let Some(entry) = self.lock().get_mut(&key) {
                     entry.record = saved;
                 }
-                Ok(result_of(mac, &lease, &req))
+                let mut result = result_of(mac, &lease, &req);
+                ipv6::add_to_result(&mut result, &ipv6, &session::net_options(&req.link));
+                Ok(result)
             }
             Err(e) => {
                 self.forget(&key, StopMode::Teardown).await;
@@ -293,25 +307,42 @@ impl Registry {
         if mac != want_mac {
             return Err(netns_error(format!("{} has the wrong MAC", key.ifname), ""));
         }
-        let have = nl
+        let mut have: Vec<String> = nl
             .addresses(info.index)
             .await
-            .map_err(|e| netns_error("cannot list addresses".into(), e))?;
+            .map_err(|e| netns_error("cannot list addresses".into(), e))?
+            .iter()
+            .map(Ipv4Net::to_string)
+            .collect();
+        if req.ips.iter().any(|ip| ip.addr.is_ipv6()) {
+            let have6 = nl
+                .addresses6(info.index)
+                .await
+                .map_err(|e| netns_error("cannot list IPv6 addresses".into(), e))?;
+            have.extend(have6.iter().map(ToString::to_string));
+        }
         let mut want: Vec<String> = req.ips.iter().map(IpPrefix::to_string).collect();
         want.push(lease.interface_address().to_string());
         for ip in want {
-            if !have.iter().any(|a| a.to_string() == ip) {
+            if !have.contains(&ip) {
                 return Err(netns_error(
                     format!("{} lacks address {ip}", key.ifname),
                     format!("present: {have:?}"),
                 ));
             }
         }
-        let planned = plan(&lease, &session::net_options(&record.link), info.index);
+        let opts = session::net_options(&record.link);
+        let planned = plan(&lease, &opts, info.index);
         let firewall = pod_netns::firewall(&req.netns, &key.container_id, &key.ifname);
-        let missing = missing_objects(&nl, &firewall, &planned, &key.ifname)
+        let mut missing = missing_objects(&nl, &firewall, &planned, &key.ifname)
             .await
             .map_err(|e| netns_error(format!("cannot inspect {}", req.netns), e))?;
+        let planned6 = ipv6::pod_plan(&live.ipv6.settings, &opts, info.index);
+        missing.extend(
+            missing_objects6(&nl, &planned6, info.index, &key.ifname)
+                .await
+                .map_err(|e| netns_error(format!("cannot inspect IPv6 in {}", req.netns), e))?,
+        );
         if !missing.is_empty() {
             return Err(netns_error(missing.join("; "), format!("in {}", req.netns)));
         }
@@ -401,6 +432,16 @@ impl Registry {
                     rate_in: traffic.rate_in,
                     rate_out: traffic.rate_out,
                     udp_acceleration: Some(l.udp_mode().as_str().to_owned()),
+                    addresses6: l
+                        .ipv6
+                        .settings
+                        .addresses
+                        .iter()
+                        .map(|a| IpPrefix {
+                            addr: IpAddr::V6(a.address),
+                            len: a.interface_address().prefix_len(),
+                        })
+                        .collect(),
                 }
             })
             .collect();

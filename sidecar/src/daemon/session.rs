@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::netns_watch;
-use crate::engine::lease_apply::NetOptions;
+use crate::engine::lease_apply::{Ipv6Mode, NetOptions};
 use crate::engine::mac::Mac;
 use crate::engine::recovery::{RecoveryGate, DAEMON_CONCURRENT_LOGINS};
 use crate::engine::run::{run_engine, EngineConfig, EngineError};
@@ -259,7 +259,9 @@ pub async fn session_config(login: &LoginSettings) -> Result<SessionConfig, Wire
 }
 
 /// The CNI link settings as the engine's options (the same struct `connect`'s flags fill).
-/// The pod's resolv.conf belongs to the runtime: DNS goes into the CNI result instead.
+/// The pod's resolv.conf belongs to the runtime: DNS goes into the CNI result instead. IPv6
+/// is managed like `connect`'s unless the network says `ipv6: false`, which turns it off on
+/// the pod interface (like `connect --no-ipv6`).
 pub fn net_options(link: &LinkSettings) -> NetOptions {
     NetOptions {
         accept_default_gateway: link.accept_default_gateway,
@@ -268,7 +270,11 @@ pub fn net_options(link: &LinkSettings) -> NetOptions {
         connmark: link.connmark,
         resolv_conf: None,
         lease_mtu: link.mtu.is_none(),
-        ipv6: Default::default(),
+        ipv6: if link.ipv6_enabled() {
+            Ipv6Mode::Managed
+        } else {
+            Ipv6Mode::Off
+        },
     }
 }
 
@@ -468,12 +474,17 @@ impl Attachment {
         });
     }
 
-    /// Records each new lease address in the attachment record. Never returns.
+    /// Records each new lease address in the attachment record, and a hub with IPv6 routers
+    /// in the daemon's memory (see `daemon::ipv6`). Never returns.
     async fn persist_leases(
         &mut self,
         mut status: watch::Receiver<EngineStatus>,
     ) -> std::convert::Infallible {
+        let hub = crate::daemon::ipv6::hub_key(&self.record.login);
         loop {
+            if status.borrow().ipv6.router_heard {
+                crate::daemon::ipv6::daemon_hubs().remember(&hub);
+            }
             let address = status
                 .borrow_and_update()
                 .lease
@@ -533,6 +544,14 @@ pub(crate) mod tests {
         assert!(c.net.connmark && c.net.resolv_conf.is_none());
         assert_eq!(c.dhcp_hostname, Some(Some("web-1".into())));
         assert_eq!(c.id, "c1_vpn0");
+        // IPv6 is managed unless the network turns it off.
+        assert_eq!(c.net.ipv6, Ipv6Mode::Managed);
+        let mut off = record(None);
+        off.link.ipv6 = Some(false);
+        let c = engine_config(&off, Mac([0x5e, 0, 0, 0, 0, 1]))
+            .await
+            .unwrap();
+        assert_eq!(c.net.ipv6, Ipv6Mode::Off);
     }
 
     #[tokio::test]

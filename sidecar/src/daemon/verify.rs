@@ -7,9 +7,12 @@
 //! in), so it does not depend on how iproute2 would print either side. [`missing_routes`] and
 //! [`missing_rules`] are pure; [`missing_objects`] reads the kernel through `netcfg`.
 
-use netcfg::{Firewall, NetcfgError, Netlink, PolicyRule, RouteSpec, TABLE_MAIN};
+use netcfg::{
+    Firewall, FwMark, NetcfgError, Netlink, PolicyRule, PolicyRule6, Route6Spec, RouteSpec,
+    TABLE_MAIN,
+};
 
-use crate::engine::lease_apply::LeasePlan;
+use crate::engine::lease_apply::{Ipv6Plan, LeasePlan};
 
 /// Whether the installed route `have` is the planned route `want`. Fields the plan leaves
 /// open (interface, preferred source) match anything; a missing metric is metric 0, which is
@@ -29,11 +32,35 @@ fn route_matches(want: &RouteSpec, have: &RouteSpec) -> bool {
 /// selector (compared under its mask), table and priority.
 fn rule_matches(want: &PolicyRule, have: &PolicyRule) -> bool {
     let source = |r: &PolicyRule| r.source.map(|s| s.trunc());
-    let mark = |r: &PolicyRule| r.fwmark.map(|m| (m.mark & m.mask, m.mask));
-    source(want) == source(have)
-        && mark(want) == mark(have)
-        && want.table == have.table
-        && want.priority == have.priority
+    source(want) == source(have) && same_lookup(want.fwmark, have.fwmark, want, have)
+}
+
+/// The family-neutral part of a rule comparison: fwmark under its mask, table, priority.
+fn same_lookup<R: RuleLookup>(
+    want_mark: Option<FwMark>,
+    have_mark: Option<FwMark>,
+    want: &R,
+    have: &R,
+) -> bool {
+    let mark = |m: Option<FwMark>| m.map(|m| (m.mark & m.mask, m.mask));
+    mark(want_mark) == mark(have_mark) && want.lookup() == have.lookup()
+}
+
+/// (table, priority) of a rule of either family.
+trait RuleLookup {
+    fn lookup(&self) -> (u32, u32);
+}
+
+impl RuleLookup for PolicyRule {
+    fn lookup(&self) -> (u32, u32) {
+        (self.table, self.priority)
+    }
+}
+
+impl RuleLookup for PolicyRule6 {
+    fn lookup(&self) -> (u32, u32) {
+        (self.table, self.priority)
+    }
 }
 
 fn table_name(table: u32) -> String {
@@ -47,43 +74,62 @@ fn table_name(table: u32) -> String {
 /// `route 10.98.0.0/24 via 10.99.0.1 dev vpn0 metric 50 table main`, like `ip route` prints
 /// it; `ifname` names the planned interface.
 fn describe_route(route: &RouteSpec, ifname: &str) -> String {
-    let mut s = format!("route {}", route.destination);
-    if let Some(gw) = route.gateway {
+    let src = route.pref_source.map(|s| s.to_string());
+    describe_route_parts(
+        &route.destination.to_string(),
+        route.gateway.map(|g| g.to_string()),
+        route.oif.map(|_| ifname),
+        src.as_deref(),
+        route.metric,
+        route.table,
+    )
+}
+
+/// A route of either family as `ip route` prints it.
+fn describe_route_parts(
+    destination: &str,
+    gateway: Option<String>,
+    dev: Option<&str>,
+    src: Option<&str>,
+    metric: Option<u32>,
+    table: u32,
+) -> String {
+    let mut s = format!("route {destination}");
+    if let Some(gw) = gateway {
         s += &format!(" via {gw}");
     }
-    if route.oif.is_some() {
-        s += &format!(" dev {ifname}");
+    if let Some(dev) = dev {
+        s += &format!(" dev {dev}");
     }
-    if let Some(src) = route.pref_source {
+    if let Some(src) = src {
         s += &format!(" src {src}");
     }
-    if let Some(metric) = route.metric {
+    if let Some(metric) = metric {
         s += &format!(" metric {metric}");
     }
-    s + &format!(" table {}", table_name(route.table))
+    s + &format!(" table {}", table_name(table))
 }
 
 /// `rule from 192.168.30.10 lookup 100 priority 1000`, like `ip rule` prints it.
 fn describe_rule(rule: &PolicyRule) -> String {
-    let mut s = String::from("rule from ");
-    match rule.source {
-        Some(src) if src.prefix_len() == 32 => {
-            s += &src.addr().to_string();
-        }
-        Some(src) => s += &src.to_string(),
-        None => s += "all",
-    }
-    if let Some(m) = rule.fwmark {
+    let from = match rule.source {
+        Some(src) if src.prefix_len() == 32 => src.addr().to_string(),
+        Some(src) => src.to_string(),
+        None => "all".into(),
+    };
+    describe_rule_parts(&from, rule.fwmark, rule.table, rule.priority)
+}
+
+/// A rule of either family as `ip rule` prints it; `from` is the source as printed.
+fn describe_rule_parts(from: &str, fwmark: Option<FwMark>, table: u32, priority: u32) -> String {
+    let mut s = format!("rule from {from}");
+    if let Some(m) = fwmark {
         s += &format!(" fwmark {:#x}", m.mark);
         if m.mask != u32::MAX {
             s += &format!("/{:#x}", m.mask);
         }
     }
-    s + &format!(
-        " lookup {} priority {}",
-        table_name(rule.table),
-        rule.priority
-    )
+    s + &format!(" lookup {} priority {priority}", table_name(table))
 }
 
 /// The planned routes that no installed route matches, described for an error message.
@@ -131,6 +177,82 @@ pub async fn missing_objects(
             "nft table inet {} is missing",
             firewall.table_name()
         ));
+    }
+    Ok(missing)
+}
+
+/// Whether the installed IPv6 route `have` is the planned `want`: fields the plan leaves open
+/// match anything (the kernel reports a route added without a metric with metric 1024).
+fn route6_matches(want: &Route6Spec, have: &Route6Spec) -> bool {
+    want.destination == have.destination
+        && want.table == have.table
+        && want.gateway == have.gateway
+        && want.oif.is_none_or(|oif| have.oif == Some(oif))
+        && want.metric.is_none_or(|m| have.metric == Some(m))
+}
+
+fn rule6_matches(want: &PolicyRule6, have: &PolicyRule6) -> bool {
+    want.source.map(|s| s.trunc()) == have.source.map(|s| s.trunc())
+        && same_lookup(want.fwmark, have.fwmark, want, have)
+}
+
+/// The planned IPv6 routes no installed route matches, described for an error message.
+pub fn missing_routes6(plan: &Ipv6Plan, installed: &[Route6Spec], ifname: &str) -> Vec<String> {
+    plan.routes
+        .iter()
+        .filter(|want| !installed.iter().any(|have| route6_matches(want, have)))
+        .map(|r| {
+            let gw = r.gateway.map(|g| g.to_string());
+            let dev = r.oif.map(|_| ifname);
+            let dst = r.destination.to_string();
+            let route = describe_route_parts(&dst, gw, dev, None, r.metric, r.table);
+            format!("{route} is missing")
+        })
+        .collect()
+}
+
+/// The planned IPv6 rules no installed rule matches, described for an error message.
+pub fn missing_rules6(plan: &Ipv6Plan, installed: &[PolicyRule6]) -> Vec<String> {
+    plan.rules
+        .iter()
+        .filter(|want| !installed.iter().any(|have| rule6_matches(want, have)))
+        .map(|r| {
+            let from = match r.source {
+                Some(src) if src.prefix_len() == 128 => src.addr().to_string(),
+                Some(src) => src.to_string(),
+                None => "all".into(),
+            };
+            let rule = describe_rule_parts(&from, r.fwmark, r.table, r.priority);
+            format!("{rule} is missing")
+        })
+        .collect()
+}
+
+/// What of the IPv6 `plan` is missing from the TAP with index `tap` (named `ifname`) in the
+/// namespace `nl` talks to: addresses, routes (every table the plan uses), policy rules.
+pub async fn missing_objects6(
+    nl: &Netlink,
+    plan: &Ipv6Plan,
+    tap: u32,
+    ifname: &str,
+) -> Result<Vec<String>, NetcfgError> {
+    let mut missing = Vec::new();
+    if !plan.addresses.is_empty() {
+        let have = nl.addresses6(tap).await?;
+        for a in plan.addresses.iter().filter(|a| !have.contains(a)) {
+            missing.push(format!("{ifname} lacks address {a}"));
+        }
+    }
+    let mut tables: Vec<u32> = plan.routes.iter().map(|r| r.table).collect();
+    tables.sort_unstable();
+    tables.dedup();
+    let mut routes = Vec::new();
+    for table in tables {
+        routes.extend(nl.routes6(table).await?);
+    }
+    missing.extend(missing_routes6(plan, &routes, ifname));
+    if !plan.rules.is_empty() {
+        missing.extend(missing_rules6(plan, &nl.rules6().await?));
     }
     Ok(missing)
 }

@@ -340,7 +340,11 @@ async fn drive_ipv6<T: FramePort>(
             other => tracing::debug!(?other, "IPv6 event"),
         }
     }
-    let settings = latest?;
+    let progress = status::ipv6_progress(v6);
+    let Some(settings) = latest else {
+        status::set_ipv6_progress(ctx.status, progress);
+        return None;
+    };
     tracing::info!(
         addresses = ?settings.addresses.iter().map(|a| a.interface_address()).collect::<Vec<_>>(),
         router = ?settings.router.map(|r| r.address),
@@ -348,11 +352,15 @@ async fn drive_ipv6<T: FramePort>(
         since_start_ms = now().saturating_duration_since(ctx.started).as_millis() as u64,
         "IPv6 configuration"
     );
+    let mut applied = true;
     if let Some(net) = ctx.net.as_deref_mut() {
         if let Err(e) = net.apply_ipv6(&settings).await {
             tracing::warn!("applying the IPv6 configuration: {e}");
+            applied = false;
         }
     }
+    // Published once installed, so an ADD answered from it reports what the pod has.
+    status::set_ipv6_installed(ctx.status, progress, applied.then_some(settings));
     None
 }
 

@@ -7,7 +7,7 @@
 //! advertisements, SLAAC, DHCPv6) is applied the same way by the `ipv6` submodule.
 
 mod ipv6;
-pub use ipv6::Ipv6Mode;
+pub use ipv6::{plan_ipv6, Ipv6Mode, Ipv6Plan};
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use dhcp_client::v6::Ipv6Settings;
 use dhcp_client::Lease;
 use tokio::sync::watch;
 
@@ -192,6 +193,20 @@ pub struct EngineStatus {
     pub traffic: Arc<Traffic>,
     /// UDP acceleration of the current session (`None` before the first session).
     pub udp: Option<Arc<UdpIndicator>>,
+    /// IPv6 from the VPN's routers, when the engine manages it.
+    pub ipv6: Ipv6Status,
+}
+
+/// How far IPv6 configuration has got: what the CNI daemon's ADD waits for (briefly) and
+/// reports beside the lease.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ipv6Status {
+    /// The configuration installed last (empty: none, or IPv6 is not managed).
+    pub settings: Ipv6Settings,
+    /// A router advertisement told us something: a router, a prefix, DNS, or to ask DHCPv6.
+    pub router_heard: bool,
+    /// A DHCPv6 exchange a router asked for (M or O flag) has not been answered yet.
+    pub dhcpv6_pending: bool,
 }
 
 impl EngineStatus {
@@ -212,6 +227,7 @@ impl EngineStatus {
             session_started: None,
             traffic: Arc::default(),
             udp: None,
+            ipv6: Ipv6Status::default(),
         }
     }
 }
@@ -267,6 +283,54 @@ pub(crate) fn set_released(status: &watch::Sender<EngineStatus>) {
     status.send_modify(|s| {
         if s.lease.take().is_some() {
             s.lease_event = Some(LeaseEvent::Released);
+        }
+        s.ipv6 = Ipv6Status::default();
+    });
+}
+
+/// Where an IPv6 client stands: (a router was heard, a DHCPv6 exchange is pending). An
+/// advertisement that neither configures anything nor asks for DHCPv6 counts as unheard.
+pub(crate) fn ipv6_progress(v6: &dhcp_client::v6::Ipv6Client) -> (bool, bool) {
+    use dhcp_client::v6::Dhcp6State;
+    let dhcp = v6.dhcp_state();
+    let heard = !v6.settings().is_empty() || !matches!(dhcp, Dhcp6State::Idle);
+    let pending = matches!(
+        dhcp,
+        Dhcp6State::Soliciting | Dhcp6State::Requesting | Dhcp6State::Informing
+    );
+    (heard, pending)
+}
+
+/// IPv6 progress without new settings. Called on every pass of the session loop: a read
+/// lock when nothing changed, watchers woken only when something did.
+pub(crate) fn set_ipv6_progress(
+    status: &watch::Sender<EngineStatus>,
+    (heard, pending): (bool, bool),
+) {
+    let same = {
+        let s = status.borrow();
+        s.ipv6.router_heard == heard && s.ipv6.dhcpv6_pending == pending
+    };
+    if !same {
+        status.send_modify(|s| {
+            s.ipv6.router_heard = heard;
+            s.ipv6.dhcpv6_pending = pending;
+        });
+    }
+}
+
+/// IPv6 progress with the settings just installed (`None`: installing failed, the previous
+/// ones stay reported).
+pub(crate) fn set_ipv6_installed(
+    status: &watch::Sender<EngineStatus>,
+    (heard, pending): (bool, bool),
+    settings: Option<Ipv6Settings>,
+) {
+    status.send_modify(|s| {
+        s.ipv6.router_heard = heard;
+        s.ipv6.dhcpv6_pending = pending;
+        if let Some(settings) = settings {
+            s.ipv6.settings = settings;
         }
     });
 }

@@ -60,3 +60,21 @@ pub fn bound_lease(now: Instant, lease: Duration) -> Lease {
         other => panic!("expected Bound, got {other:?}"),
     }
 }
+
+/// IPv6 settings as a router advertising `fd00:6::/64` (A and L flags, RDNSS) teaches them.
+pub fn slaac_settings() -> dhcp_client::v6::Ipv6Settings {
+    use dhcp_client::v6::{Ipv6Address, Ipv6Router, Ipv6Settings};
+    let mut s = Ipv6Settings::default();
+    s.addresses = vec![Ipv6Address {
+        address: "fd00:6::11:22ff:fe33:4455".parse().unwrap(),
+        prefix_len: 64,
+        from_slaac: true,
+    }];
+    s.on_link = vec!["fd00:6::/64".parse().unwrap()];
+    s.router = Some(Ipv6Router {
+        address: "fe80::1".parse().unwrap(),
+        mac: [2, 0, 0, 0, 0, 1],
+    });
+    s.dns_servers = vec!["fd00:6::53".parse().unwrap()];
+    s
+}

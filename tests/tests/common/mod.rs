@@ -5,6 +5,7 @@ pub mod cni;
 pub mod cni_lab;
 pub mod connect;
 pub mod containerd;
+pub mod ipv6_lab;
 pub mod observe;
 pub mod podman;
 pub mod session;

@@ -96,6 +96,8 @@ pub fn attach(
             policy_route_table: conf.policy_route_table,
             connmark: conf.connmark,
             on_change: conf.on_change.clone(),
+            // Absent means on: the wire stays as it was for the default.
+            ipv6: (!conf.ipv6).then_some(false),
         },
         timeout_ms: deadline
             .saturating_duration_since(Instant::now())

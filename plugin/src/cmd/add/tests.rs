@@ -258,3 +258,78 @@ fn tap_creation_failure_is_102_and_skips_the_sidecar() {
     );
     assert!(h.seen.borrow().attach.is_empty());
 }
+
+/// What the sidecar reports for a dual-stack VPN: the lease, a SLAAC address whose gateway is
+/// the router's link-local address, the on-link prefix and the default route via the router.
+fn dual_stack() -> AttachResult {
+    let mut a = attached();
+    a.ips.push(AttachedIp {
+        address: "fd5e:7e4e:1:0:5c00:ff:fe00:1/64".parse().unwrap(),
+        gateway: Some("fe80::1".parse().unwrap()),
+    });
+    a.routes.push(AttachedRoute {
+        dst: "fd5e:7e4e:1::/64".parse().unwrap(),
+        gw: None,
+        table: None,
+        priority: None,
+    });
+    a.routes.push(AttachedRoute {
+        dst: "::/0".parse().unwrap(),
+        gw: Some("fe80::1".parse().unwrap()),
+        table: None,
+        priority: None,
+    });
+    a.dns.nameservers.push("fd5e:7e4e:1::53".into());
+    a
+}
+
+#[test]
+fn dual_stack_results_carry_both_families_in_every_version() {
+    let dir = TempDir::new("add6");
+    for version in ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"] {
+        let c = conf(&dir, version, json!({}));
+        let h = Harness::new(Script {
+            attach: Some(Ok(dual_stack())),
+            ..Script::default()
+        });
+        let Output::Json(out) = add(&env(""), &c, &h).unwrap() else {
+            panic!()
+        };
+        let old = version.starts_with("0.");
+        let mut want6 = json!({"address": "fd5e:7e4e:1:0:5c00:ff:fe00:1/64",
+                               "gateway": "fe80::1", "interface": 0});
+        if old {
+            want6["version"] = json!("6");
+            assert_eq!(out["ips"][0]["version"], "4", "{version}");
+        }
+        assert_eq!(out["ips"][1], want6, "{version}");
+        assert_eq!(
+            out["routes"][1],
+            json!({"dst": "fd5e:7e4e:1::/64"}),
+            "{version}"
+        );
+        assert_eq!(
+            out["routes"][2],
+            json!({"dst": "::/0", "gw": "fe80::1"}),
+            "{version}"
+        );
+        assert_eq!(
+            out["dns"]["nameservers"],
+            json!(["10.8.0.1", "fd5e:7e4e:1::53"]),
+            "{version}"
+        );
+        // The request says nothing about IPv6 by default: the sidecar's default is on.
+        assert_eq!(h.seen.borrow().attach[0].link.ipv6, None);
+    }
+}
+
+#[test]
+fn ipv6_false_reaches_the_sidecar() {
+    let dir = TempDir::new("add6off");
+    let c = conf(&dir, "1.0.0", json!({"ipv6": false}));
+    let h = Harness::new(ok_script());
+    add(&env(""), &c, &h).unwrap();
+    let link = &h.seen.borrow().attach[0].link;
+    assert_eq!(link.ipv6, Some(false));
+    assert!(!link.ipv6_enabled());
+}

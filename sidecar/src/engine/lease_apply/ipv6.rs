@@ -18,13 +18,41 @@ use super::{RULE_PRIORITY_FROM, RULE_PRIORITY_FWMARK};
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Ipv6Mode {
     /// The kernel keeps its link-local address but ignores router advertisements; nothing is
-    /// configured from the VPN (the CNI plugin until it reports IPv6).
+    /// configured from the VPN (`connect --no-dhcp`).
     #[default]
     LinkLocalOnly,
-    /// Router discovery, SLAAC and DHCPv6 through the tunnel, applied like the DHCPv4 lease.
+    /// Router discovery, SLAAC and DHCPv6 through the tunnel, applied like the DHCPv4 lease
+    /// (`connect`, and CNI pods unless their network says `ipv6: false`).
     Managed,
-    /// `disable_ipv6` on the TAP: no IPv6 at all (`connect --no-ipv6`).
+    /// `disable_ipv6` on the TAP: no IPv6 at all (`connect --no-ipv6`, CNI `ipv6: false`).
     Off,
+}
+
+/// What one [`Ipv6Settings`] installs, by kind: the CNI result reports it and CHECK verifies
+/// it (the same plan the engine applies, so neither can drift from the pod).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ipv6Plan {
+    pub addresses: Vec<Ipv6Net>,
+    pub routes: Vec<Route6Spec>,
+    pub rules: Vec<PolicyRule6>,
+}
+
+/// The pure translation of `settings` for the TAP with index `tap`, as the engine installs it.
+pub fn plan_ipv6(
+    settings: &Ipv6Settings,
+    opts: &NetOptions,
+    tap: u32,
+    server_over_ipv6: bool,
+) -> Ipv6Plan {
+    let mut plan = Ipv6Plan::default();
+    for item in plan6(settings, opts, tap, server_over_ipv6) {
+        match item {
+            Added6::Address(a) => plan.addresses.push(a),
+            Added6::Route(r) => plan.routes.push(r),
+            Added6::Rule(r) => plan.rules.push(r),
+        }
+    }
+    plan
 }
 
 /// One IPv6 object this configurator added.
@@ -222,25 +250,9 @@ impl NetConfigurator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dhcp_client::v6::{Ipv6Address, Ipv6Router};
+    use crate::engine::test_lease::slaac_settings as settings;
 
     const TAP: u32 = 9;
-
-    fn settings() -> Ipv6Settings {
-        let mut s = Ipv6Settings::default();
-        s.addresses = vec![Ipv6Address {
-            address: "fd00:6::11:22ff:fe33:4455".parse().unwrap(),
-            prefix_len: 64,
-            from_slaac: true,
-        }];
-        s.on_link = vec!["fd00:6::/64".parse().unwrap()];
-        s.router = Some(Ipv6Router {
-            address: "fe80::1".parse().unwrap(),
-            mac: [2, 0, 0, 0, 0, 1],
-        });
-        s.dns_servers = vec!["fd00:6::53".parse().unwrap()];
-        s
-    }
 
     #[test]
     fn address_and_on_link_route_only_by_default() {

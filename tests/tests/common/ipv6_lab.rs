@@ -1,0 +1,84 @@
+//! The lab's IPv6 LAN, shared by the `connect` and CNI IPv6 tests: a ULA address on the lan
+//! host (which sits on the hub through the local bridge) and dnsmasq there sending router
+//! advertisements for the ULA prefix (and answering DHCPv6 per its range); SecureNAT keeps
+//! serving DHCPv4.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::time::{Duration, Instant};
+
+use softether_lab::{Lab, LabOptions};
+
+use super::connect::must;
+
+/// ULA prefix of the lab's IPv6 LAN and the lan host's address in it.
+pub const PREFIX: &str = "fd5e:7e4e:1::";
+pub const LAN_HOST6: &str = "fd5e:7e4e:1::1";
+/// The DNS server and search domain the router advertises (RDNSS/DNSSL, DHCPv6 options).
+pub const DNS6: &str = "fd5e:7e4e:1::53";
+pub const DOMAIN6: &str = "lab6.test";
+
+/// A lab whose lan host has [`LAN_HOST6`]/64.
+pub fn lab() -> Lab {
+    let lab = Lab::start(LabOptions::default()).expect("lab");
+    let f = &lab.facts;
+    let addr = format!("{LAN_HOST6}/64");
+    must(
+        &f.lan_ns,
+        &["ip", "-6", "addr", "add", &addr, "dev", &f.lan_if, "nodad"],
+    );
+    lab
+}
+
+/// dnsmasq on the lan host: router advertisements (and DHCPv6 per `range`, e.g.
+/// `fd5e:7e4e:1::,ra-only,64,600` for SLAAC only) with [`DNS6`] and [`DOMAIN6`].
+pub fn router(lab: &Lab, range: &str) -> softether_lab::netns::KillOnDrop {
+    let f = &lab.facts;
+    let leases = f.dir.join("dnsmasq6.leases");
+    let argv = [
+        "dnsmasq".to_string(),
+        "--no-daemon".into(),
+        "--conf-file=/dev/null".into(),
+        "--port=0".into(),
+        "--bind-interfaces".into(),
+        format!("--interface={}", f.lan_if),
+        "--enable-ra".into(),
+        format!("--dhcp-range={range}"),
+        format!("--dhcp-option=option6:dns-server,[{DNS6}]"),
+        format!("--dhcp-option=option6:domain-search,{DOMAIN6}"),
+        format!("--dhcp-leasefile={}", leases.display()),
+    ];
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    lab.spawn_in(&f.lan_ns, &argv).expect("dnsmasq")
+}
+
+/// Global IPv6 addresses (`ADDR/LEN`) on `dev` in `ns`.
+pub fn global_addresses(ns: &str, dev: &str) -> Vec<String> {
+    let (_, out) = super::connect::exec(
+        ns,
+        &[
+            "ip", "-6", "-o", "addr", "show", "dev", dev, "scope", "global",
+        ],
+    );
+    out.lines()
+        .filter_map(|l| l.split_whitespace().nth(3).map(str::to_owned))
+        .collect()
+}
+
+/// `ping -6` from `ns` to `dst`, up to ten tries.
+pub fn ping6(ns: &str, dst: &str) -> bool {
+    (0..10).any(|_| super::connect::exec(ns, &["ping", "-6", "-n", "-c", "1", "-W", "2", dst]).0)
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, at most `limit`.
+pub fn wait_for<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = check() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
