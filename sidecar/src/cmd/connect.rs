@@ -92,7 +92,7 @@ pub struct ConnectArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(576..=9000))]
     pub mtu: Option<u32>,
     /// No IPv6 on the TAP (disable_ipv6). By default router advertisements and DHCPv6 from
-    /// the VPN configure addresses, on-link routes and (with the --accept-* flags) the default
+    /// the VPN configure addresses, on-link routes and (with the accept flags) the default
     /// route, DNS and policy routing, like the DHCPv4 lease.
     #[arg(long)]
     pub no_ipv6: bool,
