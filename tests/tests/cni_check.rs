@@ -8,7 +8,7 @@ mod common;
 
 use common::cni::{Attachment, Failed, NetworkList, Runtime};
 use common::cni_lab::{network_list, pod_attachment, pod_leftovers, CniDirs, Sidecar};
-use common::connect::{extra_netns, must};
+use common::connect::{exec, extra_netns, must};
 use serde_json::json;
 use softether_lab::{Lab, LabOptions};
 
@@ -59,8 +59,13 @@ fn check_fails_when_a_route_rule_or_nft_table_is_gone() {
         .expect("ips[0].address")
         .to_owned();
     let check_ok = |when: &str| {
-        rt.check(&list, &att)
-            .unwrap_or_else(|inv| panic!("CHECK {when}: {inv}\n{}", sidecar.log_text()));
+        rt.check(&list, &att).unwrap_or_else(|inv| {
+            let rules = exec(ns, &["ip", "rule"]).1 + &exec(ns, &["ip", "-6", "rule"]).1;
+            panic!(
+                "CHECK {when}: {inv}\nrules in the pod:\n{rules}\n{}",
+                sidecar.log_text()
+            )
+        });
     };
     check_ok("after ADD");
 

@@ -103,8 +103,9 @@ pub(super) fn plan6(
             items.push(Added6::Rule(rule));
         }
         // The nft CONNMARK table is family inet: the IPv4 lease's table marks IPv6 too; only
-        // the fwmark rule is per family.
-        if opts.connmark {
+        // the fwmark rule is per family, and only worth having with an IPv6 address (a hub
+        // without IPv6 must leave, and CHECK must expect, no IPv6 objects at all).
+        if opts.connmark && !settings.addresses.is_empty() {
             let rule = PolicyRule6::fwmark(table, u32::MAX, table, RULE_PRIORITY_FWMARK);
             items.push(Added6::Rule(rule));
         }
