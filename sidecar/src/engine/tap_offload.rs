@@ -152,6 +152,11 @@ impl DownlinkBatch {
         self.plain.len() + self.ends.len()
     }
 
+    /// Whether the batch has nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// The `i`th write.
     pub fn get(&self, i: usize) -> &[u8] {
         if let Some(frame) = self.plain.get(i) {
@@ -253,7 +258,7 @@ mod tests {
             assert!(got.len() <= 1518);
         }
         batch.clear();
-        assert_eq!(batch.len(), 0);
+        assert!(batch.is_empty());
     }
 
     #[test]
