@@ -102,14 +102,26 @@ pub fn spawn_uplink<T: FramePort>(
                     Err(e) => return e,
                 }
             }
-            for frame in batch.drain(..) {
-                traffic.count_out(frame.len());
-                if outgoing.send(frame).await.is_err() {
-                    return io::Error::new(io::ErrorKind::BrokenPipe, "tunnel closed");
-                }
+            if let Err(e) = send_batch(&mut batch, &outgoing, &traffic).await {
+                return e;
             }
         }
     })
+}
+
+/// Hands a batch of wire frames to the tunnel, waiting while its queue is full.
+async fn send_batch(
+    batch: &mut Vec<Bytes>,
+    outgoing: &mpsc::Sender<Bytes>,
+    traffic: &Traffic,
+) -> io::Result<()> {
+    for frame in batch.drain(..) {
+        traffic.count_out(frame.len());
+        if outgoing.send(frame).await.is_err() {
+            return Err(io::Error::new(io::ErrorKind::BrokenPipe, "tunnel closed"));
+        }
+    }
+    Ok(())
 }
 
 /// The uplink of a TAP whose reads start with a `virtio_net_hdr`: each read may be a TCP
@@ -134,11 +146,8 @@ async fn uplink_with_header<T: FramePort>(
                 Err(e) => return e,
             }
         }
-        for frame in batch.drain(..) {
-            traffic.count_out(frame.len());
-            if outgoing.send(frame).await.is_err() {
-                return io::Error::new(io::ErrorKind::BrokenPipe, "tunnel closed");
-            }
+        if let Err(e) = send_batch(&mut batch, &outgoing, &traffic).await {
+            return e;
         }
     }
 }
