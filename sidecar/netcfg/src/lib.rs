@@ -19,7 +19,7 @@
 //! # async fn demo() -> Result<(), netcfg::NetcfgError> {
 //! use netcfg::{Netlink, Netns, PolicyRule, RouteSpec, Tap, TapConfig, Firewall};
 //! let ns = Netns::from_path("/proc/1234/ns/net");
-//! let tap = Tap::create(&ns, &TapConfig { name: Some("vpn0".into()), persistent: false }).await?;
+//! let tap = Tap::create(&ns, &TapConfig { name: Some("vpn0".into()), persistent: false, vnet_hdr: false }).await?;
 //! let nl = Netlink::open(ns.clone()).await?;
 //! let idx = nl.link_index(tap.name()).await?;
 //! nl.set_link_up(idx).await?;
@@ -62,4 +62,4 @@ pub use netlink::{
 pub use netns::Netns;
 pub use pod_netns::{PodRouting, TapRemoval};
 pub use resolv::DnsConfig;
-pub use tap::{AsyncTap, Tap, TapConfig};
+pub use tap::{AsyncTap, Tap, TapConfig, TapOffload};

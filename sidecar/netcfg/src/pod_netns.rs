@@ -172,8 +172,14 @@ pub fn create_tap(netns: &str, ifname: &str, mac: [u8; 6]) -> Result<OwnedFd> {
                 ));
             }
             let fd = sys::open_tun().map_err(|e| ("open /dev/net/tun", e))?;
-            sys::tun_set_iff(fd.as_fd(), ifname, sys::TapFlags { exclusive: true })
-                .map_err(|e| ("TUNSETIFF", e))?;
+            // IFF_VNET_HDR: the sidecar's data path uses the TAP offloads (issue 11). The
+            // flag belongs to the device and the sidecar reads it back, so either side may
+            // be older; only a sidecar that predates offloads must not get such an fd.
+            let flags = sys::TapFlags {
+                exclusive: true,
+                vnet_hdr: true,
+            };
+            sys::tun_set_iff(fd.as_fd(), ifname, flags).map_err(|e| ("TUNSETIFF", e))?;
             sys::tun_set_persist(fd.as_fd(), true).map_err(|e| ("TUNSETPERSIST", e))?;
             if let Err(e) = sys::tun_set_mac(fd.as_fd(), mac) {
                 // Closing after clearing persist removes the half-made TAP.

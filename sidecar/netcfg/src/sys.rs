@@ -50,7 +50,19 @@ pub fn open_tun() -> io::Result<OwnedFd> {
 pub struct TapFlags {
     /// Fail with `EBUSY` instead of attaching when the name already exists (`IFF_TUN_EXCL`).
     pub exclusive: bool,
+    /// Prefix every frame with a `virtio_net_hdr` (`IFF_VNET_HDR`), the prerequisite of
+    /// [`tun_set_offload`]. The kernel keeps this flag per device and each attach replaces it.
+    pub vnet_hdr: bool,
 }
+
+/// `IFF_VNET_HDR` in `<linux/if_tun.h>`.
+pub const IFF_VNET_HDR: libc::c_int = 0x4000;
+/// `TUN_F_CSUM`: the reader handles partial checksums.
+pub const TUN_F_CSUM: libc::c_uint = 0x01;
+/// `TUN_F_TSO4`: the reader handles TCPv4 super-frames.
+pub const TUN_F_TSO4: libc::c_uint = 0x02;
+/// `TUN_F_TSO6`: the reader handles TCPv6 super-frames.
+pub const TUN_F_TSO6: libc::c_uint = 0x04;
 
 /// `TUNSETIFF` with `IFF_TAP | IFF_NO_PI` (plus `IFF_TUN_EXCL` on request). An empty `name`
 /// lets the kernel pick `tapN`. Returns the name the kernel used.
@@ -60,7 +72,10 @@ pub fn tun_set_iff(fd: BorrowedFd<'_>, name: &str, flags: TapFlags) -> io::Resul
     if flags.exclusive {
         bits |= libc::IFF_TUN_EXCL;
     }
-    // The three flags are below 0x8000 | 0x1000 | 0x2 and `IFF_TUN_EXCL` is 0x8000, which is
+    if flags.vnet_hdr {
+        bits |= IFF_VNET_HDR;
+    }
+    // The other flags are below 0x8000 | 0x1000 | 0x2 and `IFF_TUN_EXCL` is 0x8000, which is
     // exactly the sign bit of a c_short: the kernel reads the field as unsigned short.
     req.ifr_ifru.ifru_flags = bits as u16 as libc::c_short;
     // SAFETY: `fd` is a live descriptor (borrowed for the call); `req` is a fully initialised,
@@ -78,6 +93,60 @@ pub fn tun_get_name(fd: BorrowedFd<'_>) -> io::Result<String> {
     // SAFETY: `fd` is live for the call; `req` is a valid, writable ifreq on our stack.
     unsafe { tungetiff(fd.as_raw_fd(), &mut req) }?;
     name_of(&req)
+}
+
+/// `TUNGETIFF`: the device flags (`IFF_TAP`, `IFF_VNET_HDR`, `IFF_PERSIST`, ...) as the last
+/// attach left them.
+pub fn tun_get_flags(fd: BorrowedFd<'_>) -> io::Result<libc::c_int> {
+    // SAFETY: ifreq is plain old data; the all-zero bit pattern is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    // SAFETY: `fd` is live for the call; `req` is a valid, writable ifreq on our stack.
+    unsafe { tungetiff(fd.as_raw_fd(), &mut req) }?;
+    // SAFETY: TUNGETIFF fills `ifru_flags`, and every bit pattern is a valid c_short.
+    let flags = unsafe { req.ifr_ifru.ifru_flags };
+    Ok(libc::c_int::from(flags as u16))
+}
+
+// TUNSETOFFLOAD = _IOW('T', 208, unsigned int) takes its argument by value;
+// TUNSETVNETHDRSZ = _IOW('T', 216, int) and TUNSETVNETLE = _IOW('T', 220, int) read an int
+// through the pointer.
+nix::ioctl_write_int_bad!(
+    tunsetoffload,
+    nix::request_code_write!(b'T', 208, std::mem::size_of::<libc::c_uint>())
+);
+nix::ioctl_write_ptr_bad!(
+    tunsetvnethdrsz,
+    nix::request_code_write!(b'T', 216, std::mem::size_of::<libc::c_int>()),
+    libc::c_int
+);
+nix::ioctl_write_ptr_bad!(
+    tunsetvnetle,
+    nix::request_code_write!(b'T', 220, std::mem::size_of::<libc::c_int>()),
+    libc::c_int
+);
+
+/// `TUNSETVNETHDRSZ`: the size of the header in front of every frame.
+pub fn tun_set_vnet_hdr_size(fd: BorrowedFd<'_>, size: libc::c_int) -> io::Result<()> {
+    // SAFETY: `fd` is live for the call; the kernel reads one int from `&size`, which lives
+    // on our stack for the duration of the ioctl.
+    unsafe { tunsetvnethdrsz(fd.as_raw_fd(), &size) }?;
+    Ok(())
+}
+
+/// `TUNSETVNETLE`: the header's fields are little-endian (as the offload codec writes them).
+pub fn tun_set_vnet_le(fd: BorrowedFd<'_>, little_endian: bool) -> io::Result<()> {
+    let value = libc::c_int::from(little_endian);
+    // SAFETY: `fd` is live for the call; the kernel reads one int from `&value`, which lives
+    // on our stack for the duration of the ioctl.
+    unsafe { tunsetvnetle(fd.as_raw_fd(), &value) }?;
+    Ok(())
+}
+
+/// `TUNSETOFFLOAD`: which `TUN_F_*` offloads the reader accepts (0: none). Device-wide.
+pub fn tun_set_offload(fd: BorrowedFd<'_>, flags: libc::c_uint) -> io::Result<()> {
+    // SAFETY: `fd` is live for the call; TUNSETOFFLOAD takes its argument by value.
+    unsafe { tunsetoffload(fd.as_raw_fd(), flags as libc::c_int) }?;
+    Ok(())
 }
 
 fn name_of(req: &libc::ifreq) -> io::Result<String> {
@@ -152,8 +221,14 @@ mod tests {
             nix::request_code_write!(b'T', 202, 4),
             nix::request_code_read!(b'T', 210, 4),
             nix::request_code_write!(b'T', 203, 4),
+            nix::request_code_write!(b'T', 208, 4),
+            nix::request_code_write!(b'T', 216, 4),
+            nix::request_code_write!(b'T', 220, 4),
         ];
-        assert_eq!(codes.map(u64::from), [0x400454ca, 0x800454d2, 0x400454cb]);
+        assert_eq!(
+            codes.map(u64::from),
+            [0x400454ca, 0x800454d2, 0x400454cb, 0x400454d0, 0x400454d8, 0x400454dc]
+        );
     }
 
     #[test]

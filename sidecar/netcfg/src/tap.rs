@@ -22,6 +22,31 @@ pub struct TapConfig {
     /// Keep the interface when the fd closes (`ip tuntap add … mode tap`), so a restarted
     /// daemon can re-attach with [`Tap::open_persistent`].
     pub persistent: bool,
+    /// Open with `IFF_VNET_HDR`, so [`Tap::setup_offload`] can turn the TAP offloads on.
+    pub vnet_hdr: bool,
+}
+
+/// How frames cross an attached TAP fd: decided by the fd (whoever attached last chose
+/// `IFF_VNET_HDR`) and by what the kernel accepted in [`Tap::setup_offload`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TapOffload {
+    /// Plain Ethernet frames, one per read/write (no `IFF_VNET_HDR`: e.g. a TAP attached by
+    /// an older plugin, or offloads turned off at creation).
+    #[default]
+    Plain,
+    /// Every frame carries a `virtio_net_hdr` but the kernel sends no super-frames
+    /// (`TUNSETOFFLOAD` refused, or offloads turned off on an `IFF_VNET_HDR` fd).
+    Header,
+    /// `virtio_net_hdr` with checksum and TSO4/TSO6 offloads: reads return TCP super-frames
+    /// (up to 64 KiB) to segment, writes may carry coalesced super-frames.
+    Offload,
+}
+
+impl TapOffload {
+    /// Whether every frame read or written carries a `virtio_net_hdr`.
+    pub fn has_header(self) -> bool {
+        self != TapOffload::Plain
+    }
 }
 
 /// An attached TAP: the queue fd and the interface name. Dropping it closes the fd, which
@@ -32,6 +57,7 @@ pub struct Tap {
     name: String,
     /// Where the TAP lives, for error messages only.
     netns: String,
+    offload: TapOffload,
 }
 
 impl Tap {
@@ -91,7 +117,59 @@ impl Tap {
             fd,
             name,
             netns: ORIGIN.into(),
+            offload: TapOffload::Plain,
         })
+    }
+
+    /// Turns the TAP offloads on (`want`) or off and returns what this fd now does. An fd
+    /// attached without `IFF_VNET_HDR` stays [`TapOffload::Plain`] (and any offloads an
+    /// earlier attach left on the device are cleared, or the kernel would hand plain readers
+    /// super-frames). With the header: `TUNSETVNETHDRSZ(10)`, `TUNSETVNETLE(1)` and
+    /// `TUNSETOFFLOAD(CSUM | TSO4 | TSO6)`; if the kernel refuses the offloads, frames still
+    /// carry the header ([`TapOffload::Header`]). Never fails: the data path works in every
+    /// mode, the refusal is logged.
+    pub fn setup_offload(&mut self, want: bool) -> TapOffload {
+        let fd = self.fd.as_fd();
+        let flags = match sys::tun_get_flags(fd) {
+            Ok(flags) => flags,
+            Err(e) => {
+                tracing::warn!(tap = %self.name, "TUNGETIFF: {e}; assuming plain frames");
+                return self.offload;
+            }
+        };
+        self.offload = if flags & sys::IFF_VNET_HDR == 0 {
+            if let Err(e) = sys::tun_set_offload(fd, 0) {
+                tracing::debug!(tap = %self.name, "TUNSETOFFLOAD(0): {e}");
+            }
+            if want {
+                tracing::info!(tap = %self.name, "TAP attached without IFF_VNET_HDR (created by an older plugin?): offloads off");
+            }
+            TapOffload::Plain
+        } else {
+            let header = sys::tun_set_vnet_hdr_size(fd, crate::offload::VNET_HDR_LEN as i32)
+                .and_then(|()| sys::tun_set_vnet_le(fd, true));
+            let offloads = if want {
+                sys::TUN_F_CSUM | sys::TUN_F_TSO4 | sys::TUN_F_TSO6
+            } else {
+                0
+            };
+            match header.and_then(|()| sys::tun_set_offload(fd, offloads)) {
+                Ok(()) if want => TapOffload::Offload,
+                Ok(()) => TapOffload::Header,
+                Err(e) => {
+                    tracing::warn!(tap = %self.name, "the kernel refused the TAP offloads: {e}; one frame per read");
+                    // Whatever was set before the failure: no super-frames, header kept.
+                    let _ = sys::tun_set_offload(fd, 0);
+                    TapOffload::Header
+                }
+            }
+        };
+        self.offload
+    }
+
+    /// How frames cross this fd (see [`Tap::setup_offload`]).
+    pub fn offload(&self) -> TapOffload {
+        self.offload
     }
 
     /// The interface name the kernel attached this fd to.
@@ -112,9 +190,19 @@ impl Tap {
 
     /// Register with the current tokio runtime (must be called inside one).
     pub fn into_async(self) -> Result<AsyncTap> {
-        let Tap { fd, name, netns } = self;
+        let Tap {
+            fd,
+            name,
+            netns,
+            offload,
+        } = self;
         match sys::register_async(fd) {
-            Ok(fd) => Ok(AsyncTap { fd, name, netns }),
+            Ok(fd) => Ok(AsyncTap {
+                fd,
+                name,
+                netns,
+                offload,
+            }),
             Err(source) => Err(NetcfgError::Tap {
                 op: "register with tokio",
                 name,
@@ -148,12 +236,19 @@ pub struct AsyncTap {
     fd: AsyncFd<OwnedFd>,
     name: String,
     netns: String,
+    offload: TapOffload,
 }
 
 impl AsyncTap {
     /// The interface name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// How frames cross this fd: with [`TapOffload::Header`] or [`TapOffload::Offload`] every
+    /// read and write starts with a `virtio_net_hdr`.
+    pub fn offload(&self) -> TapOffload {
+        self.offload
     }
 
     /// Wait for and read one frame into `buf`; returns its length. A frame longer than `buf`
@@ -193,6 +288,7 @@ impl AsyncTap {
             fd: self.fd.into_inner(),
             name: self.name,
             netns: self.netns,
+            offload: self.offload,
         }
     }
 }
@@ -207,12 +303,20 @@ type StepResult<T> = std::result::Result<T, (&'static str, io::Error)>;
 fn create_here(config: &TapConfig, netns: String) -> StepResult<Tap> {
     let fd = sys::open_tun().map_err(|e| ("open /dev/net/tun", e))?;
     let requested = config.name.as_deref().unwrap_or("");
-    let name = sys::tun_set_iff(fd.as_fd(), requested, sys::TapFlags { exclusive: true })
-        .map_err(|e| ("TUNSETIFF", e))?;
+    let flags = sys::TapFlags {
+        exclusive: true,
+        vnet_hdr: config.vnet_hdr,
+    };
+    let name = sys::tun_set_iff(fd.as_fd(), requested, flags).map_err(|e| ("TUNSETIFF", e))?;
     if config.persistent {
         sys::tun_set_persist(fd.as_fd(), true).map_err(|e| ("TUNSETPERSIST", e))?;
     }
-    Ok(Tap { fd, name, netns })
+    Ok(Tap {
+        fd,
+        name,
+        netns,
+        offload: TapOffload::Plain,
+    })
 }
 
 /// Runs on the netns thread.
@@ -227,9 +331,19 @@ fn attach_here(name: &str, netns: String) -> StepResult<Tap> {
         ));
     }
     let fd = sys::open_tun().map_err(|e| ("open /dev/net/tun", e))?;
-    let name = sys::tun_set_iff(fd.as_fd(), name, sys::TapFlags { exclusive: false })
-        .map_err(|e| ("TUNSETIFF", e))?;
-    Ok(Tap { fd, name, netns })
+    // A re-attach (daemon restart, recovery) always asks for the header: the bridge follows
+    // whatever mode the fd ends up in, and an older reader never re-attaches after us.
+    let flags = sys::TapFlags {
+        exclusive: false,
+        vnet_hdr: true,
+    };
+    let name = sys::tun_set_iff(fd.as_fd(), name, flags).map_err(|e| ("TUNSETIFF", e))?;
+    Ok(Tap {
+        fd,
+        name,
+        netns,
+        offload: TapOffload::Plain,
+    })
 }
 
 fn tap_error(op: &'static str, name: &str, netns: &Netns, source: io::Error) -> NetcfgError {

@@ -12,6 +12,7 @@ async fn setup() -> (TestNetns, Netlink, u32, Tap) {
     let config = TapConfig {
         name: Some("v6t0".into()),
         persistent: false,
+        vnet_hdr: false,
     };
     let tap = Tap::create(&ns.netns(), &config).await.unwrap();
     let nl = Netlink::open(ns.netns()).await.unwrap();

@@ -14,6 +14,7 @@ async fn setup() -> (TestNetns, Netlink, u32, Tap) {
     let config = TapConfig {
         name: Some("d0".into()),
         persistent: false,
+        vnet_hdr: false,
     };
     let tap = Tap::create(&ns.netns(), &config).await.unwrap();
     let nl = Netlink::open(ns.netns()).await.unwrap();

@@ -17,6 +17,7 @@ async fn tap_is_created_in_the_netns_not_in_the_host() {
         &TapConfig {
             name: Some(name.clone()),
             persistent: false,
+            vnet_hdr: false,
         },
     )
     .await
@@ -49,6 +50,7 @@ async fn persistent_tap_survives_and_can_be_reopened_then_deleted() {
     let config = TapConfig {
         name: Some(name.clone()),
         persistent: true,
+        vnet_hdr: false,
     };
     drop(Tap::create(&ns.netns(), &config).await.unwrap());
     assert!(
@@ -194,6 +196,7 @@ async fn persistent_tap_can_be_deleted_over_netlink_while_attached() {
     let config = TapConfig {
         name: Some(name.clone()),
         persistent: true,
+        vnet_hdr: false,
     };
     let tap = Tap::create(&ns.netns(), &config).await.unwrap();
     let busy = Tap::delete_persistent(&ns.netns(), &name)

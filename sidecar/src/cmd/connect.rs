@@ -91,6 +91,10 @@ pub struct ConnectArgs {
     /// TAP MTU (default: the lease's MTU option 26 when it is 576-1500, else 1500).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(576..=9000))]
     pub mtu: Option<u32>,
+    /// Turn the TAP offloads off: one plain frame per TAP read and write instead of TCP
+    /// super-frames cut and coalesced in user space (for comparison, or a kernel that misbehaves).
+    #[arg(long, env = "SOFTETHER_NO_OFFLOAD", value_parser = clap::builder::FalseyValueParser::new())]
+    pub no_offload: bool,
     /// No IPv6 on the TAP (disable_ipv6). By default router advertisements and DHCPv6 from
     /// the VPN configure addresses, on-link routes and (with the accept flags) the default
     /// route, DNS and policy routing, like the DHCPv4 lease.
@@ -170,6 +174,7 @@ fn engine_config(args: &ConnectArgs) -> anyhow::Result<EngineConfig> {
         },
         pin_server_route: true,
         mtu: args.mtu,
+        offload: !args.no_offload,
         reconnect_delay: args.reconnect_delay,
         seed: random_seed(),
         id: format!("connect_{}", std::process::id()),
@@ -235,6 +240,7 @@ pub async fn run_connect(args: ConnectArgs) -> u8 {
     let tap_config = TapConfig {
         name: args.tap.clone(),
         persistent: false,
+        vnet_hdr: !args.no_offload,
     };
     let tap = match Tap::create(&netns, &tap_config).await {
         Ok(tap) => tap,

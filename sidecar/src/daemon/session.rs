@@ -298,6 +298,7 @@ pub async fn engine_config(record: &AttachmentRecord, mac: Mac) -> Result<Engine
         // TLS leaves from the sidecar's namespace: pod routes cannot capture it.
         pin_server_route: false,
         mtu: record.link.mtu.map(u32::from),
+        offload: crate::engine::run::offload_from_env(),
         reconnect_delay: RECONNECT_DELAY,
         seed: random_seed(),
         id: engine_id(&record.container_id, &record.ifname),

@@ -14,7 +14,7 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use dhcp_client::v6::{Ipv6Client, Ipv6Event};
 use dhcp_client::{DhcpClient, Event, LostReason};
-use netcfg::{AsyncTap, NetcfgError};
+use netcfg::{AsyncTap, NetcfgError, TapOffload};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -22,6 +22,7 @@ use super::lease_apply::NetConfigurator;
 use super::status::{
     self, stop_requested, EngineStatus, LeaseEvent, StopMode, StopSignal, Traffic, TrafficSnapshot,
 };
+use super::tap_offload::{frame_refused, DownlinkBatch, UplinkCutter};
 use crate::transport::clock::now;
 use crate::transport::driver::TunnelHandle;
 
@@ -34,6 +35,10 @@ pub trait FramePort: Send + Sync + 'static {
     fn try_recv(&self, buf: &mut [u8]) -> io::Result<usize>;
     /// Writes one whole frame, waiting while the port is full.
     fn send(&self, frame: &[u8]) -> impl Future<Output = io::Result<()>> + Send;
+    /// Whether frames carry a `virtio_net_hdr`, and with which offloads.
+    fn offload(&self) -> TapOffload {
+        TapOffload::Plain
+    }
 }
 
 impl FramePort for AsyncTap {
@@ -45,6 +50,9 @@ impl FramePort for AsyncTap {
     }
     fn send(&self, frame: &[u8]) -> impl Future<Output = io::Result<()>> + Send {
         AsyncTap::send(self, frame)
+    }
+    fn offload(&self) -> TapOffload {
+        AsyncTap::offload(self)
     }
 }
 
@@ -76,6 +84,9 @@ pub fn spawn_uplink<T: FramePort>(
     max_frame: usize,
     traffic: Arc<Traffic>,
 ) -> JoinHandle<io::Error> {
+    if tap.offload().has_header() {
+        return tokio::spawn(uplink_with_header(tap, outgoing, max_frame, traffic));
+    }
     tokio::spawn(async move {
         let mut buf = BytesMut::with_capacity(UPLINK_BUFFER);
         let mut batch: Vec<Bytes> = Vec::with_capacity(BATCH);
@@ -91,14 +102,54 @@ pub fn spawn_uplink<T: FramePort>(
                     Err(e) => return e,
                 }
             }
-            for frame in batch.drain(..) {
-                traffic.count_out(frame.len());
-                if outgoing.send(frame).await.is_err() {
-                    return io::Error::new(io::ErrorKind::BrokenPipe, "tunnel closed");
-                }
+            if let Err(e) = send_batch(&mut batch, &outgoing, &traffic).await {
+                return e;
             }
         }
     })
+}
+
+/// Hands a batch of wire frames to the tunnel, waiting while its queue is full.
+async fn send_batch(
+    batch: &mut Vec<Bytes>,
+    outgoing: &mpsc::Sender<Bytes>,
+    traffic: &Traffic,
+) -> io::Result<()> {
+    for frame in batch.drain(..) {
+        traffic.count_out(frame.len());
+        if outgoing.send(frame).await.is_err() {
+            return Err(io::Error::new(io::ErrorKind::BrokenPipe, "tunnel closed"));
+        }
+    }
+    Ok(())
+}
+
+/// The uplink of a TAP whose reads start with a `virtio_net_hdr`: each read may be a TCP
+/// super-frame, cut into wire frames before it enters the tunnel.
+async fn uplink_with_header<T: FramePort>(
+    tap: Arc<T>,
+    outgoing: mpsc::Sender<Bytes>,
+    max_frame: usize,
+    traffic: Arc<Traffic>,
+) -> io::Error {
+    let mut cutter = UplinkCutter::new(max_frame);
+    let mut batch: Vec<Bytes> = Vec::with_capacity(BATCH);
+    loop {
+        match tap.recv(cutter.read_buf()).await {
+            Ok(n) => cutter.cut(n, &mut batch),
+            Err(e) => return e,
+        }
+        while batch.len() < BATCH {
+            match tap.try_recv(cutter.read_buf()) {
+                Ok(n) => cutter.cut(n, &mut batch),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return e,
+            }
+        }
+        if let Err(e) = send_batch(&mut batch, &outgoing, &traffic).await {
+            return e;
+        }
+    }
 }
 
 /// Reads one frame into the (empty) `buf`, waiting if `wait`.
@@ -170,6 +221,7 @@ async fn session_loop<T: FramePort>(
     uplink: &mut JoinHandle<io::Error>,
 ) -> SessionEnd {
     let mut frames: Vec<Bytes> = Vec::with_capacity(BATCH);
+    let mut to_tap = DownlinkBatch::new(ctx.tap.offload());
     let mut sampler = tokio::time::interval(SAMPLE_EVERY);
     sampler.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last = (now(), ctx.traffic.snapshot());
@@ -201,22 +253,25 @@ async fn session_loop<T: FramePort>(
                 }
                 for frame in frames.drain(..) {
                     ctx.traffic.count_in(frame.len());
-                    // A pod that stops reading must not keep a stop request waiting.
-                    let delivered = tokio::select! {
-                        biased;
-                        mode = stop_requested(ctx.stop) => return SessionEnd::Stop(mode),
-                        r = deliver(
-                            &**ctx.tap,
-                            ctx.dhcp.as_deref_mut(),
-                            ctx.ipv6.as_deref_mut(),
-                            &ctx.traffic,
-                            &frame,
-                        ) => r,
-                    };
-                    if let Err(e) = delivered {
-                        return SessionEnd::Tap(e);
+                    if !divert(ctx.dhcp.as_deref_mut(), ctx.ipv6.as_deref_mut(), &frame) {
+                        to_tap.push(&frame);
                     }
                 }
+                to_tap.finish();
+                for i in 0..to_tap.len() {
+                    // A pod that stops reading must not keep a stop request waiting.
+                    let written = tokio::select! {
+                        biased;
+                        mode = stop_requested(ctx.stop) => return SessionEnd::Stop(mode),
+                        r = ctx.tap.send(to_tap.get(i)) => r,
+                    };
+                    match written {
+                        Ok(()) => {}
+                        Err(e) if frame_refused(&e) => ctx.traffic.count_dropped_in(),
+                        Err(e) => return SessionEnd::Tap(e),
+                    }
+                }
+                to_tap.clear();
             }
             _ = sampler.tick() => sample_session(&ctx.traffic, tunnel, &mut last),
             _ = sleep_until(timer), if timer.is_some() => {
@@ -263,36 +318,22 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-/// A frame from the tunnel: DHCP replies, router advertisements and DHCPv6 replies go to the
-/// clients, everything else to the TAP.
-async fn deliver<T: FramePort>(
-    tap: &T,
-    dhcp: Option<&mut DhcpClient>,
-    ipv6: Option<&mut Ipv6Client>,
-    traffic: &Traffic,
-    frame: &Bytes,
-) -> io::Result<()> {
+/// Whether a frame from the tunnel is for the engine itself: DHCP replies, router
+/// advertisements and DHCPv6 replies go to the clients, everything else to the TAP.
+fn divert(dhcp: Option<&mut DhcpClient>, ipv6: Option<&mut Ipv6Client>, frame: &Bytes) -> bool {
     if let Some(v6) = ipv6 {
         if Ipv6Client::wants_frame(frame) {
             v6.handle_frame(now(), frame);
-            return Ok(());
+            return true;
         }
     }
     if let Some(dhcp) = dhcp {
         if DhcpClient::is_dhcp_reply(frame) {
             dhcp.handle_frame(now(), frame);
-            return Ok(());
+            return true;
         }
     }
-    match tap.send(frame).await {
-        Ok(()) => Ok(()),
-        // The kernel refuses some frames (e.g. larger than the MTU): drop them like a NIC.
-        Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
-            traffic.count_dropped_in();
-            Ok(())
-        }
-        Err(e) => Err(e),
-    }
+    false
 }
 
 /// Sends due DHCP frames and acts on DHCP events.

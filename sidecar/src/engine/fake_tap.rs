@@ -5,6 +5,7 @@
 use std::io;
 
 use bytes::Bytes;
+use netcfg::TapOffload;
 use tokio::sync::{mpsc, Mutex};
 
 use super::bridge::FramePort;
@@ -13,6 +14,9 @@ use super::bridge::FramePort;
 pub struct FakeTap {
     from_pod: Mutex<mpsc::Receiver<Bytes>>,
     to_pod: mpsc::Sender<Bytes>,
+    /// With a header mode, the pod sends and receives frames behind a `virtio_net_hdr`, like
+    /// the kernel on an offload TAP.
+    offload: TapOffload,
 }
 
 /// The pod's side: what it sends goes to the tunnel, what the tunnel delivers arrives here.
@@ -23,12 +27,18 @@ pub struct Pod {
 
 /// A fake TAP whose pod side holds at most `depth` undelivered frames each way.
 pub fn fake_tap(depth: usize) -> (FakeTap, Pod) {
+    fake_tap_with(depth, TapOffload::Plain)
+}
+
+/// [`fake_tap`] whose frames cross in `offload` mode.
+pub fn fake_tap_with(depth: usize, offload: TapOffload) -> (FakeTap, Pod) {
     let (pod_tx, from_pod) = mpsc::channel(depth);
     let (to_pod, pod_rx) = mpsc::channel(depth);
     (
         FakeTap {
             from_pod: Mutex::new(from_pod),
             to_pod,
+            offload,
         },
         Pod {
             send: pod_tx,
@@ -70,5 +80,9 @@ impl FramePort for FakeTap {
             .send(Bytes::copy_from_slice(frame))
             .await
             .map_err(|_| gone())
+    }
+
+    fn offload(&self) -> TapOffload {
+        self.offload
     }
 }

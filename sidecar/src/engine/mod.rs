@@ -36,5 +36,6 @@ pub mod recovery;
 pub mod run;
 pub mod status;
 pub mod supervisor;
+pub mod tap_offload;
 #[cfg(test)]
 pub(crate) mod test_lease;

@@ -37,6 +37,9 @@ pub struct EngineConfig {
     pub pin_server_route: bool,
     /// `--mtu`; else the kernel default (1500).
     pub mtu: Option<u32>,
+    /// Use the TAP offloads (checksum, TSO4/6 super-frames, coalesced writes) when the TAP fd
+    /// has `IFF_VNET_HDR`; `--no-offload` / `SOFTETHER_NO_OFFLOAD=1` turn them off.
+    pub offload: bool,
     pub reconnect_delay: Duration,
     /// Seeds backoff jitter, DHCP xids and tunnel padding.
     pub seed: u64,
@@ -159,6 +162,9 @@ async fn run_configured(
     started: Instant,
 ) -> Result<StopMode, EngineError> {
     prepare_link(config, net).await?;
+    let mut tap = tap;
+    let offload = tap.setup_offload(config.offload);
+    tracing::info!(tap = %tap.name(), ?offload, "TAP frame mode");
     let tap = Arc::new(tap.into_async()?);
     let dhcp = match &config.dhcp_hostname {
         Some(hostname) => {
@@ -195,4 +201,10 @@ async fn run_configured(
 fn ipv6_client(config: &EngineConfig, dhcp: bool) -> Option<Ipv6Client> {
     let managed = dhcp && config.net.ipv6 == Ipv6Mode::Managed;
     managed.then(|| Ipv6Client::new(Ipv6Config::new(config.mac.0, config.seed ^ 0x6a6a), now()))
+}
+
+/// `SOFTETHER_NO_OFFLOAD` set to anything but empty or `0` turns the TAP offloads off (the
+/// daemon's knob; `connect` also has `--no-offload`).
+pub fn offload_from_env() -> bool {
+    std::env::var_os("SOFTETHER_NO_OFFLOAD").is_none_or(|v| v.is_empty() || v == "0")
 }

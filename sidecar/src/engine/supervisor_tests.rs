@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::*;
-use crate::engine::fake_tap::{fake_tap, Pod};
+use crate::engine::fake_tap::{fake_tap, fake_tap_with, FakeTap, Pod};
 use crate::engine::mac::Mac;
 use crate::engine::reconnect::PROBE_INTERVAL;
 use crate::engine::recovery::RecoveryGate;
@@ -36,6 +36,7 @@ fn config(reconnect_delay: Duration) -> EngineConfig {
         net: Default::default(),
         pin_server_route: false,
         mtu: None,
+        offload: true,
         reconnect_delay,
         seed: 5,
         id: "test".into(),
@@ -47,7 +48,10 @@ fn config(reconnect_delay: Duration) -> EngineConfig {
 }
 
 fn start(net: &FakeNet, config: EngineConfig, tap_depth: usize) -> Engine {
-    let (tap, pod) = fake_tap(tap_depth);
+    start_on(net, config, fake_tap(tap_depth))
+}
+
+fn start_on(net: &FakeNet, config: EngineConfig, (tap, pod): (FakeTap, Pod)) -> Engine {
     let (status_tx, status) = status_channel();
     let (stop, mut stop_rx) = watch::channel(None);
     let dialer = net.clone();
@@ -292,4 +296,75 @@ async fn a_pod_that_stops_reading_neither_stalls_the_session_nor_buffers_without
         held += 1;
     }
     assert!(held > 0 && held < 1000, "{held} frames held for the pod");
+}
+
+/// One TSO super-frame from an offload TAP reaches the server as ordinary frames of at most
+/// 1514 bytes carrying the same bytes; a plain TAP's frames pass unchanged (the other tests).
+#[tokio::test(start_paused = true)]
+async fn an_offload_tap_super_frame_reaches_the_server_as_wire_frames() {
+    use crate::engine::tap_offload::tcp_segment;
+    use netcfg::offload::{Coalescer, VNET_HDR_LEN};
+    let net = FakeNet::new(TIMEOUT);
+    let tap = fake_tap_with(64, netcfg::TapOffload::Offload);
+    let mut engine = start_on(&net, config(Duration::from_secs(5)), tap);
+    engine.up().await;
+    let segments: Vec<Vec<u8>> = (0..30).map(|i| tcp_segment(i * 1448, 1448)).collect();
+    let mut super_frames = Vec::new();
+    let mut coalescer = Coalescer::new();
+    for seg in &segments {
+        coalescer.push(seg, |f| super_frames.push(Bytes::copy_from_slice(f)));
+    }
+    coalescer.flush(|f| super_frames.push(Bytes::copy_from_slice(f)));
+    assert_eq!(super_frames.len(), 1);
+    assert!(super_frames[0].len() > 40_000 + VNET_HDR_LEN);
+    engine
+        .pod
+        .send
+        .send(super_frames.pop().unwrap())
+        .await
+        .unwrap();
+    for sent in &segments {
+        let got = tokio::time::timeout(Duration::from_secs(1), engine.net.recv_frame())
+            .await
+            .expect("a segment")
+            .unwrap();
+        assert!(got.len() <= 1514);
+        assert_eq!(got[54..], sent[54..]);
+        assert_eq!(got[38..42], sent[38..42], "sequence number");
+    }
+    engine.stop(StopMode::Teardown).await.unwrap();
+}
+
+/// In-order segments from the server reach an offload TAP in fewer writes than frames, each
+/// behind its `virtio_net_hdr`, with every byte in order.
+#[tokio::test(start_paused = true)]
+async fn server_segments_reach_an_offload_tap_coalesced() {
+    use crate::engine::tap_offload::tcp_segment;
+    use netcfg::offload::{VnetHdr, GSO_TCPV4, VNET_HDR_LEN};
+    let net = FakeNet::new(TIMEOUT);
+    let tap = fake_tap_with(64, netcfg::TapOffload::Offload);
+    let mut engine = start_on(&net, config(Duration::from_secs(5)), tap);
+    engine.up().await;
+    let segments: Vec<Vec<u8>> = (0..30).map(|i| tcp_segment(i * 1448, 1448)).collect();
+    for seg in &segments {
+        engine.net.send_frame(seg);
+    }
+    let (mut payload, mut writes, mut gso) = (Vec::new(), 0, 0);
+    while payload.len() < 30 * 1448 {
+        let got = tokio::time::timeout(Duration::from_secs(1), engine.pod.recv.recv())
+            .await
+            .expect("a write")
+            .unwrap();
+        let hdr = VnetHdr::parse(&got).unwrap();
+        gso += usize::from(hdr.gso_type == GSO_TCPV4);
+        payload.extend_from_slice(&got[VNET_HDR_LEN + 54..]);
+        writes += 1;
+    }
+    let sent: Vec<u8> = segments.iter().flat_map(|s| s[54..].to_vec()).collect();
+    assert_eq!(payload, sent);
+    assert!(
+        writes < 30 && gso > 0,
+        "{writes} writes, {gso} super-frames"
+    );
+    engine.stop(StopMode::Teardown).await.unwrap();
 }

@@ -3,7 +3,12 @@
 //! plus the CNI path (plugin + `softether-sidecar run`).
 //!
 //! Run as root, after building release binaries (`tests/bench` does both):
-//! `cargo run --release -p softether-lab --bin softether-bench [-- --skip-official --skip-cni --bin-dir DIR]`.
+//! `cargo run --release -p softether-lab --bin softether-bench [-- --skip-official --skip-cni
+//! --skip-no-offload --securenat-nat --bin-dir DIR]`.
+//!
+//! Our client is measured twice: with the TAP offloads (the default) and with `--no-offload`.
+//! `--securenat-nat` turns SecureNAT's NAT on in the hub (what `SecureNatEnable` gives an
+//! administrator; the default lab runs SecureNAT's DHCP with NAT off), the other hub setup.
 //!
 //! Numbers are measured, never asserted: they depend on the machine and on whatever else runs on it.
 //! All traffic stays inside the lab's namespaces (iperf3 and ping between the client ns and the lan host).
@@ -29,6 +34,8 @@ struct Options {
     bin_dir: PathBuf,
     official: bool,
     cni: bool,
+    no_offload: bool,
+    securenat_nat: bool,
 }
 
 fn main() -> std::process::ExitCode {
@@ -49,15 +56,19 @@ fn parse_args() -> Result<Options> {
             .join("release"),
         official: true,
         cni: true,
+        no_offload: true,
+        securenat_nat: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--skip-official" => opts.official = false,
             "--skip-cni" => opts.cni = false,
+            "--skip-no-offload" => opts.no_offload = false,
+            "--securenat-nat" => opts.securenat_nat = true,
             "--bin-dir" => opts.bin_dir = args.next().context("--bin-dir needs a value")?.into(),
             _ => bail!(
-                "usage: softether-bench [--skip-official] [--skip-cni] [--bin-dir DIR]   (root; DIR defaults to target/release)"
+                "usage: softether-bench [--skip-official] [--skip-cni] [--skip-no-offload] [--securenat-nat] [--bin-dir DIR]   (root; DIR defaults to target/release)"
             ),
         }
     }
@@ -75,9 +86,20 @@ fn parse_args() -> Result<Options> {
 
 fn run() -> Result<()> {
     let opts = parse_args()?;
-    let lab = Lab::start(LabOptions::default())?;
+    let lab = Lab::start(LabOptions {
+        securenat_nat: opts.securenat_nat,
+        ..LabOptions::default()
+    })?;
     eprintln!("lab {} up; measuring our client", lab.facts.id);
-    let ours = measure(&lab, |lab| Ours::start(lab, &opts.bin_dir));
+    let ours = measure(&lab, |lab| Ours::start(lab, &opts.bin_dir, &[]));
+    let plain = if opts.no_offload {
+        eprintln!("measuring our client with --no-offload");
+        Some(measure(&lab, |lab| {
+            Ours::start(lab, &opts.bin_dir, &["--no-offload"])
+        }))
+    } else {
+        None
+    };
     let official = if opts.official {
         eprintln!("measuring the official vpnclient");
         Some(measure(&lab, Official::start))
@@ -90,7 +112,15 @@ fn run() -> Result<()> {
     } else {
         None
     };
-    print_table(&ours, official.as_ref(), cni.as_ref());
+    print_table(&ours, plain.as_ref(), official.as_ref(), cni.as_ref());
+    println!(
+        "Hub: SecureNAT DHCP with NAT {} (`--securenat-nat` for the other setup).",
+        if opts.securenat_nat {
+            "enabled"
+        } else {
+            "disabled"
+        }
+    );
     Ok(())
 }
 
@@ -172,32 +202,31 @@ struct Ours {
 }
 
 impl Ours {
-    fn start(lab: &Lab, bin_dir: &Path) -> Result<Ours> {
+    fn start(lab: &Lab, bin_dir: &Path, extra: &[&str]) -> Result<Ours> {
         let f = &lab.facts;
         let log = f.dir.join("bench-connect.log");
         let out = fs::File::create(&log)?;
         let bin = bin_dir.join("softether-sidecar");
         let (host, port) = (f.server_ip.to_string(), f.port.to_string());
-        let mut cmd = netns::command_in(
-            &f.client_ns,
-            &[
-                bin.to_str().context("utf-8 path")?,
-                "connect",
-                "--host",
-                &host,
-                "--port",
-                &port,
-                "--hub",
-                &f.hub,
-                "--user",
-                &f.alice.name,
-                "--insecure",
-                "--tap",
-                TAP,
-                "--log",
-                "info",
-            ],
-        );
+        let mut argv = vec![
+            bin.to_str().context("utf-8 path")?,
+            "connect",
+            "--host",
+            &host,
+            "--port",
+            &port,
+            "--hub",
+            &f.hub,
+            "--user",
+            &f.alice.name,
+            "--insecure",
+            "--tap",
+            TAP,
+            "--log",
+            "info",
+        ];
+        argv.extend_from_slice(extra);
+        let mut cmd = netns::command_in(&f.client_ns, &argv);
         cmd.env("SOFTETHER_PASSWORD", &f.alice.password)
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
@@ -592,6 +621,7 @@ fn column(n: &Result<Numbers>) -> Vec<String> {
 
 fn print_table(
     ours: &Result<Numbers>,
+    plain: Option<&Result<Numbers>>,
     official: Option<&Result<Numbers>>,
     cni: Option<&Result<CniNumbers>>,
 ) {
@@ -606,24 +636,22 @@ fn print_table(
         "CPU (user+sys) per GB, download, s",
         "processes counted",
     ];
-    let ours_col = column(ours);
-    let official_col = official.map(column);
-    println!();
-    match &official_col {
-        Some(_) => {
-            println!("| Metric | ours (`softether-sidecar connect`) | official `vpnclient` |");
-            println!("|---|---:|---:|");
-        }
-        None => {
-            println!("| Metric | ours (`softether-sidecar connect`) |");
-            println!("|---|---:|");
-        }
+    let mut header = vec!["Metric", "ours (`softether-sidecar connect`)"];
+    let mut columns = vec![column(ours)];
+    if let Some(plain) = plain {
+        header.push("ours, `--no-offload`");
+        columns.push(column(plain));
     }
+    if let Some(official) = official {
+        header.push("official `vpnclient`");
+        columns.push(column(official));
+    }
+    println!();
+    println!("| {} |", header.join(" | "));
+    println!("|---|{}", "---:|".repeat(columns.len()));
     for (i, row) in rows.iter().enumerate() {
-        match &official_col {
-            Some(o) => println!("| {row} | {} | {} |", ours_col[i], o[i]),
-            None => println!("| {row} | {} |", ours_col[i]),
-        }
+        let cells: Vec<&str> = columns.iter().map(|c| c[i].as_str()).collect();
+        println!("| {row} | {} |", cells.join(" | "));
     }
     if let Some(cni) = cni {
         println!();
