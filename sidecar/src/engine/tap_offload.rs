@@ -3,7 +3,7 @@
 //!
 //! Upload: one read returns a TCP super-frame of up to 64 KiB; [`netcfg::offload::segment`]
 //! cuts it into wire frames (the server expects ordinary Ethernet frames), copied into one
-//! shared arena so a burst costs one allocation per [`ARENA`] bytes, not one per frame.
+//! shared arena so a burst costs one allocation per `ARENA` bytes, not one per frame.
 //! Download: a batch of tunnel frames goes through a [`Coalescer`], so consecutive in-order
 //! segments of one TCP flow cost one TAP write instead of one each. Measured with
 //! `tests/bench` (README, "Performance"): the syscalls per GB, not the crypto, were the cost.
