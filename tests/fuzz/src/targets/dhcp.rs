@@ -13,7 +13,8 @@ pub const CLIENT_MAC: [u8; 6] = [0x02, 0x11, 0x22, 0x33, 0x44, 0x55];
 const OWN_BOOTP: usize = 14 + 20 + 8;
 
 /// Input: a flags byte (bit 0: INIT-REBOOT for 192.168.30.10, bit 1: a hostname, bit 2: an
-/// explicit client id), then operations until the input ends:
+/// explicit client id), then operations until the input ends (the op byte is taken mod 8: 4
+/// and 5 are 0 and 1, 6 is 2):
 /// - `0, len_hi, len_lo, frame…`: a frame with the current xid and our chaddr patched in (so
 ///   the fuzzer reaches every state without guessing the xid);
 /// - `1, len_hi, len_lo, frame…`: a frame as is;
