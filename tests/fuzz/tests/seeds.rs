@@ -1,0 +1,499 @@
+//! Writes the seed corpus (`corpus/<target>/seed-*`) from the project's own encoders, fake
+//! servers and examples, so every seed is a valid input that reaches deep into its parser.
+//! Run after changing a format: `cargo test -p softether-fuzz --test seeds -- --ignored`.
+//! Files not named `seed-*` (minimized fuzzer finds, past crashers) are left alone.
+
+use std::fs;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use dhcproto::v4::{DhcpOption, Message, MessageType, Opcode};
+use dhcproto::Encodable;
+use etherparse::PacketBuilder;
+use serde_json::{json, Value};
+use softether_proto::handshake::{ClientHandshake, ClientInfo, Credential, LoginRequest, Request};
+use softether_proto::http::HttpParser;
+use softether_proto::pack::{Pack, Value as PackValue};
+use softether_proto::testing::{FakeAuth, FakeReply, FakeServer, FakeServerConfig, FakeUser};
+use softether_proto::tunnel::Tunnel;
+
+fn write(target: &str, name: &str, data: &[u8]) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("corpus")
+        .join(target);
+    fs::create_dir_all(&dir).unwrap();
+    // Every seed must pass its own target before it is committed.
+    let body = softether_fuzz::TARGETS
+        .iter()
+        .find(|t| t.name == target)
+        .unwrap()
+        .body;
+    body(data);
+    fs::write(dir.join(format!("seed-{name}")), data).unwrap();
+}
+
+#[test]
+#[ignore = "writes the committed seed corpus; run by hand after a format change"]
+fn write_seed_corpus() {
+    softether_seeds();
+    dhcp_seeds();
+    cni_seeds();
+    control_seeds();
+    state_seeds();
+}
+
+// ---- softether-proto ----
+
+fn login(additional: bool) -> Request {
+    let info = ClientInfo {
+        server_host: "198.18.0.1".into(),
+        ..Default::default()
+    };
+    if additional {
+        return Request::AdditionalConnect {
+            session_key: [0x11; 20],
+            info,
+        };
+    }
+    Request::Login(LoginRequest {
+        hub: "DEFAULT".into(),
+        username: "anon".into(),
+        credential: Credential::Anonymous,
+        max_connection: 2,
+        half_connection: false,
+        info,
+    })
+}
+
+/// The fake server's HTTP responses (one per element) for one handshake.
+fn server_responses(config: FakeServerConfig, additional: bool) -> Vec<Vec<u8>> {
+    let mut server = FakeServer::new(FakeServerConfig {
+        users: vec![FakeUser {
+            name: "anon".into(),
+            auth: FakeAuth::Anonymous,
+        }],
+        ..config
+    });
+    let mut client = ClientHandshake::new(login(additional), 5);
+    let mut responses = Vec::new();
+    for _ in 0..20 {
+        while let Some(b) = client.poll_transmit() {
+            server.handle_input(&b).unwrap();
+        }
+        while let Some(b) = server.poll_transmit() {
+            let _ = client.handle_input(&b);
+            responses.push(b);
+        }
+    }
+    assert!(client.is_finished() || client.is_failed());
+    responses
+}
+
+fn bodies(responses: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    let mut parser = HttpParser::new(1 << 20);
+    parser.push(&responses.concat());
+    let mut out = Vec::new();
+    while let Ok(Some(msg)) = parser.next_message() {
+        out.push(msg.body);
+    }
+    out
+}
+
+fn softether_seeds() {
+    let welcome = server_responses(
+        FakeServerConfig {
+            noops_before_reply: 1,
+            message: "hello from the hub".into(),
+            policies: vec![("Access".into(), 1), ("AutoDisconnect".into(), 600)],
+            trailing: vec![
+                0, 0, 0, 1, 0, 0, 0, 14, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14,
+            ],
+            ..Default::default()
+        },
+        false,
+    );
+    let redirect = server_responses(
+        FakeServerConfig {
+            reply: FakeReply::Redirect {
+                ip: "198.18.0.2".parse().unwrap(),
+                ports: vec![443, 992],
+                ticket: [7; 20],
+                cert_der: vec![0x30, 0x03, 1, 2, 3],
+            },
+            ..Default::default()
+        },
+        false,
+    );
+    let refused = server_responses(
+        FakeServerConfig {
+            reply: FakeReply::Error(softether_proto::error::ErrorCode(9)),
+            ..Default::default()
+        },
+        false,
+    );
+    let joined = server_responses(
+        FakeServerConfig {
+            join_direction: 1,
+            ..Default::default()
+        },
+        true,
+    );
+    for (name, responses) in [
+        ("welcome", &welcome),
+        ("redirect", &redirect),
+        ("refused", &refused),
+        ("joined", &joined),
+    ] {
+        for chunk in [0u8, 255] {
+            let mut input = vec![chunk];
+            input.extend(responses.concat());
+            write("http_response", &format!("{name}-chunk{chunk}"), &input);
+        }
+        let packs = bodies(responses);
+        write(
+            "handshake_reply",
+            &format!("{name}-hello"),
+            &[&[0][..], &packs[0]].concat(),
+        );
+        for (i, pack) in packs.iter().enumerate().skip(1) {
+            write("pack_decode", &format!("{name}-{i}"), pack);
+            let mode = if name == "joined" { 3 } else { 2 | 4 };
+            write(
+                "handshake_reply",
+                &format!("{name}-reply{i}"),
+                &[&[mode][..], pack].concat(),
+            );
+        }
+        write("pack_decode", &format!("{name}-hello"), &packs[0]);
+    }
+
+    let mut every_type = Pack::new();
+    every_type.add_str("hello", "SoftEther VPN Server");
+    every_type.add_int64("big", 1 << 40);
+    every_type.add_unistr("u", "ü");
+    every_type.add_values("Port", vec![PackValue::Int(443), PackValue::Int(992)]);
+    every_type.add_ipv4("Ip", "198.18.0.1".parse().unwrap());
+    every_type.add_ipv6("Ip6", "fd00::1".parse().unwrap(), 3);
+    write("pack_decode", "every-type", &every_type.encode());
+
+    let now = Instant::now();
+    let mut tx = Tunnel::new(now, Duration::from_secs(20), 1);
+    for i in 0..6usize {
+        tx.queue_frame(&vec![i as u8; 14 + i * 100]);
+    }
+    let mut stream = tx.poll_transmit(now).unwrap().to_vec();
+    // A keep-alive record and an empty record.
+    stream.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 3, 1, 2, 3, 0, 0, 0, 0]);
+    for chunk in [0u8, 7, 255] {
+        write(
+            "tunnel_stream",
+            &format!("records-chunk{chunk}"),
+            &[&[chunk][..], &stream].concat(),
+        );
+    }
+}
+
+// ---- dhcp-client ----
+
+const SERVER_MAC: [u8; 6] = [0x02, 0xaa, 0xbb, 0xcc, 0xdd, 0xee];
+
+fn reply(kind: MessageType, extra: &[DhcpOption]) -> Vec<u8> {
+    let server = "192.168.30.1".parse().unwrap();
+    let zero = "0.0.0.0".parse().unwrap();
+    let offered = if kind == MessageType::Nak {
+        zero
+    } else {
+        "192.168.30.10".parse().unwrap()
+    };
+    // xid and chaddr are patched in by the harness (op 0).
+    let mut msg = Message::new_with_id(0, zero, offered, zero, zero, &[0; 6]);
+    msg.set_opcode(Opcode::BootReply);
+    let opts = msg.opts_mut();
+    opts.insert(DhcpOption::MessageType(kind));
+    opts.insert(DhcpOption::ServerIdentifier(server));
+    if kind != MessageType::Nak {
+        opts.insert(DhcpOption::SubnetMask("255.255.255.0".parse().unwrap()));
+        opts.insert(DhcpOption::Router(vec![server]));
+        opts.insert(DhcpOption::DomainNameServer(vec![server]));
+        opts.insert(DhcpOption::AddressLeaseTime(200));
+    }
+    for o in extra {
+        opts.insert(o.clone());
+    }
+    let mut frame = Vec::new();
+    PacketBuilder::ethernet2(SERVER_MAC, [0xff; 6])
+        .ipv4(server.octets(), [255; 4], 64)
+        .udp(67, 68)
+        .write(&mut frame, &msg.to_vec().unwrap())
+        .unwrap();
+    frame
+}
+
+fn frame_op(op: u8, frame: &[u8]) -> Vec<u8> {
+    let mut out = vec![op];
+    out.extend_from_slice(&(frame.len() as u16).to_be_bytes());
+    out.extend_from_slice(frame);
+    out
+}
+
+fn wait(secs: u16) -> Vec<u8> {
+    let mut out = vec![2];
+    out.extend_from_slice(&secs.to_be_bytes());
+    out
+}
+
+fn dhcp_seeds() {
+    let offer = reply(MessageType::Offer, &[]);
+    let ack = reply(MessageType::Ack, &[]);
+    let rich_ack = reply(
+        MessageType::Ack,
+        &[
+            DhcpOption::ClasslessStaticRoute(vec![(
+                "10.0.0.0/8".parse().unwrap(),
+                "192.168.30.1".parse().unwrap(),
+            )]),
+            DhcpOption::InterfaceMtu(1400),
+            DhcpOption::DomainName("vpn.example".into()),
+            DhcpOption::Renewal(50),
+            DhcpOption::Rebinding(150),
+        ],
+    );
+    let nak = reply(MessageType::Nak, &[DhcpOption::Message("no".into())]);
+    let full_cycle = [
+        vec![0],
+        frame_op(0, &offer),
+        frame_op(0, &ack),
+        wait(101),
+        frame_op(0, &rich_ack),
+        wait(180),
+        wait(300),
+        vec![3],
+        frame_op(0, &ack),
+        vec![7],
+    ]
+    .concat();
+    write("dhcp_client", "full-cycle", &full_cycle);
+    let reboot = [
+        vec![1 | 2],
+        frame_op(0, &nak),
+        frame_op(0, &offer),
+        frame_op(0, &rich_ack),
+        wait(60),
+    ]
+    .concat();
+    write("dhcp_client", "init-reboot-nak", &reboot);
+
+    let ip = |s: &str| -> std::net::Ipv4Addr { s.parse().unwrap() };
+    let echo = dhcp_client::icmp::Echo {
+        src_mac: SERVER_MAC,
+        dst_mac: [0x02, 0x11, 0x22, 0x33, 0x44, 0x55],
+        src_ip: ip("192.168.30.1"),
+        dst_ip: ip("192.168.30.10"),
+        ident: 1,
+        seq: 1,
+    };
+    let other_traffic = [
+        vec![4],
+        frame_op(
+            1,
+            &dhcp_client::arp::request(SERVER_MAC, ip("192.168.30.1"), ip("192.168.30.10")),
+        ),
+        frame_op(1, &echo.reply_frame(b"ping").unwrap()),
+        frame_op(1, &offer),
+        frame_op(0, &offer),
+        wait(4),
+    ]
+    .concat();
+    write("dhcp_client", "other-traffic", &other_traffic);
+}
+
+// ---- softether-cni ----
+
+/// One plugin's config as the runtime hands it over: the list's name and version added.
+fn plugin_config(conflist: &str) -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples")
+        .join(conflist);
+    let list: Value = serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap();
+    let mut conf = list["plugins"][0].clone();
+    conf["name"] = list["name"].clone();
+    conf["cniVersion"] = list["cniVersion"].clone();
+    conf
+}
+
+fn cni_input(env: &str, conf: &Value) -> Vec<u8> {
+    if conf.get("name").is_some() {
+        softether_cni::netconf::NetConf::from_stdin(conf.to_string().as_bytes()).unwrap();
+    }
+    [env.as_bytes(), &[0], conf.to_string().as_bytes()].concat()
+}
+
+fn cni_seeds() {
+    let add = "CNI_COMMAND=ADD\nCNI_CONTAINERID=c1\nCNI_NETNS=/run/netns/p\nCNI_IFNAME=vpn0\nCNI_PATH=/opt/cni/bin\nCNI_ARGS=IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web;MAC=02:00:5e:10:00:01;SOFTETHER_USER=bob\n";
+    let podman = plugin_config("podman/softether-vpn.conflist");
+    write("cni_config", "add-podman", &cni_input(add, &podman));
+    let mut forward = plugin_config("port-forward/softether-portforward.conflist");
+    forward["runtimeConfig"] = json!({"mac": "02:00:5e:10:00:02"});
+    forward["args"] = json!({"cni": {"user": "carol", "hub": "VPN"}});
+    forward["mtu"] = json!(1400);
+    write("cni_config", "add-port-forward", &cni_input(add, &forward));
+
+    let mut check = podman.clone();
+    check["prevResult"] = json!({
+        "cniVersion": "1.0.0",
+        "interfaces": [{"name": "vpn0", "mac": "02:00:5e:10:00:01", "sandbox": "/run/netns/p"}],
+        "ips": [{"address": "192.168.30.10/24", "gateway": "192.168.30.1", "interface": 0}],
+        "routes": [{"dst": "0.0.0.0/0", "gw": "192.168.30.1"}, {"dst": "10.0.0.0/8", "mtu": 1400, "table": 100}],
+        "dns": {"nameservers": ["192.168.30.1"], "domain": "vpn.example", "search": ["a"], "options": ["ndots:2"]}
+    });
+    let check_env = add.replace("ADD", "CHECK");
+    write(
+        "cni_config",
+        "check-prev-result",
+        &cni_input(&check_env, &check),
+    );
+
+    let mut old = check.clone();
+    old["cniVersion"] = json!("0.3.1");
+    old["prevResult"]["cniVersion"] = json!("0.3.1");
+    old["prevResult"]["ips"][0]["version"] = json!("4");
+    write(
+        "cni_config",
+        "del-0.3.1",
+        &cni_input(&add.replace("ADD", "DEL"), &old),
+    );
+
+    let mut gc = podman.clone();
+    gc["cniVersion"] = json!("1.1.0");
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": "c1", "ifname": "vpn0"}]);
+    gc["cni.dev/attachments"] = json!([{"containerID": "c2", "ifname": "vpn0"}]);
+    write(
+        "cni_config",
+        "gc",
+        &cni_input("CNI_COMMAND=GC\nCNI_PATH=/opt/cni/bin\n", &gc),
+    );
+    write(
+        "cni_config",
+        "status",
+        &cni_input("CNI_COMMAND=STATUS\n", &gc),
+    );
+    write(
+        "cni_config",
+        "version",
+        &cni_input(
+            "CNI_COMMAND=VERSION\nCNI_NETNS=dummy\n",
+            &json!({"cniVersion": "1.1.0"}),
+        ),
+    );
+    // No NUL: the whole input is stdin, with an ADD's environment.
+    write("cni_config", "stdin-only", podman.to_string().as_bytes());
+}
+
+// ---- softether-control ----
+
+fn control_seeds() {
+    let attach = json!({
+        "network": "softether-vpn", "containerID": "c1", "ifname": "vpn0", "netns": "/run/netns/p",
+        "login": {"server": "198.18.0.1", "port": 443, "hub": "DEFAULT", "user": "alice",
+                  "passwordFile": "/etc/softether-cni/alice.pass", "insecure": true,
+                  "pinSha256": "00".repeat(32), "caFile": "/etc/ca.pem", "maxConnections": 2},
+        "link": {"mtu": 1400, "mac": "02:00:5E:10:00:01", "acceptDefaultGateway": true,
+                 "acceptStaticRoutes": true, "policyRouteTable": 100, "connmark": true},
+        "timeoutMs": 60000, "podNamespace": "default", "podName": "web"
+    });
+    let requests = [
+        ("attach", attach),
+        (
+            "detach",
+            json!({"network": "n", "containerID": "c1", "ifname": "vpn0", "netns": "/run/netns/p"}),
+        ),
+        (
+            "check",
+            json!({"network": "n", "containerID": "c1", "ifname": "vpn0", "netns": "/run/netns/p",
+                         "mac": "02:00:5E:10:00:01", "ips": ["192.168.30.10/24", "fd00::1/64"]}),
+        ),
+        (
+            "gc",
+            json!({"network": "n", "valid": [{"containerID": "c1", "ifname": "vpn0"}]}),
+        ),
+        ("status", Value::Null),
+        ("list", Value::Null),
+    ];
+    serde_json::from_value::<softether_control::AttachRequest>(requests[0].1.clone()).unwrap();
+    serde_json::from_value::<softether_control::CheckRequest>(requests[2].1.clone()).unwrap();
+    for (op, payload) in requests {
+        let line = softether_control::request_line(op, &payload).unwrap();
+        write("control_message", &format!("request-{op}"), &line);
+    }
+    let replies = [
+        (
+            "attach",
+            json!({"ok": {"mac": "02:00:5E:10:00:01", "mtu": 1400,
+            "ips": [{"address": "192.168.30.10/24", "gateway": "192.168.30.1"}],
+            "routes": [{"dst": "0.0.0.0/0", "gw": "192.168.30.1", "table": 100, "priority": 5}],
+            "dns": {"nameservers": ["192.168.30.1"], "domain": "vpn.example", "search": ["a"], "options": ["x"]}}}),
+        ),
+        (
+            "status",
+            json!({"ok": {"state": "degraded", "reason": "1 session reconnecting"}}),
+        ),
+        (
+            "gc",
+            json!({"ok": {"removed": [{"containerID": "c2", "ifname": "vpn0"}], "errors": ["x"]}}),
+        ),
+        (
+            "list",
+            json!({"ok": {"attachments": [{"network": "n", "containerID": "c1", "netns": "/run/netns/p",
+            "ifname": "vpn0", "mac": "02:00:5E:10:00:01", "address": "192.168.30.10/24", "server": "s",
+            "hub": "DEFAULT", "user": "alice", "state": "up", "since": 1, "bytesIn": 2, "bytesOut": 3,
+            "reconnects": 0, "lastError": "e"}]}}),
+        ),
+        (
+            "error",
+            json!({"error": {"code": 101, "msg": "no lease", "details": "after 30s"}}),
+        ),
+    ];
+    let line = replies[0].1.to_string();
+    softether_control::parse_reply::<softether_control::AttachResult>(&line)
+        .unwrap()
+        .unwrap();
+    let line = replies[3].1.to_string();
+    softether_control::parse_reply::<softether_control::ListReply>(&line)
+        .unwrap()
+        .unwrap();
+    for (name, reply) in replies {
+        write(
+            "control_message",
+            &format!("reply-{name}"),
+            format!("{reply}\n").as_bytes(),
+        );
+    }
+}
+
+fn state_seeds() {
+    let record = json!({
+        "version": 1, "network": "softether-vpn", "containerID": "c1", "ifname": "vpn0",
+        "netns": "/run/netns/p", "mac": "02:00:5E:10:00:01",
+        "login": {"server": "198.18.0.1", "port": 443, "hub": "DEFAULT", "user": "alice",
+                  "passwordFile": "/etc/softether-cni/alice.pass", "maxConnections": 1},
+        "link": {"mtu": 1400, "acceptDefaultGateway": true, "policyRouteTable": 100, "connmark": true},
+        "lastAddress": "192.168.30.10/24", "podNamespace": "default", "podName": "web",
+        "createdAt": 1700000000u64
+    });
+    let tombstone = json!({"containerID": "c1", "ifname": "vpn0", "network": "softether-vpn",
+                           "netns": "/run/netns/p", "deletedAt": 1700000001u64});
+    serde_json::from_value::<softether_sidecar::daemon::state::AttachmentRecord>(record.clone())
+        .unwrap();
+    serde_json::from_value::<softether_sidecar::daemon::state::Tombstone>(tombstone.clone())
+        .unwrap();
+    write(
+        "state_record",
+        "record",
+        serde_json::to_string_pretty(&record).unwrap().as_bytes(),
+    );
+    write(
+        "state_record",
+        "tombstone",
+        tombstone.to_string().as_bytes(),
+    );
+}
