@@ -61,6 +61,8 @@ fn login(additional: bool) -> Request {
         credential: Credential::Anonymous,
         max_connection: 2,
         half_connection: false,
+        use_compress: false,
+        udp_accel: None,
         info,
     })
 }
@@ -422,7 +424,12 @@ fn control_seeds() {
     serde_json::from_value::<softether_control::AttachRequest>(requests[0].1.clone()).unwrap();
     serde_json::from_value::<softether_control::CheckRequest>(requests[2].1.clone()).unwrap();
     for (op, payload) in requests {
-        let line = softether_control::request_line(op, &payload).unwrap();
+        // The wire shape the plugin sends: {"protocol":N,"op":…,"request":…} and a newline.
+        let envelope =
+            json!({"protocol": softether_control::PROTOCOL_VERSION, "op": op, "request": payload});
+        let mut line = serde_json::to_vec(&envelope).unwrap();
+        line.push(b'\n');
+        softether_control::decode_request(&line).unwrap();
         write("control_message", &format!("request-{op}"), &line);
     }
     let replies = [
@@ -482,10 +489,9 @@ fn state_seeds() {
     });
     let tombstone = json!({"containerID": "c1", "ifname": "vpn0", "network": "softether-vpn",
                            "netns": "/run/netns/p", "deletedAt": 1700000001u64});
-    serde_json::from_value::<softether_sidecar::daemon::state::AttachmentRecord>(record.clone())
+    serde_json::from_value::<softether_control::state_dir::AttachmentRecord>(record.clone())
         .unwrap();
-    serde_json::from_value::<softether_sidecar::daemon::state::Tombstone>(tombstone.clone())
-        .unwrap();
+    serde_json::from_value::<softether_control::state_dir::Tombstone>(tombstone.clone()).unwrap();
     write(
         "state_record",
         "record",

@@ -2,37 +2,34 @@
 //! line the plugin reads back; and the state-dir records the daemon reads at start.
 
 use serde_json::Value;
+use softether_control::state_dir::AttachmentKey;
 use softether_control::{
-    parse_reply, AttachRequest, AttachResult, CheckRequest, DetachRequest, Envelope, GcReport,
-    GcRequest, ListReply, SidecarStatus, MAX_REQUEST_BYTES,
+    decode_request, parse_reply, AttachResult, GcReport, ListReply, Request, SidecarStatus,
+    MAX_GC_REQUEST_BYTES,
 };
-use softether_sidecar::daemon::state::AttachmentKey;
 
 use super::json_round_trip;
 
-/// Input: bytes from the control socket. The daemon decodes the first line as an [`Envelope`]
-/// and its payload as the op's request; the plugin decodes a reply line as each op's answer.
+/// Input: bytes from the control socket. The daemon decodes the first line as a typed
+/// [`Request`] (`decode_request`, the same call the daemon makes); the plugin decodes a reply
+/// line as each op's answer.
 pub fn control_message(data: &[u8]) {
     let line = data.split(|&b| b == b'\n').next().unwrap_or_default();
-    if line.len() <= MAX_REQUEST_BYTES {
-        if let Ok(envelope) = serde_json::from_slice::<Envelope>(line) {
-            // No round trip of the envelope itself: its payload is an opaque JSON value, and
-            // serde_json (without `float_roundtrip`) may parse a float 1 ulp off what it printed.
-            // Every payload type, whatever the op says: the daemon picks one by `op`.
-            let payload = envelope.request;
-            if let Ok(r) = serde_json::from_value::<AttachRequest>(payload.clone()) {
+    if line.len() <= MAX_GC_REQUEST_BYTES {
+        match decode_request(line) {
+            Ok(Request::Attach(r)) => {
+                json_round_trip(&*r);
+                let _ = AttachmentKey::new(&r.attachment.container_id, &r.attachment.ifname);
+            }
+            Ok(Request::Detach(r)) => {
                 json_round_trip(&r);
                 let _ = AttachmentKey::new(&r.attachment.container_id, &r.attachment.ifname);
             }
-            if let Ok(r) = serde_json::from_value::<DetachRequest>(payload.clone()) {
-                json_round_trip(&r);
-                let _ = AttachmentKey::new(&r.attachment.container_id, &r.attachment.ifname);
-            }
-            if let Ok(r) = serde_json::from_value::<CheckRequest>(payload.clone()) {
-                json_round_trip(&r);
-            }
-            if let Ok(r) = serde_json::from_value::<GcRequest>(payload) {
-                json_round_trip(&r);
+            Ok(Request::Check(r)) => json_round_trip(&r),
+            Ok(Request::Gc(r)) => json_round_trip(&r),
+            Ok(Request::Status(_) | Request::List(_)) => {}
+            Err(e) => {
+                let _ = e.to_string();
             }
         }
     }
@@ -57,11 +54,10 @@ pub fn control_message(data: &[u8]) {
 }
 
 /// The state-dir record types and the one function that parses a record file. The daemon
-/// reads records with `serde_json::from_slice` (`daemon::state::read_all`,
-/// `daemon::registry::read_record`); when the types move to softether-control, repoint these
-/// two `use`s (or this function, if a parse function comes with them) and nothing else.
+/// and the plugin read records with `serde_json::from_slice` through these softether-control
+/// types (`state_dir`).
 mod records {
-    pub use softether_sidecar::daemon::state::{AttachmentRecord, Tombstone};
+    pub use softether_control::state_dir::{AttachmentRecord, Tombstone};
 
     pub fn parse<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, serde_json::Error> {
         serde_json::from_slice(bytes)

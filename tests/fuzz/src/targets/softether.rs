@@ -126,6 +126,8 @@ fn request(additional: bool) -> Request {
             credential: Credential::HashedPassword([0x42; 20]),
             max_connection: 2,
             half_connection: false,
+            use_compress: false,
+            udp_accel: None,
             info,
         })
     }
