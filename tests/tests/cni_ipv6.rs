@@ -2,8 +2,10 @@
 //! (the setup `connect_ipv6` uses, `common/ipv6_lab.rs`); pods get SLAAC addresses, the default
 //! route via the router and inet6 policy rules, `ping -6` the lan host through the VPN; the
 //! CNI result lists both families (0.3.1 with `version: "6"`, 1.0.0); CHECK passes and fails
-//! once a v6 route is deleted; DEL leaves nothing, also with the sidecar down. A hub without IPv6 answers ADD IPv4-only
-//! and without waiting; `ipv6: false` turns IPv6 off on the pod interface.
+//! once a v6 route is deleted; DEL leaves nothing, also with the sidecar down. The first pod of a
+//! fresh sidecar already gets both families (ADD waits for the answer to its router
+//! solicitation, bounded, and the sidecar remembers the hub in `hubs.json`). A hub without IPv6
+//! answers ADD IPv4-only, waiting at most once; `ipv6: false` turns IPv6 off on the pod interface.
 //!
 //! Needs `cargo build --workspace --bins` first, and root.
 
@@ -81,27 +83,40 @@ fn pods_get_slaac_ipv6_in_the_result_check_verifies_it_and_del_removes_it() {
     plugin["policyRouteTable"] = json!(TABLE);
     plugin["connmark"] = json!(true);
     let prefix = PREFIX.trim_end_matches(':');
+    let mut measured = Vec::new();
 
-    // The first pod on the hub: the router advertisement may come just after the lease, so its
-    // result may or may not list IPv6 (measured); its pod gets the address either way.
+    // The first pod of a fresh sidecar on the hub: ADD waits for the advertisement answering the
+    // session's first router solicitation (bounded), so its result lists IPv6 too.
     let first_pod = extra_netns();
     let first = pod_attachment("v6first", first_pod.name());
     let list10 = network_list("vpn6", "1.0.0", &plugin, false);
     let (result, elapsed) = add_timed(&rt, &list10, &first, &sidecar);
-    let address = wait_for(Duration::from_secs(30), || {
-        global_addresses(first_pod.name(), "vpn0")
-            .into_iter()
-            .find(|a| a.starts_with(prefix))
-    })
-    .unwrap_or_else(|| panic!("no IPv6 address in the first pod:\n{}", sidecar.log_text()));
-    eprintln!(
-        "first pod: ADD {} ms, result lists IPv6: {}, pod address {address}",
-        elapsed.as_millis(),
-        !ips_of(&result, true).is_empty()
+    let first_waited = *add_waits(&sidecar).last().unwrap();
+    let ctx = format!("{result}\n{}", sidecar.log_text());
+    let six = ips_of(&result, true);
+    assert_eq!(six.len(), 1, "the first pod's result lists IPv6: {ctx}");
+    let address = six[0]["address"].as_str().unwrap().to_owned();
+    assert!(address.starts_with(prefix), "{ctx}");
+    assert_eq!(
+        global_addresses(first_pod.name(), "vpn0"),
+        [address.as_str()],
+        "{ctx}"
     );
+    // The sidecar remembers the hub has IPv6, in the state directory (for its next start).
+    let facts = std::fs::read_to_string(dirs.state.join("hubs.json")).expect("hubs.json");
+    let facts: Value = serde_json::from_str(&facts).unwrap();
+    let hubs = facts["hubs"].as_object().unwrap();
+    assert!(
+        hubs.len() == 1 && hubs.values().all(|h| h["ipv6"] == true),
+        "{facts}"
+    );
+    eprintln!(
+        "first pod: ADD {} ms, waited {first_waited} ms for IPv6 after the lease, {address}",
+        elapsed.as_millis()
+    );
+    measured.push(("1.0.0 (first pod)", elapsed, first_waited));
 
     // Later pods on the same hub wait (briefly) for the advertisement: both families, always.
-    let mut measured = Vec::new();
     for (version, id) in [("1.0.0", "v6pod10"), ("0.3.1", "v6pod031")] {
         let pod = extra_netns();
         let att = pod_attachment(id, pod.name());
@@ -240,9 +255,18 @@ fn a_hub_without_ipv6_answers_ipv4_only_without_waiting_and_ipv6_false_turns_it_
             assert_eq!(pod_leftovers(pod.name()), Vec::<String>::new());
         }
     }
-    // No router was ever heard on this hub: ADD never waited for IPv6.
+    // No router ever answered on this hub: the first ADD waited (bounded) for the answer to
+    // its solicitation and the sidecar remembered the hub has no IPv6; later ADDs never wait.
     let waits = add_waits(&sidecar);
-    assert_eq!(waits, [0, 0], "{}", sidecar.log_text());
+    assert_eq!(waits.len(), 2, "{}", sidecar.log_text());
+    assert!(waits[0] <= 1000, "{waits:?}\n{}", sidecar.log_text());
+    assert_eq!(waits[1], 0, "{}", sidecar.log_text());
+    let facts = std::fs::read_to_string(dirs.state.join("hubs.json")).expect("hubs.json");
+    assert!(facts.contains("\"ipv6\": false"), "{facts}");
+    eprintln!(
+        "first ADD on the hub waited {} ms for an advertisement",
+        waits[0]
+    );
     eprintln!("| hub without IPv6 | ADD ms |");
     for (name, elapsed) in table {
         eprintln!("| {name} | {} |", elapsed.as_millis());
@@ -264,7 +288,7 @@ fn a_stateful_dhcpv6_address_is_waited_for_and_released_on_del() {
         a.starts_with(prefix) && (0x100..=0x1ff).contains(&host.segments()[7])
     };
 
-    // The first pod teaches the sidecar that this hub has an IPv6 router.
+    // The first pod (the hub is new to the sidecar: waits for the answer to its solicitation).
     let first_pod = extra_netns();
     let first = pod_attachment("dh6first", first_pod.name());
     add_timed(&rt, &list, &first, &sidecar);

@@ -7,15 +7,18 @@
 //!
 //! 1. A router already heard: wait (at most [`DHCPV6_WAIT`]) only while a DHCPv6 exchange the
 //!    router asked for (M or O flag) is unanswered.
-//! 2. No router heard yet, but a router was heard on this hub (same server, port and hub) by an
-//!    attachment of this daemon: wait at most [`RA_GRACE`] for the advertisement, then as in 1.
-//!    A grace that passes without one makes the daemon forget the hub.
-//! 3. Otherwise (a hub without IPv6, or the first pod on it): answer at once. IPv6 that comes
-//!    later is still configured in the pod, just not listed in the result.
+//! 2. No router heard yet on a hub (same server, port and hub) where one was heard before
+//!    ([`HubMemory`], kept in the state directory across restarts): wait at most [`RA_GRACE`]
+//!    for the advertisement, then as in 1. A grace that passes without one marks the hub as
+//!    having no IPv6.
+//! 3. A hub never attached to before: wait for the advertisement answering the session's first
+//!    router solicitation, until [`FIRST_RA_WINDOW`] after it was sent, then as in 1; the
+//!    outcome is remembered either way.
+//! 4. A hub known to have no IPv6 router: answer at once. IPv6 that comes later is still
+//!    configured in the pod, just not listed in the result, and marks the hub as having IPv6.
 //!
 //! Everything is also bounded by the ADD deadline.
 
-use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
@@ -27,6 +30,7 @@ use tokio::time::Instant;
 
 use crate::engine::lease_apply::{plan_ipv6, Ipv6Plan, NetOptions};
 use crate::engine::status::EngineStatus;
+use softether_control::state_dir::{unix_now, HubsRecord, StateDir, HUBS_VERSION};
 use softether_control::{AttachResult, AttachedIp, AttachedRoute, IpPrefix, LoginSettings};
 
 /// How long ADD waits for a router advertisement on a hub known to have IPv6 routers: routers
@@ -34,32 +38,59 @@ use softether_control::{AttachResult, AttachedIp, AttachedRoute, IpPrefix, Login
 /// plus up to MAX_RA_DELAY_TIME (0.5 s) (RFC 4861 §6.2.6; radvd, dnsmasq), so a pod added right
 /// after another one hears its advertisement up to 3.5 s later.
 pub const RA_GRACE: Duration = Duration::from_millis(3500);
+/// On a hub never attached to, how long after the session's first router solicitation ADD
+/// waits for an advertisement: a router answers within MAX_RA_DELAY_TIME (0.5 s, RFC 4861
+/// §6.2.6) when it has not just advertised, plus the tunnel's round trip. The lease usually
+/// takes part of it already, so this is the most a hub without IPv6 ever costs, once.
+pub const FIRST_RA_WINDOW: Duration = Duration::from_millis(1000);
 /// How long, once the router is heard, ADD waits for a DHCPv6 exchange it asked for (a
 /// Solicit alone collects Advertises for a second).
 pub const DHCPV6_WAIT: Duration = Duration::from_secs(3);
 
-/// Hubs on which an attachment of this daemon heard an IPv6 router.
+/// Whether an IPv6 router was heard per hub, by any attachment of this daemon or an earlier
+/// one: in memory, and in the state directory's `hubs.json` once [`HubMemory::load`] gave it one.
 #[derive(Debug, Default)]
-pub struct HubMemory(Mutex<HashSet<String>>);
+pub struct HubMemory {
+    hubs: Mutex<HubsRecord>,
+    state: OnceLock<StateDir>,
+}
 
 impl HubMemory {
-    fn set(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    fn hubs(&self) -> std::sync::MutexGuard<'_, HubsRecord> {
+        self.hubs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn knows(&self, hub: &str) -> bool {
-        self.set().contains(hub)
-    }
-
-    pub fn remember(&self, hub: &str) {
-        // Bounded by the hubs the daemon's networks name; a handful in practice.
-        if !self.knows(hub) {
-            self.set().insert(hub.to_owned());
+    /// Reads what earlier daemons learned from `state` and keeps it there from now on. An
+    /// unreadable file is logged and replaced.
+    pub fn load(&self, state: &StateDir) {
+        match state.hubs() {
+            Ok(record) => *self.hubs() = record,
+            Err(e) => tracing::warn!("ignoring the hub facts: {e}"),
         }
+        let _ = self.state.set(state.clone());
     }
 
-    pub fn forget(&self, hub: &str) {
-        self.set().remove(hub);
+    /// Whether an IPv6 router was heard on `hub`; `None`: never attached to it.
+    pub fn ipv6(&self, hub: &str) -> Option<bool> {
+        self.hubs().ipv6(hub)
+    }
+
+    /// Records whether `hub` has an IPv6 router; writes the state directory when that changed.
+    pub fn remember(&self, hub: &str, ipv6: bool) {
+        let snapshot = {
+            let mut hubs = self.hubs();
+            hubs.version = HUBS_VERSION;
+            if !hubs.set_ipv6(hub, ipv6, unix_now()) {
+                return;
+            }
+            hubs.clone()
+        };
+        tracing::info!(hub, ipv6, "IPv6 router on the hub");
+        if let Some(state) = self.state.get() {
+            if let Err(e) = state.save_hubs(&snapshot) {
+                tracing::warn!("cannot persist the hub facts: {e}");
+            }
+        }
     }
 }
 
@@ -100,19 +131,33 @@ pub async fn settle(
         why,
     };
     if !status.borrow().ipv6.router_heard {
-        if !hubs.knows(hub) {
-            return settled(status, "no router heard on this hub");
-        }
-        let until = deadline.min(started + RA_GRACE);
-        let heard = tokio::time::timeout_at(until, status.wait_for(|s| s.ipv6.router_heard))
-            .await
-            .is_ok_and(|r| r.is_ok());
+        let (until, why) = match hubs.ipv6(hub) {
+            Some(false) => return settled(status, "hub known to have no IPv6 router"),
+            Some(true) => (
+                started + RA_GRACE,
+                "no router advertisement within the grace",
+            ),
+            None => {
+                let solicited = status.borrow().ipv6.solicited_at;
+                let solicited = solicited.map_or(started, Instant::from_std);
+                (
+                    solicited + FIRST_RA_WINDOW,
+                    "no router answered the first solicitation",
+                )
+            }
+        };
+        let heard = tokio::time::timeout_at(
+            until.min(deadline),
+            status.wait_for(|s| s.ipv6.router_heard),
+        )
+        .await
+        .is_ok_and(|r| r.is_ok());
         if !heard {
-            hubs.forget(hub);
-            return settled(status, "no router advertisement within the grace");
+            hubs.remember(hub, false);
+            return settled(status, why);
         }
     }
-    hubs.remember(hub);
+    hubs.remember(hub, true);
     if !status.borrow().ipv6.dhcpv6_pending {
         return settled(status, "router heard");
     }

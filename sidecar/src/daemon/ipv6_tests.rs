@@ -20,6 +20,7 @@ fn publish(tx: &watch::Sender<EngineStatus>, heard: bool, pending: bool, setting
             settings,
             router_heard: heard,
             dhcpv6_pending: pending,
+            solicited_at: s.ipv6.solicited_at,
         }
     });
 }
@@ -28,14 +29,43 @@ fn far() -> Instant {
     Instant::now() + Duration::from_secs(60)
 }
 
+/// A status whose first router solicitation went out `ago`.
+fn solicited(ago: Duration) -> (watch::Sender<EngineStatus>, watch::Receiver<EngineStatus>) {
+    let (tx, rx) = status_channel();
+    let at = (Instant::now() - ago).into_std();
+    tx.send_modify(|s| s.ipv6.solicited_at = Some(at));
+    (tx, rx)
+}
+
 #[tokio::test(start_paused = true)]
-async fn a_hub_without_ipv6_costs_nothing() {
-    let (_tx, mut rx) = status_channel();
+async fn a_new_hub_waits_for_the_answer_to_the_first_solicitation_only() {
+    // The lease took 150 ms after the solicitation; the advertisement comes 40 ms later.
+    let (tx, mut rx) = solicited(Duration::from_millis(150));
     let hubs = HubMemory::default();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        publish(&tx, true, false, slaac());
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    });
     let s = settle(&mut rx, &hubs, HUB, far()).await;
-    assert_eq!(s.waited, Duration::ZERO);
+    assert_eq!((s.waited, s.settings), (Duration::from_millis(40), slaac()));
+    assert_eq!(hubs.ipv6(HUB), Some(true));
+
+    // A hub without IPv6: the window from the solicitation, once; then never again.
+    let other = "198.18.0.1:443/NOV6";
+    let (_tx, mut rx) = solicited(Duration::from_millis(150));
+    let s = settle(&mut rx, &hubs, other, far()).await;
+    assert_eq!(s.waited, FIRST_RA_WINDOW - Duration::from_millis(150));
     assert!(s.settings.is_empty());
-    assert!(!hubs.knows(HUB));
+    assert_eq!(hubs.ipv6(other), Some(false));
+    let (_tx, mut rx) = solicited(Duration::from_millis(5));
+    let s = settle(&mut rx, &hubs, other, far()).await;
+    assert_eq!(s.waited, Duration::ZERO);
+    assert_eq!(s.why, "hub known to have no IPv6 router");
+    // A lease slower than the window costs nothing either.
+    let (_tx, mut rx) = solicited(FIRST_RA_WINDOW * 2);
+    let s = settle(&mut rx, &hubs, "198.18.0.1:443/SLOW", far()).await;
+    assert_eq!(s.waited, Duration::ZERO);
 }
 
 #[tokio::test(start_paused = true)]
@@ -43,31 +73,59 @@ async fn a_router_already_heard_answers_at_once_and_is_remembered() {
     let (tx, mut rx) = status_channel();
     publish(&tx, true, false, slaac());
     let hubs = HubMemory::default();
+    hubs.remember(HUB, false);
     let s = settle(&mut rx, &hubs, HUB, far()).await;
     assert_eq!((s.waited, s.settings), (Duration::ZERO, slaac()));
-    assert!(hubs.knows(HUB));
+    assert_eq!(hubs.ipv6(HUB), Some(true));
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_known_hub_waits_briefly_for_the_advertisement() {
-    let (tx, mut rx) = status_channel();
+    let (tx, mut rx) = solicited(Duration::ZERO);
     let hubs = HubMemory::default();
-    hubs.remember(HUB);
+    hubs.remember(HUB, true);
     tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(40)).await;
+        tokio::time::sleep(Duration::from_millis(1400)).await;
         publish(&tx, true, false, slaac());
         tokio::time::sleep(Duration::from_secs(3600)).await;
     });
     let s = settle(&mut rx, &hubs, HUB, far()).await;
-    assert_eq!(s.waited, Duration::from_millis(40));
+    assert_eq!(
+        s.waited,
+        Duration::from_millis(1400),
+        "past the first window"
+    );
     assert_eq!(s.settings, slaac());
 
-    // No advertisement within the grace: answered without IPv6, and the hub is forgotten.
-    let (_tx, mut rx) = status_channel();
+    // No advertisement within the grace: answered without IPv6, and the hub has none now.
+    let (_tx, mut rx) = solicited(Duration::ZERO);
     let s = settle(&mut rx, &hubs, HUB, far()).await;
     assert_eq!(s.waited, RA_GRACE);
     assert!(s.settings.is_empty());
-    assert!(!hubs.knows(HUB));
+    assert_eq!(hubs.ipv6(HUB), Some(false));
+}
+
+#[test]
+fn hub_facts_survive_a_restart_in_the_state_directory() {
+    let dir = std::env::temp_dir().join(format!("se-hubs-{}", std::process::id()));
+    let state = StateDir::open(&dir).unwrap();
+    let first = HubMemory::default();
+    first.load(&state);
+    first.remember(HUB, true);
+    first.remember("198.18.0.1:443/NOV6", false);
+    let restarted = HubMemory::default();
+    restarted.load(&state);
+    assert_eq!(restarted.ipv6(HUB), Some(true));
+    assert_eq!(restarted.ipv6("198.18.0.1:443/NOV6"), Some(false));
+    assert_eq!(restarted.ipv6("198.18.0.1:443/NEW"), None);
+    // A damaged file is ignored (and replaced on the next change), never fatal.
+    std::fs::write(state.hubs_path(), b"[").unwrap();
+    let damaged = HubMemory::default();
+    damaged.load(&state);
+    assert_eq!(damaged.ipv6(HUB), None);
+    damaged.remember(HUB, true);
+    assert_eq!(state.hubs().unwrap().ipv6(HUB), Some(true));
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[tokio::test(start_paused = true)]

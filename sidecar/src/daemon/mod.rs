@@ -84,6 +84,7 @@ pub async fn run(opts: &DaemonOptions) -> Result<(), DaemonError> {
         Err(e) => tracing::warn!("cannot raise the open-files limit: {e}"),
     }
     let state = StateDir::open(&opts.state_dir)?;
+    ipv6::daemon_hubs().load(&state);
     let registry = Arc::new(Registry::new(state).with_hooks_dir(opts.hooks_dir.clone()));
     // The metrics endpoint comes up first so /readyz can say "not yet" during re-adoption.
     let observer = match opts.metrics_addr {

@@ -484,7 +484,7 @@ impl Attachment {
         let hub = crate::daemon::ipv6::hub_key(&self.record.login);
         loop {
             if status.borrow().ipv6.router_heard {
-                crate::daemon::ipv6::daemon_hubs().remember(&hub);
+                crate::daemon::ipv6::daemon_hubs().remember(&hub, true);
             }
             let address = status
                 .borrow_and_update()

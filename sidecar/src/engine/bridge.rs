@@ -372,6 +372,7 @@ async fn drive_ipv6<T: FramePort>(
         if outgoing.send(frame.into()).await.is_err() {
             return Some(SessionEnd::TunnelEnded);
         }
+        status::set_ipv6_solicited(ctx.status, at);
     }
     // Each event is the whole configuration: only the newest matters.
     let mut latest = None;

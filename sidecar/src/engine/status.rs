@@ -207,6 +207,9 @@ pub struct Ipv6Status {
     pub router_heard: bool,
     /// A DHCPv6 exchange a router asked for (M or O flag) has not been answered yet.
     pub dhcpv6_pending: bool,
+    /// When the engine's first router solicitation went out (ADD on a new hub waits for the
+    /// answer from there).
+    pub solicited_at: Option<std::time::Instant>,
 }
 
 impl EngineStatus {
@@ -299,6 +302,13 @@ pub(crate) fn ipv6_progress(v6: &dhcp_client::v6::Ipv6Client) -> (bool, bool) {
         Dhcp6State::Soliciting | Dhcp6State::Requesting | Dhcp6State::Informing
     );
     (heard, pending)
+}
+
+/// The first IPv6 frame (the router solicitation) went out at `at`; later ones change nothing.
+pub(crate) fn set_ipv6_solicited(status: &watch::Sender<EngineStatus>, at: std::time::Instant) {
+    if status.borrow().ipv6.solicited_at.is_none() {
+        status.send_modify(|s| s.ipv6.solicited_at = Some(at));
+    }
 }
 
 /// IPv6 progress without new settings. Called on every pass of the session loop: a read

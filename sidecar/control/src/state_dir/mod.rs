@@ -4,6 +4,7 @@
 //! ```text
 //! STATE_DIR/attachments/<containerID>:<ifname>.json   one per live attachment (the sidecar)
 //! STATE_DIR/tombstones/<containerID>:<ifname>.json    a DEL the plugin did while the sidecar was down
+//! STATE_DIR/hubs.json                                  what the sidecar learned per hub (IPv6 or not)
 //! ```
 //!
 //! `:` cannot appear in a container id (`[A-Za-z0-9][A-Za-z0-9_.-]*`, at most
@@ -17,6 +18,7 @@
 //! Both ends import these types, so renaming a field cannot silently break DEL with the
 //! sidecar down.
 
+mod hubs;
 mod key;
 
 use std::fs::{self, File, OpenOptions};
@@ -29,6 +31,7 @@ use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
 use crate::{LinkSettings, LoginSettings};
+pub use hubs::{HubFacts, HubsRecord, HUBS_VERSION, MAX_HUBS, MAX_HUB_KEY_LEN};
 pub use key::{validate_container_id, validate_ifname, AttachmentKey, KeyError};
 pub use key::{MAX_CONTAINER_ID_LEN, MAX_IFNAME_LEN};
 

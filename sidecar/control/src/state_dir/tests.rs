@@ -167,3 +167,33 @@ fn a_plugin_view_creates_nothing_until_it_writes_a_tombstone() {
     .unwrap();
     assert!(view.has_tombstone(&key));
 }
+
+#[test]
+fn facts_round_trip_and_stay_bounded() {
+    let dir = TempDir::new("hubs");
+    let state = StateDir::open(&dir.0).unwrap();
+    assert_eq!(state.hubs().unwrap(), hubs::HubsRecord::default());
+    let mut record = hubs::HubsRecord {
+        version: hubs::HUBS_VERSION,
+        ..hubs::HubsRecord::default()
+    };
+    assert!(record.set_ipv6("198.18.0.1:443/VPN", true, 10));
+    assert!(!record.set_ipv6("198.18.0.1:443/VPN", true, 11));
+    assert!(record.set_ipv6("198.18.0.1:443/VPN", false, 12));
+    assert!(!record.set_ipv6(&"x".repeat(hubs::MAX_HUB_KEY_LEN + 1), true, 12));
+    state.save_hubs(&record).unwrap();
+    let read = state.hubs().unwrap();
+    assert_eq!(read.ipv6("198.18.0.1:443/VPN"), Some(false));
+    assert_eq!(read.ipv6("198.18.0.1:443/OTHER"), None);
+    for i in 0..hubs::MAX_HUBS as u64 + 5 {
+        record.set_ipv6(&format!("h{i}:443/VPN"), true, 100 + i);
+    }
+    assert_eq!(record.hubs.len(), hubs::MAX_HUBS);
+    assert_eq!(record.ipv6("h0:443/VPN"), None, "the oldest went first");
+    assert_eq!(
+        record.ipv6(&format!("h{}:443/VPN", hubs::MAX_HUBS + 4)),
+        Some(true)
+    );
+    std::fs::write(state.hubs_path(), b"{not json").unwrap();
+    assert!(state.hubs().is_err());
+}
