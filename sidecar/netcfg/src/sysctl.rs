@@ -29,6 +29,8 @@ pub enum Ipv6Conf {
     /// `addr_gen_mode`: how the link-local address is formed (0: EUI-64 of the MAC). Read when
     /// the link comes up.
     AddrGenMode,
+    /// `mtu`: the IPv6 MTU of the link (at most the link MTU; the kernel refuses more).
+    Mtu,
 }
 
 impl Ipv6Conf {
@@ -38,6 +40,7 @@ impl Ipv6Conf {
             Self::Autoconf => "autoconf",
             Self::DisableIpv6 => "disable_ipv6",
             Self::AddrGenMode => "addr_gen_mode",
+            Self::Mtu => "mtu",
         }
     }
 }

@@ -205,6 +205,8 @@ pub struct NetConfigurator {
     ipv6: Vec<ipv6::Added6>,
     extra_dns: DnsConfig,
     server_over_ipv6: bool,
+    /// The advertised IPv6 MTU last applied to the TAP.
+    ipv6_mtu: Option<u32>,
 }
 
 impl NetConfigurator {
@@ -231,6 +233,7 @@ impl NetConfigurator {
             ipv6: Vec::new(),
             extra_dns: DnsConfig::default(),
             server_over_ipv6: false,
+            ipv6_mtu: None,
         };
         configurator.prepare_ipv6().await;
         Ok(configurator)

@@ -69,6 +69,7 @@ pub fn slaac_settings() -> dhcp_client::v6::Ipv6Settings {
         address: "fd00:6::11:22ff:fe33:4455".parse().unwrap(),
         prefix_len: 64,
         from_slaac: true,
+        deprecated: false,
     }];
     s.on_link = vec!["fd00:6::/64".parse().unwrap()];
     s.router = Some(Ipv6Router {

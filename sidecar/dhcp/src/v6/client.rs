@@ -5,7 +5,7 @@ use super::dhcp6::{Dhcp6Client, Dhcp6State};
 use super::dhcp6_wire::is_dhcpv6_reply;
 use super::ndp::{self, is_router_advertisement};
 use super::router::RouterState;
-use super::{addr, Ipv6Address, Ipv6Router, Ipv6Settings};
+use super::{addr, Ipv6Address, Ipv6Route, Ipv6Router, Ipv6Settings};
 use crate::retransmit::SeededRng;
 use std::collections::VecDeque;
 use std::net::Ipv6Addr;
@@ -217,11 +217,15 @@ impl Ipv6Client {
         let on_link: Vec<_> = self.router.on_link.iter().map(|(n, _)| *n).collect();
         let binding = self.dhcp.binding();
         let mut addresses: Vec<Ipv6Address> = Vec::new();
-        let slaac = self.router.slaac.iter().map(|s| (s.address, true));
+        let slaac = self
+            .router
+            .slaac
+            .iter()
+            .map(|s| (s.address, true, s.deprecated));
         let leased = binding
             .into_iter()
-            .flat_map(|b| b.addresses.iter().map(|(a, _)| (*a, false)));
-        for (address, from_slaac) in slaac.chain(leased) {
+            .flat_map(|b| b.addresses.iter().map(|(a, _)| (*a, false, false)));
+        for (address, from_slaac, deprecated) in slaac.chain(leased) {
             if addresses.iter().any(|a| a.address == address) {
                 continue;
             }
@@ -236,6 +240,7 @@ impl Ipv6Client {
                 address,
                 prefix_len,
                 from_slaac,
+                deprecated,
             });
         }
         let mut dns_servers: Vec<Ipv6Addr> = self.router.dns.iter().map(|(a, _)| *a).collect();
@@ -265,6 +270,15 @@ impl Ipv6Client {
             dns_servers,
             search_domains,
             mtu: self.router.mtu,
+            routes: self
+                .router
+                .best_routes()
+                .into_iter()
+                .map(|(destination, gateway)| Ipv6Route {
+                    destination,
+                    gateway,
+                })
+                .collect(),
         }
     }
 }

@@ -39,7 +39,10 @@
 //!   no zero-length option). Prefixes: L → on-link route, A on a /64 → SLAAC address with the
 //!   two-hour rule; lifetimes expire them. Router lifetime 0 withdraws a router; the default
 //!   router is the highest RFC 4191 preference, then the first heard. MTU 1280–65535.
-//!   RDNSS/DNSSL with lifetimes. At most 4 routers, 16 prefixes, 8 DNS servers and 8 domains.
+//!   RDNSS/DNSSL with lifetimes. Route Information options (RFC 4191) become routes via the
+//!   router that sent them (the highest preference per destination, `::/0` excepted: that is
+//!   the router lifetime's job), with their own lifetimes. At most 4 routers, 16 prefixes,
+//!   16 routes, 8 DNS servers and 8 domains.
 //! - DHCPv6: DUID-LL from the MAC, IAID from its last four bytes. Retransmission per RFC 8415
 //!   §15 (Solicit 1 s → 3600 s, Request 1 s → 30 s × 10, Renew/Rebind 10 s → 600 s,
 //!   Information-request 1 s → 3600 s). Advertises are collected for the first RT (preference
@@ -48,8 +51,10 @@
 //!   initial 0–1 s Solicit delay and Reconfigure are not implemented.
 //! - Addresses are reported with the length of the on-link prefix that contains them, else
 //!   /128; DHCPv6-leased addresses only become on-link through a router's L flag.
-//! - Preferred lifetimes are honoured for validation but addresses are not reported as
-//!   deprecated; they stay until their valid lifetime ends.
+//! - A SLAAC address past its preferred lifetime (or advertised with preferred lifetime 0) is
+//!   reported `deprecated` (the driver keeps it but marks it so the kernel prefers others as a
+//!   source, RFC 4862 §5.5.4) until a new preferred lifetime revives it or the valid lifetime
+//!   removes it. DHCPv6 addresses are renewed at T1, before their preferred lifetime ends.
 
 mod addr;
 mod client;
@@ -66,7 +71,7 @@ pub use client::{Ipv6Client, Ipv6Config, Ipv6Event};
 pub use dhcp6::Dhcp6State;
 pub use dhcp6_wire::{duid_ll, is_dhcpv6_reply};
 pub use ndp::{is_router_advertisement, parse_router_advertisement, router_solicitation};
-pub use ndp::{PrefixInfo, RouterAdvertisement, RouterPreference};
+pub use ndp::{PrefixInfo, RouteInfo, RouterAdvertisement, RouterPreference};
 pub use retrans::Timing;
 
 use ipnet::Ipv6Net;
@@ -89,6 +94,17 @@ pub struct Ipv6Settings {
     pub search_domains: Vec<String>,
     /// From the advertisement's MTU option.
     pub mtu: Option<u32>,
+    /// Route Information options: more specific routes via a router.
+    pub routes: Vec<Ipv6Route>,
+}
+
+/// A route from a Route Information option (RFC 4191).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv6Route {
+    /// The destination prefix.
+    pub destination: Ipv6Net,
+    /// The advertising router's link-local address.
+    pub gateway: Ipv6Addr,
 }
 
 impl Ipv6Settings {
@@ -107,6 +123,8 @@ pub struct Ipv6Address {
     pub prefix_len: u8,
     /// Formed by SLAAC (else leased by DHCPv6).
     pub from_slaac: bool,
+    /// Past its preferred lifetime: kept, but not chosen as a source for new connections.
+    pub deprecated: bool,
 }
 
 impl Ipv6Address {

@@ -47,6 +47,19 @@ pub struct PrefixInfo {
     pub preferred_secs: u32,
 }
 
+/// One Route Information option (type 24, RFC 4191): a more specific route via the router.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteInfo {
+    /// The destination (host bits cleared).
+    pub prefix: Ipv6Addr,
+    /// Prefix length, at most 128.
+    pub len: u8,
+    /// Route preference (the reserved value voids the option).
+    pub preference: RouterPreference,
+    /// Seconds; `u32::MAX` is infinity, 0 withdraws the route.
+    pub lifetime_secs: u32,
+}
+
 /// A validated router advertisement with the options the client uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouterAdvertisement {
@@ -70,6 +83,8 @@ pub struct RouterAdvertisement {
     pub dns: Vec<(u32, Vec<Ipv6Addr>)>,
     /// DNSSL (type 31): lifetime in seconds and domains.
     pub domains: Vec<(u32, Vec<String>)>,
+    /// Route Information options, at most 16.
+    pub routes: Vec<RouteInfo>,
 }
 
 /// Cheap test: an Ethernet frame carrying IPv6 (no extension header) with an ICMPv6 router
@@ -144,6 +159,7 @@ pub fn parse_router_advertisement(frame: &[u8]) -> Option<RouterAdvertisement> {
         prefixes: Vec::new(),
         dns: Vec::new(),
         domains: Vec::new(),
+        routes: Vec::new(),
     };
     walk_options(options, &mut out)?;
     Some(out)
@@ -167,6 +183,11 @@ fn walk_options(mut area: &[u8], out: &mut RouterAdvertisement) -> Option<()> {
             3 if len == 32 && out.prefixes.len() < MAX_PREFIXES => {
                 if let Some(prefix) = prefix_info(option) {
                     out.prefixes.push(prefix);
+                }
+            }
+            24 if len <= 24 && out.routes.len() < MAX_PREFIXES => {
+                if let Some(route) = route_info(option) {
+                    out.routes.push(route);
                 }
             }
             5 if len == 8 => {
@@ -206,6 +227,30 @@ fn prefix_info(option: &[u8]) -> Option<PrefixInfo> {
         autonomous: flags & 0x40 != 0,
         valid_secs: be_u32(&option[4..8]),
         preferred_secs: be_u32(&option[8..12]),
+    })
+}
+
+/// RFC 4191 §2.3: the prefix field holds as many 8-byte units as the option has beyond its
+/// first, and must cover the prefix length; the reserved preference (10) voids the option.
+fn route_info(option: &[u8]) -> Option<RouteInfo> {
+    let len = option[2];
+    let carried = (option.len() - 8) * 8;
+    if len > 128 || usize::from(len) > carried {
+        return None;
+    }
+    let preference = match (option[3] >> 3) & 0b11 {
+        0b00 => RouterPreference::Medium,
+        0b01 => RouterPreference::High,
+        0b11 => RouterPreference::Low,
+        _ => return None,
+    };
+    let mut raw = [0u8; 16];
+    raw[..option.len() - 8].copy_from_slice(&option[8..]);
+    Some(RouteInfo {
+        prefix: addr::truncate(Ipv6Addr::from(raw), len),
+        len,
+        preference,
+        lifetime_secs: be_u32(&option[4..8]),
     })
 }
 

@@ -3,7 +3,8 @@
 //! instant it expires; plus the solicitation schedule (RFC 7559 backoff) until a router speaks.
 
 use super::addr;
-use super::ndp::{PrefixInfo, RouterAdvertisement, RouterPreference, MAX_DNS, MAX_DOMAINS};
+use super::ndp::{PrefixInfo, RouteInfo, RouterAdvertisement, RouterPreference};
+use super::ndp::{MAX_DNS, MAX_DOMAINS};
 use super::retrans::{Retrans, Timing};
 use crate::retransmit::SeededRng;
 use ipnet::Ipv6Net;
@@ -36,6 +37,18 @@ pub(crate) struct Router {
 pub(crate) struct Slaac {
     pub address: Ipv6Addr,
     pub valid_until: Expiry,
+    pub preferred_until: Expiry,
+    /// The preferred lifetime ended (set by [`RouterState::expire`], cleared by a refresh).
+    pub deprecated: bool,
+}
+
+/// A Route Information option's route via one router.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LearnedRoute {
+    pub destination: Ipv6Net,
+    pub router: Ipv6Addr,
+    pub preference: RouterPreference,
+    pub expires: Expiry,
 }
 
 #[derive(Debug, Default)]
@@ -44,6 +57,7 @@ pub(crate) struct RouterState {
     /// On-link prefixes (L flag).
     pub on_link: Vec<(Ipv6Net, Expiry)>,
     pub slaac: Vec<Slaac>,
+    pub routes: Vec<LearnedRoute>,
     pub dns: Vec<(Ipv6Addr, Instant)>,
     pub domains: Vec<(String, Instant)>,
     pub mtu: Option<u32>,
@@ -81,6 +95,9 @@ impl RouterState {
             if slaac && prefix.autonomous {
                 self.learn_slaac(prefix, now, mac);
             }
+        }
+        for route in &ra.routes {
+            self.learn_route(route, ra.router, now);
         }
         if let Some(mtu) = ra.mtu.filter(|m| (1280..=65535).contains(m)) {
             self.mtu = Some(mtu);
@@ -136,6 +153,49 @@ impl RouterState {
         }
     }
 
+    fn learn_route(&mut self, r: &RouteInfo, router: Ipv6Addr, now: Instant) {
+        let Ok(destination) = Ipv6Net::new(r.prefix, r.len) else {
+            return;
+        };
+        // ::/0 is the default router's (router lifetime); link-local and multicast are no
+        // destinations to route through a router.
+        if r.len == 0 || addr::is_link_local(r.prefix) || r.prefix.is_multicast() {
+            return;
+        }
+        let known = self
+            .routes
+            .iter()
+            .position(|l| l.destination == destination && l.router == router);
+        let learned = LearnedRoute {
+            destination,
+            router,
+            preference: r.preference,
+            expires: expiry(now, r.lifetime_secs),
+        };
+        match (known, r.lifetime_secs) {
+            (Some(i), 0) => {
+                self.routes.remove(i);
+            }
+            (Some(i), _) => self.routes[i] = learned,
+            (None, 0) => {}
+            (None, _) if self.routes.len() < MAX_PREFIXES => self.routes.push(learned),
+            (None, _) => {}
+        }
+    }
+
+    /// The route per destination: the highest preference, then the first heard.
+    pub(crate) fn best_routes(&self) -> Vec<(Ipv6Net, Ipv6Addr)> {
+        let mut best: Vec<&LearnedRoute> = Vec::new();
+        for r in &self.routes {
+            match best.iter_mut().find(|b| b.destination == r.destination) {
+                Some(b) if r.preference > b.preference => *b = r,
+                Some(_) => {}
+                None => best.push(r),
+            }
+        }
+        best.iter().map(|r| (r.destination, r.router)).collect()
+    }
+
     /// RFC 4862 §5.5.3: only /64 prefixes (64-bit interface identifiers), preferred ≤ valid,
     /// and the two-hour rule for lifetimes of addresses we already have.
     fn learn_slaac(&mut self, p: &PrefixInfo, now: Instant, mac: [u8; 6]) {
@@ -143,16 +203,23 @@ impl RouterState {
             return;
         }
         let address = addr::slaac_address(p.prefix, mac);
+        let preferred_until = expiry(now, p.preferred_secs);
+        let deprecated = p.preferred_secs == 0;
         let Some(existing) = self.slaac.iter_mut().find(|s| s.address == address) else {
             if p.valid_secs > 0 && self.slaac.len() < MAX_PREFIXES {
                 let valid_until = expiry(now, p.valid_secs);
                 self.slaac.push(Slaac {
                     address,
                     valid_until,
+                    preferred_until,
+                    deprecated,
                 });
             }
             return;
         };
+        // The preferred lifetime is simply reset (§5.5.3 e); only the valid one is guarded.
+        existing.preferred_until = preferred_until;
+        existing.deprecated = deprecated;
         let received = Duration::from_secs(u64::from(p.valid_secs));
         let remaining = existing
             .valid_until
@@ -175,6 +242,12 @@ impl RouterState {
         self.routers.retain(|r| now < r.expires);
         self.on_link.retain(|(_, t)| t.is_none_or(|t| now < t));
         self.slaac.retain(|s| s.valid_until.is_none_or(|t| now < t));
+        for s in &mut self.slaac {
+            if s.preferred_until.is_some_and(|t| now >= t) {
+                s.deprecated = true;
+            }
+        }
+        self.routes.retain(|r| r.expires.is_none_or(|t| now < t));
         self.dns.retain(|(_, t)| now < *t);
         self.domains.retain(|(_, t)| now < *t);
         had_routers && self.routers.is_empty()
@@ -185,12 +258,21 @@ impl RouterState {
         let routers = self.routers.iter().map(|r| r.expires);
         let on_link = self.on_link.iter().filter_map(|(_, t)| *t);
         let slaac = self.slaac.iter().filter_map(|s| s.valid_until);
+        // A deprecated address has no preferred deadline left to run.
+        let preferred = self
+            .slaac
+            .iter()
+            .filter(|s| !s.deprecated)
+            .filter_map(|s| s.preferred_until);
+        let routes = self.routes.iter().filter_map(|r| r.expires);
         let dns = self.dns.iter().map(|(_, t)| *t);
         let domains = self.domains.iter().map(|(_, t)| *t);
         let solicit = self.soliciting.iter().map(|r| r.next_send);
         routers
             .chain(on_link)
             .chain(slaac)
+            .chain(preferred)
+            .chain(routes)
             .chain(dns)
             .chain(domains)
             .chain(solicit)

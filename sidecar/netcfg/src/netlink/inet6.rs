@@ -11,7 +11,7 @@ use std::net::{IpAddr, Ipv6Addr};
 
 use ipnet::{IpNet, Ipv6Net};
 use rtnetlink::packet_route::address::{
-    AddressAttribute, AddressFlags, AddressMessage, AddressScope,
+    AddressAttribute, AddressFlags, AddressMessage, AddressScope, CacheInfo,
 };
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteType};
 use rtnetlink::packet_route::AddressFamily;
@@ -163,6 +163,29 @@ impl Netlink {
         let flags = AddressFlags::Nodad | AddressFlags::Noprefixroute;
         self.add_address_with(index, IpNet::V6(addr), Some(flags))
             .await
+    }
+
+    /// `ip -6 addr replace ADDR/LEN dev IDX nodad noprefixroute [preferred_lft 0]`: adds the
+    /// address or updates the one there in place (no moment without it). `deprecated` sets
+    /// the preferred lifetime to 0 (`IFA_F_DEPRECATED`: kept for existing connections, not
+    /// chosen as a source for new ones); otherwise both lifetimes are forever.
+    pub async fn set_address6(&self, index: u32, addr: Ipv6Net, deprecated: bool) -> Result<()> {
+        let flags = AddressFlags::Nodad | AddressFlags::Noprefixroute;
+        let mut req = self
+            .handle
+            .address()
+            .add(index, IpAddr::V6(addr.addr()), addr.prefix_len())
+            .replace();
+        let attributes = &mut req.message_mut().attributes;
+        attributes.push(AddressAttribute::Flags(flags));
+        // CacheInfo is non-exhaustive: fill a default one.
+        let mut lifetimes = CacheInfo::default();
+        lifetimes.ifa_preferred = if deprecated { 0 } else { u32::MAX };
+        lifetimes.ifa_valid = u32::MAX;
+        attributes.push(AddressAttribute::CacheInfo(lifetimes));
+        req.execute()
+            .await
+            .map_err(|e| self.error("address replace", format!("{addr} on link {index}"), e))
     }
 
     /// `ip -6 addr del ADDR/LEN dev IDX`; Ok if it is not there or the link is gone.

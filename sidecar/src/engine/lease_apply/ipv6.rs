@@ -1,8 +1,9 @@
 //! The IPv6 half of a [`NetConfigurator`]: what router advertisements and DHCPv6 taught the
 //! [`dhcp_client::v6::Ipv6Client`] becomes addresses, on-link routes, a default route via the
-//! router's link-local address, policy rules (inet6) and extra resolv.conf servers. Like the
-//! IPv4 lease it records exactly what it added, reconciles on every change and removes
-//! everything on teardown.
+//! router's link-local address, Route Information routes (with `accept_static_routes`, like
+//! the DHCPv4 classless routes), policy rules (inet6), the IPv6 MTU of the TAP and extra
+//! resolv.conf servers. Like the IPv4 lease it records exactly what it added, reconciles on
+//! every change and removes everything on teardown.
 
 use std::net::{IpAddr, Ipv6Addr};
 
@@ -47,7 +48,7 @@ pub fn plan_ipv6(
     let mut plan = Ipv6Plan::default();
     for item in plan6(settings, opts, tap, server_over_ipv6) {
         match item {
-            Added6::Address(a) => plan.addresses.push(a),
+            Added6::Address(a, _) => plan.addresses.push(a),
             Added6::Route(r) => plan.routes.push(r),
             Added6::Rule(r) => plan.rules.push(r),
         }
@@ -58,7 +59,8 @@ pub fn plan_ipv6(
 /// One IPv6 object this configurator added.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Added6 {
-    Address(Ipv6Net),
+    /// With whether it is deprecated (preferred lifetime 0).
+    Address(Ipv6Net, bool),
     Route(Route6Spec),
     Rule(PolicyRule6),
 }
@@ -73,10 +75,18 @@ pub(super) fn plan6(
     let mut items: Vec<Added6> = settings
         .addresses
         .iter()
-        .map(|a| Added6::Address(a.interface_address()))
+        .map(|a| Added6::Address(a.interface_address(), a.deprecated))
         .collect();
     for prefix in &settings.on_link {
         items.push(Added6::Route(Route6Spec::to(*prefix).dev(tap)));
+    }
+    // Route Information options are the routers' static routes: the same switch as the
+    // DHCPv4 classless routes, main table only.
+    if opts.accept_static_routes {
+        for r in &settings.routes {
+            let route = Route6Spec::to(r.destination).via(r.gateway).dev(tap);
+            items.push(Added6::Route(route));
+        }
     }
     let router = settings.router.map(|r| r.address);
     // With the server reached over IPv6, a default route into the tunnel would capture the
@@ -111,6 +121,14 @@ pub(super) fn plan6(
         }
     }
     items
+}
+
+/// The TAP's IPv6 MTU for an `advertised` one and the `link` MTU: the smaller (RFC 4861
+/// §6.3.4: an advertised MTU above the link's is ignored, so the link MTU it is); no
+/// advertisement puts the link MTU back. `None` when the link MTU is unknown.
+pub(super) fn ipv6_mtu(advertised: Option<u32>, link: Option<u32>) -> Option<u32> {
+    let link = link?;
+    Some(advertised.map_or(link, |a| a.min(link)))
 }
 
 /// The resolv.conf servers and domains IPv6 adds after the DHCPv4 lease's.
@@ -184,8 +202,15 @@ impl NetConfigurator {
     pub async fn apply_ipv6(&mut self, settings: &Ipv6Settings) -> Result<(), NetcfgError> {
         let wanted = plan6(settings, &self.opts, self.tap_index, self.server_over_ipv6);
         let previous = std::mem::take(&mut self.ipv6);
-        let (kept, stale): (Vec<Added6>, Vec<Added6>) =
-            previous.into_iter().partition(|item| wanted.contains(item));
+        // An address only (un)deprecated is updated in place below, never removed first.
+        let flipped = |item: &Added6| match item {
+            Added6::Address(net, d) => wanted.contains(&Added6::Address(*net, !d)),
+            _ => false,
+        };
+        let (kept, stale): (Vec<Added6>, Vec<Added6>) = previous
+            .into_iter()
+            .filter(|item| !flipped(item))
+            .partition(|item| wanted.contains(item));
         self.ipv6 = kept;
         if let Some(first) = self.undo6(stale).await.into_iter().next() {
             tracing::warn!("removing stale IPv6 configuration: {first}");
@@ -197,15 +222,46 @@ impl NetConfigurator {
             self.install6(&item).await?;
             self.ipv6.push(item);
         }
+        self.set_ipv6_mtu(settings.mtu).await;
         if self.opts.resolv_conf.is_some() {
             self.set_extra_dns(dns6(settings)).await?;
         }
         Ok(())
     }
 
+    /// The advertised MTU as the TAP's IPv6 MTU, never above the link MTU (the lease's or
+    /// `--mtu`); `None` puts the link MTU back. Failures are logged: the link MTU still works.
+    async fn set_ipv6_mtu(&mut self, advertised: Option<u32>) {
+        if advertised == self.ipv6_mtu {
+            return;
+        }
+        let link = match self.nl.link_by_index(self.tap_index).await {
+            Ok(Some(info)) => info.mtu,
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!("cannot read the TAP's MTU: {e}");
+                None
+            }
+        };
+        let Some(value) = ipv6_mtu(advertised, link) else {
+            return;
+        };
+        let netns = self.nl.netns();
+        match sysctl::set_ipv6_conf(netns, &self.tap_name, Ipv6Conf::Mtu, value).await {
+            Ok(_) => {
+                tracing::info!(mtu = value, ?advertised, "IPv6 MTU of the TAP");
+                self.ipv6_mtu = advertised;
+            }
+            Err(e) => tracing::warn!("cannot set the IPv6 MTU: {e}"),
+        }
+    }
+
     async fn install6(&self, item: &Added6) -> Result<(), NetcfgError> {
         match item {
-            Added6::Address(net) => self.nl.add_address6(self.tap_index, *net).await,
+            Added6::Address(net, deprecated) => {
+                let (tap, net, deprecated) = (self.tap_index, *net, *deprecated);
+                self.nl.set_address6(tap, net, deprecated).await
+            }
             Added6::Route(spec) => self.nl.replace_route6(spec).await,
             Added6::Rule(rule) => self.nl.add_rule6(rule).await,
         }
@@ -216,14 +272,16 @@ impl NetConfigurator {
     pub(super) async fn remove_ipv6(&mut self) -> Vec<NetcfgError> {
         self.extra_dns = DnsConfig::default();
         let items = std::mem::take(&mut self.ipv6);
-        self.undo6(items).await
+        let errors = self.undo6(items).await;
+        self.set_ipv6_mtu(None).await;
+        errors
     }
 
     async fn undo6(&self, items: Vec<Added6>) -> Vec<NetcfgError> {
         let mut errors = Vec::new();
         for item in items.into_iter().rev() {
             let result = match &item {
-                Added6::Address(net) => self.nl.del_address6(self.tap_index, *net).await,
+                Added6::Address(net, _) => self.nl.del_address6(self.tap_index, *net).await,
                 Added6::Route(spec) => self.nl.del_route6(spec).await,
                 Added6::Rule(rule) => self.nl.del_rule6(rule).await,
             };
@@ -261,7 +319,7 @@ mod tests {
         assert_eq!(
             items,
             [
-                Added6::Address("fd00:6::11:22ff:fe33:4455/64".parse().unwrap()),
+                Added6::Address("fd00:6::11:22ff:fe33:4455/64".parse().unwrap(), false),
                 Added6::Route(Route6Spec::to("fd00:6::/64".parse().unwrap()).dev(TAP)),
             ]
         );
@@ -299,6 +357,46 @@ mod tests {
         assert!(!guarded
             .iter()
             .any(|i| matches!(i, Added6::Route(r) if r.metric == Some(50))));
+    }
+
+    #[test]
+    fn route_information_needs_accept_static_routes_and_deprecation_is_carried() {
+        let mut s = settings();
+        s.routes = vec![dhcp_client::v6::Ipv6Route {
+            destination: "fd00:77::/48".parse().unwrap(),
+            gateway: "fe80::1".parse().unwrap(),
+        }];
+        s.addresses[0].deprecated = true;
+        let rio = Added6::Route(
+            Route6Spec::to("fd00:77::/48".parse().unwrap())
+                .via("fe80::1".parse().unwrap())
+                .dev(TAP),
+        );
+        let off = plan6(&s, &NetOptions::default(), TAP, false);
+        assert!(!off.contains(&rio));
+        assert!(matches!(off[0], Added6::Address(_, true)));
+        let opts = NetOptions {
+            accept_static_routes: true,
+            ..NetOptions::default()
+        };
+        assert!(plan6(&s, &opts, TAP, false).contains(&rio));
+        // The result and CHECK list it too (the pod's plan is this plan).
+        assert!(plan_ipv6(&s, &opts, TAP, false)
+            .routes
+            .iter()
+            .any(|r| r.destination == "fd00:77::/48".parse().unwrap()));
+    }
+
+    #[test]
+    fn the_ipv6_mtu_is_the_advertised_one_never_above_the_link() {
+        assert_eq!(ipv6_mtu(Some(1400), Some(1500)), Some(1400));
+        assert_eq!(ipv6_mtu(Some(9000), Some(1500)), Some(1500));
+        assert_eq!(
+            ipv6_mtu(None, Some(1420)),
+            Some(1420),
+            "back to the link MTU"
+        );
+        assert_eq!(ipv6_mtu(Some(1400), None), None);
     }
 
     #[test]

@@ -46,7 +46,8 @@ fn stateful_exchange_gives_an_on_link_address_and_dns() {
         [Ipv6Address {
             address: ip("fd00:6::100"),
             prefix_len: 64,
-            from_slaac: false
+            from_slaac: false,
+            deprecated: false
         }]
     );
     assert_eq!(s.dns_servers, [ip("fd00:6::53")]);

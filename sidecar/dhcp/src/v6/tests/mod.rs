@@ -4,6 +4,7 @@
 
 mod dhcpv6;
 mod router;
+mod router_options;
 mod untrusted_input;
 
 use super::*;
@@ -91,6 +92,17 @@ impl Ra {
             .extend_from_slice(&[31, (1 + data.len() / 8) as u8, 0, 0]);
         self.options.extend_from_slice(&lifetime.to_be_bytes());
         self.options.extend_from_slice(&data);
+        self
+    }
+
+    /// Route Information (RFC 4191): `prf` bits as for the router (0b01 high, 0b11 low);
+    /// `units` 8-byte units in all (1–3), the prefix cut to fit.
+    pub fn route(mut self, prefix: &str, len: u8, prf: u8, lifetime: u32, units: u8) -> Self {
+        self.options.extend_from_slice(&[24, units, len, prf << 3]);
+        self.options.extend_from_slice(&lifetime.to_be_bytes());
+        let bytes = usize::from(units.saturating_sub(1)) * 8;
+        self.options
+            .extend_from_slice(&ip(prefix).octets()[..bytes]);
         self
     }
 

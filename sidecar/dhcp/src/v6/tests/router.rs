@@ -56,7 +56,8 @@ fn slaac_address_on_link_prefix_dns_domains_and_mtu() {
         [Ipv6Address {
             address: slaac_in_lab(),
             prefix_len: 64,
-            from_slaac: true
+            from_slaac: true,
+            deprecated: false
         }]
     );
     assert_eq!(
@@ -126,17 +127,21 @@ fn lifetimes_expire_in_virtual_time() {
     assert!(sent.len() == 1 && is_router_solicitation(&sent[0]));
     let s = h.updated();
     assert!(s.router.is_none() && s.addresses.len() == 1);
-    // 40 s: RDNSS; 60 s: prefix and address. Solicitations in between carry no events.
+    // 30 s: the address is deprecated; 40 s: RDNSS; 60 s: prefix and address. Solicitations
+    // in between carry no events.
     let mut seen = Vec::new();
     while let Some(_frames) = h.next_deadline(100.0) {
         for e in h.events() {
             seen.push((h.secs(), e));
         }
     }
-    let [(t1, Ipv6Event::Updated(a)), (t2, Ipv6Event::Updated(b))] = seen.as_slice() else {
+    let [(t0, Ipv6Event::Updated(d)), (t1, Ipv6Event::Updated(a)), (t2, Ipv6Event::Updated(b))] =
+        seen.as_slice()
+    else {
         panic!("{seen:?}");
     };
-    assert_eq!((*t1, *t2), (40.0, 60.0));
+    assert_eq!((*t0, *t1, *t2), (30.0, 40.0, 60.0));
+    assert!(d.addresses[0].deprecated && d.dns_servers.len() == 1);
     assert!(a.dns_servers.is_empty() && a.addresses.len() == 1);
     assert!(b.is_empty());
 }
