@@ -43,12 +43,13 @@ pub fn render_list(list: &ListReply) -> String {
 }
 
 fn render_list_at(list: &ListReply, now: std::time::SystemTime) -> String {
-    let row = |cols: [&str; 14]| {
-        format!(
-            "{:<16} {:<24} {:<8} {:<18} {:<22} {:<12} {:<20} {:>10} {:>10} {:>5} {:>10} {:>9} {:>9} {:<11}\n",
+    let row = |cols: [&str; 15]| {
+        let line = format!(
+            "{:<16} {:<24} {:<8} {:<18} {:<22} {:<12} {:<20} {:>10} {:>10} {:>5} {:>10} {:>9} {:>9} {:<11} {}",
             cols[0], cols[1], cols[2], cols[3], cols[4], cols[5], cols[6], cols[7], cols[8],
-            cols[9], cols[10], cols[11], cols[12], cols[13]
-        )
+            cols[9], cols[10], cols[11], cols[12], cols[13], cols[14]
+        );
+        format!("{}\n", line.trim_end())
     };
     let mut out = row([
         "CONTAINER",
@@ -65,6 +66,7 @@ fn render_list_at(list: &ListReply, now: std::time::SystemTime) -> String {
         "RATE_IN",
         "RATE_OUT",
         "UDP",
+        "ADDRESS6",
     ]);
     for a in &list.attachments {
         let since =
@@ -82,6 +84,13 @@ fn render_list_at(list: &ListReply, now: std::time::SystemTime) -> String {
                 humantime::format_duration(Duration::from_secs(left.as_secs())).to_string()
             })
             .unwrap_or_else(|| "-".into());
+        // IPv6 from the VPN's routers: all addresses, comma-separated (last column, any width).
+        let address6 = if a.addresses6.is_empty() {
+            "-".to_owned()
+        } else {
+            let all: Vec<String> = a.addresses6.iter().map(ToString::to_string).collect();
+            all.join(",")
+        };
         let container: String = a.container_id.chars().take(16).collect();
         out.push_str(&row([
             &container,
@@ -98,6 +107,7 @@ fn render_list_at(list: &ListReply, now: std::time::SystemTime) -> String {
             &format!("{}/s", human_bytes(a.rate_in)),
             &format!("{}/s", human_bytes(a.rate_out)),
             a.udp_acceleration.as_deref().unwrap_or("-"),
+            &address6,
         ]));
         if a.state != "up" {
             out.push_str(&format!("  not up: {}\n", why_not_up(a)));
@@ -165,6 +175,23 @@ mod tests {
     }
 
     #[test]
+    fn table_lists_the_ipv6_addresses_last() {
+        let mut a = attachment("up");
+        a.addresses6 = vec![
+            "fd00:6::1/64".parse().unwrap(),
+            "fd00:6::100/128".parse().unwrap(),
+        ];
+        let text = render_list_at(
+            &ListReply {
+                attachments: vec![a],
+            },
+            std::time::UNIX_EPOCH,
+        );
+        let row = text.lines().nth(1).unwrap();
+        assert!(row.ends_with(" fd00:6::1/64,fd00:6::100/128"), "{text}");
+    }
+
+    #[test]
     fn table_says_why_an_attachment_is_down_and_shows_lease_and_rates() {
         let list = ListReply {
             attachments: vec![attachment("reconnecting"), attachment("up")],
@@ -183,8 +210,11 @@ mod tests {
             "  not up: last error: server 198.18.0.1:443 closed the connection; next retry in 4 s"
         );
         assert!(lines[3].contains(" up "), "{text}");
-        assert!(lines[0].trim_end().ends_with("UDP"), "{text}");
-        assert!(lines[3].trim_end().ends_with("active"), "{text}");
+        assert!(
+            lines[0].trim_end().ends_with("UDP         ADDRESS6"),
+            "{text}"
+        );
+        assert!(lines[3].trim_end().ends_with("active      -"), "{text}");
         let json = serde_json::to_value(&list.attachments[0]).unwrap();
         assert_eq!(json["udpAcceleration"], "active");
     }

@@ -1,6 +1,7 @@
 //! Lease hooks: `connect --on-change` and the CNI config's `onChange` run a program when the
-//! lease is acquired, changes address, is lost or is released, with the facts in `SOFTETHER_*`
-//! environment variables (e.g. to update DNAT rules for a VPN port forward).
+//! lease is acquired, changes address, is lost or is released, and when the IPv6 address from
+//! the VPN's routers appears, changes or goes while the lease stays, with the facts in
+//! `SOFTETHER_*` environment variables (e.g. to update DNAT rules for a VPN port forward).
 //!
 //! One runner task per attachment watches the engine's status, derives events
 //! ([`EventTracker`], pure), and runs the hook for each in order: argv as given (no shell),
@@ -9,11 +10,11 @@
 //! Nothing here blocks the session: the engine only publishes its status.
 
 use std::collections::VecDeque;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -57,6 +58,12 @@ pub enum EventKind {
     Lost,
     /// RELEASEd and removed on a stop (`connect` on SIGTERM, CNI DEL).
     Released,
+    /// An IPv6 address was installed while the lease stayed (none before).
+    Acquired6,
+    /// The (first) IPv6 address moved to another one while the lease stayed.
+    Changed6,
+    /// The last IPv6 address went (lifetime expired, router gone) while the lease stayed.
+    Lost6,
 }
 
 impl EventKind {
@@ -66,6 +73,9 @@ impl EventKind {
             EventKind::Changed => "changed",
             EventKind::Lost => "lost",
             EventKind::Released => "released",
+            EventKind::Acquired6 => "acquired6",
+            EventKind::Changed6 => "changed6",
+            EventKind::Lost6 => "lost6",
         }
     }
 }
@@ -76,6 +86,34 @@ pub struct LeaseFacts {
     pub address: Ipv4Net,
     pub gateway: Option<Ipv4Addr>,
     pub dns: Vec<Ipv4Addr>,
+    /// IPv6 installed beside the lease (empty when none).
+    pub ipv6: Ipv6Facts,
+}
+
+/// The IPv6 facts an event carries: what is installed from the VPN's routers and DHCPv6.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ipv6Facts {
+    /// SLAAC addresses first, then DHCPv6 ones, with their prefix lengths.
+    pub addresses: Vec<Ipv6Net>,
+    /// The default router's link-local address.
+    pub gateway: Option<Ipv6Addr>,
+    pub dns: Vec<Ipv6Addr>,
+}
+
+impl Ipv6Facts {
+    fn of(status: &EngineStatus) -> Ipv6Facts {
+        let s = &status.ipv6.settings;
+        Ipv6Facts {
+            addresses: s.addresses.iter().map(|a| a.interface_address()).collect(),
+            gateway: s.router.map(|r| r.address),
+            dns: s.dns_servers.clone(),
+        }
+    }
+
+    /// The address `SOFTETHER_ADDRESS6` names: the first one.
+    fn primary(&self) -> Option<Ipv6Net> {
+        self.addresses.first().copied()
+    }
 }
 
 impl LeaseFacts {
@@ -88,6 +126,7 @@ impl LeaseFacts {
             address: lease.interface_address(),
             gateway: lease.default_gateway().or(lease.router),
             dns: lease.dns_servers.clone(),
+            ipv6: Ipv6Facts::of(status),
         })
     }
 }
@@ -99,6 +138,8 @@ pub struct HookEvent {
     pub lease: LeaseFacts,
     /// The previous address, for [`EventKind::Changed`].
     pub old_address: Option<Ipv4Net>,
+    /// The previous IPv6 address, for [`EventKind::Changed6`].
+    pub old_address6: Option<Ipv6Net>,
 }
 
 /// Turns successive status values into events. The status channel keeps only the latest
@@ -123,8 +164,9 @@ impl EventTracker {
             kind,
             lease: lease.clone(),
             old_address: None,
+            old_address6: None,
         };
-        let events = match (&self.bound, &now) {
+        let mut events = match (&self.bound, &now) {
             (None, Some(new)) => vec![event(EventKind::Acquired, new)],
             (Some(old), None) if status.lease_event == Some(LeaseEvent::Released) => {
                 vec![event(EventKind::Released, old)]
@@ -139,6 +181,25 @@ impl EventTracker {
             }],
             _ => Vec::new(),
         };
+        // IPv6 rides along with the lease's events; on its own it has events of its own.
+        if let (true, Some(old), Some(new)) = (events.is_empty(), &self.bound, &now) {
+            let kind = match (old.ipv6.primary(), new.ipv6.primary()) {
+                (None, Some(_)) => Some(EventKind::Acquired6),
+                (Some(_), None) => Some(EventKind::Lost6),
+                (Some(a), Some(b)) if a != b => Some(EventKind::Changed6),
+                _ => None,
+            };
+            if let Some(kind) = kind {
+                // `lost6` carries what went away, like `lost`.
+                let facts = if kind == EventKind::Lost6 { old } else { new };
+                events.push(HookEvent {
+                    old_address6: (kind == EventKind::Changed6)
+                        .then(|| old.ipv6.primary())
+                        .flatten(),
+                    ..event(kind, facts)
+                });
+            }
+        }
         self.bound = now;
         events
     }
@@ -196,7 +257,41 @@ pub fn hook_env(ctx: &HookContext, event: &HookEvent) -> Vec<(&'static str, Stri
     if let Some(old) = event.old_address {
         env.push(("SOFTETHER_OLD_ADDRESS", old.addr().to_string()));
     }
+    env.extend(ipv6_env(&l.ipv6));
+    if let Some(old) = event.old_address6 {
+        env.push(("SOFTETHER_OLD_ADDRESS6", old.addr().to_string()));
+    }
     env
+}
+
+/// The IPv6 variables, set (empty when there is no IPv6) for every event.
+fn ipv6_env(v6: &Ipv6Facts) -> [(&'static str, String); 5] {
+    let primary = v6.primary();
+    let joined = |items: Vec<String>| items.join(" ");
+    [
+        (
+            "SOFTETHER_ADDRESS6",
+            primary.map(|a| a.addr().to_string()).unwrap_or_default(),
+        ),
+        (
+            "SOFTETHER_PREFIX6",
+            primary
+                .map(|a| a.prefix_len().to_string())
+                .unwrap_or_default(),
+        ),
+        (
+            "SOFTETHER_ADDRESSES6",
+            joined(v6.addresses.iter().map(ToString::to_string).collect()),
+        ),
+        (
+            "SOFTETHER_GATEWAY6",
+            v6.gateway.map(|g| g.to_string()).unwrap_or_default(),
+        ),
+        (
+            "SOFTETHER_DNS6",
+            joined(v6.dns.iter().map(ToString::to_string).collect()),
+        ),
+    ]
 }
 
 /// How one run ended.

@@ -59,6 +59,79 @@ fn tracker_reports_acquired_changed_lost_and_released() {
     assert!(t.observe(&rx.borrow()).is_empty());
 }
 
+#[test]
+fn tracker_reports_ipv6_acquired_changed_lost_and_the_env_carries_it() {
+    let (tx, rx) = status_channel();
+    let mut t = EventTracker::default();
+    let v6 = crate::engine::test_lease::slaac_settings();
+    let set6 = |settings: dhcp_client::v6::Ipv6Settings| {
+        status::set_ipv6_installed(&tx, (true, false), Some(settings));
+    };
+    // IPv6 before the lease rides along with `acquired`.
+    set6(v6.clone());
+    status::set_lease(&tx, LeaseEvent::Bound, Some(lease([192, 168, 30, 10])));
+    let events = t.observe(&rx.borrow());
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].kind, EventKind::Acquired);
+    let env = hook_env(&context(), &events[0]);
+    let var = |env: &[(&str, String)], k: &str| {
+        env.iter()
+            .find(|(n, _)| *n == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("{k} missing"))
+    };
+    assert_eq!(var(&env, "SOFTETHER_ADDRESS6"), "fd00:6::11:22ff:fe33:4455");
+    assert_eq!(var(&env, "SOFTETHER_PREFIX6"), "64");
+    assert_eq!(
+        var(&env, "SOFTETHER_ADDRESSES6"),
+        "fd00:6::11:22ff:fe33:4455/64"
+    );
+    assert_eq!(var(&env, "SOFTETHER_GATEWAY6"), "fe80::1");
+    assert_eq!(var(&env, "SOFTETHER_DNS6"), v6.dns_servers[0].to_string());
+    assert!(!env.iter().any(|(k, _)| *k == "SOFTETHER_OLD_ADDRESS6"));
+
+    // On its own, IPv6 has events of its own: lost6 (with what went), acquired6, changed6.
+    set6(Default::default());
+    let events = t.observe(&rx.borrow());
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].kind, EventKind::Lost6);
+    let env = hook_env(&context(), &events[0]);
+    assert_eq!(var(&env, "SOFTETHER_EVENT"), "lost6");
+    assert_eq!(var(&env, "SOFTETHER_ADDRESS6"), "fd00:6::11:22ff:fe33:4455");
+    assert_eq!(var(&env, "SOFTETHER_ADDRESS"), "192.168.30.10");
+    set6(v6.clone());
+    let kinds: Vec<_> = t
+        .observe(&rx.borrow())
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(kinds, [EventKind::Acquired6]);
+    let mut moved = v6.clone();
+    moved.addresses[0].address = "fd00:6::99".parse().unwrap();
+    set6(moved);
+    let events = t.observe(&rx.borrow());
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].kind, EventKind::Changed6);
+    let env = hook_env(&context(), &events[0]);
+    assert_eq!(var(&env, "SOFTETHER_ADDRESS6"), "fd00:6::99");
+    assert_eq!(
+        var(&env, "SOFTETHER_OLD_ADDRESS6"),
+        "fd00:6::11:22ff:fe33:4455"
+    );
+    // DNS or router changes alone are no event; a release reports `released` only.
+    let mut dns = t.observe(&rx.borrow());
+    assert!(dns.is_empty());
+    status::set_released(&tx);
+    dns = t.observe(&rx.borrow());
+    assert_eq!(
+        dns.iter().map(|e| e.kind).collect::<Vec<_>>(),
+        [EventKind::Released]
+    );
+    // `released` carries what went away, IPv6 included.
+    let env = hook_env(&context(), &dns[0]);
+    assert_eq!(var(&env, "SOFTETHER_GATEWAY6"), "fe80::1", "what went away");
+}
+
 fn temp_dir(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("se-hooks-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
