@@ -22,6 +22,8 @@ SOFTETHER_CNI_PACKAGES=(
   "procps:/usr/bin/pgrep"
   "python3:/usr/bin/python3"
   "dnsmasq-base:/usr/sbin/dnsmasq"
+  # tests/tests/connect_ipv6_ra.rs: Route Information options, MTU and zero preferred lifetimes.
+  "radvd:/usr/sbin/radvd"
   "python3-venv:/usr/share/doc/python3-venv"
   # tests/tests/podman_e2e.rs: Debian's Podman 4.3 (CNI backend) with runc, and a static busybox
   # for the imported test image (the dynamic `busybox` package also has /bin/busybox, hence the doc dir).

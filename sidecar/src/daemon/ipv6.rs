@@ -140,6 +140,10 @@ pub async fn settle(
             None => {
                 let solicited = status.borrow().ipv6.solicited_at;
                 let solicited = solicited.map_or(started, Instant::from_std);
+                tracing::debug!(
+                    solicited_ms_ago = started.saturating_duration_since(solicited).as_millis() as u64,
+                    "a hub new to the sidecar: waiting for the answer to the first router solicitation"
+                );
                 (
                     solicited + FIRST_RA_WINDOW,
                     "no router answered the first solicitation",

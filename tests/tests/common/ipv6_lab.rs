@@ -82,3 +82,32 @@ pub fn wait_for<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Opt
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// radvd on the lan host advertising [`PREFIX`]/64 with `options` inside its interface block
+/// (e.g. `AdvLinkMTU 1400;` or `route …/48 { … };`) and `prefix_options` inside the prefix
+/// block. radvd, unlike dnsmasq, sends Route Information options and zero preferred lifetimes,
+/// and withdraws its default route and routes when it stops (SIGTERM).
+pub fn radvd(lab: &Lab, options: &str, prefix_options: &str) -> softether_lab::netns::KillOnDrop {
+    let f = &lab.facts;
+    // radvd refuses to advertise a default route from a host that does not forward.
+    must(
+        &f.lan_ns,
+        &["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"],
+    );
+    let conf = f.dir.join("radvd.conf");
+    let body = format!(
+        "interface {} {{\n AdvSendAdvert on;\n MinRtrAdvInterval 3;\n MaxRtrAdvInterval 10;\n {options}\n prefix {PREFIX}/64 {{ AdvOnLink on; AdvAutonomous on; {prefix_options} }};\n RDNSS {DNS6} {{ }};\n}};\n",
+        f.lan_if
+    );
+    std::fs::write(&conf, body).expect("radvd.conf");
+    let pid = f.dir.join("radvd.pid");
+    let argv = [
+        "radvd".to_string(),
+        "--nodaemon".into(),
+        format!("--config={}", conf.display()),
+        format!("--pidfile={}", pid.display()),
+        "--logmethod=stderr".into(),
+    ];
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    lab.spawn_in(&f.lan_ns, &argv).expect("radvd")
+}
