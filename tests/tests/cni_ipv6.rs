@@ -180,6 +180,21 @@ fn pods_get_slaac_ipv6_in_the_result_check_verifies_it_and_del_removes_it() {
                 .find(|a| a["containerID"] == id)
                 .expect("in status");
             assert_eq!(me["addresses6"], json!([v6]), "status --json: {me}");
+            assert_eq!(me["gateway6"], json!(gateway), "status --json: {me}");
+            // The text table lists them last, in column ADDRESS6.
+            let bin = common::workspace_bin("softether-sidecar");
+            let socket = dirs.socket.to_str().unwrap();
+            let table = must(
+                &lab.facts.client_ns,
+                &[bin.to_str().unwrap(), "status", "--socket", socket],
+            );
+            let header = table.lines().next().unwrap_or_default();
+            let row = table
+                .lines()
+                .find(|l| l.starts_with(id))
+                .unwrap_or_default();
+            assert!(header.trim_end().ends_with("ADDRESS6"), "{table}");
+            assert!(row.trim_end().ends_with(&format!(" {v6}")), "{table}");
             rt.check(&list, &att)
                 .unwrap_or_else(|inv| panic!("CHECK: {inv}\n{}", sidecar.log_text()));
             must(

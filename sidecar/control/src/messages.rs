@@ -375,6 +375,9 @@ pub struct AttachmentStatus {
     /// The IPv6 addresses installed from the VPN's routers (absent when none).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub addresses6: Vec<IpPrefix>,
+    /// The default IPv6 router (its link-local address), when one is known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway6: Option<IpAddr>,
 }
 
 /// The `list` answer.

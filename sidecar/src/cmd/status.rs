@@ -171,6 +171,7 @@ mod tests {
             rate_out: 0,
             udp_acceleration: Some("active".into()),
             addresses6: Vec::new(),
+            gateway6: None,
         }
     }
 

@@ -57,21 +57,27 @@ pub fn control_message(data: &[u8]) {
 /// and the plugin read records with `serde_json::from_slice` through these softether-control
 /// types (`state_dir`).
 mod records {
-    pub use softether_control::state_dir::{AttachmentRecord, Tombstone};
+    pub use softether_control::state_dir::{AttachmentRecord, HubsRecord, Tombstone};
 
     pub fn parse<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, serde_json::Error> {
         serde_json::from_slice(bytes)
     }
 }
 
-/// Input: the contents of a file in the state directory (an attachment record or a tombstone;
-/// the daemon reads both at start, and the plugin writes tombstones).
+/// Input: the contents of a file in the state directory (an attachment record, a tombstone or
+/// `hubs.json`; the daemon reads them at start, and the plugin writes tombstones).
 pub fn state_record(data: &[u8]) {
     if let Ok(record) = records::parse::<records::AttachmentRecord>(data) {
         json_round_trip(&record);
         if let Ok(key) = record.key() {
             assert!(!key.file_name().contains('/'), "a record key names a path");
         }
+    }
+    if let Ok(mut hubs) = records::parse::<records::HubsRecord>(data) {
+        json_round_trip(&hubs);
+        // The daemon updates what it read: the bound holds after that whatever the file said.
+        hubs.set_ipv6("fuzz:443/HUB", true, u64::MAX);
+        assert!(hubs.hubs.len() <= softether_control::state_dir::MAX_HUBS);
     }
     if let Ok(tombstone) = records::parse::<records::Tombstone>(data) {
         json_round_trip(&tombstone);
