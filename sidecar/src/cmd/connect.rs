@@ -56,7 +56,7 @@ pub struct ConnectArgs {
     #[arg(long)]
     pub accept_default_gateway: bool,
     /// Install DHCP classless static routes (options 121/249); a 0.0.0.0/0 entry only with
-    /// --accept-default-gateway.
+    /// --accept-default-gateway. Also the IPv6 routers' Route Information routes (RFC 4191).
     #[arg(long)]
     pub accept_static_routes: bool,
     /// Write the lease's DNS servers and domain to --resolv-conf (backed up, restored on exit).
@@ -105,7 +105,8 @@ pub struct ConnectArgs {
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics_addr: Option<SocketAddr>,
     /// Run this program (no shell) when the lease is acquired, changes address, is lost or is
-    /// released, with SOFTETHER_EVENT, SOFTETHER_ADDRESS, ... in its environment (README).
+    /// released (and on acquired6/changed6/lost6 for IPv6), with SOFTETHER_EVENT,
+    /// SOFTETHER_ADDRESS, SOFTETHER_ADDRESS6, ... in its environment (README).
     #[arg(long, value_name = "PATH")]
     pub on_change: Option<PathBuf>,
     /// An argument for --on-change (repeat for several, in order).
