@@ -239,7 +239,8 @@ fn pods_get_slaac_ipv6_in_the_result_check_verifies_it_and_del_removes_it() {
 }
 
 #[test]
-fn a_hub_without_ipv6_answers_ipv4_only_without_waiting_and_ipv6_false_turns_it_off() {
+fn a_hub_without_ipv6_answers_ipv4_only_waiting_once_even_across_restarts_and_ipv6_false_turns_it_off(
+) {
     let lab = Lab::start(LabOptions::default()).expect("lab");
     let dirs = CniDirs::create(&lab);
     let sidecar = Sidecar::start(&lab, &dirs.socket, &dirs.state, 0);
@@ -287,6 +288,23 @@ fn a_hub_without_ipv6_answers_ipv4_only_without_waiting_and_ipv6_false_turns_it_
         "first ADD on the hub waited {} ms for an advertisement",
         waits[0]
     );
+
+    // A restarted sidecar (same state directory) knows the hub: its first ADD does not wait.
+    let mut sidecar = sidecar;
+    sidecar.kill9();
+    let sidecar = Sidecar::start(&lab, &dirs.socket, &dirs.state, 1);
+    let pod = extra_netns();
+    let att = pod_attachment("nov6restarted", pod.name());
+    let list = network_list("vpn4", "1.0.0", &on, false);
+    let (result, elapsed) = add_timed(&rt, &list, &att, &sidecar);
+    assert!(ips_of(&result, true).is_empty(), "{result}");
+    let log = sidecar.log_text();
+    assert!(
+        log.contains("waited_ms=0 addresses=0 why=\"hub known to have no IPv6 router\""),
+        "{log}"
+    );
+    table.push(("ipv6 on, sidecar restarted", elapsed));
+    rt.del(&list, &att).expect("DEL");
     eprintln!("| hub without IPv6 | ADD ms |");
     for (name, elapsed) in table {
         eprintln!("| {name} | {} |", elapsed.as_millis());
