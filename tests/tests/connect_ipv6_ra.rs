@@ -1,7 +1,7 @@
 //! Router advertisement options against the real server, from radvd on the lan host: the MTU
 //! option becomes the TAP's IPv6 MTU, a Route Information option (RFC 4191) a route via the
-//! router with `--accept-static-routes`, a zero preferred lifetime a deprecated address; radvd
-//! withdrawing its default route and routes (SIGTERM) removes them; the `--on-change` hook
+//! router with `--accept-static-routes`, a zero preferred lifetime a deprecated address (which a
+//! new preferred lifetime revives in place); radvd withdrawing its default route and routes (SIGTERM) removes them; the `--on-change` hook
 //! sees the IPv6 variables; stopping leaves the namespace as it was.
 //!
 //! Needs `cargo build --workspace --bins` first, and root.
@@ -13,7 +13,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use common::connect::{client_snapshot, connect, exec, must, TAP};
-use common::ipv6_lab::{self, lab, ping6, radvd, wait_for, DNS6, LAN_HOST6, PREFIX};
+use common::ipv6_lab::{self, lab, ping6, radvd, radvd_conf, wait_for, DNS6, LAN_HOST6, PREFIX};
 
 const ROUTED: &str = "fd5e:7e4e:99::/48";
 
@@ -21,15 +21,24 @@ fn route6(ns: &str, dst: &str) -> String {
     exec(ns, &["ip", "-6", "route", "show", dst]).1
 }
 
+fn signal(pid: u32, sig: &str) {
+    let sent = std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success(), "kill {sig} {pid}");
+}
+
 #[test]
 fn mtu_route_information_deprecation_withdrawal_and_hook_variables() {
     let lab = lab();
     let f = &lab.facts;
+    let options = format!(
+        "AdvDefaultLifetime 600; AdvLinkMTU 1400; route {ROUTED} {{ AdvRoutePreference high; AdvRouteLifetime 600; }};"
+    );
     let router = radvd(
         &lab,
-        &format!(
-            "AdvDefaultLifetime 600; AdvLinkMTU 1400; route {ROUTED} {{ AdvRoutePreference high; AdvRouteLifetime 600; }};"
-        ),
+        &options,
         "AdvValidLifetime 600; AdvPreferredLifetime 0;",
     );
     let hook_log = f.dir.join("hook6.log");
@@ -118,12 +127,28 @@ fn mtu_route_information_deprecation_withdrawal_and_hook_variables() {
     );
     assert!(line.ends_with(&format!("dns6={DNS6}")), "{line}");
 
+    // A preferred lifetime again (radvd rereads its configuration): the same address, in place,
+    // no longer deprecated.
+    radvd_conf(
+        &lab,
+        &options,
+        "AdvValidLifetime 600; AdvPreferredLifetime 300;",
+    );
+    signal(router.id(), "-HUP");
+    let revived = wait_for(Duration::from_secs(30), || {
+        let shown = must(
+            ns,
+            &[
+                "ip", "-6", "-o", "addr", "show", "dev", TAP, "scope", "global",
+            ],
+        );
+        (!shown.contains("deprecated")).then_some(shown)
+    })
+    .unwrap_or_else(|| panic!("still deprecated:\n{}", client.log_text()));
+    assert!(revived.contains(&address), "{revived}");
+
     // radvd stops: its last advertisement has router lifetime 0 and route lifetime 0.
-    let stopped = std::process::Command::new("kill")
-        .args(["-TERM", &router.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(stopped.success());
+    signal(router.id(), "-TERM");
     let withdrawn = wait_for(Duration::from_secs(15), || {
         (!route6(ns, "default").contains(TAP) && !route6(ns, ROUTED).contains("via")).then_some(())
     });

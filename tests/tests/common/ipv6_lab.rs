@@ -94,12 +94,7 @@ pub fn radvd(lab: &Lab, options: &str, prefix_options: &str) -> softether_lab::n
         &f.lan_ns,
         &["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"],
     );
-    let conf = f.dir.join("radvd.conf");
-    let body = format!(
-        "interface {} {{\n AdvSendAdvert on;\n MinRtrAdvInterval 3;\n MaxRtrAdvInterval 10;\n {options}\n prefix {PREFIX}/64 {{ AdvOnLink on; AdvAutonomous on; {prefix_options} }};\n RDNSS {DNS6} {{ }};\n}};\n",
-        f.lan_if
-    );
-    std::fs::write(&conf, body).expect("radvd.conf");
+    let conf = radvd_conf(lab, options, prefix_options);
     let pid = f.dir.join("radvd.pid");
     let argv = [
         "radvd".to_string(),
@@ -110,4 +105,16 @@ pub fn radvd(lab: &Lab, options: &str, prefix_options: &str) -> softether_lab::n
     ];
     let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
     lab.spawn_in(&f.lan_ns, &argv).expect("radvd")
+}
+
+/// Writes radvd's configuration (see [`radvd`]); a running radvd rereads it on SIGHUP.
+pub fn radvd_conf(lab: &Lab, options: &str, prefix_options: &str) -> std::path::PathBuf {
+    let f = &lab.facts;
+    let conf = f.dir.join("radvd.conf");
+    let body = format!(
+        "interface {} {{\n AdvSendAdvert on;\n MinRtrAdvInterval 3;\n MaxRtrAdvInterval 10;\n {options}\n prefix {PREFIX}/64 {{ AdvOnLink on; AdvAutonomous on; {prefix_options} }};\n RDNSS {DNS6} {{ }};\n}};\n",
+        f.lan_if
+    );
+    std::fs::write(&conf, body).expect("radvd.conf");
+    conf
 }
