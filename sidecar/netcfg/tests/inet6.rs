@@ -116,3 +116,45 @@ async fn addresses_routes_and_rules_are_idempotent_both_ways() {
     assert!(nl.routes6(1234).await.unwrap().is_empty());
     assert!(nl.rules6().await.unwrap().iter().all(|r| r.table != 1234));
 }
+
+#[tokio::test]
+async fn set_address6_deprecates_and_revives_in_place_and_the_ipv6_mtu_is_written() {
+    let (ns, nl, idx, _tap) = setup().await;
+    let addr = "fd00:6::77/64".parse().unwrap();
+    let line = |ns: &TestNetns| {
+        let shown = ns.ip(&["-6", "-o", "addr", "show", "dev", "v6t0", "scope", "global"]);
+        shown
+            .lines()
+            .find(|l| l.contains("fd00:6::77/64"))
+            .unwrap_or_else(|| panic!("{shown}"))
+            .to_owned()
+    };
+    nl.set_address6(idx, addr, false).await.unwrap();
+    let fresh = line(&ns);
+    assert!(
+        fresh.contains("nodad") && fresh.contains("noprefixroute") && !fresh.contains("deprecated"),
+        "{fresh}"
+    );
+    nl.set_address6(idx, addr, true).await.unwrap();
+    let deprecated = line(&ns);
+    assert!(
+        deprecated.contains("deprecated") && deprecated.contains("preferred_lft 0sec"),
+        "{deprecated}"
+    );
+    nl.set_address6(idx, addr, false).await.unwrap();
+    assert!(!line(&ns).contains("deprecated"), "{}", line(&ns));
+    assert_eq!(nl.addresses6(idx).await.unwrap(), [addr], "one address");
+
+    // The IPv6 MTU: at most the link's (the kernel refuses more).
+    assert!(
+        sysctl::set_ipv6_conf(&ns.netns(), "v6t0", Ipv6Conf::Mtu, 1400)
+            .await
+            .unwrap()
+    );
+    assert_eq!(read_conf(&ns, "mtu"), "1400");
+    assert!(
+        sysctl::set_ipv6_conf(&ns.netns(), "v6t0", Ipv6Conf::Mtu, 9000)
+            .await
+            .is_err()
+    );
+}
