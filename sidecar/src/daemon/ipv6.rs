@@ -52,7 +52,7 @@ pub const DHCPV6_WAIT: Duration = Duration::from_secs(3);
 #[derive(Debug, Default)]
 pub struct HubMemory {
     hubs: Mutex<HubsRecord>,
-    state: OnceLock<StateDir>,
+    state: Mutex<Option<StateDir>>,
 }
 
 impl HubMemory {
@@ -67,7 +67,7 @@ impl HubMemory {
             Ok(record) => *self.hubs() = record,
             Err(e) => tracing::warn!("ignoring the hub facts: {e}"),
         }
-        let _ = self.state.set(state.clone());
+        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = Some(state.clone());
     }
 
     /// Whether an IPv6 router was heard on `hub`; `None`: never attached to it.
@@ -86,7 +86,8 @@ impl HubMemory {
             hubs.clone()
         };
         tracing::info!(hub, ipv6, "IPv6 router on the hub");
-        if let Some(state) = self.state.get() {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(state) = state {
             if let Err(e) = state.save_hubs(&snapshot) {
                 tracing::warn!("cannot persist the hub facts: {e}");
             }
