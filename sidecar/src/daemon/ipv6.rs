@@ -85,7 +85,7 @@ impl HubMemory {
             }
             hubs.clone()
         };
-        tracing::info!(hub, ipv6, "IPv6 router on the hub");
+        tracing::info!(hub, ipv6, "learned whether the hub has an IPv6 router");
         let state = self.state.lock().unwrap_or_else(|p| p.into_inner()).clone();
         if let Some(state) = state {
             if let Err(e) = state.save_hubs(&snapshot) {
