@@ -16,8 +16,9 @@
 //!    [`GcReport`], [`ListReply`]) or a [`WireError`] with [`parse_reply`].
 //!
 //! [`state_dir`] owns the state directory: its layout, the attachment records the sidecar
-//! writes, the tombstones the plugin writes when the sidecar is down, and the rule for
-//! container ids and interface names both ends check.
+//! writes, the tombstones the plugin writes when the sidecar is down, the sidecar's hub facts
+//! (`hubs.json`: which hubs have IPv6 routers), and the rule for container ids and interface
+//! names both ends check.
 //!
 //! The MAC address type lives here rather than in `netcfg` because the plugin and the sidecar
 //! exchange MACs as text on this wire; `netcfg` only ever needs the raw `[u8; 6]`, which
