@@ -42,7 +42,9 @@
 //!
 //! Modules: [`lab`] (the Lab), [`topology`] (veths, addresses, offloads), [`server`] (private vpnserver
 //! process), [`vpncmd`] (admin commands, batches), [`client`], [`certs`] (openssl), [`netns`] (namespaces,
-//! running programs in them, stale sweeping), [`command`] (programs with deadlines), [`prereq`].
+//! running programs in them, stale sweeping), [`command`] (programs with deadlines), [`prereq`],
+//! [`sidecar`] (this project's `softether-sidecar` pointed at a lab: `connect`/`probe` as alice, a `run`
+//! daemon with its CNI config).
 //!
 //! Prerequisites are checked up front ([`prereq`]): a missing tool is an error naming its Debian package, and
 //! not being root is an error (lab tests fail, never skip).
@@ -57,6 +59,7 @@ pub mod netns;
 pub mod prereq;
 pub mod pyvenv;
 pub mod server;
+pub mod sidecar;
 pub mod topology;
 pub mod vpncmd;
 

@@ -277,29 +277,9 @@ fn udp_acceleration_off_is_never_active() {
 fn probe_udp(lab: &Lab, extra: &[&str]) -> serde_json::Value {
     let f = &lab.facts;
     let bin = common::workspace_bin("softether-sidecar");
-    let (host, port) = (f.server_ip.to_string(), f.port.to_string());
-    let mut argv = vec![
-        bin.to_str().expect("utf-8 path"),
-        "probe",
-        "--host",
-        &host,
-        "--port",
-        &port,
-        "--hub",
-        &f.hub,
-        "--user",
-        &f.alice.name,
-        "--insecure",
-        "--json",
-        "--frame-wait",
-        "1s",
-        "--udp-wait",
-        "30s",
-    ];
+    let mut argv = vec!["--json", "--frame-wait", "1s", "--udp-wait", "30s"];
     argv.extend_from_slice(extra);
-    let mut cmd = softether_lab::netns::command_in(&f.client_ns, &argv);
-    let out = cmd
-        .env("SOFTETHER_PASSWORD", &f.alice.password)
+    let out = softether_lab::sidecar::as_alice(lab, &bin, "probe", &f.alice.password, &argv)
         .output()
         .expect("run probe");
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {

@@ -12,6 +12,7 @@ use serde_json::Value;
 use super::options;
 use super::types::{Info, NetAddress, NetInterface, Network, PluginExec, StatusBlock, API_VERSION};
 use crate::cmd::{add, del};
+use crate::netconf::NetConf;
 use crate::pod_tap::PodTaps;
 use crate::sidecar_client::Connect;
 use crate::spec::{CniError, CniResult, Command, Env};
@@ -73,6 +74,14 @@ pub fn setup(
     connect: Connect<'_>,
     taps: &dyn PodTaps,
 ) -> Result<StatusBlock, CniError> {
+    let (env, conf) = setup_request(netns, exec)?;
+    let result = add::attach(&env, &conf, connect(&conf.sidecar_socket).as_mut(), taps)?;
+    Ok(status_block(&result, &exec.network_options.interface_name))
+}
+
+/// `setup`'s input checked and turned into CNI ADD's environment and validated config, before
+/// anything touches the pod or the sidecar (the fuzz target `netavark_json` drives it).
+pub fn setup_request(netns: &str, exec: &PluginExec) -> Result<(Env, NetConf), CniError> {
     let opts = &exec.network_options;
     if opts.static_ips.as_ref().is_some_and(|ips| !ips.is_empty()) {
         return Err(CniError::invalid_config(
@@ -98,9 +107,7 @@ pub fn setup(
         opts.options.as_ref(),
         mac.map(|m| m.to_string()).as_deref(),
     )?;
-    let env = env(Command::Add, exec, netns)?;
-    let result = add::attach(&env, &conf, connect(&conf.sidecar_socket).as_mut(), taps)?;
-    Ok(status_block(&result, &opts.interface_name))
+    Ok((env(Command::Add, exec, netns)?, conf))
 }
 
 /// CNI DEL: idempotent, succeeds with the sidecar down (TAP removed here, tombstone written).
@@ -110,6 +117,13 @@ pub fn teardown(
     connect: Connect<'_>,
     taps: &dyn PodTaps,
 ) -> Result<(), CniError> {
+    let (env, stdin) = teardown_request(netns, exec)?;
+    del::run(&env, stdin.as_bytes(), connect, taps).map(|_| ())
+}
+
+/// `teardown`'s input turned into CNI DEL's environment and network config (stdin), leniently:
+/// a network that no longer validates still names its socket and state dir.
+pub fn teardown_request(netns: &str, exec: &PluginExec) -> Result<(Env, String), CniError> {
     let opts = &exec.network_options;
     let conf = options::cni_config(
         &exec.network.name,
@@ -124,9 +138,10 @@ pub fn teardown(
             .as_deref(),
         true,
     )?;
-    let env = env(Command::Del, exec, netns)?;
-    let stdin = Value::Object(conf).to_string();
-    del::run(&env, stdin.as_bytes(), connect, taps).map(|_| ())
+    Ok((
+        env(Command::Del, exec, netns)?,
+        Value::Object(conf).to_string(),
+    ))
 }
 
 /// The CNI environment of this call: the container id is the attachment key, the interface is

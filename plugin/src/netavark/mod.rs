@@ -126,7 +126,9 @@ pub fn run(
     Ok(Some(value))
 }
 
-fn parse<T: DeserializeOwned>(stdin: &[u8], what: &str) -> Result<T, String> {
+/// Decodes `stdin` as the plugin input `what` (a [`types::Network`] for `create`, a
+/// [`types::PluginExec`] for `setup`/`teardown`); the error is the message for the user.
+pub fn parse<T: DeserializeOwned>(stdin: &[u8], what: &str) -> Result<T, String> {
     serde_json::from_slice(stdin).map_err(|e| format!("cannot decode the {what} on stdin: {e}"))
 }
 

@@ -13,6 +13,9 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 
 use crate::error::{NetcfgError, Result};
+use ipnet::{Ipv4Net, Ipv6Net};
+
+use crate::netlink::{Rule, RuleFamily};
 use crate::{sys, Firewall, Netlink, Netns, PolicyRule, PolicyRule6};
 
 /// `ip rule` priority of `from <VPN_IP>/32 lookup <policyRouteTable>`.
@@ -71,6 +74,19 @@ impl PodRouting {
     /// Our rules among `rules` (an `ip rule` dump): the from-rule (a /32 source, exactly
     /// `address` when known) and the fwmark rule, each looking up the table at its priority.
     pub fn own_rules(&self, rules: &[PolicyRule]) -> Vec<PolicyRule> {
+        self.own(rules, self.address)
+    }
+
+    /// Our IPv6 rules among `rules` (an `ip -6 rule` dump): from-rules with a /128 source and
+    /// the fwmark rule, each looking up the table at its priority. IPv6 addresses are not
+    /// recorded, so any /128 from-rule at our priority in our table counts as ours.
+    pub fn own_rules6(&self, rules: &[PolicyRule6]) -> Vec<PolicyRule6> {
+        self.own(rules, None)
+    }
+
+    /// Our rules of one family: a from-rule with a host source (exactly `address` when known)
+    /// and the fwmark rule, each looking up our table at its priority.
+    fn own<N: RuleFamily>(&self, rules: &[Rule<N>], address: Option<N::Addr>) -> Vec<Rule<N>> {
         let Some(table) = self.policy_table else {
             return Vec::new();
         };
@@ -79,7 +95,7 @@ impl PodRouting {
             .filter(|r| r.table == table)
             .filter(|r| match (r.priority, r.source, r.fwmark) {
                 (RULE_PRIORITY_FROM, Some(src), None) => {
-                    src.prefix_len() == 32 && self.address.is_none_or(|a| src.addr() == a)
+                    src.prefix_length() == N::HOST_LEN && address.is_none_or(|a| src.address() == a)
                 }
                 (RULE_PRIORITY_FWMARK, None, Some(_)) => true,
                 _ => false,
@@ -88,23 +104,27 @@ impl PodRouting {
             .collect()
     }
 
-    /// Our IPv6 rules among `rules` (an `ip -6 rule` dump): from-rules with a /128 source and
-    /// the fwmark rule, each looking up the table at its priority. IPv6 addresses are not
-    /// recorded, so any /128 from-rule at our priority in our table counts as ours.
-    pub fn own_rules6(&self, rules: &[PolicyRule6]) -> Vec<PolicyRule6> {
-        let Some(table) = self.policy_table else {
-            return Vec::new();
-        };
-        rules
-            .iter()
-            .filter(|r| r.table == table)
-            .filter(|r| match (r.priority, r.source, r.fwmark) {
-                (RULE_PRIORITY_FROM, Some(src), None) => src.prefix_len() == 128,
-                (RULE_PRIORITY_FWMARK, None, Some(_)) => true,
-                _ => false,
-            })
-            .copied()
-            .collect()
+    /// Deletes our rules of one family from `nl`, collecting the failures; a family whose
+    /// rules cannot be listed counts as failed only when `must_list` (a kernel without IPv6
+    /// has no IPv6 rules to dump: nothing to remove).
+    async fn remove_own<N: RuleFamily>(
+        &self,
+        nl: &Netlink,
+        address: Option<N::Addr>,
+        must_list: bool,
+        errors: &mut Vec<NetcfgError>,
+    ) {
+        match nl.rules_of::<N>().await {
+            Ok(rules) => {
+                for rule in self.own(&rules, address) {
+                    if let Err(e) = nl.del_rule(&rule).await {
+                        errors.push(e);
+                    }
+                }
+            }
+            Err(e) if must_list => errors.push(e),
+            Err(_) => {}
+        }
     }
 
     /// Removes the rules (both families) and the nft table from `netns`, best effort: every step runs
@@ -118,24 +138,10 @@ impl PodRouting {
         if self.policy_table.is_some() {
             match Netlink::open(ns.clone()).await {
                 Ok(nl) => {
-                    match nl.rules().await {
-                        Ok(rules) => {
-                            for rule in self.own_rules(&rules) {
-                                if let Err(e) = nl.del_rule(&rule).await {
-                                    errors.push(e);
-                                }
-                            }
-                        }
-                        Err(e) => errors.push(e),
-                    }
-                    // A kernel without IPv6 has no IPv6 rules to dump: nothing to remove.
-                    if let Ok(rules) = nl.rules6().await {
-                        for rule in self.own_rules6(&rules) {
-                            if let Err(e) = nl.del_rule6(&rule).await {
-                                errors.push(e);
-                            }
-                        }
-                    }
+                    self.remove_own::<Ipv4Net>(&nl, self.address, true, &mut errors)
+                        .await;
+                    self.remove_own::<Ipv6Net>(&nl, None, false, &mut errors)
+                        .await;
                 }
                 Err(e) => errors.push(e),
             }

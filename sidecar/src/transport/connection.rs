@@ -23,10 +23,8 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 use super::proxy::{self, Proxy, ProxyError};
+use super::proxy_lookup::ProxyLookups;
 use super::tls::{self, PresentedCert, TlsSetupError, TlsVerify};
-
-/// How long a local DNS lookup of the server may take when a proxy does the connecting.
-const PROXY_LOCAL_LOOKUP: Duration = Duration::from_secs(2);
 
 /// What to connect to and how to authenticate.
 #[derive(Debug, Clone)]
@@ -110,10 +108,13 @@ pub trait Dialer: Send + Sync {
     }
 }
 
-/// TCP + TLS ([`connect_tls`]), through the session's proxy when it has one.
+/// TCP + TLS ([`connect_tls`]), through the session's proxy when it has one. One dialer serves
+/// a session's connections and reconnects: through a proxy it keeps the local lookup of the
+/// server's name ([`ProxyLookups`]).
 #[derive(Debug, Clone, Default)]
 pub struct TlsDialer {
     proxy: Option<Proxy>,
+    lookups: ProxyLookups,
 }
 
 impl TlsDialer {
@@ -121,6 +122,7 @@ impl TlsDialer {
     pub fn for_config(config: &SessionConfig) -> TlsDialer {
         TlsDialer {
             proxy: config.proxy.clone(),
+            lookups: ProxyLookups::default(),
         }
     }
 }
@@ -134,7 +136,12 @@ impl Dialer for TlsDialer {
         verify: &TlsVerify,
         timeout: Duration,
     ) -> Result<(Self::Stream, Vec<u8>, SocketAddr), SessionError> {
-        connect_tls(host, port, verify, timeout, self.proxy.as_ref()).await
+        let via = self.proxy.as_ref().map(|p| (p, &self.lookups));
+        let dialed = connect_tls(host, port, verify, timeout, via).await;
+        if dialed.is_err() && via.is_some() {
+            self.lookups.connection_failed(host, port).await;
+        }
+        dialed
     }
 
     /// Without a proxy a TCP connect; through one, the proxy's tunnel request (no TLS, no
@@ -326,32 +333,24 @@ async fn resolve(host: &str, port: u16) -> Result<SocketAddr, SessionError> {
     })
 }
 
-/// The server's address when a proxy connects to it: an IP literal as is, else a quick local
-/// lookup (logs and session resume use it), else unspecified — only the proxy needs to resolve.
-async fn resolve_for_proxy(host: &str, port: u16) -> SocketAddr {
-    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
-        return SocketAddr::new(ip, port);
-    }
-    let lookup = tokio::time::timeout(PROXY_LOCAL_LOOKUP, resolve(host, port)).await;
-    match lookup {
-        Ok(Ok(addr)) => addr,
-        _ => SocketAddr::from(([0, 0, 0, 0], port)),
-    }
-}
-
-/// Opens TCP + TLS to `host:port`, through `proxy` when given; returns the TLS stream, the
-/// presented certificate and the server's address (through a proxy: resolved locally when that
-/// works, else unspecified with the port — the proxy resolves the name).
+/// Opens TCP + TLS to `host:port`, through a proxy when given (with the session's lookups);
+/// returns the TLS stream, the presented certificate and the server's address (through a proxy:
+/// resolved locally when that works, else unspecified with the port — the proxy resolves the
+/// name).
 pub async fn connect_tls(
     host: &str,
     port: u16,
     verify: &TlsVerify,
     timeout: Duration,
-    proxy: Option<&Proxy>,
+    via: Option<(&Proxy, &ProxyLookups)>,
 ) -> Result<(TlsStream<TcpStream>, Vec<u8>, SocketAddr), SessionError> {
-    let addr = match proxy {
+    let proxy = via.map(|(p, _)| p);
+    let addr = match via {
         None => resolve(host, port).await?,
-        Some(_) => resolve_for_proxy(host, port).await,
+        Some((_, lookups)) => {
+            let lookup = || async { resolve(host, port).await.ok() };
+            lookups.server_addr(host, port, lookup).await
+        }
     };
     let presented = PresentedCert::default();
     let config = tls::client_config_async(verify, presented.clone()).await?;

@@ -11,6 +11,8 @@
 //!   over [`connection::SessionStream`] / [`connection::Dialer`]: TLS in production, an
 //!   in-memory fake server (`testkit`, tests only) over `tokio::io::duplex` in the in-process
 //!   tests, which run in paused time on tokio's clock ([`clock`]).
+//! - [`proxy`] and [`proxy_lookup`]: HTTP/SOCKS proxies, and the local lookup of the server's
+//!   name behind one, kept for the session.
 //! - [`join`]: additional connections and resuming a session with its key.
 //! - [`establish`]: the first login, following cluster redirects, then joining more connections.
 //! - [`driver`]: one task pumping the tunnel state machine over the session's connections;
@@ -25,6 +27,7 @@ pub mod driver;
 pub mod establish;
 pub mod join;
 pub mod proxy;
+pub mod proxy_lookup;
 #[cfg(test)]
 pub(crate) mod testkit;
 pub mod tls;

@@ -55,6 +55,8 @@ pub const TARGETS: &[Target] = &[
         name: "state_record",
         body: targets::state_record,
     },
-    // The netavark plugin's JSON (stdin config + its result) goes here as `netavark_json`,
-    // with its body in `targets/netavark.rs`, once the netavark plugin exists.
+    Target {
+        name: "netavark_json",
+        body: targets::netavark_json,
+    },
 ];

@@ -38,6 +38,7 @@ fn write_seed_corpus() {
     softether_seeds();
     dhcp_seeds();
     cni_seeds();
+    netavark_seeds();
     control_seeds();
     state_seeds();
 }
@@ -392,6 +393,127 @@ fn cni_seeds() {
 }
 
 // ---- softether-control ----
+
+// ---- the netavark plugin ----
+
+/// The `Options=` of examples/podman5/vpn.network: what quadlet passes to
+/// `podman network create -d softether --opt …`.
+fn quadlet_options() -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/podman5/vpn.network");
+    let text = fs::read_to_string(path).unwrap();
+    let options: serde_json::Map<String, Value> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("Options="))
+        .filter_map(|o| o.split_once('='))
+        .map(|(k, v)| (k.to_owned(), json!(v)))
+        .collect();
+    assert!(
+        options.contains_key("server"),
+        "vpn.network has no server option"
+    );
+    Value::Object(options)
+}
+
+/// What Podman hands `create` (as in tests/tests/netavark_e2e.rs), and the network it stores.
+fn netavark_seeds() {
+    let mut options = quadlet_options();
+    options["timeout"] = json!("60");
+    options["sidecarSocket"] = json!("/run/softether-cni/sidecar.sock");
+    let network = json!({
+        "name": "vpn",
+        "id": "5e7c0ffee5e7c0ffee5e7c0ffee5e7c0ffee5e7c0ffee5e7c0ffee5e7c0ffee0",
+        "driver": "softether",
+        "created": "2026-01-02T03:04:05.000000000Z",
+        "ipv6_enabled": false, "internal": false, "dns_enabled": true,
+        "labels": {"app": "web"}, "options": options, "ipam_options": {}
+    });
+    write(
+        "netavark_json",
+        "create-quadlet",
+        network.to_string().as_bytes(),
+    );
+    let stored =
+        softether_cni::netavark::commands::create(serde_json::from_value(network.clone()).unwrap())
+            .expect("the example network is accepted");
+    let stored = serde_json::to_value(stored).unwrap();
+    write(
+        "netavark_json",
+        "stored-network",
+        stored.to_string().as_bytes(),
+    );
+
+    for (name, key, value) in [
+        (
+            "create-subnet",
+            "subnets",
+            json!([{"subnet": "10.89.0.0/24", "gateway": "10.89.0.1"}]),
+        ),
+        (
+            "create-routes",
+            "routes",
+            json!([{"destination": "10.0.0.0/8", "gateway": "10.89.0.1"}]),
+        ),
+        ("create-ipv6", "ipv6_enabled", json!(true)),
+        ("create-internal", "internal", json!(true)),
+        (
+            "create-ipam",
+            "ipam_options",
+            json!({"driver": "host-local"}),
+        ),
+    ] {
+        let mut refused = network.clone();
+        refused[key] = value;
+        write("netavark_json", name, refused.to_string().as_bytes());
+    }
+    for (name, key, value) in [
+        ("option-unknown", "colour", "blue"),
+        ("option-password", "password", "secret"),
+        ("option-bool", "insecure", "yes"),
+        ("option-integer", "mtu", "-1"),
+        ("option-port", "port", "70000"),
+    ] {
+        let mut refused = network.clone();
+        refused["options"][key] = json!(value);
+        write("netavark_json", name, refused.to_string().as_bytes());
+    }
+
+    // netavark's NetworkPluginExec for `setup`/`teardown` on the stored network.
+    let exec = json!({
+        "container_id": "4a1b0c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b",
+        "container_name": "web",
+        "port_mappings": [{"host_ip": "", "container_port": 80, "host_port": 8080, "range": 1, "protocol": "tcp"}],
+        "network": stored,
+        "network_options": {"interface_name": "eth0", "aliases": ["web"]}
+    });
+    write("netavark_json", "setup", exec.to_string().as_bytes());
+    let mut per_container = exec.clone();
+    per_container["network_options"]["static_mac"] = json!("02:00:5e:10:00:01");
+    per_container["network_options"]["options"] = json!({"user": "bob", "passwordFile": "/etc/softether-cni/secrets/bob.password", "hub": "VPN"});
+    write(
+        "netavark_json",
+        "setup-per-container",
+        per_container.to_string().as_bytes(),
+    );
+    for (name, key, value) in [
+        ("setup-static-ip", "static_ips", json!(["10.89.0.5"])),
+        ("setup-bad-mac", "static_mac", json!("ff:ff:ff:ff:ff:ff")),
+        ("setup-bad-option", "options", json!({"mtu": "1400"})),
+        ("setup-no-ifname", "interface_name", json!("")),
+    ] {
+        let mut refused = exec.clone();
+        refused["network_options"][key] = value;
+        write("netavark_json", name, refused.to_string().as_bytes());
+    }
+    // teardown of a network whose options no longer validate (DEL salvages socket and state dir).
+    let mut stale = exec.clone();
+    stale["network"]["options"]["port"] = json!("not-a-port");
+    stale["network"]["options"]["stateDir"] = json!("/var/lib/softether-cni");
+    write(
+        "netavark_json",
+        "teardown-stale-options",
+        stale.to_string().as_bytes(),
+    );
+}
 
 fn control_seeds() {
     let attach = json!({

@@ -19,7 +19,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use serde_json::{json, Value};
+use serde_json::Value;
 use softether_lab::netns::{self, KillOnDrop, Netns};
 use softether_lab::{command, ClientAuth, Lab, LabOptions, OfficialClient};
 
@@ -206,29 +206,11 @@ impl Ours {
         let f = &lab.facts;
         let log = f.dir.join("bench-connect.log");
         let out = fs::File::create(&log)?;
+        let extra = [&["--tap", TAP, "--log", "info"], extra].concat();
         let bin = bin_dir.join("softether-sidecar");
-        let (host, port) = (f.server_ip.to_string(), f.port.to_string());
-        let mut argv = vec![
-            bin.to_str().context("utf-8 path")?,
-            "connect",
-            "--host",
-            &host,
-            "--port",
-            &port,
-            "--hub",
-            &f.hub,
-            "--user",
-            &f.alice.name,
-            "--insecure",
-            "--tap",
-            TAP,
-            "--log",
-            "info",
-        ];
-        argv.extend_from_slice(extra);
-        let mut cmd = netns::command_in(&f.client_ns, &argv);
-        cmd.env("SOFTETHER_PASSWORD", &f.alice.password)
-            .stdin(Stdio::null())
+        let mut cmd =
+            softether_lab::sidecar::as_alice(lab, &bin, "connect", &f.alice.password, &extra);
+        cmd.stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out);
         let started = Instant::now();
@@ -513,48 +495,15 @@ fn pod_netns(n: usize) -> Result<Netns> {
 }
 
 fn measure_cni(lab: &Lab, bin_dir: &Path) -> Result<CniNumbers> {
-    let f = &lab.facts;
-    let base = f.dir.join("bench-cni");
-    fs::create_dir_all(&base)?;
-    let password_file = base.join("alice.pass");
-    fs::write(&password_file, format!("{}\n", f.alice.password))?;
-    let socket = base.join("sidecar.sock");
-    let log = fs::File::create(base.join("daemon.log"))?;
-    let sidecar = bin_dir.join("softether-sidecar");
-    let mut cmd = netns::command_in(
-        &f.client_ns,
-        &[
-            sidecar.to_str().context("utf-8 path")?,
-            "run",
-            "--socket",
-            socket.to_str().context("utf-8 path")?,
-            "--state-dir",
-            base.join("state").to_str().context("utf-8 path")?,
-        ],
-    );
-    cmd.stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log);
-    let daemon = netns::spawn_command(cmd)?;
-    let until = Instant::now() + Duration::from_secs(20);
-    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-        if Instant::now() >= until {
-            bail!("the sidecar daemon did not listen on {}", socket.display());
-        }
-        std::thread::sleep(POLL);
-    }
+    let daemon =
+        softether_lab::sidecar::start_daemon(lab, bin_dir, &lab.facts.dir.join("bench-cni"))?;
     let cni = Cni {
         lab,
         plugin: bin_dir.join("softether"),
-        config: json!({
-            "cniVersion": "1.0.0", "name": "vpnnet", "type": "softether",
-            "server": f.server_ip.to_string(), "port": f.port, "hub": f.hub, "user": f.alice.name,
-            "passwordFile": password_file, "insecure": true,
-            "sidecarSocket": socket, "stateDir": base.join("state"), "timeout": 60
-        }),
+        config: daemon.config.clone(),
     };
     let mut n = CniNumbers {
-        rss_idle_kb: status_kb(daemon.id(), "VmRSS:"),
+        rss_idle_kb: status_kb(daemon.process.id(), "VmRSS:"),
         ..CniNumbers::default()
     };
     let mut took = Vec::with_capacity(CNI_CYCLES);
@@ -577,11 +526,11 @@ fn measure_cni(lab: &Lab, bin_dir: &Path) -> Result<CniNumbers> {
         pods.push(pod);
     }
     std::thread::sleep(Duration::from_secs(1));
-    n.rss_attached_kb = status_kb(daemon.id(), "VmRSS:");
+    n.rss_attached_kb = status_kb(daemon.process.id(), "VmRSS:");
     for pod in &pods {
         cni.call("DEL", pod.name())?;
     }
-    let _ = daemon.terminate(Duration::from_secs(10));
+    let _ = daemon.process.terminate(Duration::from_secs(10));
     Ok(n)
 }
 

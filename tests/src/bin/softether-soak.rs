@@ -16,7 +16,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use serde_json::{json, Value};
+use serde_json::Value;
 use softether_lab::netns::{self, Netns};
 use softether_lab::{Lab, LabOptions};
 
@@ -154,50 +154,16 @@ fn soak(opts: &Options) -> Result<()> {
         dhcp_lease_secs: LEASE_SECS,
         ..Default::default()
     })?;
+    let daemon =
+        softether_lab::sidecar::start_daemon(&lab, &opts.bin_dir, &lab.facts.dir.join("soak"))?;
+    let (pid, log_path, conf) = (daemon.process.id(), &daemon.log, &daemon.config);
     let f = &lab.facts;
-    let base = f.dir.join("soak");
-    fs::create_dir_all(&base)?;
-    let password_file = base.join("alice.pass");
-    fs::write(&password_file, format!("{}\n", f.alice.password))?;
-    let socket = base.join("sidecar.sock");
-    let log_path = base.join("daemon.log");
-    let log = fs::File::create(&log_path)?;
-    let sidecar = opts.bin_dir.join("softether-sidecar");
-    let mut cmd = netns::command_in(
-        &f.client_ns,
-        &[
-            sidecar.to_str().context("utf-8")?,
-            "run",
-            "--socket",
-            socket.to_str().context("utf-8")?,
-            "--state-dir",
-            base.join("state").to_str().context("utf-8")?,
-        ],
-    );
-    cmd.stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log);
-    let daemon = netns::spawn_command(cmd)?;
-    let pid = daemon.id();
-    let until = Instant::now() + Duration::from_secs(20);
-    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-        if Instant::now() >= until {
-            bail!("the daemon did not listen on {}", socket.display());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let conf = json!({
-        "cniVersion": "1.0.0", "name": "vpnnet", "type": "softether",
-        "server": f.server_ip.to_string(), "port": f.port, "hub": f.hub, "user": f.alice.name,
-        "passwordFile": password_file, "insecure": true,
-        "sidecarSocket": socket, "stateDir": base.join("state"), "timeout": 60
-    });
     let plugin_bin = opts.bin_dir.join("softether");
     let pods: Vec<Netns> = (0..opts.pods)
         .map(|i| Netns::create(&format!("se-x-{}-{}", std::process::id(), 700 + i)))
         .collect::<Result<_>>()?;
     for pod in &pods {
-        plugin(&lab, &plugin_bin, &conf, "ADD", pod.name())?;
+        plugin(&lab, &plugin_bin, conf, "ADD", pod.name())?;
     }
     let duration = Duration::from_secs(opts.minutes * 60);
     let count = (opts.minutes * 60 * 5 + 50).to_string();
@@ -226,7 +192,7 @@ fn soak(opts: &Options) -> Result<()> {
         })
         .collect::<Result<_>>()?;
 
-    let log_text = || fs::read_to_string(&log_path).unwrap_or_default();
+    let log_text = || fs::read_to_string(log_path).unwrap_or_default();
     let count_lines =
         |text: &str, needle: &str| text.lines().filter(|l| l.contains(needle)).count();
     println!(
@@ -290,7 +256,7 @@ fn soak(opts: &Options) -> Result<()> {
         losses.push(loss);
     }
     for pod in &pods {
-        let _ = plugin(&lab, &plugin_bin, &conf, "DEL", pod.name());
+        let _ = plugin(&lab, &plugin_bin, conf, "DEL", pod.name());
     }
 
     let after_warmup: Vec<&Sample> = samples.iter().skip(1).collect();

@@ -95,30 +95,14 @@ pub fn connect_with_tap(lab: &Lab, password: &str, tap: Option<&str>, extra: &[&
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let log = f.dir.join(format!("connect-{n}.log"));
     let out = fs::File::create(&log).expect("connect log file");
-    let bin = workspace_bin("softether-sidecar");
-    let (host, port) = (f.server_ip.to_string(), f.port.to_string());
-    let mut argv = vec![
-        bin.to_str().expect("utf-8 path"),
-        "connect",
-        "--host",
-        &host,
-        "--port",
-        &port,
-        "--hub",
-        &f.hub,
-        "--user",
-        &f.alice.name,
-        "--insecure",
-        "--log",
-        "info",
-    ];
+    let mut argv = vec!["--log", "info"];
     if let Some(tap) = tap {
         argv.extend_from_slice(&["--tap", tap]);
     }
     argv.extend_from_slice(extra);
-    let mut cmd = netns::command_in(&f.client_ns, &argv);
-    cmd.env("SOFTETHER_PASSWORD", password)
-        .stdin(Stdio::null())
+    let bin = workspace_bin("softether-sidecar");
+    let mut cmd = softether_lab::sidecar::as_alice(lab, &bin, "connect", password, &argv);
+    cmd.stdin(Stdio::null())
         .stdout(out.try_clone().expect("log file"))
         .stderr(out);
     let process = netns::spawn_command(cmd).unwrap_or_else(|e| panic!("{e:#}"));

@@ -1,5 +1,5 @@
-//! IPv6 addresses, routes and policy rules: the `inet6` counterparts of `addr`, `route` and
-//! `rule`, kept apart so the IPv4 types stay as they are.
+//! IPv6 addresses and routes: the `inet6` counterparts of `addr` and `route`, kept apart so the
+//! IPv4 types stay as they are. (Policy rules of both families are `rule`'s.)
 //!
 //! Addresses are added with `IFA_F_NODAD` (the router or DHCPv6 server assigned them; without
 //! it the kernel keeps each one tentative for a second of duplicate address detection) and
@@ -15,11 +15,11 @@ use rtnetlink::packet_route::address::{
 };
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteType};
 use rtnetlink::packet_route::AddressFamily;
-use rtnetlink::{AddressMessageBuilder, IpVersion, RouteMessageBuilder};
+use rtnetlink::{AddressMessageBuilder, RouteMessageBuilder};
 
 use super::route::{describe_route, match_any};
-use super::rule::RuleParts;
-use super::{FwMark, Netlink, TABLE_MAIN};
+use super::rule::PolicyRule6;
+use super::{Netlink, TABLE_MAIN};
 use crate::error::Result;
 
 /// An IPv6 unicast route, as `ip -6 route … DST [via GW] [dev OIF] [metric M] [table T]`.
@@ -111,52 +111,6 @@ impl Route6Spec {
     }
 }
 
-/// `ip -6 rule … [from SRC] [fwmark MARK/MASK] lookup TABLE priority PRIO`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PolicyRule6 {
-    /// `from SRC/LEN`; `None` is `from all`.
-    pub source: Option<Ipv6Net>,
-    /// `fwmark MARK/MASK`.
-    pub fwmark: Option<FwMark>,
-    /// `lookup TABLE`.
-    pub table: u32,
-    /// `priority PRIO`: rules with a lower priority are consulted first.
-    pub priority: u32,
-}
-
-impl PolicyRule6 {
-    /// `from ADDR/128 lookup TABLE priority PRIO`.
-    pub fn from_address(addr: Ipv6Addr, table: u32, priority: u32) -> Self {
-        Self {
-            source: Some(Ipv6Net::from(addr)),
-            fwmark: None,
-            table,
-            priority,
-        }
-    }
-
-    /// `fwmark MARK/MASK lookup TABLE priority PRIO` (fwmark rules are per family: the IPv4
-    /// one does not route IPv6 replies).
-    pub fn fwmark(mark: u32, mask: u32, table: u32, priority: u32) -> Self {
-        Self {
-            source: None,
-            fwmark: Some(FwMark { mark, mask }),
-            table,
-            priority,
-        }
-    }
-
-    fn parts(&self) -> RuleParts {
-        RuleParts {
-            family: IpVersion::V6,
-            source: self.source.map(IpNet::V6),
-            fwmark: self.fwmark,
-            table: self.table,
-            priority: self.priority,
-        }
-    }
-}
-
 impl Netlink {
     /// `ip -6 addr add ADDR/LEN dev IDX nodad noprefixroute`; Ok if it is already there.
     pub async fn add_address6(&self, index: u32, addr: Ipv6Net) -> Result<()> {
@@ -237,31 +191,14 @@ impl Netlink {
             .collect())
     }
 
-    /// `ip -6 rule add …`; Ok if an identical rule exists.
+    /// `ip -6 rule add …`; Ok if an identical rule exists (the same as [`Netlink::add_rule`]).
     pub async fn add_rule6(&self, rule: &PolicyRule6) -> Result<()> {
-        self.add_rule_parts(&rule.parts()).await
+        self.add_rule(rule).await
     }
 
-    /// `ip -6 rule del …`; Ok if no such rule.
+    /// `ip -6 rule del …`; Ok if no such rule (the same as [`Netlink::del_rule`]).
     pub async fn del_rule6(&self, rule: &PolicyRule6) -> Result<()> {
-        self.del_rule_parts(&rule.parts()).await
-    }
-
-    /// `ip -6 rule show`: every "lookup TABLE" rule, in kernel order.
-    pub async fn rules6(&self) -> Result<Vec<PolicyRule6>> {
-        let parts = self.rule_parts(IpVersion::V6).await?;
-        Ok(parts
-            .into_iter()
-            .map(|p| PolicyRule6 {
-                source: match p.source {
-                    Some(IpNet::V6(n)) => Some(n),
-                    _ => None,
-                },
-                fwmark: p.fwmark,
-                table: p.table,
-                priority: p.priority,
-            })
-            .collect())
+        self.del_rule(rule).await
     }
 }
 

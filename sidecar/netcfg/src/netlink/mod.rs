@@ -21,9 +21,9 @@ use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use rtnetlink::sys::{protocols::NETLINK_ROUTE, AsyncSocket, TokioSocket};
 use rtnetlink::LinkUnspec;
 
-pub use inet6::{PolicyRule6, Route6Spec};
+pub use inet6::Route6Spec;
 pub use route::{DefaultRoute, RouteLookup, RouteSpec, TABLE_MAIN};
-pub use rule::{FwMark, PolicyRule};
+pub use rule::{FwMark, PolicyRule, PolicyRule6, Rule, RuleFamily};
 
 use crate::error::{netlink_errno, NetcfgError, Result};
 use crate::netns::Netns;

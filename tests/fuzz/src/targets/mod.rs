@@ -3,11 +3,13 @@
 mod cni;
 mod control;
 mod dhcp;
+mod netavark;
 mod softether;
 
 pub use cni::cni_config;
 pub use control::{control_message, state_record};
 pub use dhcp::dhcp_client;
+pub use netavark::netavark_json;
 pub use softether::{handshake_reply, http_response, pack_decode, tunnel_stream};
 
 /// Round trip through serde_json: whatever decodes must encode and decode to the same value.
