@@ -58,6 +58,7 @@ impl Registry {
                             len: a.interface_address().prefix_len(),
                         })
                         .collect(),
+                    gateway6: l.ipv6.settings.router.map(|r| IpAddr::V6(r.address)),
                 }
             })
             .collect();
