@@ -29,6 +29,7 @@ pub mod proxy;
 pub(crate) mod testkit;
 pub mod tls;
 pub mod udp_accel;
+mod udp_batch;
 pub mod user_file;
 
 /// A seed for protocol padding and DHCP transaction ids; uniqueness matters, not secrecy.
