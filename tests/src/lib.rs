@@ -42,7 +42,8 @@
 //!
 //! Modules: [`lab`] (the Lab), [`topology`] (veths, addresses, offloads), [`server`] (private vpnserver
 //! process), [`vpncmd`] (admin commands, batches), [`client`], [`certs`] (openssl), [`netns`] (namespaces,
-//! running programs in them, stale sweeping), [`command`] (programs with deadlines), [`prereq`].
+//! running programs in them, stale sweeping), [`command`] (programs with deadlines), [`prereq`],
+//! [`wan`] (an emulated WAN on the underlay for the WAN bench: [`delay_line`], tbf, nftables loss).
 //!
 //! Prerequisites are checked up front ([`prereq`]): a missing tool is an error naming its Debian package, and
 //! not being root is an error (lab tests fail, never skip).
@@ -50,6 +51,7 @@
 pub mod certs;
 pub mod client;
 pub mod command;
+pub mod delay_line;
 pub mod facts;
 pub mod farm;
 pub mod lab;
@@ -59,6 +61,9 @@ pub mod pyvenv;
 pub mod server;
 pub mod topology;
 pub mod vpncmd;
+pub mod wan;
+
+mod sys;
 
 pub use certs::{ClientCert, LabCa};
 pub use client::{ClientAuth, OfficialClient};

@@ -1,0 +1,155 @@
+//! The clients under test: ours (`softether-sidecar connect`) and the official `vpnclient`, each
+//! connected and addressed in the lab's client namespace.
+
+use std::fs;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use softether_lab::netns::{self, KillOnDrop};
+use softether_lab::{ClientAuth, Lab, OfficialClient};
+
+use crate::procfs::pids_in_ns;
+use crate::{OFFICIAL_ADDRESS, POLL, TAP};
+
+/// A client under test, connected and addressed in the lab's client namespace.
+pub(crate) trait Subject {
+    /// Process ids whose memory and CPU count.
+    fn pids(&self) -> Vec<u32>;
+    /// Time from process start to a usable address.
+    fn time_to_address(&self) -> Duration;
+}
+
+pub(crate) struct Ours {
+    process: Option<KillOnDrop>,
+    took: Duration,
+}
+
+impl Ours {
+    pub(crate) fn start(lab: &Lab, bin_dir: &Path, extra: &[&str]) -> Result<Ours> {
+        let f = &lab.facts;
+        let log = f.dir.join("bench-connect.log");
+        let out = fs::File::create(&log)?;
+        let bin = bin_dir.join("softether-sidecar");
+        let (host, port) = (f.server_ip.to_string(), f.port.to_string());
+        let mut argv = vec![
+            bin.to_str().context("utf-8 path")?,
+            "connect",
+            "--host",
+            &host,
+            "--port",
+            &port,
+            "--hub",
+            &f.hub,
+            "--user",
+            &f.alice.name,
+            "--insecure",
+            "--tap",
+            TAP,
+            "--log",
+            "info",
+        ];
+        argv.extend_from_slice(extra);
+        let mut cmd = netns::command_in(&f.client_ns, &argv);
+        cmd.env("SOFTETHER_PASSWORD", &f.alice.password)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out);
+        let started = Instant::now();
+        let mut process = netns::spawn_command(cmd)?;
+        let deadline = started + Duration::from_secs(30);
+        loop {
+            if fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("lease acquired")
+            {
+                break;
+            }
+            if let Ok(Some(status)) = process.child_mut().try_wait() {
+                bail!(
+                    "connect exited ({status}):\n{}",
+                    fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "no lease within 30 s:\n{}",
+                    fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(POLL);
+        }
+        let took = started.elapsed();
+        Ok(Ours {
+            took,
+            process: Some(process),
+        })
+    }
+}
+
+impl Subject for Ours {
+    fn pids(&self) -> Vec<u32> {
+        // `ip netns exec` execs the binary, so the child is connect itself.
+        self.process.iter().map(KillOnDrop::id).collect()
+    }
+    fn time_to_address(&self) -> Duration {
+        self.took
+    }
+}
+
+impl Drop for Ours {
+    fn drop(&mut self) {
+        // SIGTERM so connect releases the lease and removes what it added before the next subject runs.
+        if let Some(p) = self.process.take() {
+            let _ = p.terminate(Duration::from_secs(15));
+        }
+    }
+}
+
+pub(crate) struct Official {
+    ns: String,
+    client: Option<OfficialClient>,
+    took: Duration,
+}
+
+impl Official {
+    pub(crate) fn start(lab: &Lab) -> Result<Official> {
+        let f = &lab.facts;
+        let started = Instant::now();
+        let client = OfficialClient::start(lab, &f.client_ns, "bench-vpnclient")?;
+        let auth = ClientAuth::Password {
+            user: f.alice.name.clone(),
+            password: f.alice.password.clone(),
+            plain: false,
+        };
+        let nic = client.connect(lab, "bench", &auth)?;
+        lab.exec_in_ok(
+            &f.client_ns,
+            &["ip", "addr", "add", OFFICIAL_ADDRESS, "dev", &nic],
+        )?;
+        lab.exec_in_ok(&f.client_ns, &["ip", "link", "set", &nic, "up"])?;
+        Ok(Official {
+            ns: f.client_ns.clone(),
+            client: Some(client),
+            took: started.elapsed(),
+        })
+    }
+}
+
+impl Subject for Official {
+    fn pids(&self) -> Vec<u32> {
+        pids_in_ns(&self.ns, "vpnclient")
+    }
+    fn time_to_address(&self) -> Duration {
+        self.took
+    }
+}
+
+impl Drop for Official {
+    fn drop(&mut self) {
+        if let Some(c) = self.client.take() {
+            let _ = c.disconnect();
+        }
+    }
+}
