@@ -10,6 +10,9 @@
 //! `--securenat-nat` turns SecureNAT's NAT on in the hub (what `SecureNatEnable` gives an
 //! administrator; the default lab runs SecureNAT's DHCP with NAT off), the other hub setup.
 //!
+//! `--udp` adds a column: our client once the server reports UDP acceleration active (it needs
+//! 10 s of working UDP first; the default column is measured from the lease on, mostly over TCP).
+//!
 //! `--wan [--wan-runs N]` measures something else (`tests/bench-wan`): iperf3 through an emulated WAN
 //! on the underlay (30 ms RTT, a rate limit, 0 / 0.5 / 2 % loss), ours with UDP acceleration vs the
 //! official client with UDP acceleration vs ours TCP-only; see [`wan`].
@@ -33,7 +36,7 @@ use softether_lab::{Lab, LabOptions};
 use crate::cni::measure_cni;
 use crate::measure::measure;
 use crate::output::print_table;
-use crate::subjects::{Official, Ours};
+use crate::subjects::{wait_udp_active, Official, Ours};
 
 /// Static address for the official client's NIC: in the hub subnet, outside the DHCP pool (.10–.99).
 pub(crate) const OFFICIAL_ADDRESS: &str = "10.99.0.160/24";
@@ -46,6 +49,7 @@ pub(crate) struct Options {
     cni: bool,
     no_offload: bool,
     securenat_nat: bool,
+    udp: bool,
     wan: bool,
     pub(crate) wan_runs: usize,
 }
@@ -70,6 +74,7 @@ fn parse_args() -> Result<Options> {
         cni: true,
         no_offload: true,
         securenat_nat: false,
+        udp: false,
         wan: false,
         wan_runs: 3,
     };
@@ -81,6 +86,7 @@ fn parse_args() -> Result<Options> {
             "--skip-no-offload" => opts.no_offload = false,
             "--securenat-nat" => opts.securenat_nat = true,
             "--bin-dir" => opts.bin_dir = args.next().context("--bin-dir needs a value")?.into(),
+            "--udp" => opts.udp = true,
             "--wan" => opts.wan = true,
             "--wan-runs" => {
                 opts.wan_runs = args
@@ -90,7 +96,7 @@ fn parse_args() -> Result<Options> {
                     .context("--wan-runs: a number")?;
             }
             _ => bail!(
-                "usage: softether-bench [--skip-official] [--skip-cni] [--skip-no-offload] [--securenat-nat] [--bin-dir DIR]\n       \
+                "usage: softether-bench [--skip-official] [--skip-cni] [--skip-no-offload] [--securenat-nat] [--udp] [--bin-dir DIR]\n       \
                  softether-bench --wan [--wan-runs N] [--bin-dir DIR]   (root; DIR defaults to target/release)"
             ),
         }
@@ -126,6 +132,16 @@ fn run() -> Result<()> {
     } else {
         None
     };
+    let udp = if opts.udp {
+        eprintln!("measuring our client with UDP acceleration active");
+        Some(measure(&lab, |lab| {
+            let ours = Ours::start(lab, &opts.bin_dir, &[])?;
+            wait_udp_active(lab)?;
+            Ok(ours)
+        }))
+    } else {
+        None
+    };
     let official = if opts.official {
         eprintln!("measuring the official vpnclient");
         Some(measure(&lab, Official::start))
@@ -138,7 +154,13 @@ fn run() -> Result<()> {
     } else {
         None
     };
-    print_table(&ours, plain.as_ref(), official.as_ref(), cni.as_ref());
+    print_table(
+        &ours,
+        plain.as_ref(),
+        udp.as_ref(),
+        official.as_ref(),
+        cni.as_ref(),
+    );
     println!(
         "Hub: SecureNAT DHCP with NAT {} (`--securenat-nat` for the other setup).",
         if opts.securenat_nat {

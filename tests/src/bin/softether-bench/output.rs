@@ -40,6 +40,7 @@ pub(crate) fn column(n: &Result<Numbers>) -> Vec<String> {
 pub(crate) fn print_table(
     ours: &Result<Numbers>,
     plain: Option<&Result<Numbers>>,
+    udp: Option<&Result<Numbers>>,
     official: Option<&Result<Numbers>>,
     cni: Option<&Result<CniNumbers>>,
 ) {
@@ -59,6 +60,10 @@ pub(crate) fn print_table(
     if let Some(plain) = plain {
         header.push("ours, `--no-offload`");
         columns.push(column(plain));
+    }
+    if let Some(udp) = udp {
+        header.push("ours, UDP acceleration active");
+        columns.push(column(udp));
     }
     if let Some(official) = official {
         header.push("official `vpnclient`");

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use softether_lab::netns::{self, KillOnDrop};
+use softether_lab::vpncmd::parse_table;
 use softether_lab::{ClientAuth, Lab, OfficialClient};
 
 use crate::procfs::pids_in_ns;
@@ -151,5 +152,28 @@ impl Drop for Official {
         if let Some(c) = self.client.take() {
             let _ = c.disconnect();
         }
+    }
+}
+
+/// The server needs 10 s of continuous UDP before it uses it.
+const UDP_WAIT: Duration = Duration::from_secs(60);
+
+/// Waits until one of the hub's user sessions reports "UDP Acceleration is Active: Yes".
+pub(crate) fn wait_udp_active(lab: &Lab) -> Result<()> {
+    let start = Instant::now();
+    loop {
+        for s in lab.user_sessions()? {
+            let out = lab.vpncmd(&["SessionGet", &s])?;
+            if parse_table(&out)
+                .iter()
+                .any(|(k, v)| k == "UDP Acceleration is Active" && v == "Yes")
+            {
+                return Ok(());
+            }
+        }
+        if start.elapsed() > UDP_WAIT {
+            anyhow::bail!("not active after {UDP_WAIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(500));
     }
 }

@@ -5,23 +5,18 @@
 //! subject connects once per round, waits until the server reports UDP acceleration active (the
 //! UDP subjects), then runs upload and download at every loss level. Medians over the rounds.
 
-use std::time::{Duration, Instant};
-
 use anyhow::{Context, Result};
-use softether_lab::vpncmd::parse_table;
 use softether_lab::wan::{Wan, WanShape};
 use softether_lab::{Lab, LabOptions};
 
 use crate::measure::iperf3_for;
-use crate::subjects::{Official, Ours};
+use crate::subjects::{wait_udp_active, Official, Ours};
 use crate::Options;
 
 /// Loss per endpoint ingress, per mille: 0 %, 0.5 %, 2 %.
 const LOSSES: [u32; 3] = [0, 5, 20];
 /// iperf3 seconds per run.
 const SECS: u64 = 8;
-/// The server needs 10 s of continuous UDP before it uses it.
-const UDP_WAIT: Duration = Duration::from_secs(60);
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Kind {
@@ -119,26 +114,6 @@ fn run_subject(
     }
     wan.set_loss(0)?;
     Ok(())
-}
-
-/// Waits until one of the hub's user sessions reports "UDP Acceleration is Active: Yes".
-fn wait_udp_active(lab: &Lab) -> Result<()> {
-    let start = Instant::now();
-    loop {
-        for s in lab.user_sessions()? {
-            let out = lab.vpncmd(&["SessionGet", &s])?;
-            if parse_table(&out)
-                .iter()
-                .any(|(k, v)| k == "UDP Acceleration is Active" && v == "Yes")
-            {
-                return Ok(());
-            }
-        }
-        if start.elapsed() > UDP_WAIT {
-            anyhow::bail!("not active after {UDP_WAIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
 }
 
 /// Average RTT (ms) of pings over the emulated underlay, client ns → server.
