@@ -155,7 +155,7 @@ fn forwards_through_sockets_in_order_never_early_with_bounded_queue() {
             accounted()
         );
     }
-    while let Ok(_) = b_far.recv(&mut buf) {
+    while b_far.recv(&mut buf).is_ok() {
         got += 1;
     }
     assert_eq!(got, s.forwarded.load(Ordering::Relaxed) - 20);
