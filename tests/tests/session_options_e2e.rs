@@ -119,32 +119,11 @@ fn install_udp_byte_counters(lab: &Lab) {
          add rule inet udpbytes in udp dport {SERVER_UDP_PORTS} counter name up\n\
          add rule inet udpbytes out udp sport {SERVER_UDP_PORTS} counter name down\n"
     );
-    let out = lab
-        .exec_in(
-            &lab.facts.server_ns,
-            &["sh", "-c", &format!("printf '{rules}' | nft -f -")],
-        )
-        .expect("nft");
-    assert!(
-        out.status.success(),
-        "nft: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::nft::apply(lab, &lab.facts.server_ns, &rules);
 }
 
 fn udp_bytes(lab: &Lab, name: &str) -> u64 {
-    let out = lab
-        .exec_in_ok(
-            &lab.facts.server_ns,
-            &["nft", "list", "counter", "inet", "udpbytes", name],
-        )
-        .expect("nft list counter");
-    // "... counter up { packets 12 bytes 15000 }"
-    out.split_whitespace()
-        .skip_while(|w| *w != "bytes")
-        .nth(1)
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no byte count in {out}"))
+    common::nft::counter(lab, &lab.facts.server_ns, "udpbytes", name, "bytes")
 }
 
 /// Runs `transfer` and returns how many bytes crossed the acceleration port in direction `name`.

@@ -66,9 +66,20 @@ pub(crate) fn ping_avg(lab: &Lab) -> Result<f64> {
     let host = f.lan_host.to_string();
     // Warm up ARP first so the first reply's resolution time does not skew the average.
     let _ = lab.exec_in(&f.client_ns, &["ping", "-c", "1", "-W", "2", &host]);
+    ping_rtt_avg(lab, &f.client_ns, &host, "20", "0.05")
+}
+
+/// Average RTT (ms) of `count` pings every `interval` s from `ns` to `host`.
+pub(crate) fn ping_rtt_avg(
+    lab: &Lab,
+    ns: &str,
+    host: &str,
+    count: &str,
+    interval: &str,
+) -> Result<f64> {
     let out = lab.exec_in_ok(
-        &f.client_ns,
-        &["ping", "-q", "-c", "20", "-i", "0.05", "-W", "2", &host],
+        ns,
+        &["ping", "-q", "-c", count, "-i", interval, "-W", "2", host],
     )?;
     let line = out
         .lines()

@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use softether_lab::wan::{Wan, WanShape};
 use softether_lab::{Lab, LabOptions};
 
-use crate::measure::iperf3_for;
+use crate::measure::{iperf3_for, ping_rtt_avg};
 use crate::subjects::{wait_udp_active, Official, Ours};
 use crate::Options;
 
@@ -119,21 +119,8 @@ fn run_subject(
 /// Average RTT (ms) of pings over the emulated underlay, client ns → server.
 fn underlay_rtt(lab: &Lab) -> Result<String> {
     let f = &lab.facts;
-    let server = f.server_ip.to_string();
-    let out = lab.exec_in_ok(
-        &f.client_ns,
-        &["ping", "-q", "-c", "10", "-i", "0.1", "-W", "2", &server],
-    )?;
-    let line = out
-        .lines()
-        .find(|l| l.contains("min/avg/max"))
-        .with_context(|| format!("no rtt summary in {out}"))?;
-    let avg = line
-        .split('=')
-        .nth(1)
-        .and_then(|v| v.trim().split('/').nth(1))
-        .context("rtt avg")?;
-    Ok(avg.to_owned())
+    let rtt = ping_rtt_avg(lab, &f.client_ns, &f.server_ip.to_string(), "10", "0.1")?;
+    Ok(format!("{rtt:.1}"))
 }
 
 fn median(mut v: Vec<f64>) -> Option<f64> {
