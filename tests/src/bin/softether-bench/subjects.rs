@@ -4,6 +4,7 @@
 use std::fs;
 use std::path::Path;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -116,15 +117,19 @@ pub(crate) struct Official {
 
 impl Official {
     pub(crate) fn start(lab: &Lab) -> Result<Official> {
+        // A fresh copy and NIC name per start: a client's config remembers its NICs, and the WAN
+        // bench starts the official client once per round.
+        static STARTS: AtomicU32 = AtomicU32::new(0);
+        let n = STARTS.fetch_add(1, Ordering::Relaxed);
         let f = &lab.facts;
         let started = Instant::now();
-        let client = OfficialClient::start(lab, &f.client_ns, "bench-vpnclient")?;
+        let client = OfficialClient::start(lab, &f.client_ns, &format!("bench-vpnclient-{n}"))?;
         let auth = ClientAuth::Password {
             user: f.alice.name.clone(),
             password: f.alice.password.clone(),
             plain: false,
         };
-        let nic = client.connect(lab, "bench", &auth)?;
+        let nic = client.connect(lab, &format!("bench{n}"), &auth)?;
         lab.exec_in_ok(
             &f.client_ns,
             &["ip", "addr", "add", OFFICIAL_ADDRESS, "dev", &nic],
