@@ -36,7 +36,7 @@ use softether_lab::{Lab, LabOptions};
 use crate::cni::measure_cni;
 use crate::measure::measure;
 use crate::output::print_table;
-use crate::subjects::{wait_udp_active, Official, Ours};
+use crate::subjects::{sessions_before, wait_udp_active, Official, Ours};
 
 /// Static address for the official client's NIC: in the hub subnet, outside the DHCP pool (.10–.99).
 pub(crate) const OFFICIAL_ADDRESS: &str = "10.99.0.160/24";
@@ -135,8 +135,9 @@ fn run() -> Result<()> {
     let udp = if opts.udp {
         eprintln!("measuring our client with UDP acceleration active");
         Some(measure(&lab, |lab| {
+            let before = sessions_before(lab)?;
             let ours = Ours::start(lab, &opts.bin_dir, &[])?;
-            wait_udp_active(lab)?;
+            wait_udp_active(lab, &before)?;
             Ok(ours)
         }))
     } else {

@@ -163,11 +163,20 @@ impl Drop for Official {
 /// The server needs 10 s of continuous UDP before it uses it.
 const UDP_WAIT: Duration = Duration::from_secs(60);
 
-/// Waits until one of the hub's user sessions reports "UDP Acceleration is Active: Yes".
-pub(crate) fn wait_udp_active(lab: &Lab) -> Result<()> {
+/// The hub's user sessions now: pass them to [`wait_udp_active`] before starting a subject, so
+/// that a previous subject's session (the server keeps it a while) does not count.
+pub(crate) fn sessions_before(lab: &Lab) -> Result<Vec<String>> {
+    lab.user_sessions()
+}
+
+/// Waits until a user session not in `before` reports "UDP Acceleration is Active: Yes".
+pub(crate) fn wait_udp_active(lab: &Lab, before: &[String]) -> Result<()> {
     let start = Instant::now();
     loop {
         for s in lab.user_sessions()? {
+            if before.contains(&s) {
+                continue;
+            }
             let out = lab.vpncmd(&["SessionGet", &s])?;
             if parse_table(&out)
                 .iter()

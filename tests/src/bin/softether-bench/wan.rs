@@ -10,7 +10,7 @@ use softether_lab::wan::{Wan, WanShape};
 use softether_lab::{Lab, LabOptions};
 
 use crate::measure::{iperf3_for, ping_rtt_avg};
-use crate::subjects::{wait_udp_active, Official, Ours};
+use crate::subjects::{sessions_before, wait_udp_active, Official, Ours};
 use crate::Options;
 
 /// Loss per endpoint ingress, per mille: 0 %, 0.5 %, 2 %.
@@ -88,6 +88,7 @@ fn run_subject(
     samples: &mut Vec<Sample>,
 ) -> Result<()> {
     wan.set_loss(0)?;
+    let before = sessions_before(lab)?;
     let _subject = match kind {
         Kind::OursUdp => Connected::Ours(Ours::start(lab, &opts.bin_dir, &[])?),
         Kind::OursTcp => Connected::Ours(Ours::start(
@@ -98,7 +99,7 @@ fn run_subject(
         Kind::Official => Connected::Official(Official::start(lab)?),
     };
     if kind != Kind::OursTcp {
-        wait_udp_active(lab).context("UDP acceleration never became active")?;
+        wait_udp_active(lab, &before).context("UDP acceleration never became active")?;
     }
     for loss in LOSSES {
         wan.set_loss(loss)?;
