@@ -44,7 +44,8 @@
 //! process), [`vpncmd`] (admin commands, batches), [`client`], [`certs`] (openssl), [`netns`] (namespaces,
 //! running programs in them, stale sweeping), [`command`] (programs with deadlines), [`prereq`],
 //! [`sidecar`] (this project's `softether-sidecar` pointed at a lab: `connect`/`probe` as alice, a `run`
-//! daemon with its CNI config).
+//! daemon with its CNI config), [`wan`] (an emulated WAN on the underlay for the WAN bench:
+//! [`delay_line`], tbf, nftables loss).
 //!
 //! Prerequisites are checked up front ([`prereq`]): a missing tool is an error naming its Debian package, and
 //! not being root is an error (lab tests fail, never skip).
@@ -52,6 +53,7 @@
 pub mod certs;
 pub mod client;
 pub mod command;
+pub mod delay_line;
 pub mod facts;
 pub mod farm;
 pub mod lab;
@@ -62,6 +64,9 @@ pub mod server;
 pub mod sidecar;
 pub mod topology;
 pub mod vpncmd;
+pub mod wan;
+
+mod sys;
 
 pub use certs::{ClientCert, LabCa};
 pub use client::{ClientAuth, OfficialClient};

@@ -1,8 +1,9 @@
 //! Session options against the real server (issue 12):
 //! - `--compress`: the server's SessionGet shows "Use of Compression: Yes", and a TCP transfer
 //!   through the tunnel arrives intact — first over compressed TCP blocks, then once UDP
-//!   acceleration is active (where the server sends zlib payloads flagged as compressed and we
-//!   send raw frames);
+//!   acceleration is active, both ways, where both ends send zlib payloads flagged as compressed:
+//!   the datagrams to and from the server's acceleration port carry the transfer in far fewer
+//!   bytes than its size (half of it compresses well);
 //! - `--half-connection`: SessionGet shows half-duplex mode with one uplink and one downlink
 //!   connection, and transfers both ways arrive intact.
 
@@ -103,6 +104,35 @@ fn transfer_between(
     }
 }
 
+/// The server binds its acceleration sockets in this range (`UDP_SERVER_PORT_LOWER/HIGHER`).
+const SERVER_UDP_PORTS: &str = "40000-44999";
+
+/// Counts, in the server namespace, the bytes of UDP datagrams to (`up`) and from (`down`) the
+/// acceleration ports.
+fn install_udp_byte_counters(lab: &Lab) {
+    let rules = format!(
+        "add table inet udpbytes\n\
+         add chain inet udpbytes in {{ type filter hook input priority 0; }}\n\
+         add chain inet udpbytes out {{ type filter hook output priority 0; }}\n\
+         add counter inet udpbytes up\n\
+         add counter inet udpbytes down\n\
+         add rule inet udpbytes in udp dport {SERVER_UDP_PORTS} counter name up\n\
+         add rule inet udpbytes out udp sport {SERVER_UDP_PORTS} counter name down\n"
+    );
+    common::nft::apply(lab, &lab.facts.server_ns, &rules);
+}
+
+fn udp_bytes(lab: &Lab, name: &str) -> u64 {
+    common::nft::counter(lab, &lab.facts.server_ns, "udpbytes", name, "bytes")
+}
+
+/// Runs `transfer` and returns how many bytes crossed the acceleration port in direction `name`.
+fn udp_bytes_during(lab: &Lab, name: &str, transfer: impl FnOnce()) -> u64 {
+    let before = udp_bytes(lab, name);
+    transfer();
+    udp_bytes(lab, name) - before
+}
+
 fn session_value(lab: &Lab, item: &str) -> Option<String> {
     let sessions = lab.user_sessions().expect("SessionList");
     let out = lab
@@ -112,6 +142,22 @@ fn session_value(lab: &Lab, item: &str) -> Option<String> {
         .into_iter()
         .find(|(k, _)| k == item)
         .map(|(_, v)| v)
+}
+
+/// Polls `SessionGet` until `item` reads `want` (bounded).
+fn wait_session_value(lab: &Lab, item: &str, want: &str) {
+    let start = Instant::now();
+    loop {
+        let now = session_value(lab, item);
+        if now.as_deref() == Some(want) {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(40),
+            "{item} stayed {now:?}, wanted {want}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 #[test]
@@ -129,8 +175,30 @@ fn compressed_session_transfers_intact_over_tcp_and_udp() {
     assert_eq!(sent, got, "transfer over compressed TCP blocks");
 
     client.wait_log("UDP acceleration active", Duration::from_secs(40));
-    let (sent, got) = transfer(&lab);
-    assert_eq!(sent, got, "transfer with UDP acceleration");
+    wait_session_value(&lab, "UDP Acceleration is Active", "Yes");
+    assert!(session_value(&lab, "Use of Compression")
+        .unwrap_or_default()
+        .starts_with("Yes"));
+    install_udp_byte_counters(&lab);
+    // Half the payload is random: compressed, the datagrams carry a bit more than half of it;
+    // uncompressed they would carry all of it plus headers.
+    let size = SIZE as u64;
+    let up = udp_bytes_during(&lab, "up", || {
+        let (sent, got) = transfer(&lab);
+        assert_eq!(sent, got, "upload with UDP acceleration");
+    });
+    assert!(
+        up > size / 3 && up < size * 8 / 10,
+        "upload: {up} bytes of UDP for {size} bytes of data (compressed frames over UDP)"
+    );
+    let down = udp_bytes_during(&lab, "down", || {
+        let (sent, got) = transfer_down(&lab, &client);
+        assert_eq!(sent, got, "download with UDP acceleration");
+    });
+    assert!(
+        down > size / 3 && down < size * 8 / 10,
+        "download: {down} bytes of UDP for {size} bytes of data (compressed frames inflated)"
+    );
     let log = client.log_text();
     assert_eq!(log.matches("logged in").count(), 1, "{log}");
     let status = client.stop();

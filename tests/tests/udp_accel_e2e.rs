@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::connect::{connect, must, reset_our_tcp_connection, Connect};
+use common::connect::{connect, reset_our_tcp_connection, Connect};
 use softether_lab::vpncmd::parse_table;
 use softether_lab::Lab;
 use softether_lab::LabOptions;
@@ -71,27 +71,11 @@ fn nft(lab: &Lab, rules: &str) {
 }
 
 fn nft_in(lab: &Lab, ns: &str, rules: &str) {
-    let out = lab
-        .exec_in(ns, &["sh", "-c", &format!("printf '{rules}' | nft -f -")])
-        .expect("nft");
-    assert!(
-        out.status.success(),
-        "nft: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::nft::apply(lab, ns, rules);
 }
 
 fn counter(lab: &Lab, name: &str) -> u64 {
-    let out = must(
-        &lab.facts.server_ns,
-        &["nft", "list", "counter", "inet", "udpaccel", name],
-    );
-    // "... counter big { packets 12 bytes 15000 }"
-    out.split_whitespace()
-        .skip_while(|w| *w != "packets")
-        .nth(1)
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no packet count in {out}"))
+    common::nft::counter(lab, &lab.facts.server_ns, "udpaccel", name, "packets")
 }
 
 /// Drops the acceleration datagrams on their way in, at both ends, as a firewall on the path

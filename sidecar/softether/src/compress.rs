@@ -20,6 +20,50 @@ pub fn deflate(frame: &[u8]) -> Vec<u8> {
     enc.finish().unwrap_or_default()
 }
 
+/// A reusable zlib compressor for the data path: the same stream as [`deflate`], without
+/// allocating the deflate state for every frame.
+pub struct Deflater(flate2::Compress);
+
+impl std::fmt::Debug for Deflater {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Deflater")
+    }
+}
+
+impl Default for Deflater {
+    fn default() -> Self {
+        Deflater(flate2::Compress::new(Compression::default(), true))
+    }
+}
+
+impl Deflater {
+    /// Appends `frame` as one complete zlib stream to `out` (cleared first).
+    pub fn deflate_into(&mut self, frame: &[u8], out: &mut Vec<u8>) {
+        out.clear();
+        // Stored blocks cost 5 bytes per 64 KiB plus the 6-byte zlib envelope: this always fits.
+        out.reserve(frame.len() + frame.len() / 1000 + 64);
+        self.0.reset();
+        let mut input = frame;
+        loop {
+            let before = self.0.total_in();
+            let status = self
+                .0
+                .compress_vec(input, out, flate2::FlushCompress::Finish);
+            let consumed = (self.0.total_in() - before) as usize;
+            input = &input[consumed..];
+            match status {
+                Ok(flate2::Status::StreamEnd) => return,
+                // Output full (cannot happen with the reserve above, but never loop forever).
+                Ok(_) => out.reserve(out.capacity().max(64)),
+                Err(_) => {
+                    out.clear();
+                    return;
+                }
+            }
+        }
+    }
+}
+
 /// The frame inside a zlib stream; `None` if it is corrupt, truncated, empty or longer than
 /// [`MAX_INFLATED`]. Never allocates more than that, whatever the input claims.
 pub fn inflate(block: &[u8]) -> Option<Vec<u8>> {
@@ -52,6 +96,27 @@ mod tests {
         assert!(inflate(&z[..z.len() - 3]).is_none());
         assert!(inflate(b"not zlib").is_none());
         assert!(inflate(&deflate(&[])).is_none());
+    }
+
+    #[test]
+    fn reusable_deflater_makes_the_same_streams() {
+        let mut d = Deflater::default();
+        let mut out = Vec::new();
+        for frame in [
+            (0..1514u32).map(|i| (i % 7) as u8).collect::<Vec<_>>(),
+            (0..1600u32)
+                .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+                .collect(),
+            vec![0x42; 60],
+        ] {
+            d.deflate_into(&frame, &mut out);
+            assert_eq!(
+                out,
+                deflate(&frame),
+                "byte-identical to the one-shot stream"
+            );
+            assert_eq!(inflate(&out).unwrap(), frame);
+        }
     }
 
     #[test]

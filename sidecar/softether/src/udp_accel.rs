@@ -14,8 +14,9 @@ use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
+use crate::compress::Deflater;
 use crate::prng::SplitMix64;
 use crate::udp_accel_codec::{Codec, MAX_PADDING};
 pub use crate::udp_accel_codec::{
@@ -216,6 +217,11 @@ pub struct UdpAccel {
     transmit: VecDeque<Transmit>,
     frames: VecDeque<Bytes>,
     stats: UdpAccelStats,
+    /// `Some` when the session compresses (`use_compress`): frames sent over UDP are zlib streams
+    /// with flag 1, as `UdpAccelSendBlock` sends the session's compressed blocks.
+    deflater: Option<Deflater>,
+    /// The compressed frame of the datagram being sealed (reused).
+    scratch: Vec<u8>,
 }
 
 impl UdpAccel {
@@ -302,6 +308,8 @@ impl UdpAccel {
             transmit: VecDeque::new(),
             frames: VecDeque::new(),
             stats: UdpAccelStats::default(),
+            deflater: None,
+            scratch: Vec::new(),
         })
     }
 
@@ -352,7 +360,22 @@ impl UdpAccel {
             self.stats.rejected += 1;
             return false;
         }
-        let mut buf = datagram.to_vec();
+        self.handle_datagram_owned(now, src, BytesMut::from(datagram))
+    }
+
+    /// [`handle_datagram`](Self::handle_datagram) on a buffer the caller hands over: decrypted in
+    /// place, and a raw frame is a slice of it (no copy). A receive loop that reads many
+    /// datagrams into one large buffer and splits them off gets frames without an allocation each.
+    pub fn handle_datagram_owned(
+        &mut self,
+        now: Instant,
+        src: SocketAddr,
+        mut buf: BytesMut,
+    ) -> bool {
+        if buf.len() > MAX_DATAGRAM {
+            self.stats.rejected += 1;
+            return false;
+        }
         let Some((h, payload)) = self.codec.open(&mut buf) else {
             self.stats.rejected += 1;
             return false;
@@ -372,7 +395,7 @@ impl UdpAccel {
         if payload.is_empty() {
             self.stats.keepalives_in += 1;
         } else if h.flag != 0 {
-            // Compressed sessions may send zlib payloads (flag 1); we always send raw ones.
+            // Compressed sessions send zlib payloads (flag 1): inflate, or drop and count.
             match crate::compress::inflate(&buf[payload]) {
                 Some(frame) => {
                     self.stats.frames_in += 1;
@@ -386,7 +409,7 @@ impl UdpAccel {
         } else {
             self.stats.frames_in += 1;
             self.stats.bytes_in += payload.len() as u64;
-            self.frames.push_back(Bytes::from(buf).slice(payload));
+            self.frames.push_back(buf.freeze().slice(payload));
         }
         // NAT traversal: the datagram carrying the newest peer tick names the peer's address.
         if self.last_set_src_tick < self.last_recv_your_tick {
@@ -408,25 +431,71 @@ impl UdpAccel {
         self.frames.pop_front()
     }
 
+    /// Compress every frame sent over UDP (the Welcome's `use_compress`): the payload is one zlib
+    /// stream with flag 1, as upstream sends a compressed session's blocks. Received frames are
+    /// inflated by their flag either way.
+    pub fn set_compress(&mut self, on: bool) {
+        self.deflater = on.then(Deflater::default);
+    }
+
     /// Sends `frame` over UDP if the link [is ready](Self::is_ready); otherwise returns false and
     /// the caller sends it over TCP. Empty or oversized frames are refused too.
     pub fn send_frame(&mut self, now: Instant, frame: &[u8]) -> bool {
-        if frame.is_empty() || frame.len() > MAX_FRAME || !self.is_ready(now) {
-            return false;
+        let mut datagram = Vec::new();
+        match self.send_frame_into(now, frame, &mut datagram) {
+            Some(dest) => {
+                self.transmit.push_back(Transmit {
+                    dest,
+                    payload: datagram,
+                });
+                true
+            }
+            None => false,
         }
-        let datagram = self.seal(now, frame, self.max_payload);
-        self.stats.frames_out += 1;
-        self.stats.bytes_out += frame.len() as u64;
-        self.queue(self.peer, datagram);
-        true
     }
 
-    fn seal(&mut self, now: Instant, payload: &[u8], max_size: usize) -> Vec<u8> {
+    /// [`send_frame`](Self::send_frame) for batching senders: seals the datagram into `out`
+    /// (cleared first, its capacity reused) instead of queueing it, and returns where it goes.
+    /// `None`: the frame goes over TCP.
+    pub fn send_frame_into(
+        &mut self,
+        now: Instant,
+        frame: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Option<SocketAddr> {
+        if frame.is_empty() || frame.len() > MAX_FRAME || !self.is_ready(now) {
+            return None;
+        }
+        let flag = match self.deflater.as_mut() {
+            Some(d) => {
+                d.deflate_into(frame, &mut self.scratch);
+                1
+            }
+            None => 0,
+        };
+        let payload = std::mem::take(&mut self.scratch);
+        let payload_ref: &[u8] = if flag == 1 { &payload } else { frame };
+        self.seal_into(now, payload_ref, flag, self.max_payload, out);
+        self.scratch = payload;
+        self.stats.frames_out += 1;
+        self.stats.bytes_out += frame.len() as u64;
+        self.stats.datagrams_out += 1;
+        Some(self.peer)
+    }
+
+    fn seal_into(
+        &mut self,
+        now: Instant,
+        payload: &[u8],
+        flag: u8,
+        max_size: usize,
+        out: &mut Vec<u8>,
+    ) {
         let header = Header {
             cookie: self.your_cookie,
             my_tick: self.tick(now),
             your_tick: self.last_recv_your_tick,
-            flag: 0,
+            flag,
         };
         let size = self.codec.overhead() + payload.len();
         let padding = if self.codec.pads() && size < max_size {
@@ -435,7 +504,7 @@ impl UdpAccel {
         } else {
             0
         };
-        self.codec.seal(&header, payload, padding)
+        self.codec.seal_into(&header, payload, padding, out);
     }
 
     fn queue(&mut self, dest: SocketAddr, payload: Vec<u8>) {
@@ -456,7 +525,8 @@ impl UdpAccel {
         let (lo, hi) = (self.timers.keepalive_min, self.timers.keepalive_max);
         let span = hi.saturating_sub(lo).as_millis() as u64;
         self.next_keepalive = now + lo + Duration::from_millis(self.rng.below(span));
-        let datagram = self.seal(now, &[], KEEPALIVE_MAX_SIZE);
+        let mut datagram = Vec::new();
+        self.seal_into(now, &[], 0, KEEPALIVE_MAX_SIZE, &mut datagram);
         self.stats.keepalives_out += 1;
         if let Some(alt) = self
             .alternate

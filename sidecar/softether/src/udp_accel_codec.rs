@@ -127,13 +127,28 @@ impl Codec {
 
     /// Builds one datagram; `padding` zero bytes go between payload and the v1 check bytes / the
     /// v2 tag (ignored in plaintext mode).
+    #[cfg(test)]
     pub(crate) fn seal(&mut self, h: &Header, payload: &[u8], padding: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.seal_into(h, payload, padding, &mut out);
+        out
+    }
+
+    /// [`seal`](Self::seal) into `out` (cleared first), so the data path reuses one buffer.
+    pub(crate) fn seal_into(
+        &mut self,
+        h: &Header,
+        payload: &[u8],
+        padding: usize,
+        out: &mut Vec<u8>,
+    ) {
         let padding = if self.pads() {
             padding.min(MAX_PADDING - 1)
         } else {
             0
         };
-        let mut out = Vec::with_capacity(self.overhead() + payload.len() + padding);
+        out.clear();
+        out.reserve(self.overhead() + payload.len() + padding);
         let iv_len = match self {
             Codec::Plain => 0,
             Codec::V1 { next_iv, .. } => {
@@ -172,7 +187,6 @@ impl Codec {
                 out.extend_from_slice(tag.as_ref());
             }
         }
-        out
     }
 
     /// Decrypts `datagram` in place and parses it. Returns the header and where the payload

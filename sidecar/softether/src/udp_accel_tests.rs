@@ -557,3 +557,6 @@ fn malformed_datagrams_never_panic() {
         assert!(lab.client.is_ready(lab.now), "v{version} enc={encryption}");
     }
 }
+
+#[path = "udp_accel_compress_tests.rs"]
+mod compress;

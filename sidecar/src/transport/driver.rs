@@ -168,6 +168,7 @@ pub fn spawn_tunnel<S: SessionStream>(mut est: Established<S>, seed: u64) -> Tun
     // With UDP acceleration, a UDP task takes the caller's frames first (udp_accel.rs).
     let (out_rx, udp) = udp_accel::interpose(
         est.udp.take(),
+        est.welcome.use_compress,
         out_rx,
         &in_tx,
         close_rx.clone(),

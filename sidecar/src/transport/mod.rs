@@ -32,6 +32,7 @@ pub mod proxy_lookup;
 pub(crate) mod testkit;
 pub mod tls;
 pub mod udp_accel;
+mod udp_batch;
 pub mod user_file;
 
 /// A seed for protocol padding and DHCP transaction ids; uniqueness matters, not secrecy.

@@ -19,13 +19,15 @@ use std::time::Instant;
 use bytes::Bytes;
 use ring::rand::{SecureRandom, SystemRandom};
 use softether_proto::udp_accel::{
-    unspecified_like, LinkState, UdpAccel, UdpAccelGrant, UdpAccelOffer, MAX_DATAGRAM,
+    unspecified_like, LinkState, UdpAccel, UdpAccelGrant, UdpAccelOffer,
 };
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 
-/// Frames taken from the caller per wake-up.
-const BATCH: usize = 256;
+use super::udp_batch::{RecvSlab, SendBatch, BATCH};
+
+/// Receive batches read per wake-up before timers and the caller get their turn.
+const RECV_ROUNDS: usize = 4;
 /// Consecutive receive errors after which the socket is given up (`MAX_NUM_IGNORE_ERRORS`).
 const MAX_RECV_ERRORS: u32 = 1024;
 
@@ -234,18 +236,21 @@ impl UdpRunning {
 
 /// Puts the UDP task (if the session has a channel) between the caller's outgoing frames and
 /// the TCP drivers: returns the receiver the drivers read instead of `from_caller`, and the
-/// running task. The task ends with the session (`close` or `abort`).
+/// running task. The task ends with the session (`close` or `abort`). `compress`: the session
+/// compresses (the Welcome's `use_compress`), so frames sent over UDP are compressed too.
 pub(crate) fn interpose(
     udp: Option<UdpChannel>,
+    compress: bool,
     from_caller: mpsc::Receiver<Bytes>,
     to_caller: &mpsc::Sender<Bytes>,
     close: watch::Receiver<bool>,
     abort: watch::Receiver<bool>,
     depth: usize,
 ) -> (mpsc::Receiver<Bytes>, Option<UdpRunning>) {
-    let Some(ch) = udp else {
+    let Some(mut ch) = udp else {
         return (from_caller, None);
     };
+    ch.accel.set_compress(compress);
     let (to_tcp, tcp_rx) = mpsc::channel(depth);
     let indicator = Arc::new(UdpIndicator::default());
     let io = UdpPlumbing {
@@ -266,10 +271,12 @@ async fn run(
     mut close: watch::Receiver<bool>,
     mut abort: watch::Receiver<bool>,
 ) -> Option<UdpChannel> {
-    let mut buf = vec![0u8; MAX_DATAGRAM + 1];
     let mut batch = Vec::with_capacity(BATCH);
+    let mut sends = SendBatch::default();
+    let mut slab = RecvSlab::default();
     let mut socket_ok = true;
     let mut recv_errors = 0u32;
+    let mut send_errors = 0u64;
     let mut dropped_in = 0u64;
     let mut last_mode = UdpMode::Off;
     tracing::info!(server = %ch.server, version = ch.version, cipher = ch.cipher_name(), "UDP acceleration negotiated");
@@ -298,42 +305,52 @@ async fn run(
                 }
                 let now = clock();
                 for frame in batch.drain(..) {
-                    if socket_ok && ch.accel.send_frame(now, &frame) {
-                        continue;
+                    if socket_ok {
+                        if sends.is_full() {
+                            send_errors += sends.flush(&ch.socket).await;
+                        }
+                        // Sealed straight into the batch's reused buffer: no allocation per frame.
+                        if sends.push_with(|buf| ch.accel.send_frame_into(now, &frame, buf)).is_some() {
+                            continue;
+                        }
                     }
                     if io.to_tcp.send(frame).await.is_err() {
                         break;
                     }
                 }
-                if socket_ok {
-                    flush(&mut ch).await;
+                if socket_ok && sends.len() > 0 {
+                    send_errors += sends.flush(&ch.socket).await;
                 }
             }
-            r = ch.socket.recv_from(&mut buf), if socket_ok => match r {
-                Ok((n, src)) => {
-                    recv_errors = 0;
-                    let now = clock();
-                    ch.accel.handle_datagram(now, src, &buf[..n]);
-                    // Drain what else is queued before the next round of timers: under load the
-                    // socket buffer fills faster than one datagram per wake-up empties it.
-                    for _ in 1..BATCH {
-                        match ch.socket.try_recv_from(&mut buf) {
-                            Ok((n, src)) => ch.accel.handle_datagram(now, src, &buf[..n]),
-                            Err(_) => break,
-                        };
-                    }
-                    while let Some(frame) = ch.accel.poll_frame() {
-                        if io.to_caller.try_send(frame).is_err() {
-                            dropped_in += 1;
+            r = ch.socket.readable(), if socket_ok => {
+                if let Err(e) = r {
+                    tracing::warn!("UDP acceleration off: the socket failed: {e}");
+                    socket_ok = false;
+                    continue;
+                }
+                let now = clock();
+                // Drain what is queued, a batch per system call, before the next round of timers:
+                // under load the socket buffer fills faster than one datagram per wake-up empties it.
+                for _ in 0..RECV_ROUNDS {
+                    match slab.try_recv(&ch.socket, |src, d| {
+                        ch.accel.handle_datagram_owned(now, src, d);
+                    }) {
+                        Ok(_) => recv_errors = 0,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        Err(e) => {
+                            recv_errors += 1;
+                            tracing::debug!("UDP acceleration receive error: {e}");
+                            if recv_errors >= MAX_RECV_ERRORS {
+                                tracing::warn!("UDP acceleration off after {recv_errors} receive errors: {e}");
+                                socket_ok = false;
+                            }
+                            break;
                         }
                     }
                 }
-                Err(e) => {
-                    recv_errors += 1;
-                    tracing::debug!("UDP acceleration receive error: {e}");
-                    if recv_errors >= MAX_RECV_ERRORS {
-                        tracing::warn!("UDP acceleration off after {recv_errors} receive errors: {e}");
-                        socket_ok = false;
+                while let Some(frame) = ch.accel.poll_frame() {
+                    if io.to_caller.try_send(frame).is_err() {
+                        dropped_in += 1;
                     }
                 }
             },
@@ -349,6 +366,8 @@ async fn run(
         frames_out = s.frames_out,
         keepalives_in = s.keepalives_in,
         rejected = s.rejected,
+        compressed_dropped = s.compressed_dropped,
+        send_errors,
         dropped_in,
         "UDP acceleration channel stopped"
     );

@@ -40,10 +40,12 @@ fn spawn_server(
     offer: &UdpAccelOffer,
     g: &UdpAccelGrant,
     client: SocketAddr,
+    compress: bool,
 ) -> FakeServer {
     let e = Endpoint::server_side(offer, g, client);
     let now = clock();
     let mut accel = UdpAccel::new(&e, now, now, [5; 20], 11).unwrap();
+    accel.set_compress(compress);
     let (frames_tx, frames) = mpsc::unbounded_channel();
     let (send, mut to_send) = mpsc::unbounded_channel::<Bytes>();
     let blocked = Arc::new(AtomicBool::new(false));
@@ -108,7 +110,7 @@ async fn frames_follow_the_link_state() {
     let client_addr = setup.socket.local_addr().unwrap();
     let server_socket = UdpSocket::bind((local, 0)).await.unwrap();
     let g = grant(server_socket.local_addr().unwrap().port());
-    let mut server = spawn_server(server_socket, &setup.offer, &g, client_addr);
+    let mut server = spawn_server(server_socket, &setup.offer, &g, client_addr, false);
     let channel = setup
         .accept(Some(&g), SocketAddr::new(local, 443))
         .expect("granted");
@@ -118,7 +120,15 @@ async fn frames_follow_the_link_state() {
     let (in_tx, mut in_rx) = mpsc::channel(64);
     let (close_tx, close_rx) = watch::channel(false);
     let (_abort_tx, abort_rx) = watch::channel(false);
-    let (mut tcp_rx, running) = interpose(Some(channel), caller_rx, &in_tx, close_rx, abort_rx, 64);
+    let (mut tcp_rx, running) = interpose(
+        Some(channel),
+        false,
+        caller_rx,
+        &in_tx,
+        close_rx,
+        abort_rx,
+        64,
+    );
     let running = running.expect("task");
     let ind = running.indicator.clone();
 
@@ -165,6 +175,78 @@ async fn no_grant_means_tcp_only() {
     let (in_tx, _in_rx) = mpsc::channel(1);
     let (_c, close) = watch::channel(false);
     let (_a, abort) = watch::channel(false);
-    let (_rx, ind) = interpose(None, rx, &in_tx, close, abort, 1);
+    let (_rx, ind) = interpose(None, false, rx, &in_tx, close, abort, 1);
     assert!(ind.is_none());
+}
+
+/// A frame of `len` bytes: compressible (a repeated pattern) or not (pseudo-random).
+fn big_frame(n: u16, len: usize, compressible: bool) -> Bytes {
+    let mut x = u32::from(n).wrapping_mul(2_654_435_761) | 1;
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&[0x5e, 0, 0, 0, (n >> 8) as u8, n as u8, 0x08, 0x00]);
+    f.extend((14..len).map(|i| {
+        if compressible {
+            (i % 11) as u8
+        } else {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        }
+    }));
+    Bytes::from(f)
+}
+
+#[tokio::test(start_paused = true)]
+async fn compressed_session_moves_bursts_over_udp_whole_and_in_order() {
+    let local: IpAddr = "127.0.0.1".parse().unwrap();
+    let setup = prepare(local, 2).await.expect("udp socket");
+    let client_addr = setup.socket.local_addr().unwrap();
+    let server_socket = UdpSocket::bind((local, 0)).await.unwrap();
+    let g = grant(server_socket.local_addr().unwrap().port());
+    let mut server = spawn_server(server_socket, &setup.offer, &g, client_addr, true);
+    let channel = setup.accept(Some(&g), SocketAddr::new(local, 443)).unwrap();
+    let (caller_tx, caller_rx) = mpsc::channel(256);
+    let (in_tx, mut in_rx) = mpsc::channel(256);
+    let (close_tx, close_rx) = watch::channel(false);
+    let (_abort_tx, abort_rx) = watch::channel(false);
+    let (mut tcp_rx, running) = interpose(
+        Some(channel),
+        true,
+        caller_rx,
+        &in_tx,
+        close_rx,
+        abort_rx,
+        256,
+    );
+    let running = running.unwrap();
+    wait_for_mode(&running.indicator, UdpMode::Active).await;
+    tokio::time::sleep(Duration::from_secs(11)).await; // the server's side becomes ready too
+
+    // Upload: bursts larger than one send batch, mixed sizes and compressibility.
+    for chunk in 0..6u16 {
+        let burst: Vec<Bytes> = (0..100u16)
+            .map(|i| {
+                let n = chunk * 100 + i;
+                big_frame(n, 60 + usize::from(n % 8) * 207, n % 3 != 0)
+            })
+            .collect();
+        for f in &burst {
+            caller_tx.send(f.clone()).await.unwrap();
+        }
+        for f in &burst {
+            assert_eq!(&server.frames.recv().await.unwrap(), f);
+        }
+    }
+    assert!(tcp_rx.try_recv().is_err(), "nothing fell back to TCP");
+
+    // Download: the server's compressed frames are inflated.
+    for n in 0..100u16 {
+        server.send.send(big_frame(n, 1514, n % 2 == 0)).unwrap();
+    }
+    for n in 0..100u16 {
+        assert_eq!(in_rx.recv().await.unwrap(), big_frame(n, 1514, n % 2 == 0));
+    }
+    close_tx.send(true).unwrap();
+    assert!(running.finish().await.is_some());
 }

@@ -273,17 +273,7 @@ pub fn reset_our_tcp_connection(lab: &Lab) {
          add chain inet cut out {{ type filter hook output priority 0; }}\n\
          add rule inet cut out tcp sport {port} reject with tcp reset\n"
     );
-    let nft = lab
-        .exec_in(
-            &lab.facts.client_ns,
-            &["sh", "-c", &format!("printf '{rules}' | nft -f -")],
-        )
-        .expect("nft");
-    assert!(
-        nft.status.success(),
-        "{}",
-        String::from_utf8_lossy(&nft.stderr)
-    );
+    super::nft::apply(lab, &lab.facts.client_ns, &rules);
 }
 
 /// The local port of our established TCP connection to the server.

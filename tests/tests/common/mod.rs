@@ -6,6 +6,7 @@ pub mod cni_lab;
 pub mod connect;
 pub mod containerd;
 pub mod ipv6_lab;
+pub mod nft;
 pub mod observe;
 pub mod podman;
 pub mod session;
