@@ -120,15 +120,10 @@ fn main() -> ExitCode {
     // One session (connect, probe) is I/O-bound and fits one thread: a current-thread runtime
     // saves the worker threads, their stacks and their malloc arenas (several MB of RSS under
     // load) at no measured throughput cost. The daemon serves many pods: two workers.
-    let workers = match cli.command {
-        Command::Run(_) => 2,
-        _ => 1,
-    };
-    softether_sidecar::memory::limit_arenas(workers);
     let mut builder = match cli.command {
         Command::Run(_) => {
             let mut b = tokio::runtime::Builder::new_multi_thread();
-            b.worker_threads(workers);
+            b.worker_threads(2);
             b
         }
         _ => tokio::runtime::Builder::new_current_thread(),

@@ -1,5 +1,5 @@
 //! The only `unsafe` in this crate: receiving file descriptors as SCM_RIGHTS ancillary data on
-//! the control socket and taking ownership of them; glibc's malloc tuning (`crate::memory`).
+//! the control socket and taking ownership of them; returning free heap pages to the kernel (`crate::memory`).
 #![allow(unsafe_code)]
 
 use std::io;
@@ -72,16 +72,6 @@ pub fn recv_with_fds(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize,
         ));
     }
     Ok((n as usize, fds))
-}
-
-/// `mallopt(M_ARENA_MAX, max)`: at most `max` glibc malloc arenas for the whole process
-/// (glibc's default is 8 per core, one more each time a thread finds the others locked).
-/// Returns whether glibc accepted it.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-pub fn set_malloc_arena_max(max: i32) -> bool {
-    // SAFETY: mallopt only changes glibc's allocator parameters; M_ARENA_MAX takes any
-    // positive count and is safe to set at any time (it bounds arenas created later).
-    unsafe { libc::mallopt(libc::M_ARENA_MAX, max) == 1 }
 }
 
 /// `malloc_trim(0)`: returns the free pages of every glibc arena to the kernel (the top of
