@@ -8,6 +8,7 @@
 //!   state directory, CHECK's verifier.
 //! - [`observe`]: metrics, health and readiness over HTTP, and lease hooks, all read from the
 //!   engines' status.
+//! - [`memory`]: allocator housekeeping (free heap pages returned after a session ends).
 //! - [`cmd`]: the subcommands (`probe`, `connect`, `run`, `status`) with their flags.
 //!
 //! The binary `softether-sidecar` (src/main.rs) parses flags and dispatches to [`cmd`].
@@ -15,5 +16,6 @@
 pub mod cmd;
 pub mod daemon;
 pub mod engine;
+pub mod memory;
 pub mod observe;
 pub mod transport;

@@ -228,6 +228,32 @@ pub fn complete_checksum(frame: &mut [u8], hdr: &VnetHdr) -> Result<(), OffloadE
     Ok(())
 }
 
+/// Where [`segment_into`] builds its wire frames: each one is appended to the buffer's pending
+/// bytes (after [`begin`](SegmentBuf::begin) emptied them), fixed in place, then taken by the
+/// caller's `emit`. The bridge implements it over its uplink arena so a segment is written
+/// once, straight where it is sent from (one copy from the TAP read, not two).
+pub trait SegmentBuf {
+    /// Starts a frame of `len` bytes: the pending bytes become empty, with room for `len`.
+    fn begin(&mut self, len: usize);
+    /// Appends to the frame being built.
+    fn append(&mut self, bytes: &[u8]);
+    /// The frame being built.
+    fn pending(&mut self) -> &mut [u8];
+}
+
+impl SegmentBuf for Vec<u8> {
+    fn begin(&mut self, len: usize) {
+        self.clear();
+        self.reserve(len);
+    }
+    fn append(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+    fn pending(&mut self) -> &mut [u8] {
+        self
+    }
+}
+
 /// Turns one frame read from an `IFF_VNET_HDR` TAP (header stripped, given as `hdr`) into wire
 /// frames: a plain frame passes through (its checksum completed if the kernel left it
 /// partial); a TCP GSO frame is cut into segments of `gso_size` payload bytes with their own IP
@@ -239,19 +265,29 @@ pub fn segment(
     scratch: &mut Vec<u8>,
     mut emit: impl FnMut(&[u8]),
 ) -> Result<usize, OffloadError> {
+    segment_into(frame, hdr, scratch, |seg| emit(seg.as_slice()))
+}
+
+/// [`segment`] building every frame in `out` (each copied exactly once from `frame`) and
+/// handing `out` to `emit` once the frame is complete: `emit` takes it from
+/// [`SegmentBuf::pending`].
+pub fn segment_into<B: SegmentBuf>(
+    frame: &[u8],
+    hdr: &VnetHdr,
+    out: &mut B,
+    mut emit: impl FnMut(&mut B),
+) -> Result<usize, OffloadError> {
     if frame.len() > MAX_SUPER_FRAME {
         return Err(OffloadError::Malformed("frame larger than 64 KiB"));
     }
     let gso = hdr.gso_type & !GSO_ECN;
     if gso == GSO_NONE {
+        out.begin(frame.len());
+        out.append(frame);
         if hdr.flags & F_NEEDS_CSUM != 0 {
-            scratch.clear();
-            scratch.extend_from_slice(frame);
-            complete_checksum(scratch, hdr)?;
-            emit(scratch);
-        } else {
-            emit(frame);
+            complete_checksum(out.pending(), hdr)?;
         }
+        emit(out);
         return Ok(1);
     }
     if gso != GSO_TCPV4 && gso != GSO_TCPV6 {
@@ -272,10 +308,10 @@ pub fn segment(
     let payload = &frame[l.payload..];
     if payload.len() <= mss {
         // One segment: only the checksums need finishing.
-        scratch.clear();
-        scratch.extend_from_slice(frame);
-        finish_segment(scratch, &l, 0, 0);
-        emit(scratch);
+        out.begin(frame.len());
+        out.append(frame);
+        finish_segment(out.pending(), &l, 0, 0);
+        emit(out);
         return Ok(1);
     }
     let headers = &frame[..l.payload];
@@ -283,9 +319,9 @@ pub fn segment(
     let mut count = 0;
     for (i, chunk) in payload.chunks(mss).enumerate() {
         let last = (i + 1) * mss >= payload.len();
-        scratch.clear();
-        scratch.extend_from_slice(headers);
-        scratch.extend_from_slice(chunk);
+        out.begin(headers.len() + chunk.len());
+        out.append(headers);
+        out.append(chunk);
         // FIN and PSH belong to the last segment only, CWR to the first.
         let mut f = flags;
         if !last {
@@ -294,9 +330,10 @@ pub fn segment(
         if i > 0 {
             f &= !TCP_CWR;
         }
-        scratch[l.tcp + 13] = f;
-        finish_segment(scratch, &l, i * mss, i as u16);
-        emit(scratch);
+        let seg = out.pending();
+        seg[l.tcp + 13] = f;
+        finish_segment(seg, &l, i * mss, i as u16);
+        emit(out);
         count += 1;
     }
     Ok(count)

@@ -259,6 +259,14 @@ impl AsyncTap {
             .await
     }
 
+    /// Waits until a frame is queued, without reading it (then [`AsyncTap::try_recv`]): the
+    /// caller needs no read buffer while the TAP is idle.
+    pub async fn readable(&self) -> io::Result<()> {
+        // Dropping the guard keeps the readiness: the next `try_recv` reads, and a
+        // `WouldBlock` there clears it.
+        self.fd.readable().await.map(drop)
+    }
+
     /// Read one frame if one is queued, without waiting: `Err(WouldBlock)` when empty. Use
     /// after [`AsyncTap::recv`] to drain a burst in one wakeup.
     pub fn try_recv(&self, buf: &mut [u8]) -> io::Result<usize> {

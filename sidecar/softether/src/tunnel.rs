@@ -110,7 +110,8 @@ impl Tunnel {
         let mut t = Tunnel {
             timeout,
             rng: SplitMix64::new(seed),
-            recv_buf: BytesMut::with_capacity(64 * 1024),
+            // Grown by `recv_buffer` as reads need it: an idle tunnel holds only a few KiB.
+            recv_buf: BytesMut::new(),
             recv: Recv::Record,
             frames: VecDeque::new(),
             failed: None,
@@ -159,6 +160,35 @@ impl Tunnel {
             self.last_receive = self.last_receive.max(now);
         }
         self.recv_buf.extend_from_slice(data);
+        let result = self.decode();
+        if let Err(e) = &result {
+            self.failed = Some(e.clone());
+            self.recv_buf = BytesMut::new();
+        }
+        result
+    }
+
+    /// The receive buffer with at least `room` free bytes at its end, for reading the stream
+    /// straight into it (then [`handle_received`](Self::handle_received)): no copy through a
+    /// separate read buffer. When nothing is buffered, a buffer much larger than `room` (from
+    /// a burst) is given back, so a quiet tunnel holds about `room` bytes.
+    pub fn recv_buffer(&mut self, room: usize) -> &mut BytesMut {
+        if self.recv_buf.is_empty() && self.recv_buf.capacity() > 2 * room {
+            self.recv_buf = BytesMut::new();
+        }
+        self.recv_buf.reserve(room);
+        &mut self.recv_buf
+    }
+
+    /// Decodes the `n` bytes just read into [`recv_buffer`](Self::recv_buffer), like
+    /// [`handle_input`](Self::handle_input) with those bytes.
+    pub fn handle_received(&mut self, now: Instant, n: usize) -> Result<(), TunnelError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        if n > 0 {
+            self.last_receive = self.last_receive.max(now);
+        }
         let result = self.decode();
         if let Err(e) = &result {
             self.failed = Some(e.clone());

@@ -240,3 +240,47 @@ fn half_connection_directions() {
     assert!(tx_only.poll_transmit(later).is_some());
     assert!(tx_only.handle_timeout(now + T * 10).is_ok());
 }
+
+/// Feeds `bytes` the way the driver does: straight into `recv_buffer`, in reads of `chunk`.
+fn feed_in_place(t: &mut Tunnel, now: Instant, bytes: &[u8], chunk: usize) {
+    for part in bytes.chunks(chunk) {
+        let buf = t.recv_buffer(chunk);
+        assert!(buf.capacity() - buf.len() >= chunk, "room was made");
+        buf.extend_from_slice(part);
+        t.handle_received(now, part.len()).unwrap();
+    }
+}
+
+#[test]
+fn reading_into_the_receive_buffer_decodes_like_handle_input() {
+    let now = Instant::now();
+    let mut t = Tunnel::new(now, T, 1);
+    let frames: Vec<Vec<u8>> = (0..40).map(|i| frame(i, 60 + 37 * i)).collect();
+    // Odd read sizes split length fields and frames across reads.
+    feed_in_place(&mut t, now, &records(&frames), 777);
+    assert_eq!(drain(&mut t), frames);
+    assert_eq!(t.stats().frames_in, 40);
+}
+
+#[test]
+fn an_idle_receive_buffer_shrinks_back_to_the_room_asked_for() {
+    let now = Instant::now();
+    let mut t = Tunnel::new(now, T, 1);
+    let frames: Vec<Vec<u8>> = (0..40).map(|i| frame(i, 1514)).collect();
+    feed_in_place(&mut t, now, &records(&frames), 64 * 1024);
+    assert_eq!(drain(&mut t).len(), 40);
+    // Everything was decoded and the frames are gone: a quiet read needs only a little room.
+    let buf = t.recv_buffer(4096);
+    assert!(buf.capacity() < 16 * 1024, "capacity {}", buf.capacity());
+}
+
+#[test]
+fn a_broken_stream_read_in_place_keeps_failing() {
+    let now = Instant::now();
+    let mut t = Tunnel::new(now, T, 1);
+    let mut bad = 1u32.to_be_bytes().to_vec();
+    bad.extend_from_slice(&(MAX_BLOCK + 1).to_be_bytes());
+    t.recv_buffer(64).extend_from_slice(&bad);
+    assert!(t.handle_received(now, bad.len()).is_err());
+    assert!(t.handle_received(now, 0).is_err(), "the tunnel is dead");
+}

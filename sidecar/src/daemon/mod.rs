@@ -22,7 +22,7 @@ pub mod ipv6;
 pub mod netns_watch;
 pub mod registry;
 pub mod session;
-mod sys;
+pub(crate) mod sys;
 pub mod verify;
 
 use std::path::{Path, PathBuf};

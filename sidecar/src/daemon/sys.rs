@@ -1,5 +1,5 @@
 //! The only `unsafe` in this crate: receiving file descriptors as SCM_RIGHTS ancillary data on
-//! the control socket and taking ownership of them.
+//! the control socket and taking ownership of them; returning free heap pages to the kernel (`crate::memory`).
 #![allow(unsafe_code)]
 
 use std::io;
@@ -72,4 +72,12 @@ pub fn recv_with_fds(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize,
         ));
     }
     Ok((n as usize, fds))
+}
+
+/// `malloc_trim(0)`: returns the free pages of every glibc arena to the kernel (the top of
+/// each heap and whole free pages inside it). Returns whether any memory was released.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+pub fn malloc_trim() -> bool {
+    // SAFETY: malloc_trim takes the allocator's own locks; it has no preconditions.
+    unsafe { libc::malloc_trim(0) == 1 }
 }

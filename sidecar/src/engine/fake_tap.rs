@@ -13,6 +13,8 @@ use super::bridge::FramePort;
 /// The engine's side.
 pub struct FakeTap {
     from_pod: Mutex<mpsc::Receiver<Bytes>>,
+    /// A frame `readable` took off the channel, for the next `try_recv`.
+    peeked: std::sync::Mutex<Option<Bytes>>,
     to_pod: mpsc::Sender<Bytes>,
     /// With a header mode, the pod sends and receives frames behind a `virtio_net_hdr`, like
     /// the kernel on an offload TAP.
@@ -37,6 +39,7 @@ pub fn fake_tap_with(depth: usize, offload: TapOffload) -> (FakeTap, Pod) {
     (
         FakeTap {
             from_pod: Mutex::new(from_pod),
+            peeked: std::sync::Mutex::new(None),
             to_pod,
             offload,
         },
@@ -58,12 +61,20 @@ fn gone() -> io::Error {
 }
 
 impl FramePort for FakeTap {
-    async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        let frame = self.from_pod.lock().await.recv().await.ok_or_else(gone)?;
-        Ok(copy(frame, buf))
+    async fn readable(&self) -> io::Result<()> {
+        let mut rx = self.from_pod.lock().await;
+        if self.peeked.lock().map_err(|_| gone())?.is_some() {
+            return Ok(());
+        }
+        let frame = rx.recv().await.ok_or_else(gone)?;
+        *self.peeked.lock().map_err(|_| gone())? = Some(frame);
+        Ok(())
     }
 
     fn try_recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(frame) = self.peeked.lock().map_err(|_| gone())?.take() {
+            return Ok(copy(frame, buf));
+        }
         let mut rx = self
             .from_pod
             .try_lock()

@@ -1,57 +1,88 @@
 //! The bridge's side of the TAP offloads ([`netcfg::offload`]): what changes when every TAP
 //! read and write carries a `virtio_net_hdr`.
 //!
-//! Upload: one read returns a TCP super-frame of up to 64 KiB; [`netcfg::offload::segment`]
-//! cuts it into wire frames (the server expects ordinary Ethernet frames), copied into one
-//! shared arena so a burst costs one allocation per `ARENA` bytes, not one per frame.
+//! Upload: one read returns a TCP super-frame of up to 64 KiB; [`netcfg::offload::segment_into`]
+//! cuts it into wire frames (the server expects ordinary Ethernet frames), each written once,
+//! straight into one shared arena, so a burst costs one allocation per `ARENA` bytes, not one
+//! per frame, and one copy per byte from the TAP read.
 //! Download: a batch of tunnel frames goes through a [`Coalescer`], so consecutive in-order
 //! segments of one TCP flow cost one TAP write instead of one each. Measured with
 //! `tests/bench` (README, "Performance"): the syscalls per GB, not the crypto, were the cost.
+//!
+//! Memory: the 64 KiB read buffer and the batch buffers exist only while frames flow; an idle
+//! session gives them back ([`UplinkCutter::release`], [`DownlinkBatch::release`]), which is
+//! what keeps an idle CNI attachment small (README, "Performance": daemon RSS per attachment).
 
 use std::io;
 
 use bytes::{Bytes, BytesMut};
-use netcfg::offload::{self, Coalescer, VnetHdr, MAX_SUPER_FRAME, VNET_HDR_LEN};
+use netcfg::offload::{self, Coalescer, SegmentBuf, VnetHdr, MAX_SUPER_FRAME, VNET_HDR_LEN};
 use netcfg::TapOffload;
 
 /// Uplink arena: refilled when a segment no longer fits. A chunk is freed only when every frame
 /// cut from it has been sent.
 const ARENA: usize = 64 * 1024;
 
-/// The uplink's buffers for a TAP with a `virtio_net_hdr`, allocated once per session.
+/// The uplink's buffers for a TAP with a `virtio_net_hdr`, allocated when frames arrive and
+/// released when the TAP goes idle.
 pub struct UplinkCutter {
-    /// One read: the header and a super-frame.
+    /// One read: the header and a super-frame (empty while released).
     read: Vec<u8>,
-    /// One segment being built by [`offload::segment`].
-    scratch: Vec<u8>,
-    arena: BytesMut,
+    arena: Arena,
     /// The largest wire frame the tunnel may carry (MTU + Ethernet + VLAN).
     max_frame: usize,
     /// Frames dropped: malformed offload headers, or segments over `max_frame`.
     pub dropped: u64,
 }
 
+/// Where segments are built: the unsent tail of a shared chunk; a finished segment is split
+/// off as its own `Bytes`.
+struct Arena(BytesMut);
+
+impl SegmentBuf for Arena {
+    fn begin(&mut self, len: usize) {
+        // Whatever is pending is a dropped segment; after `split` nothing is.
+        self.0.clear();
+        if self.0.capacity() < len {
+            self.0 = BytesMut::with_capacity(ARENA.max(len));
+        }
+    }
+    fn append(&mut self, bytes: &[u8]) {
+        self.0.extend_from_slice(bytes);
+    }
+    fn pending(&mut self) -> &mut [u8] {
+        &mut self.0
+    }
+}
+
 impl UplinkCutter {
     pub fn new(max_frame: usize) -> UplinkCutter {
         UplinkCutter {
-            read: vec![0; VNET_HDR_LEN + MAX_SUPER_FRAME],
-            scratch: Vec::with_capacity(max_frame),
-            arena: BytesMut::new(),
+            read: Vec::new(),
+            arena: Arena(BytesMut::new()),
             max_frame,
             dropped: 0,
         }
     }
 
-    /// Where the next TAP read goes.
+    /// Where the next TAP read goes (allocated here after a [`release`](Self::release)).
     pub fn read_buf(&mut self) -> &mut [u8] {
+        if self.read.is_empty() {
+            self.read = vec![0; VNET_HDR_LEN + MAX_SUPER_FRAME];
+        }
         &mut self.read
+    }
+
+    /// Gives the read buffer and the arena's unused tail back (the TAP is idle).
+    pub fn release(&mut self) {
+        self.read = Vec::new();
+        self.arena = Arena(BytesMut::new());
     }
 
     /// Cuts the `n` bytes just read into wire frames appended to `out`.
     pub fn cut(&mut self, n: usize, out: &mut Vec<Bytes>) {
         let UplinkCutter {
             read,
-            scratch,
             arena,
             max_frame,
             dropped,
@@ -65,17 +96,14 @@ impl UplinkCutter {
             }
         };
         let frame = &read[VNET_HDR_LEN..];
-        let emitted = offload::segment(frame, &hdr, scratch, |seg| {
-            if seg.len() > *max_frame {
-                // Only a TAP MTU above the tunnel's would produce these: drop like a NIC.
+        let emitted = offload::segment_into(frame, &hdr, arena, |arena| {
+            if arena.0.len() > *max_frame {
+                // Only a TAP MTU above the tunnel's would produce these: drop like a NIC (the
+                // next `begin` discards the bytes).
                 *dropped += 1;
                 return;
             }
-            if arena.capacity() < seg.len() {
-                *arena = BytesMut::with_capacity(ARENA.max(seg.len()));
-            }
-            arena.extend_from_slice(seg);
-            out.push(arena.split().freeze());
+            out.push(arena.0.split().freeze());
         });
         if let Err(e) = emitted {
             *dropped += 1;
@@ -165,6 +193,12 @@ impl DownlinkBatch {
         let i = i - self.plain.len();
         let start = if i == 0 { 0 } else { self.ends[i - 1] };
         &self.arena[start..self.ends[i]]
+    }
+
+    /// Gives every buffer back (the tunnel is idle): the next batch allocates what it needs.
+    pub fn release(&mut self) {
+        debug_assert!(self.is_empty(), "release between batches only");
+        *self = DownlinkBatch::new(self.mode);
     }
 
     /// Forgets the written batch, keeping the buffers unless a burst grew them.
@@ -259,6 +293,74 @@ mod tests {
         }
         batch.clear();
         assert!(batch.is_empty());
+    }
+
+    /// A TSO super-frame of `segments` × 1448 payload bytes, as the pod's kernel hands it over.
+    fn super_frame(cutter: &mut UplinkCutter, segments: u32) -> usize {
+        let frame = tcp_segment(0, 1448 * segments as usize);
+        let hdr = VnetHdr {
+            gso_type: offload::GSO_TCPV4,
+            gso_size: 1448,
+            ..VnetHdr::default()
+        };
+        cutter.read_buf()[..VNET_HDR_LEN].copy_from_slice(&hdr.to_bytes());
+        cutter.read_buf()[VNET_HDR_LEN..VNET_HDR_LEN + frame.len()].copy_from_slice(&frame);
+        VNET_HDR_LEN + frame.len()
+    }
+
+    #[test]
+    fn segments_are_consecutive_slices_of_one_arena_chunk() {
+        let mut cutter = UplinkCutter::new(1518);
+        let n = super_frame(&mut cutter, 30);
+        let mut out = Vec::new();
+        cutter.cut(n, &mut out);
+        assert_eq!(out.len(), 30);
+        // Built in place: each frame starts where the previous one ended (no per-frame
+        // allocation, no scratch copy), until the 64 KiB chunk is full.
+        let in_first_chunk = (ARENA / out[0].len()).min(out.len());
+        for pair in out[..in_first_chunk].windows(2) {
+            assert_eq!(
+                pair[0].as_ptr().wrapping_add(pair[0].len()),
+                pair[1].as_ptr()
+            );
+        }
+        for (i, seg) in out.iter().enumerate() {
+            assert_eq!(&seg[54..], &tcp_segment(1448 * i as u32, 1448)[54..]);
+        }
+    }
+
+    #[test]
+    fn a_released_cutter_keeps_sent_frames_intact_and_reallocates_on_demand() {
+        let mut cutter = UplinkCutter::new(1518);
+        let n = super_frame(&mut cutter, 3);
+        let mut out = Vec::new();
+        cutter.cut(n, &mut out);
+        cutter.release();
+        assert!(
+            cutter.read.is_empty(),
+            "the 64 KiB read buffer is given back"
+        );
+        assert_eq!(cutter.arena.0.capacity(), 0);
+        // Frames cut before the release still own their bytes.
+        assert_eq!(&out[2][54..], &tcp_segment(2 * 1448, 1448)[54..]);
+        let n = super_frame(&mut cutter, 2);
+        cutter.cut(n, &mut out);
+        assert_eq!(out.len(), 5);
+        assert_eq!(cutter.dropped, 0);
+    }
+
+    #[test]
+    fn a_released_downlink_batch_starts_empty_and_works_again() {
+        let mut batch = DownlinkBatch::new(TapOffload::Offload);
+        let frames: Vec<Bytes> = (0..4).map(|i| tcp_segment(i * 1448, 1448).into()).collect();
+        frames.iter().for_each(|f| batch.push(f));
+        batch.finish();
+        batch.clear();
+        batch.release();
+        assert_eq!(batch.arena.capacity(), 0);
+        frames.iter().for_each(|f| batch.push(f));
+        batch.finish();
+        assert_eq!(batch.len(), 1);
     }
 
     #[test]

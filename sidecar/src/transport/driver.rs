@@ -28,6 +28,12 @@ use crate::transport::udp_accel::{self, UdpChannel, UdpIndicator, UdpMode, UdpRu
 const CHANNEL_DEPTH: usize = 256;
 /// Upper bound of frames pulled from the outgoing channel into one batch.
 const MAX_BATCH_FRAMES: usize = 512;
+/// Room for one stream read while the connection is quiet (keep-alives, ARP, pings): an idle
+/// connection holds about this much (it held a 64 KiB read buffer plus the tunnel's before).
+const READ_ROOM_QUIET: usize = 4 * 1024;
+/// Room once reads fill the quiet room (bulk transfer). One TLS record carries at most 16 KiB
+/// of plaintext, which is about what one read returns from the TLS stream.
+const READ_ROOM_BULK: usize = 16 * 1024 + 1024;
 
 /// Why the tunnel ended.
 #[derive(Debug, thiserror::Error)]
@@ -303,7 +309,10 @@ impl<S: SessionStream> Driver<S> {
                 .handle_input(now(), &leftover)
                 .map_err(protocol)?;
         }
-        let mut buf = vec![0u8; 64 * 1024];
+        // Reads go straight into the tunnel's receive buffer: TLS plaintext is copied once
+        // there, and frames are zero-copy slices of it up to the TAP write.
+        let mut room = READ_ROOM_QUIET;
+        let mut outgoing = Vec::new();
         let mut outgoing_open = self.out_rx.is_some();
         let shared_out = self.out_rx.clone();
         loop {
@@ -329,21 +338,20 @@ impl<S: SessionStream> Driver<S> {
             });
             let deadline = tokio::time::Instant::from_std(self.tunnel.poll_timeout());
             tokio::select! {
-                read = self.stream.read(&mut buf) => {
+                read = self.stream.read_buf(self.tunnel.recv_buffer(room)) => {
                     let n = read.map_err(io)?;
                     if n == 0 {
                         return Err(TunnelExit::ServerClosed { addr });
                     }
-                    self.tunnel.handle_input(now(), &buf[..n]).map_err(protocol)?;
+                    room = if n >= READ_ROOM_QUIET { READ_ROOM_BULK } else { READ_ROOM_QUIET };
+                    self.tunnel.handle_received(now(), n).map_err(protocol)?;
                 }
-                batch = next_batch(shared_out.as_deref()), if outgoing_open => match batch {
-                    Some(frames) => {
-                        for frame in &frames {
-                            self.tunnel.queue_frame(frame);
-                        }
+                open = next_batch(shared_out.as_deref(), &mut outgoing), if outgoing_open => {
+                    for frame in outgoing.drain(..) {
+                        self.tunnel.queue_frame(&frame);
                     }
-                    None => outgoing_open = false,
-                },
+                    outgoing_open = open;
+                }
                 _ = tokio::time::sleep_until(deadline) => {
                     self.tunnel.handle_timeout(now()).map_err(|e| match e {
                         TunnelError::Timeout { idle } => TunnelExit::Timeout { addr, idle },
@@ -364,12 +372,20 @@ impl<S: SessionStream> Driver<S> {
     }
 }
 
-/// Takes the next batch of outgoing frames from the shared queue: waits for one, then drains
-/// what is already queued (up to [`MAX_BATCH_FRAMES`]). `None` once the sender is gone.
-async fn next_batch(shared: Option<&Mutex<mpsc::Receiver<Bytes>>>) -> Option<Vec<Bytes>> {
-    let mut rx = shared?.lock().await;
-    let first = rx.recv().await?;
-    let mut frames = Vec::with_capacity(16);
+/// Takes the next batch of outgoing frames from the shared queue into `frames` (empty, reused
+/// so a batch costs no allocation): waits for one, then drains what is already queued (up to
+/// [`MAX_BATCH_FRAMES`]). `false` once the sender is gone.
+async fn next_batch(
+    shared: Option<&Mutex<mpsc::Receiver<Bytes>>>,
+    frames: &mut Vec<Bytes>,
+) -> bool {
+    let Some(shared) = shared else {
+        return false;
+    };
+    let mut rx = shared.lock().await;
+    let Some(first) = rx.recv().await else {
+        return false;
+    };
     frames.push(first);
     while frames.len() < MAX_BATCH_FRAMES {
         match rx.try_recv() {
@@ -377,7 +393,7 @@ async fn next_batch(shared: Option<&Mutex<mpsc::Receiver<Bytes>>>) -> Option<Vec
             Err(_) => break,
         }
     }
-    Some(frames)
+    true
 }
 
 /// Resolves once the caller asked to close (or dropped the handle) or the supervisor aborted.
