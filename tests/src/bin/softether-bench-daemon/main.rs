@@ -12,13 +12,13 @@
 
 use std::fs;
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
-use softether_lab::netns::{self, KillOnDrop, Netns};
+use softether_lab::netns::{self, Netns};
 use softether_lab::{command, Lab, LabOptions};
 
 mod report;
@@ -127,41 +127,6 @@ impl Plugin {
     }
 }
 
-struct Daemon {
-    process: KillOnDrop,
-    socket: PathBuf,
-}
-
-fn start_daemon(lab: &Lab, bin_dir: &Path, dir: &Path) -> Result<Daemon> {
-    let socket = dir.join("sidecar.sock");
-    let log = fs::File::create(dir.join("daemon.log"))?;
-    let bin = bin_dir.join("softether-sidecar");
-    let state = dir.join("state");
-    let mut cmd = netns::command_in(
-        &lab.facts.client_ns,
-        &[
-            bin.to_str().context("path")?,
-            "run",
-            "--socket",
-            socket.to_str().context("path")?,
-            "--state-dir",
-            state.to_str().context("path")?,
-        ],
-    );
-    cmd.stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log);
-    let process = netns::spawn_command(cmd)?;
-    let until = Instant::now() + Duration::from_secs(20);
-    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-        if Instant::now() >= until {
-            bail!("the daemon did not listen on {}", socket.display());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok(Daemon { process, socket })
-}
-
 /// Waits (bounded) until the daemon's fd count is back to `fds`, then a little more for the
 /// session tasks to finish freeing.
 fn settle(pid: u32, fds: usize) {
@@ -226,22 +191,16 @@ fn run(o: &Options) -> Result<()> {
         ..LabOptions::default()
     })?;
     let f = &lab.facts;
-    let dir = f.dir.join("bench-daemon");
-    fs::create_dir_all(&dir)?;
-    let password_file = dir.join("alice.pass");
-    fs::write(&password_file, format!("{}\n", f.alice.password))?;
-    let daemon = start_daemon(&lab, &o.bin_dir, &dir)?;
+    let daemon =
+        softether_lab::sidecar::start_daemon(&lab, &o.bin_dir, &f.dir.join("bench-daemon"))?;
     let pid = daemon.process.id();
+    let mut config = daemon.config.clone();
+    // 100 attachments log in back to back on a busy machine: more room than the shared 60 s.
+    config["timeout"] = json!(90);
     let plugin = Plugin {
         path: o.bin_dir.join("softether"),
         client_ns: f.client_ns.clone(),
-        config: json!({
-            "cniVersion": "1.0.0", "name": "vpnnet", "type": "softether",
-            "server": f.server_ip.to_string(), "port": f.port, "hub": f.hub, "user": f.alice.name,
-            "passwordFile": password_file, "insecure": true,
-            "sidecarSocket": daemon.socket, "stateDir": dir.join("state"), "timeout": 90
-        })
-        .to_string(),
+        config: config.to_string(),
     };
     std::thread::sleep(Duration::from_secs(1));
     let base_fds = open_fds(pid);

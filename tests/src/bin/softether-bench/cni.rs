@@ -1,6 +1,5 @@
 //! CNI ADD latency and the daemon's memory (plugin + `softether-sidecar run`).
 
-use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -11,7 +10,7 @@ use softether_lab::netns::{self, Netns};
 use softether_lab::Lab;
 
 use crate::procfs::status_kb;
-use crate::{POLL, TAP};
+use crate::TAP;
 
 pub(crate) const CNI_CYCLES: usize = 10;
 pub(crate) const CNI_ATTACHMENTS: usize = 10;

@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use softether_lab::netns::{self, KillOnDrop};
 use softether_lab::vpncmd::parse_table;
 use softether_lab::{ClientAuth, Lab, OfficialClient};
