@@ -4,7 +4,12 @@
 //!
 //! Run as root, after building release binaries (`tests/bench` does both):
 //! `cargo run --release -p softether-lab --bin softether-bench [-- --skip-official --skip-cni
-//! --skip-no-offload --securenat-nat --bin-dir DIR]`.
+//! --skip-no-offload --securenat-nat --runs N --bin-dir DIR]`.
+//!
+//! `--runs N` (default 3) rounds in which the subjects take turns; each cell is the median (min–max)
+//! of the rounds, and a last column divides our default client's median by the official client's.
+//! Every subject runs iperf3 with 1 and with 4 streams each way; the lab's `vpnserver` CPU per GB
+//! and utilisation during each run show when the server, not the client, is the bottleneck.
 //!
 //! Our client is measured twice: with the TAP offloads (the default) and with `--no-offload`.
 //! `--securenat-nat` turns SecureNAT's NAT on in the hub (what `SecureNatEnable` gives an
@@ -34,8 +39,8 @@ use anyhow::{bail, Context, Result};
 use softether_lab::{Lab, LabOptions};
 
 use crate::cni::measure_cni;
-use crate::measure::measure;
-use crate::output::print_table;
+use crate::measure::{measure, Numbers};
+use crate::output::{print_cni, print_table, Column};
 use crate::subjects::{sessions_before, wait_udp_active, Official, Ours};
 
 /// Static address for the official client's NIC: in the hub subnet, outside the DHCP pool (.10–.99).
@@ -52,6 +57,43 @@ pub(crate) struct Options {
     udp: bool,
     wan: bool,
     pub(crate) wan_runs: usize,
+    runs: usize,
+}
+
+/// The clients the default bench compares, in the order they take turns.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Ours,
+    NoOffload,
+    Udp,
+    Official,
+}
+
+impl Kind {
+    fn header(self) -> &'static str {
+        match self {
+            Kind::Ours => "ours (`softether-sidecar connect`)",
+            Kind::NoOffload => "ours, `--no-offload`",
+            Kind::Udp => "ours, UDP acceleration active",
+            Kind::Official => "official `vpnclient`",
+        }
+    }
+
+    fn measure(self, lab: &Lab, opts: &Options) -> Result<Numbers> {
+        match self {
+            Kind::Ours => measure(lab, |lab| Ours::start(lab, &opts.bin_dir, &[])),
+            Kind::NoOffload => measure(lab, |lab| {
+                Ours::start(lab, &opts.bin_dir, &["--no-offload"])
+            }),
+            Kind::Udp => measure(lab, |lab| {
+                let before = sessions_before(lab)?;
+                let ours = Ours::start(lab, &opts.bin_dir, &[])?;
+                wait_udp_active(lab, &before)?;
+                Ok(ours)
+            }),
+            Kind::Official => measure(lab, Official::start),
+        }
+    }
 }
 
 fn main() -> std::process::ExitCode {
@@ -77,6 +119,7 @@ fn parse_args() -> Result<Options> {
         udp: false,
         wan: false,
         wan_runs: 3,
+        runs: 3,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -88,6 +131,16 @@ fn parse_args() -> Result<Options> {
             "--bin-dir" => opts.bin_dir = args.next().context("--bin-dir needs a value")?.into(),
             "--udp" => opts.udp = true,
             "--wan" => opts.wan = true,
+            "--runs" => {
+                opts.runs = args
+                    .next()
+                    .context("--runs needs a value")?
+                    .parse()
+                    .context("--runs: a number")?;
+                if opts.runs == 0 {
+                    bail!("--runs: at least 1");
+                }
+            }
             "--wan-runs" => {
                 opts.wan_runs = args
                     .next()
@@ -96,7 +149,7 @@ fn parse_args() -> Result<Options> {
                     .context("--wan-runs: a number")?;
             }
             _ => bail!(
-                "usage: softether-bench [--skip-official] [--skip-cni] [--skip-no-offload] [--securenat-nat] [--udp] [--bin-dir DIR]\n       \
+                "usage: softether-bench [--skip-official] [--skip-cni] [--skip-no-offload] [--securenat-nat] [--udp] [--runs N] [--bin-dir DIR]\n       \
                  softether-bench --wan [--wan-runs N] [--bin-dir DIR]   (root; DIR defaults to target/release)"
             ),
         }
@@ -122,46 +175,40 @@ fn run() -> Result<()> {
         securenat_nat: opts.securenat_nat,
         ..LabOptions::default()
     })?;
-    eprintln!("lab {} up; measuring our client", lab.facts.id);
-    let ours = measure(&lab, |lab| Ours::start(lab, &opts.bin_dir, &[]));
-    let plain = if opts.no_offload {
-        eprintln!("measuring our client with --no-offload");
-        Some(measure(&lab, |lab| {
-            Ours::start(lab, &opts.bin_dir, &["--no-offload"])
-        }))
-    } else {
-        None
-    };
-    let udp = if opts.udp {
-        eprintln!("measuring our client with UDP acceleration active");
-        Some(measure(&lab, |lab| {
-            let before = sessions_before(lab)?;
-            let ours = Ours::start(lab, &opts.bin_dir, &[])?;
-            wait_udp_active(lab, &before)?;
-            Ok(ours)
-        }))
-    } else {
-        None
-    };
-    let official = if opts.official {
-        eprintln!("measuring the official vpnclient");
-        Some(measure(&lab, Official::start))
-    } else {
-        None
-    };
-    let cni = if opts.cni {
+    eprintln!("lab {} up", lab.facts.id);
+    // Subjects alternate within each round, so a slow minute of a shared machine spreads over
+    // all of them instead of landing on one.
+    let mut kinds = vec![Kind::Ours];
+    if opts.no_offload {
+        kinds.push(Kind::NoOffload);
+    }
+    if opts.udp {
+        kinds.push(Kind::Udp);
+    }
+    if opts.official {
+        kinds.push(Kind::Official);
+    }
+    let mut rounds: Vec<Vec<Result<Numbers>>> = kinds.iter().map(|_| Vec::new()).collect();
+    for round in 0..opts.runs {
+        for (k, kind) in kinds.iter().enumerate() {
+            eprintln!("round {}/{}: {}", round + 1, opts.runs, kind.header());
+            rounds[k].push(kind.measure(&lab, &opts));
+        }
+    }
+    let columns: Vec<Column> = kinds
+        .iter()
+        .zip(&rounds)
+        .map(|(kind, rounds)| Column {
+            header: kind.header(),
+            rounds,
+        })
+        .collect();
+    let official = kinds.iter().position(|k| *k == Kind::Official);
+    print_table(&columns, official, opts.runs);
+    if opts.cni {
         eprintln!("measuring the CNI path");
-        Some(measure_cni(&lab, &opts.bin_dir))
-    } else {
-        None
-    };
-    print_table(
-        &ours,
-        plain.as_ref(),
-        udp.as_ref(),
-        official.as_ref(),
-        cni.as_ref(),
-    );
+        print_cni(&measure_cni(&lab, &opts.bin_dir));
+    }
     println!(
         "Hub: SecureNAT DHCP with NAT {} (`--securenat-nat` for the other setup).",
         if opts.securenat_nat {

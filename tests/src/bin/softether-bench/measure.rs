@@ -8,17 +8,34 @@ use serde_json::Value;
 use softether_lab::netns;
 use softether_lab::{command, Lab};
 
-use crate::procfs::{sum_cpu, sum_kb};
+use crate::procfs::{pids_in_ns, sum_cpu, sum_kb};
 use crate::subjects::Subject;
 
+/// iperf3 stream counts measured (`-P`): one TCP connection, and several that can use more cores.
+pub(crate) const STREAMS: [u32; 2] = [1, 4];
+/// Seconds per iperf3 run.
+const IPERF_SECS: u64 = 5;
+
+/// One iperf3 run through the subject.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Transfer {
+    pub(crate) mbit: f64,
+    /// The client processes' user+sys seconds per GB received.
+    pub(crate) client_cpu_per_gb: Option<f64>,
+    /// The same for the lab's `vpnserver` process: tells whether the server is the bottleneck.
+    pub(crate) server_cpu_per_gb: Option<f64>,
+    /// The server's CPU seconds over the run's nominal length, in % of one core (up to 200 on
+    /// two cores: vpnserver is multi-threaded).
+    pub(crate) server_util_pct: Option<f64>,
+}
+
+/// What one round measured for one subject.
 #[derive(Debug, Default)]
 pub(crate) struct Numbers {
     pub(crate) time_to_address: Duration,
     pub(crate) rtt_avg_ms: Option<f64>,
-    pub(crate) up_mbit: Option<f64>,
-    pub(crate) down_mbit: Option<f64>,
-    pub(crate) cpu_per_gb_up: Option<f64>,
-    pub(crate) cpu_per_gb_down: Option<f64>,
+    /// Indexed `[streams index in STREAMS][0 upload, 1 download]`.
+    pub(crate) transfers: [[Option<Transfer>; 2]; STREAMS.len()],
     pub(crate) rss_idle_kb: Option<u64>,
     pub(crate) rss_peak_kb: Option<u64>,
     pub(crate) processes: usize,
@@ -41,19 +58,25 @@ pub(crate) fn measure<S: Subject>(
     n.processes = pids.len();
     n.rss_idle_kb = sum_kb(&pids, "VmRSS:");
     n.rtt_avg_ms = ping_avg(lab).map_err(|e| eprintln!("ping: {e:#}")).ok();
-    for reverse in [false, true] {
-        let cpu_before = sum_cpu(&pids);
-        match iperf3(lab, reverse) {
-            Ok((mbit, bytes)) => {
-                let cpu = sum_cpu(&pids) - cpu_before;
-                let per_gb = (bytes > 0.0).then(|| cpu / (bytes / 1e9));
-                if reverse {
-                    (n.down_mbit, n.cpu_per_gb_down) = (Some(mbit), per_gb);
-                } else {
-                    (n.up_mbit, n.cpu_per_gb_up) = (Some(mbit), per_gb);
+    let server = pids_in_ns(&lab.facts.server_ns, "vpnserver");
+    for (i, streams) in STREAMS.into_iter().enumerate() {
+        for (j, reverse) in [false, true].into_iter().enumerate() {
+            let (client_before, server_before) = (sum_cpu(&pids), sum_cpu(&server));
+            match iperf3_for(lab, reverse, IPERF_SECS, streams) {
+                Ok((mbit, bytes)) => {
+                    let gb = bytes / 1e9;
+                    let server_cpu = sum_cpu(&server) - server_before;
+                    let known = !server.is_empty();
+                    n.transfers[i][j] = Some(Transfer {
+                        mbit,
+                        client_cpu_per_gb: (gb > 0.0)
+                            .then(|| (sum_cpu(&pids) - client_before) / gb),
+                        server_cpu_per_gb: (known && gb > 0.0).then(|| server_cpu / gb),
+                        server_util_pct: known.then(|| server_cpu / IPERF_SECS as f64 * 100.0),
+                    });
                 }
+                Err(e) => eprintln!("iperf3 (streams {streams}, reverse {reverse}): {e:#}"),
             }
-            Err(e) => eprintln!("iperf3 (reverse: {reverse}): {e:#}"),
         }
     }
     n.rss_peak_kb = sum_kb(&pids, "VmHWM:");
@@ -94,13 +117,9 @@ pub(crate) fn ping_rtt_avg(
         .context("rtt avg number")
 }
 
-/// One 5 s iperf3 TCP run from the client ns to the lan host (reverse: download). (Mbit/s, bytes received).
-pub(crate) fn iperf3(lab: &Lab, reverse: bool) -> Result<(f64, f64)> {
-    iperf3_for(lab, reverse, 5)
-}
-
-/// [`iperf3`] for `secs` seconds.
-pub(crate) fn iperf3_for(lab: &Lab, reverse: bool, secs: u64) -> Result<(f64, f64)> {
+/// One iperf3 TCP run of `secs` seconds with `streams` parallel connections from the client ns
+/// to the lan host (reverse: download). (Mbit/s, bytes received).
+pub(crate) fn iperf3_for(lab: &Lab, reverse: bool, secs: u64, streams: u32) -> Result<(f64, f64)> {
     let f = &lab.facts;
     let (secs_arg, limit) = (secs.to_string(), (secs + 20).to_string());
     let host = f.lan_host.to_string();
@@ -128,6 +147,10 @@ pub(crate) fn iperf3_for(lab: &Lab, reverse: bool, secs: u64) -> Result<(f64, f6
     ];
     if reverse {
         argv.push("-R");
+    }
+    let parallel = streams.to_string();
+    if streams > 1 {
+        argv.extend(["-P", &parallel]);
     }
     let out = command::run(
         &mut netns::command_in(&f.client_ns, &argv),

@@ -1,106 +1,196 @@
-//! The Markdown tables.
+//! The Markdown tables: per subject the median (min–max) of the rounds, and the ratio of our
+//! default client's median to the official client's.
 
 use anyhow::Result;
 
 use crate::cni::{CniNumbers, CNI_ATTACHMENTS, CNI_CYCLES};
-use crate::measure::Numbers;
+use crate::measure::{Numbers, Transfer, STREAMS};
 use crate::OFFICIAL_ADDRESS;
 
 pub(crate) fn mib(kb: Option<u64>) -> String {
     kb.map_or("n/a".into(), |kb| format!("{:.1}", kb as f64 / 1024.0))
 }
 
-pub(crate) fn opt(v: Option<f64>, decimals: usize) -> String {
-    v.map_or("n/a".into(), |v| format!("{v:.decimals$}"))
+/// A measured client: its column header and what each round gave.
+pub(crate) struct Column<'a> {
+    pub(crate) header: &'a str,
+    pub(crate) rounds: &'a [Result<Numbers>],
 }
 
-pub(crate) fn column(n: &Result<Numbers>) -> Vec<String> {
-    match n {
-        Ok(n) => vec![
-            opt(n.up_mbit, 0),
-            opt(n.down_mbit, 0),
-            opt(n.rtt_avg_ms, 3),
-            format!("{}", n.time_to_address.as_millis()),
-            mib(n.rss_idle_kb),
-            mib(n.rss_peak_kb),
-            opt(n.cpu_per_gb_up, 2),
-            opt(n.cpu_per_gb_down, 2),
-            n.processes.to_string(),
-        ],
-        Err(e) => {
-            let msg = format!("error: {e:#}").replace(['\n', '|'], " ");
-            std::iter::once(msg)
-                .chain(std::iter::repeat("n/a".to_owned()))
-                .take(9)
-                .collect()
+/// Reads one figure of a round.
+type Reader = Box<dyn Fn(&Numbers) -> Option<f64>>;
+
+/// A table row: label, decimals, and how to read it from one round.
+struct Row {
+    label: String,
+    decimals: usize,
+    read: Reader,
+}
+
+fn rows() -> Vec<Row> {
+    let mut rows = Vec::new();
+    let transfer = |i: usize, j: usize, f: fn(&Transfer) -> Option<f64>| {
+        Box::new(move |n: &Numbers| n.transfers[i][j].as_ref().and_then(f)) as Reader
+    };
+    for (i, streams) in STREAMS.into_iter().enumerate() {
+        for (j, dir) in ["upload (client → lan)", "download (lan → client)"]
+            .into_iter()
+            .enumerate()
+        {
+            let what = format!(
+                "TCP {dir}, {streams} stream{}",
+                if streams > 1 { "s" } else { "" }
+            );
+            rows.push(Row {
+                label: format!("iperf3 {what}, Mbit/s"),
+                decimals: 0,
+                read: transfer(i, j, |t| Some(t.mbit)),
+            });
+            rows.push(Row {
+                label: format!("client CPU (user+sys) per GB, {what}, s"),
+                decimals: 2,
+                read: transfer(i, j, |t| t.client_cpu_per_gb),
+            });
+            rows.push(Row {
+                label: format!("server CPU per GB, {what}, s"),
+                decimals: 2,
+                read: transfer(i, j, |t| t.server_cpu_per_gb),
+            });
+            rows.push(Row {
+                label: format!("server CPU utilisation, {what}, % of a core"),
+                decimals: 0,
+                read: transfer(i, j, |t| t.server_util_pct),
+            });
         }
     }
+    rows.push(Row {
+        label: "ping RTT avg to lan host (20 × 0.05 s), ms".into(),
+        decimals: 3,
+        read: Box::new(|n| n.rtt_avg_ms),
+    });
+    rows.push(Row {
+        label: "process start → usable address, ms".into(),
+        decimals: 0,
+        read: Box::new(|n| Some(n.time_to_address.as_secs_f64() * 1e3)),
+    });
+    rows.push(Row {
+        label: "RSS idle (VmRSS), MiB".into(),
+        decimals: 1,
+        read: Box::new(|n| n.rss_idle_kb.map(|kb| kb as f64 / 1024.0)),
+    });
+    rows.push(Row {
+        label: "RSS peak after load (VmHWM), MiB".into(),
+        decimals: 1,
+        read: Box::new(|n| n.rss_peak_kb.map(|kb| kb as f64 / 1024.0)),
+    });
+    rows.push(Row {
+        label: "processes counted".into(),
+        decimals: 0,
+        read: Box::new(|n| Some(n.processes as f64)),
+    });
+    rows
 }
 
-pub(crate) fn print_table(
-    ours: &Result<Numbers>,
-    plain: Option<&Result<Numbers>>,
-    udp: Option<&Result<Numbers>>,
-    official: Option<&Result<Numbers>>,
-    cni: Option<&Result<CniNumbers>>,
-) {
-    let rows = [
-        "iperf3 TCP upload (client → lan), Mbit/s",
-        "iperf3 TCP download (lan → client), Mbit/s",
-        "ping RTT avg to lan host (20 × 0.05 s), ms",
-        "process start → usable address, ms",
-        "RSS idle (VmRSS), MiB",
-        "RSS peak after load (VmHWM), MiB",
-        "CPU (user+sys) per GB, upload, s",
-        "CPU (user+sys) per GB, download, s",
-        "processes counted",
-    ];
-    let mut header = vec!["Metric", "ours (`softether-sidecar connect`)"];
-    let mut columns = vec![column(ours)];
-    if let Some(plain) = plain {
-        header.push("ours, `--no-offload`");
-        columns.push(column(plain));
+pub(crate) fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
     }
-    if let Some(udp) = udp {
-        header.push("ours, UDP acceleration active");
-        columns.push(column(udp));
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
+}
+
+fn values(column: &Column, row: &Row) -> Vec<f64> {
+    column
+        .rounds
+        .iter()
+        .filter_map(|r| r.as_ref().ok())
+        .filter_map(|n| (row.read)(n))
+        .collect()
+}
+
+fn cell(v: &[f64], decimals: usize) -> String {
+    match median(v.to_vec()) {
+        Some(m) if v.len() == 1 => format!("{m:.decimals$}"),
+        Some(m) => {
+            let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            format!("{m:.decimals$} ({lo:.decimals$}–{hi:.decimals$})")
+        }
+        None => "n/a".to_owned(),
     }
-    if let Some(official) = official {
-        header.push("official `vpnclient`");
-        columns.push(column(official));
+}
+
+/// Prints the client table; `columns[0]` is our default client, `official` the official
+/// client's column index (for the ratio column), if it was measured.
+pub(crate) fn print_table(columns: &[Column], official: Option<usize>, runs: usize) {
+    let mut header: Vec<&str> = vec!["Metric"];
+    header.extend(columns.iter().map(|c| c.header));
+    if official.is_some() {
+        header.push("ours / official (medians)");
     }
     println!();
     println!("| {} |", header.join(" | "));
-    println!("|---|{}", "---:|".repeat(columns.len()));
-    for (i, row) in rows.iter().enumerate() {
-        let cells: Vec<&str> = columns.iter().map(|c| c[i].as_str()).collect();
-        println!("| {row} | {} |", cells.join(" | "));
-    }
-    if let Some(cni) = cni {
-        println!();
-        println!("| CNI (plugin + `softether-sidecar run`) | value |");
-        println!("|---|---:|");
-        match cni {
-            Ok(c) => {
-                println!(
-                    "| ADD latency, median of {CNI_CYCLES} ADD/DEL cycles (min–max), ms | {:.0} ({:.0}–{:.0}) |",
-                    c.add_median_ms, c.add_min_ms, c.add_max_ms
-                );
-                println!(
-                    "| sidecar RSS, no attachments, MiB | {} |",
-                    mib(c.rss_idle_kb)
-                );
-                println!(
-                    "| sidecar RSS, {CNI_ATTACHMENTS} attachments, MiB | {} |",
-                    mib(c.rss_attached_kb)
-                );
-            }
-            Err(e) => println!("| error | {} |", format!("{e:#}").replace(['\n', '|'], " ")),
+    println!("|---|{}", "---:|".repeat(header.len() - 1));
+    for row in rows() {
+        let mut cells: Vec<String> = columns
+            .iter()
+            .map(|c| cell(&values(c, &row), row.decimals))
+            .collect();
+        if let Some(o) = official {
+            let ours = median(values(&columns[0], &row));
+            let theirs = median(values(&columns[o], &row));
+            cells.push(match (ours, theirs) {
+                (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+                _ => "n/a".to_owned(),
+            });
         }
+        println!("| {} | {} |", row.label, cells.join(" | "));
     }
     println!();
     println!(
-        "Official client: static address {OFFICIAL_ADDRESS} (no DHCP on Linux); its time includes vpncmd setup \
-         (NicCreate, AccountCreate, AccountConnect) and 250 ms status polling. Single runs on a shared machine: noisy."
+        "Cells: median (min–max) of {runs} round(s); the subjects alternate within each round. \
+         iperf3 5 s per run. Server figures are the lab's vpnserver process (user+sys) over the \
+         same run: near 100 % per busy server thread means the server bounds the throughput."
     );
+    for c in columns {
+        for (round, r) in c.rounds.iter().enumerate() {
+            if let Err(e) = r {
+                let msg = format!("{e:#}").replace(['\n', '|'], " ");
+                println!("- {}, round {}: error: {msg}", c.header, round + 1);
+            }
+        }
+    }
+    println!(
+        "Official client: static address {OFFICIAL_ADDRESS} (no DHCP on Linux); its time includes \
+         vpncmd setup (NicCreate, AccountCreate, AccountConnect) and 250 ms status polling. Shared \
+         machine: noisy."
+    );
+}
+
+pub(crate) fn print_cni(cni: &Result<CniNumbers>) {
+    println!();
+    println!("| CNI (plugin + `softether-sidecar run`) | value |");
+    println!("|---|---:|");
+    match cni {
+        Ok(c) => {
+            println!(
+                "| ADD latency, median of {CNI_CYCLES} ADD/DEL cycles (min–max), ms | {:.0} ({:.0}–{:.0}) |",
+                c.add_median_ms, c.add_min_ms, c.add_max_ms
+            );
+            println!(
+                "| sidecar RSS, no attachments, MiB | {} |",
+                mib(c.rss_idle_kb)
+            );
+            println!(
+                "| sidecar RSS, {CNI_ATTACHMENTS} attachments, MiB | {} |",
+                mib(c.rss_attached_kb)
+            );
+        }
+        Err(e) => println!("| error | {} |", format!("{e:#}").replace(['\n', '|'], " ")),
+    }
 }

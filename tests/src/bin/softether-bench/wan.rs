@@ -10,6 +10,7 @@ use softether_lab::wan::{Wan, WanShape};
 use softether_lab::{Lab, LabOptions};
 
 use crate::measure::{iperf3_for, ping_rtt_avg};
+use crate::output::median;
 use crate::subjects::{sessions_before, wait_udp_active, Official, Ours};
 use crate::Options;
 
@@ -104,7 +105,7 @@ fn run_subject(
     for loss in LOSSES {
         wan.set_loss(loss)?;
         for reverse in [false, true] {
-            match iperf3_for(lab, reverse, SECS) {
+            match iperf3_for(lab, reverse, SECS, 1) {
                 Ok((mbit, _)) => samples.push((kind, loss, reverse, mbit)),
                 Err(e) => eprintln!(
                     "iperf3 {} loss {loss}‰ reverse {reverse}: {e:#}",
@@ -122,19 +123,6 @@ fn underlay_rtt(lab: &Lab) -> Result<String> {
     let f = &lab.facts;
     let rtt = ping_rtt_avg(lab, &f.client_ns, &f.server_ip.to_string(), "10", "0.1")?;
     Ok(format!("{rtt:.1}"))
-}
-
-fn median(mut v: Vec<f64>) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    Some(if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    })
 }
 
 fn print_table(samples: &[Sample], runs: usize, shape: WanShape, rtt: &str) {
