@@ -88,3 +88,40 @@ pub fn start_daemon(lab: &Lab, bin_dir: &Path, base: &Path) -> Result<Daemon> {
         config,
     })
 }
+
+/// Runs the CNI plugin `plugin` in the client namespace as libcni does: `verb` for the pod whose
+/// namespace is `/run/netns/<pod>` (the pod name is the container id), interface `ifname`,
+/// `config` on stdin, a clean environment. Its stdout JSON (`null` when empty) on exit 0; the
+/// config's own timeout bounds the plugin, `deadline` bounds this call.
+pub fn plugin_call(
+    lab: &Lab,
+    plugin: &Path,
+    config: &Value,
+    verb: &str,
+    pod: &str,
+    ifname: &str,
+    deadline: Duration,
+) -> Result<Value> {
+    let mut cmd = netns::command_in(&lab.facts.client_ns, &[]);
+    cmd.arg(plugin)
+        .env_clear()
+        .envs([
+            ("CNI_COMMAND", verb),
+            ("CNI_CONTAINERID", pod),
+            ("CNI_IFNAME", ifname),
+            ("CNI_PATH", "/opt/cni/bin"),
+            ("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+        ])
+        .env("CNI_NETNS", format!("/run/netns/{pod}"));
+    let input = config.to_string();
+    let out = crate::command::run_with_input(&mut cmd, Some(input.as_bytes()), deadline)?;
+    if !out.status.success() {
+        bail!(
+            "CNI {verb} {pod} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(serde_json::from_slice(&out.stdout).unwrap_or(Value::Null))
+}

@@ -10,7 +10,6 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -105,7 +104,7 @@ fn log_address(line: &str) -> Option<&str> {
         .find_map(|w| w.strip_prefix("address="))
 }
 
-/// Runs the plugin like libcni does for pod `pod`: its stdout JSON on success.
+/// The plugin for `pod`, like libcni (the config's timeout bounds it; 120 s this call).
 fn plugin(
     lab: &Lab,
     bin: &std::path::Path,
@@ -113,32 +112,15 @@ fn plugin(
     command: &str,
     pod: &str,
 ) -> Result<Value> {
-    let mut child = netns::command_in(&lab.facts.client_ns, &[bin.to_str().context("utf-8")?])
-        .env_clear()
-        .env("CNI_COMMAND", command)
-        .env("CNI_CONTAINERID", pod)
-        .env("CNI_NETNS", format!("/run/netns/{pod}"))
-        .env("CNI_IFNAME", "vpn0")
-        .env("CNI_PATH", "/opt/cni/bin")
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    child
-        .stdin
-        .take()
-        .context("stdin")?
-        .write_all(conf.to_string().as_bytes())?;
-    let out = child.wait_with_output()?;
-    if !out.status.success() {
-        bail!(
-            "{command} {pod}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(serde_json::from_slice(&out.stdout).unwrap_or(Value::Null))
+    softether_lab::sidecar::plugin_call(
+        lab,
+        bin,
+        conf,
+        command,
+        pod,
+        "vpn0",
+        Duration::from_secs(120),
+    )
 }
 
 struct Sample {

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 use softether_lab::netns::{self, Netns};
-use softether_lab::{command, Lab, LabOptions};
+use softether_lab::{Lab, LabOptions};
 
 mod report;
 use report::{Memory, Report};
@@ -93,37 +93,25 @@ fn open_fds(pid: u32) -> usize {
 }
 
 /// The plugin, run like a container runtime would, for one pod namespace.
-struct Plugin {
+struct Plugin<'a> {
+    lab: &'a Lab,
     path: PathBuf,
-    client_ns: String,
-    config: String,
+    config: Value,
 }
 
-impl Plugin {
+impl Plugin<'_> {
     fn invoke(&self, verb: &str, pod: &str) -> Result<()> {
-        let mut cmd = netns::command_in(&self.client_ns, &[self.path.to_str().context("path")?]);
-        cmd.env_clear()
-            .envs([
-                ("CNI_COMMAND", verb),
-                ("CNI_CONTAINERID", pod),
-                ("CNI_IFNAME", IFNAME),
-                ("CNI_PATH", "/opt/cni/bin"),
-                ("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
-            ])
-            .env("CNI_NETNS", format!("/run/netns/{pod}"));
-        let out = command::run_with_input(
-            &mut cmd,
-            Some(self.config.as_bytes()),
-            Duration::from_secs(120),
-        )?;
-        if !out.status.success() {
-            bail!(
-                "plugin {verb} for {pod}: {} {}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(())
+        let deadline = Duration::from_secs(120);
+        softether_lab::sidecar::plugin_call(
+            self.lab,
+            &self.path,
+            &self.config,
+            verb,
+            pod,
+            IFNAME,
+            deadline,
+        )
+        .map(drop)
     }
 }
 
@@ -198,9 +186,9 @@ fn run(o: &Options) -> Result<()> {
     // 100 attachments log in back to back on a busy machine: more room than the shared 60 s.
     config["timeout"] = json!(90);
     let plugin = Plugin {
+        lab: &lab,
         path: o.bin_dir.join("softether"),
-        client_ns: f.client_ns.clone(),
-        config: config.to_string(),
+        config,
     };
     std::thread::sleep(Duration::from_secs(1));
     let base_fds = open_fds(pid);

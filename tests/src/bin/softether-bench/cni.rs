@@ -1,12 +1,11 @@
 //! CNI ADD latency and the daemon's memory (plugin + `softether-sidecar run`).
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use serde_json::Value;
-use softether_lab::netns::{self, Netns};
+use softether_lab::netns::Netns;
 use softether_lab::Lab;
 
 use crate::procfs::status_kb;
@@ -33,39 +32,16 @@ struct Cni<'a> {
 impl Cni<'_> {
     /// Runs the plugin like libcni; Ok(stdout JSON) on exit 0.
     fn call(&self, command: &str, pod: &str) -> Result<Value> {
-        use std::io::Write;
-        let mut child = netns::command_in(
-            &self.lab.facts.client_ns,
-            &[self.plugin.to_str().context("utf-8 path")?],
-        )
-        .env_clear()
-        .env("CNI_COMMAND", command)
-        .env("CNI_CONTAINERID", pod)
-        .env("CNI_NETNS", format!("/run/netns/{pod}"))
-        .env("CNI_IFNAME", TAP)
-        .env("CNI_PATH", "/opt/cni/bin")
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-        child
-            .stdin
-            .take()
-            .context("stdin")?
-            .write_all(self.config.to_string().as_bytes())?;
         // The config's own timeout (60 s) bounds the plugin.
-        let out = child.wait_with_output()?;
-        if !out.status.success() {
-            bail!(
-                "CNI {command} {pod} failed ({}): {}{}",
-                out.status,
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        let text = String::from_utf8_lossy(&out.stdout);
-        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+        softether_lab::sidecar::plugin_call(
+            self.lab,
+            &self.plugin,
+            &self.config,
+            command,
+            pod,
+            TAP,
+            Duration::from_secs(90),
+        )
     }
 }
 
