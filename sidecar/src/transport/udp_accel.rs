@@ -30,6 +30,9 @@ use super::udp_batch::{RecvSlab, SendBatch, BATCH};
 const RECV_ROUNDS: usize = 4;
 /// Consecutive receive errors after which the socket is given up (`MAX_NUM_IGNORE_ERRORS`).
 const MAX_RECV_ERRORS: u32 = 1024;
+/// A channel without frames either way for this long gives its batch buffers back (the
+/// engine's rule for the TCP path too): most CNI attachments are idle, and keep-alives need none.
+const IDLE_RELEASE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The current time from tokio's clock, so paused-time tests drive the protocol too.
 fn clock() -> Instant {
@@ -279,6 +282,7 @@ async fn run(
     let mut send_errors = 0u64;
     let mut dropped_in = 0u64;
     let mut last_mode = UdpMode::Off;
+    let (mut last_frame, mut holding) = (clock(), false);
     tracing::info!(server = %ch.server, version = ch.version, cipher = ch.cipher_name(), "UDP acceleration negotiated");
     loop {
         let now = clock();
@@ -296,7 +300,16 @@ async fn run(
             last_mode = mode;
         }
         io.indicator.set(mode);
-        let deadline = tokio::time::Instant::from_std(ch.accel.poll_timeout(now));
+        if holding && now.duration_since(last_frame) >= IDLE_RELEASE {
+            sends.release();
+            slab.release();
+            holding = false;
+        }
+        let mut deadline = ch.accel.poll_timeout(now);
+        if holding {
+            deadline = deadline.min(last_frame + IDLE_RELEASE);
+        }
+        let deadline = tokio::time::Instant::from_std(deadline);
         tokio::select! {
             n = io.from_caller.recv_many(&mut batch, BATCH) => {
                 if n == 0 {
@@ -304,6 +317,7 @@ async fn run(
                     break;
                 }
                 let now = clock();
+                (last_frame, holding) = (now, true);
                 for frame in batch.drain(..) {
                     if socket_ok {
                         if sends.is_full() {
@@ -349,6 +363,7 @@ async fn run(
                     }
                 }
                 while let Some(frame) = ch.accel.poll_frame() {
+                    (last_frame, holding) = (now, true);
                     if io.to_caller.try_send(frame).is_err() {
                         dropped_in += 1;
                     }
