@@ -111,6 +111,7 @@ fn init_logging(filter: &str, format: LogFormat) {
 }
 
 fn main() -> ExitCode {
+    softether_sidecar::memory::tune_allocator();
     let cli = Cli::parse();
     let default_log = match cli.command {
         Command::Connect(_) | Command::Run(_) => "info",

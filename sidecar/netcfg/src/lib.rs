@@ -56,8 +56,8 @@ pub mod tap;
 pub use error::{NetcfgError, Result};
 pub use firewall::{Firewall, TableListing};
 pub use netlink::{
-    DefaultRoute, FwMark, LinkInfo, Netlink, PolicyRule, PolicyRule6, Route6Spec, RouteLookup,
-    RouteSpec, TABLE_MAIN,
+    DefaultRoute, FwMark, LinkInfo, Netlink, NetlinkOnDemand, PolicyRule, PolicyRule6, Route6Spec,
+    RouteLookup, RouteSpec, TABLE_MAIN,
 };
 pub use netns::Netns;
 pub use pod_netns::{PodRouting, TapRemoval};

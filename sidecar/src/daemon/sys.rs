@@ -74,6 +74,16 @@ pub fn recv_with_fds(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize,
     Ok((n as usize, fds))
 }
 
+/// `mallopt(M_MMAP_THRESHOLD, bytes)`: allocations of at least `bytes` get their own mapping,
+/// unmapped when freed. Setting it also stops glibc from raising the threshold on its own.
+/// Returns whether glibc accepted the value.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+pub fn set_mmap_threshold(bytes: i32) -> bool {
+    // SAFETY: mallopt only changes the allocator's parameters under its own lock; it has no
+    // preconditions and is called before the runtime's threads start.
+    unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, bytes) == 1 }
+}
+
 /// `malloc_trim(0)`: returns the free pages of every glibc arena to the kernel (the top of
 /// each heap and whole free pages inside it). Returns whether any memory was released.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]

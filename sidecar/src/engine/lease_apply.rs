@@ -15,7 +15,8 @@ use std::path::PathBuf;
 use dhcp_client::Lease;
 use ipnet::Ipv4Net;
 use netcfg::{
-    pod_netns, resolv, DnsConfig, Firewall, NetcfgError, Netlink, Netns, PolicyRule, RouteSpec,
+    pod_netns, resolv, DnsConfig, Firewall, NetcfgError, NetlinkOnDemand, Netns, PolicyRule,
+    RouteSpec,
 };
 
 /// Metric of the default route through the VPN: below the usual DHCP/static defaults (100+,
@@ -189,7 +190,9 @@ impl LeasePlan {
 /// CNI sidecar takes over what its previous run installed on the pod's TAP.
 #[derive(Debug)]
 pub struct NetConfigurator {
-    nl: Netlink,
+    /// Open only during an operation (each public `async` method closes it when done): an
+    /// idle session holds no netlink socket and none of its buffers.
+    nl: NetlinkOnDemand,
     tap_index: u32,
     tap_name: String,
     opts: NetOptions,
@@ -210,7 +213,7 @@ pub struct NetConfigurator {
 }
 
 impl NetConfigurator {
-    /// Opens a netlink connection into `netns` and finds the TAP. `id` names the nft table
+    /// Finds the TAP in `netns` and takes its IPv6 from the kernel. `id` names the nft table
     /// (`softether_<id>`).
     pub async fn open(
         netns: Netns,
@@ -218,8 +221,10 @@ impl NetConfigurator {
         opts: NetOptions,
         id: &str,
     ) -> Result<Self, NetcfgError> {
-        let nl = Netlink::open(netns.clone()).await?;
-        let tap_index = nl.link_index(tap_name).await?;
+        let mut nl = NetlinkOnDemand::new(netns.clone());
+        let tap_index = nl.get().await?.link_index(tap_name).await;
+        nl.close();
+        let tap_index = tap_index?;
         let configurator = Self {
             nl,
             tap_index,
@@ -239,8 +244,23 @@ impl NetConfigurator {
         Ok(configurator)
     }
 
-    pub fn netlink(&self) -> &Netlink {
-        &self.nl
+    /// Sets the TAP's MAC address and MTU (when given) and brings it up.
+    pub async fn prepare_link(
+        &mut self,
+        mac: [u8; 6],
+        mtu: Option<u32>,
+    ) -> Result<(), NetcfgError> {
+        let result = async {
+            let (nl, idx) = (self.nl.get().await?, self.tap_index);
+            nl.set_link_mac(idx, mac).await?;
+            if let Some(mtu) = mtu {
+                nl.set_link_mtu(idx, mtu).await?;
+            }
+            nl.set_link_up(idx).await
+        }
+        .await;
+        self.nl.close();
+        result
     }
 
     pub fn tap_index(&self) -> u32 {
@@ -261,9 +281,22 @@ impl NetConfigurator {
     /// them without a gap and a teardown removes them. From now on, objects a lease needs
     /// that already exist count as this configurator's own.
     pub async fn adopt(&mut self, address: Ipv4Net) -> Result<(), NetcfgError> {
+        let result = self.adopt_inner(address).await;
+        self.nl.close();
+        result
+    }
+
+    async fn adopt_inner(&mut self, address: Ipv4Net) -> Result<(), NetcfgError> {
         self.owns_existing = true;
         let mut present = Vec::new();
-        if self.nl.addresses(self.tap_index).await?.contains(&address) {
+        if self
+            .nl
+            .get()
+            .await?
+            .addresses(self.tap_index)
+            .await?
+            .contains(&address)
+        {
             present.push(Added::Address {
                 index: self.tap_index,
                 net: address,
@@ -273,7 +306,7 @@ impl NetConfigurator {
             if self.opts.connmark && self.firewall.exists().await? {
                 present.push(Added::Firewall);
             }
-            let rules = self.nl.rules().await?;
+            let rules = self.nl.get().await?.rules().await?;
             let ours = pod_netns::policy_rules(table, Some(address.addr()), self.opts.connmark);
             present.extend(
                 ours.into_iter()
@@ -294,13 +327,22 @@ impl NetConfigurator {
         &mut self,
         server: Ipv4Addr,
     ) -> Result<Option<RouteSpec>, NetcfgError> {
+        let result = self.pin_server_route_inner(server).await;
+        self.nl.close();
+        result
+    }
+
+    async fn pin_server_route_inner(
+        &mut self,
+        server: Ipv4Addr,
+    ) -> Result<Option<RouteSpec>, NetcfgError> {
         let host = Ipv4Net::from(server);
-        let main = self.nl.routes(netcfg::TABLE_MAIN).await?;
+        let main = self.nl.get().await?.routes(netcfg::TABLE_MAIN).await?;
         if main.iter().any(|r| r.destination == host) {
             return Ok(None);
         }
         let through_tap = |oif: Option<u32>| oif == Some(self.tap_index);
-        let path = match self.nl.route_get(server).await? {
+        let path = match self.nl.get().await?.route_get(server).await? {
             Some(l) if !through_tap(l.oif) => (l.gateway, l.oif),
             _ => {
                 // The kernel already prefers the tunnel (a redirect to a new server after our
@@ -322,7 +364,7 @@ impl NetConfigurator {
         if let Some(oif) = path.1 {
             spec = spec.dev(oif);
         }
-        self.nl.add_route(&spec).await?;
+        self.nl.get().await?.add_route(&spec).await?;
         self.base.push(Added::Route(spec.clone()));
         Ok(Some(spec))
     }
@@ -330,6 +372,12 @@ impl NetConfigurator {
     /// Installs `lease`, replacing what the previous lease installed: objects both need stay,
     /// stale ones go, missing ones are added. Re-applying an installed lease touches nothing.
     pub async fn apply_lease(&mut self, lease: &Lease) -> Result<(), NetcfgError> {
+        let result = self.apply_lease_inner(lease).await;
+        self.nl.close();
+        result
+    }
+
+    async fn apply_lease_inner(&mut self, lease: &Lease) -> Result<(), NetcfgError> {
         if let Some(old) = &self.applied {
             if old.same_configuration(lease) {
                 self.applied = Some(lease.clone());
@@ -366,7 +414,11 @@ impl NetConfigurator {
         }
         if let Some(mtu) = mtu {
             // `ip link set dev <tap> mtu N`; the TAP is ours, so nothing to undo on teardown.
-            self.nl.set_link_mtu(self.tap_index, mtu).await?;
+            self.nl
+                .get()
+                .await?
+                .set_link_mtu(self.tap_index, mtu)
+                .await?;
         }
         Ok(())
     }
@@ -375,12 +427,12 @@ impl NetConfigurator {
     async fn install(&self, item: &Added) -> Result<bool, NetcfgError> {
         match item {
             Added::Address { index, net } => {
-                let existed = self.nl.addresses(*index).await?.contains(net);
-                self.nl.add_address(*index, *net).await?;
+                let existed = self.nl.get().await?.addresses(*index).await?.contains(net);
+                self.nl.get().await?.add_address(*index, *net).await?;
                 Ok(!existed || self.owns_existing)
             }
             Added::Route(spec) => {
-                self.nl.replace_route(spec).await?;
+                self.nl.get().await?.replace_route(spec).await?;
                 Ok(true)
             }
             Added::Firewall => {
@@ -389,8 +441,8 @@ impl NetConfigurator {
                 Ok(true)
             }
             Added::Rule(rule) => {
-                let existed = self.nl.rules().await?.contains(rule);
-                self.nl.add_rule(rule).await?;
+                let existed = self.nl.get().await?.rules().await?.contains(rule);
+                self.nl.get().await?.add_rule(rule).await?;
                 Ok(!existed || self.owns_existing)
             }
             Added::Dns { path, config } => {
@@ -402,6 +454,12 @@ impl NetConfigurator {
 
     /// Removes everything the current lease added (newest first), continuing past errors.
     pub async fn remove_lease(&mut self) -> Vec<NetcfgError> {
+        let result = self.remove_lease_inner().await;
+        self.nl.close();
+        result
+    }
+
+    async fn remove_lease_inner(&mut self) -> Vec<NetcfgError> {
         self.applied = None;
         let items = std::mem::take(&mut self.lease);
         self.undo(items).await
@@ -409,8 +467,14 @@ impl NetConfigurator {
 
     /// Removes everything this configurator ever added. Safe to call more than once.
     pub async fn teardown(&mut self) -> Vec<NetcfgError> {
+        let result = self.teardown_inner().await;
+        self.nl.close();
+        result
+    }
+
+    async fn teardown_inner(&mut self) -> Vec<NetcfgError> {
         let mut errors = self.remove_ipv6().await;
-        errors.extend(self.remove_lease().await);
+        errors.extend(self.remove_lease_inner().await);
         let base = std::mem::take(&mut self.base);
         errors.extend(self.undo(base).await);
         errors
@@ -419,10 +483,13 @@ impl NetConfigurator {
     async fn undo(&self, items: Vec<Added>) -> Vec<NetcfgError> {
         let mut errors = Vec::new();
         for item in items.into_iter().rev() {
+            let nl = || self.nl.get();
             let result = match &item {
-                Added::Address { index, net } => self.nl.del_address(*index, *net).await,
-                Added::Route(spec) => self.nl.del_route(spec).await,
-                Added::Rule(rule) => self.nl.del_rule(rule).await,
+                Added::Address { index, net } => {
+                    async { nl().await?.del_address(*index, *net).await }.await
+                }
+                Added::Route(spec) => async { nl().await?.del_route(spec).await }.await,
+                Added::Rule(rule) => async { nl().await?.del_rule(rule).await }.await,
                 Added::Firewall => self.firewall.remove().await,
                 Added::Dns { path, .. } => resolv::restore(path).map(drop),
             };

@@ -142,16 +142,6 @@ pub async fn run_engine(
     }
 }
 
-async fn prepare_link(config: &EngineConfig, net: &NetConfigurator) -> Result<(), NetcfgError> {
-    let nl = net.netlink();
-    let idx = net.tap_index();
-    nl.set_link_mac(idx, config.mac.0).await?;
-    if let Some(mtu) = config.mtu {
-        nl.set_link_mtu(idx, mtu).await?;
-    }
-    nl.set_link_up(idx).await
-}
-
 /// Brings the link up, builds the DHCP client, and hands over to the reconnect loop.
 async fn run_configured(
     config: &EngineConfig,
@@ -161,7 +151,7 @@ async fn run_configured(
     status: &watch::Sender<EngineStatus>,
     started: Instant,
 ) -> Result<StopMode, EngineError> {
-    prepare_link(config, net).await?;
+    net.prepare_link(config.mac.0, config.mtu).await?;
     let mut tap = tap;
     let offload = tap.setup_offload(config.offload);
     tracing::info!(tap = %tap.name(), ?offload, "TAP frame mode");

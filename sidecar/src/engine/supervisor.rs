@@ -53,7 +53,9 @@ pub(crate) struct Supervisor<'a, D: Dialer, T: FramePort> {
     pub stop: &'a mut StopSignal,
     pub status: &'a watch::Sender<EngineStatus>,
     pub started: Instant,
-    pending: Option<Pending<D::Stream>>,
+    /// Boxed (as `kept_udp`): set only between a login and its session, and ~3 KiB that
+    /// every session task would otherwise carry inline.
+    pending: Option<Box<Pending<D::Stream>>>,
     ticket: Option<ResumeTicket>,
     sessions: u32,
     /// The last failed login, returned when the machine gives up.
@@ -61,7 +63,7 @@ pub(crate) struct Supervisor<'a, D: Dialer, T: FramePort> {
     /// Why the last session ended, with its counters, until logged.
     lost: Option<(String, LiveStats)>,
     /// The UDP acceleration channel of a lost session, for its resume.
-    kept_udp: Option<UdpChannel>,
+    kept_udp: Option<Box<UdpChannel>>,
 }
 
 impl<'a, D: Dialer, T: FramePort> Supervisor<'a, D, T> {
@@ -98,6 +100,11 @@ impl<'a, D: Dialer, T: FramePort> Supervisor<'a, D, T> {
 
     /// Runs the machine until a stop or a failure retrying cannot fix.
     pub async fn run(mut self) -> Exit {
+        // By reference: `async fn f(mut self)` kept `self` twice in its future.
+        self.run_machine().await
+    }
+
+    async fn run_machine(&mut self) -> Exit {
         let mut machine = Reconnect::new(Policy::new(
             self.config.reconnect_delay,
             login_budget(&self.config.session),
@@ -105,11 +112,15 @@ impl<'a, D: Dialer, T: FramePort> Supervisor<'a, D, T> {
         ));
         let mut action = machine.start(now());
         loop {
+            // Logging in, resuming and probing are short and rare, and their futures are
+            // large (TLS handshake, login packs: 14–23 KiB): on the heap only while they run,
+            // so a session's task holds only what the running session needs (the session
+            // task went from 43 to ~10 KiB, for each of the daemon's attachments).
             let event = match action {
-                Action::Login { deadline } => self.login(deadline).await,
-                Action::Resume { deadline } => self.resume(deadline).await,
+                Action::Login { deadline } => Box::pin(self.login(deadline)).await,
+                Action::Resume { deadline } => Box::pin(self.resume(deadline)).await,
                 Action::RunSession => self.run_session().await,
-                Action::Probe => self.probe().await,
+                Action::Probe => Box::pin(self.probe()).await,
                 Action::Wait { until, delay } => {
                     if let Some(delay) = delay {
                         self.report_wait(delay, machine.attempts());
@@ -170,10 +181,10 @@ impl<'a, D: Dialer, T: FramePort> Supervisor<'a, D, T> {
                     tls = %est.tls_version,
                     "logged in"
                 );
-                self.pending = Some(Pending {
+                self.pending = Some(Box::new(Pending {
                     est,
                     resumed: false,
-                });
+                }));
                 Ok(Event::Connected)
             }
             Err(e) => {
@@ -195,11 +206,11 @@ impl<'a, D: Dialer, T: FramePort> Supervisor<'a, D, T> {
         let attempt = resume_with(&self.dialer, &self.config.session, &ticket);
         match gated(&self.config.recovery, self.stop, deadline, attempt).await? {
             Some(Ok(mut est)) => {
-                est.udp = self.kept_udp.take();
+                est.udp = self.kept_udp.take().map(|udp| *udp);
                 let reason = self.lost.take().map(|(r, _)| r).unwrap_or_default();
                 tracing::info!(session = %ticket.session_name(), %reason, "connection lost, session resumed");
                 status::count_resume(self.status);
-                self.pending = Some(Pending { est, resumed: true });
+                self.pending = Some(Box::new(Pending { est, resumed: true }));
                 Ok(Event::Connected)
             }
             Some(Err(e)) => {
@@ -257,9 +268,10 @@ impl<'a, D: Dialer, T: FramePort> Supervisor<'a, D, T> {
 
     /// Bridges the pending session until it ends; a stop or a local failure ends the loop.
     async fn run_session(&mut self) -> Result<Event, Exit> {
-        let Some(Pending { est, resumed }) = self.pending.take() else {
+        let Some(pending) = self.pending.take() else {
             return Ok(Event::SessionLost { resumable: false });
         };
+        let Pending { est, resumed } = *pending;
         let still_bound = resumed && self.status.borrow().lease.is_some();
         status::set_phase(
             self.status,
@@ -333,7 +345,7 @@ impl<'a, D: Dialer, T: FramePort> Supervisor<'a, D, T> {
                 // The server keeps its side of UDP acceleration with the session: a resume
                 // takes the channel over.
                 let (result, stats, udp) = tunnel.join_keeping_udp().await;
-                self.kept_udp = udp;
+                self.kept_udp = udp.map(Box::new);
                 // A broken connection (not a silent server) may have left the session alive on
                 // the server: the machine tries to rejoin it before backing off.
                 let resumable =
@@ -383,7 +395,9 @@ async fn gated<O>(
     let queued = now();
     let _permit = or_stop(stop, gate.login_permit()).await?;
     let deadline = deadline + now().saturating_duration_since(queued);
-    let attempt = tokio::time::timeout_at(deadline.into(), attempt);
+    // Boxed once: wrapping the attempt by value in timeout and or_stop kept up to three
+    // copies of its (multi-KiB) state in this future.
+    let attempt = tokio::time::timeout_at(deadline.into(), Box::pin(attempt));
     Ok(or_stop(stop, attempt).await?.ok())
 }
 

@@ -200,6 +200,12 @@ impl NetConfigurator {
     /// Installs `settings`: objects it shares with what is installed stay, stale ones go,
     /// missing ones are added; the IPv6 DNS servers join the lease's in resolv.conf.
     pub async fn apply_ipv6(&mut self, settings: &Ipv6Settings) -> Result<(), NetcfgError> {
+        let result = self.apply_ipv6_inner(settings).await;
+        self.nl.close();
+        result
+    }
+
+    async fn apply_ipv6_inner(&mut self, settings: &Ipv6Settings) -> Result<(), NetcfgError> {
         let wanted = plan6(settings, &self.opts, self.tap_index, self.server_over_ipv6);
         let previous = std::mem::take(&mut self.ipv6);
         // An address only (un)deprecated is updated in place below, never removed first.
@@ -235,7 +241,7 @@ impl NetConfigurator {
         if advertised == self.ipv6_mtu {
             return;
         }
-        let link = match self.nl.link_by_index(self.tap_index).await {
+        let link = match async { self.nl.get().await?.link_by_index(self.tap_index).await }.await {
             Ok(Some(info)) => info.mtu,
             Ok(None) => None,
             Err(e) => {
@@ -260,10 +266,14 @@ impl NetConfigurator {
         match item {
             Added6::Address(net, deprecated) => {
                 let (tap, net, deprecated) = (self.tap_index, *net, *deprecated);
-                self.nl.set_address6(tap, net, deprecated).await
+                self.nl
+                    .get()
+                    .await?
+                    .set_address6(tap, net, deprecated)
+                    .await
             }
-            Added6::Route(spec) => self.nl.replace_route6(spec).await,
-            Added6::Rule(rule) => self.nl.add_rule6(rule).await,
+            Added6::Route(spec) => self.nl.get().await?.replace_route6(spec).await,
+            Added6::Rule(rule) => self.nl.get().await?.add_rule6(rule).await,
         }
     }
 
@@ -280,10 +290,13 @@ impl NetConfigurator {
     async fn undo6(&self, items: Vec<Added6>) -> Vec<NetcfgError> {
         let mut errors = Vec::new();
         for item in items.into_iter().rev() {
+            let nl = || self.nl.get();
             let result = match &item {
-                Added6::Address(net, _) => self.nl.del_address6(self.tap_index, *net).await,
-                Added6::Route(spec) => self.nl.del_route6(spec).await,
-                Added6::Rule(rule) => self.nl.del_rule6(rule).await,
+                Added6::Address(net, _) => {
+                    async { nl().await?.del_address6(self.tap_index, *net).await }.await
+                }
+                Added6::Route(spec) => async { nl().await?.del_route6(spec).await }.await,
+                Added6::Rule(rule) => async { nl().await?.del_rule6(rule).await }.await,
             };
             if let Err(e) = result {
                 errors.push(e);

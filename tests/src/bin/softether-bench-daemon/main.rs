@@ -36,7 +36,8 @@ struct Options {
     bin_dir: PathBuf,
     attachments: usize,
     busy: usize,
-    /// Where to copy the daemon's /proc/PID/smaps with all attachments up (to see what grew).
+    /// Where to copy the daemon's /proc/PID/smaps with all attachments up (to see what grew);
+    /// `FILE.deleted` gets it once they are all deleted (to see what stayed).
     smaps: Option<PathBuf>,
 }
 
@@ -235,6 +236,10 @@ fn run(o: &Options) -> Result<()> {
     }
     settle(pid, base_fds);
     let deleted = Memory::read(pid)?;
+    if let Some(path) = &o.smaps {
+        let after = path.with_extension("deleted");
+        fs::copy(format!("/proc/{pid}/smaps"), after).context("copying smaps")?;
+    }
     let _ = daemon.process.terminate(Duration::from_secs(10));
 
     let report = Report {
