@@ -284,3 +284,24 @@ fn tolerate(result: Result<(), rtnetlink::Error>, benign: &[i32]) -> Result<(), 
         other => other,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Opened by the first request, gone after `close`, and opened again by the next one
+    /// (reading links needs no privilege: this runs as any user).
+    #[tokio::test]
+    async fn on_demand_connection_opens_per_use_and_closes() {
+        let mut nl = NetlinkOnDemand::new(Netns::Current);
+        assert!(!nl.is_open());
+        let lo = nl.get().await.unwrap().link_index("lo").await.unwrap();
+        assert!(nl.is_open());
+        nl.close();
+        assert!(!nl.is_open());
+        nl.close();
+        let again = nl.get().await.unwrap().link_index("lo").await.unwrap();
+        assert_eq!(lo, again);
+        assert!(nl.is_open());
+    }
+}
