@@ -27,7 +27,7 @@ const MMAP_THRESHOLD: i32 = 32 * 1024;
 /// Sets the allocator up for a long-running process; call first thing in `main`.
 pub fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if !crate::daemon::sys::set_mmap_threshold(MMAP_THRESHOLD) {
+    if !crate::sys::set_mmap_threshold(MMAP_THRESHOLD) {
         tracing::debug!("glibc refused M_MMAP_THRESHOLD");
     }
 }
@@ -35,5 +35,5 @@ pub fn tune_allocator() {
 /// Returns the allocator's free pages to the kernel (after a session's buffers were freed).
 pub fn release_free_heap() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    crate::daemon::sys::malloc_trim();
+    crate::sys::malloc_trim();
 }

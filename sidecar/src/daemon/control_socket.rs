@@ -15,7 +15,7 @@ use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::{UnixListener, UnixStream};
 
-use super::sys;
+use crate::sys;
 use softether_control::{request_limit, Reply};
 
 /// At most this many fds may come with one request (the plugin sends one, with `attach`).

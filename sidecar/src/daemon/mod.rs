@@ -20,9 +20,9 @@ pub mod admission;
 pub mod control_socket;
 pub mod ipv6;
 pub mod netns_watch;
+pub mod observer;
 pub mod registry;
 pub mod session;
-pub(crate) mod sys;
 pub mod verify;
 
 use std::path::{Path, PathBuf};
@@ -41,7 +41,7 @@ use softether_control::{
     WireError, MAX_REPLY_BYTES,
 };
 
-use crate::observe::daemon::DaemonObserver;
+use observer::DaemonObserver;
 
 pub const DEFAULT_SOCKET: &str = "/run/softether-cni/sidecar.sock";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/softether-cni";
@@ -95,7 +95,7 @@ pub async fn run(opts: &DaemonOptions) -> Result<(), DaemonError> {
         )),
         None => None,
     };
-    if let Some(delay) = crate::observe::daemon::test_readopt_delay() {
+    if let Some(delay) = observer::test_readopt_delay() {
         tracing::warn!(?delay, "test knob: delaying re-adoption");
         tokio::time::sleep(delay).await;
     }

@@ -30,6 +30,7 @@ pub mod bridge;
 #[cfg(test)]
 pub(crate) mod fake_tap;
 pub mod lease_apply;
+pub mod login_failures;
 pub mod mac;
 pub mod reconnect;
 pub mod recovery;

@@ -188,7 +188,7 @@ impl<'a, D: Dialer, T: FramePort> Supervisor<'a, D, T> {
                 Ok(Event::Connected)
             }
             Err(e) => {
-                crate::observe::count_login_failure(&e);
+                super::login_failures::count(&e);
                 let event = Event::LoginFailed {
                     class: e.retry_class(),
                     unreachable: e.is_unreachable(),

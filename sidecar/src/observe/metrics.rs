@@ -8,7 +8,7 @@
 //! [`Metrics::render_text`].
 
 use std::collections::HashSet;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus_client::collector::Collector;
@@ -20,8 +20,8 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
+use crate::engine::login_failures;
 use crate::engine::status::{EngineStatus, TrafficSnapshot};
-use crate::transport::connection::SessionError;
 
 /// The label set of a daemon counter family.
 type Labels = Vec<(&'static str, String)>;
@@ -60,37 +60,6 @@ pub struct AttachmentSample {
 /// Lists the attachments at scrape time.
 pub type SampleSource = Arc<dyn Fn() -> Vec<AttachmentSample> + Send + Sync>;
 
-/// Login failures by reason, process-wide: the engine counts them where they happen, and a
-/// deleted attachment must not take its failures out of a counter.
-static LOGIN_FAILURES: LazyLock<Family<Labels, Counter>> = LazyLock::new(Family::default);
-
-/// Counts a failed login (or additional connection, or resume) attempt.
-pub fn count_login_failure(err: &SessionError) {
-    LOGIN_FAILURES
-        .get_or_create(&vec![("reason", login_failure_reason(err).to_owned())])
-        .inc();
-}
-
-/// A bounded label value for a failed login: the server's error name (`ERR_AUTH_FAILED`, ...,
-/// `ERR_UNKNOWN` for codes this build does not know), or the local stage that failed.
-pub fn login_failure_reason(err: &SessionError) -> &'static str {
-    use softether_proto::error::HandshakeError;
-    match err {
-        SessionError::Server { code, .. } => code.name(),
-        SessionError::Handshake {
-            source: HandshakeError::Server(code),
-            ..
-        } => code.name(),
-        SessionError::Handshake { .. } => "handshake",
-        SessionError::Resolve { .. } | SessionError::NoAddress { .. } => "resolve",
-        SessionError::Connect { .. } => "connect",
-        SessionError::Timeout { .. } => "timeout",
-        SessionError::Tls { .. } | SessionError::TlsSetup(_) => "tls",
-        SessionError::Disconnected { .. } | SessionError::Io { .. } => "disconnected",
-        _ => "protocol",
-    }
-}
-
 /// Buckets of `softether_cni_add_duration_seconds`: an ADD takes a login plus a DHCP
 /// exchange (sub-second on a LAN) and may last up to the plugin's timeout (< 120 s).
 const ADD_BUCKETS: [f64; 11] = [0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0];
@@ -100,6 +69,8 @@ pub struct Metrics {
     registry: Registry,
     cni_requests: Family<Labels, Counter>,
     add_duration: Histogram,
+    /// Mirrors [`login_failures::snapshot`] at each scrape.
+    login_failures: Family<Labels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -123,10 +94,11 @@ impl Metrics {
             "The softether-sidecar version (value 1)",
             build_info,
         );
+        let login_failures = Family::<Labels, Counter>::default();
         registry.register(
             "softether_login_failures",
             "Failed SoftEther login attempts by reason (server error name or local stage)",
-            LOGIN_FAILURES.clone(),
+            login_failures.clone(),
         );
         if daemon {
             registry.register(
@@ -145,6 +117,7 @@ impl Metrics {
             registry,
             cni_requests,
             add_duration,
+            login_failures,
         }
     }
 
@@ -166,6 +139,13 @@ impl Metrics {
 
     /// OpenMetrics text (`application/openmetrics-text; version=1.0.0`).
     pub fn render_openmetrics(&self) -> String {
+        // The engine's process-wide counts, brought up to date (counters only grow).
+        for (reason, n) in login_failures::snapshot() {
+            let counter = self
+                .login_failures
+                .get_or_create(&vec![("reason", reason.to_owned())]);
+            counter.inc_by(n.saturating_sub(counter.get()));
+        }
         let mut out = String::new();
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
             tracing::warn!("encoding the metrics failed: {e}");

@@ -3,9 +3,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::metrics::{
-    login_failure_reason, openmetrics_to_text, AttachmentLabels, AttachmentSample, Metrics,
-};
+use super::metrics::{openmetrics_to_text, AttachmentLabels, AttachmentSample, Metrics};
+use crate::engine::login_failures;
 use crate::engine::status::{self, status_channel, LeaseEvent};
 use crate::engine::test_lease::bound_lease;
 
@@ -160,16 +159,16 @@ fn login_failure_reasons_are_a_small_fixed_set() {
         addr,
         code: softether_proto::error::ErrorCode(9),
     };
-    assert!(login_failure_reason(&refused).starts_with("ERR_"));
+    assert!(login_failures::reason(&refused).starts_with("ERR_"));
     let io = SessionError::Connect {
         addr,
         source: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
     };
-    assert_eq!(login_failure_reason(&io), "connect");
+    assert_eq!(login_failures::reason(&io), "connect");
     let timeout = SessionError::Timeout {
         stage: "login",
         addr,
         after: Duration::from_secs(1),
     };
-    assert_eq!(login_failure_reason(&timeout), "timeout");
+    assert_eq!(login_failures::reason(&timeout), "timeout");
 }

@@ -6,15 +6,13 @@
 //! - [`http`]: the hyper server for `/metrics`, `/healthz` and `/readyz`;
 //! - [`hooks`]: the per-attachment runner that turns status changes into hook runs.
 //!
-//! The engine knows nothing of this module except [`count_login_failure`]: everything else is
-//! read from [`crate::engine::status::EngineStatus`].
+//! The engine knows nothing of this module: everything is read from
+//! [`crate::engine::status::EngineStatus`] and [`crate::engine::login_failures`]. The daemon's
+//! own endpoint (its registry, control socket and readiness) is `daemon::observer`.
 
-pub mod daemon;
 pub mod hooks;
 pub mod http;
 pub mod metrics;
-
-pub use metrics::count_login_failure;
 
 use std::sync::Arc;
 

@@ -185,6 +185,30 @@ pub struct Established<S = TlsStream<TcpStream>> {
     pub udp: Option<super::udp_accel::UdpChannel>,
 }
 
+impl<S> Established<S> {
+    /// Under half-connection a session needs a connection each way; with fewer joined than asked
+    /// for it may have only one and could never receive (or send).
+    pub(crate) fn check_directions(&self) -> Result<(), SessionError> {
+        let dirs =
+            || std::iter::once(self.direction).chain(self.additional.iter().map(|c| c.direction));
+        if dirs().any(Direction::can_send) && dirs().any(Direction::can_receive) {
+            return Ok(());
+        }
+        Err(SessionError::Handshake {
+            addr: self.server_addr,
+            source: HandshakeError::Protocol(format!(
+                "half-connection with {} connection(s) has no {} connection",
+                self.additional.len() + 1,
+                if dirs().any(Direction::can_send) {
+                    "receiving"
+                } else {
+                    "sending"
+                }
+            )),
+        })
+    }
+}
+
 /// One extra TCP connection of a session.
 pub struct AdditionalConnection<S = TlsStream<TcpStream>> {
     pub stream: S,

@@ -41,7 +41,7 @@ pub async fn establish_with<D: Dialer>(
             Attempt::Welcome(mut est) => {
                 est.redirected_to = redirected_to;
                 join_additional(dialer, config, &mut est, &host, port).await;
-                check_directions(&est)?;
+                est.check_directions()?;
                 return Ok(*est);
             }
             Attempt::Redirect { redirect, from } => {
@@ -65,27 +65,6 @@ pub async fn establish_with<D: Dialer>(
     }
     Err(SessionError::RedirectLoop {
         addr: redirected_to.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], port))),
-    })
-}
-
-/// Under half-connection a session needs a connection each way; with fewer joined than asked
-/// for it may have only one and could never receive (or send).
-pub(crate) fn check_directions<S>(est: &Established<S>) -> Result<(), SessionError> {
-    let dirs = || std::iter::once(est.direction).chain(est.additional.iter().map(|c| c.direction));
-    if dirs().any(Direction::can_send) && dirs().any(Direction::can_receive) {
-        return Ok(());
-    }
-    Err(SessionError::Handshake {
-        addr: est.server_addr,
-        source: HandshakeError::Protocol(format!(
-            "half-connection with {} connection(s) has no {} connection",
-            est.additional.len() + 1,
-            if dirs().any(Direction::can_send) {
-                "receiving"
-            } else {
-                "sending"
-            }
-        )),
     })
 }
 

@@ -214,6 +214,6 @@ pub async fn resume_with<D: Dialer>(
         udp: None,
     };
     join_additional(dialer, config, &mut est, &host, port).await;
-    super::establish::check_directions(&est)?;
+    est.check_directions()?;
     Ok(est)
 }

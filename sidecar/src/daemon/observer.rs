@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::http::{self, Endpoints, Health, ReadyFlag};
-use super::metrics::{Metrics, SampleSource};
-use crate::daemon::registry::Registry;
+use super::registry::Registry;
+use crate::observe::http::{self, Endpoints, Health, ReadyFlag};
+use crate::observe::metrics::{Metrics, SampleSource};
 
 /// Test-only knob (the e2e tests make re-adoption long enough to observe `/readyz` = 503):
 /// milliseconds to wait before re-adopting. Not for production use.

@@ -1,5 +1,6 @@
 //! The only `unsafe` in this crate: receiving file descriptors as SCM_RIGHTS ancillary data on
-//! the control socket and taking ownership of them; returning free heap pages to the kernel (`crate::memory`).
+//! the daemon's control socket and taking ownership of them; the allocator's parameters and
+//! returning free heap pages to the kernel (`crate::memory`).
 #![allow(unsafe_code)]
 
 use std::io;
