@@ -35,20 +35,20 @@ pub fn firewall(netns: &str, container_id: &str, ifname: &str) -> Firewall {
     Firewall::new(Netns::from_path(netns), &engine_id(container_id, ifname))
 }
 
-/// The policy rules an attachment with `policyRouteTable` = `table` installs once it has
-/// `address`: `from <address> lookup table` and, with CONNMARK, `fwmark table lookup table`.
-pub fn policy_rules(table: u32, address: Option<Ipv4Addr>, connmark: bool) -> Vec<PolicyRule> {
-    let mut rules = Vec::new();
-    if let Some(addr) = address {
-        rules.push(PolicyRule::from_address(addr, table, RULE_PRIORITY_FROM));
-    }
+/// The policy rules of one family an attachment with `policyRouteTable` = `table` installs
+/// for its `addresses`: `from <address> lookup table` for each and, with CONNMARK,
+/// `fwmark table lookup table`.
+pub fn policy_rules<N: RuleFamily>(
+    table: u32,
+    addresses: &[N::Addr],
+    connmark: bool,
+) -> Vec<Rule<N>> {
+    let mut rules: Vec<Rule<N>> = addresses
+        .iter()
+        .map(|addr| Rule::from_address(*addr, table, RULE_PRIORITY_FROM))
+        .collect();
     if connmark {
-        rules.push(PolicyRule::fwmark(
-            table,
-            u32::MAX,
-            table,
-            RULE_PRIORITY_FWMARK,
-        ));
+        rules.push(Rule::fwmark(table, u32::MAX, table, RULE_PRIORITY_FWMARK));
     }
     rules
 }
@@ -287,7 +287,7 @@ mod tests {
 
     #[test]
     fn installed_rules_are_what_teardown_finds() {
-        let installed = policy_rules(100, Some(ME), true);
+        let installed = policy_rules(100, &[ME], true);
         assert_eq!(
             installed,
             vec![
@@ -297,7 +297,7 @@ mod tests {
         );
         assert_eq!(routing(100, Some(ME)).own_rules(&installed), installed);
         assert_eq!(routing(100, None).own_rules(&installed), installed);
-        assert_eq!(policy_rules(100, None, false), vec![]);
+        assert_eq!(policy_rules::<Ipv4Net>(100, &[], false), vec![]);
     }
 
     #[test]

@@ -117,7 +117,7 @@ pub fn plan(lease: &Lease, opts: &NetOptions, tap: u32) -> LeasePlan {
         if let Some(gw) = gateway {
             routes.push(RouteSpec::default_route().via(gw).dev(tap).table(table));
         }
-        rules = pod_netns::policy_rules(table, Some(lease.address), opts.connmark);
+        rules = pod_netns::policy_rules(table, &[lease.address], opts.connmark);
         if opts.connmark {
             connmark = Some(table);
         }
@@ -307,7 +307,7 @@ impl NetConfigurator {
                 present.push(Added::Firewall);
             }
             let rules = self.nl.get().await?.rules().await?;
-            let ours = pod_netns::policy_rules(table, Some(address.addr()), self.opts.connmark);
+            let ours = pod_netns::policy_rules(table, &[address.addr()], self.opts.connmark);
             present.extend(
                 ours.into_iter()
                     .filter(|r| rules.contains(r))

@@ -10,10 +10,9 @@ use std::net::{IpAddr, Ipv6Addr};
 use dhcp_client::v6::Ipv6Settings;
 use ipnet::Ipv6Net;
 use netcfg::sysctl::{self, Ipv6Conf};
-use netcfg::{DnsConfig, NetcfgError, PolicyRule6, Route6Spec};
+use netcfg::{pod_netns, DnsConfig, NetcfgError, PolicyRule6, Route6Spec};
 
 use super::{NetConfigurator, NetOptions, DEFAULT_ROUTE_METRIC};
-use super::{RULE_PRIORITY_FROM, RULE_PRIORITY_FWMARK};
 
 /// What the engine does with IPv6 on the TAP.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -108,17 +107,13 @@ pub(super) fn plan6(
             let route = Route6Spec::default_route().via(gw).dev(tap).table(table);
             items.push(Added6::Route(route));
         }
-        for a in &settings.addresses {
-            let rule = PolicyRule6::from_address(a.address, table, RULE_PRIORITY_FROM);
-            items.push(Added6::Rule(rule));
-        }
+        let addresses: Vec<Ipv6Addr> = settings.addresses.iter().map(|a| a.address).collect();
         // The nft CONNMARK table is family inet: the IPv4 lease's table marks IPv6 too; only
         // the fwmark rule is per family, and only worth having with an IPv6 address (a hub
         // without IPv6 must leave, and CHECK must expect, no IPv6 objects at all).
-        if opts.connmark && !settings.addresses.is_empty() {
-            let rule = PolicyRule6::fwmark(table, u32::MAX, table, RULE_PRIORITY_FWMARK);
-            items.push(Added6::Rule(rule));
-        }
+        let connmark = opts.connmark && !addresses.is_empty();
+        let rules = pod_netns::policy_rules::<Ipv6Net>(table, &addresses, connmark);
+        items.extend(rules.into_iter().map(Added6::Rule));
     }
     items
 }
@@ -322,6 +317,7 @@ impl NetConfigurator {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::lease_apply::{RULE_PRIORITY_FROM, RULE_PRIORITY_FWMARK};
     use crate::engine::test_lease::slaac_settings as settings;
 
     const TAP: u32 = 9;
