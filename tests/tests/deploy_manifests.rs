@@ -10,6 +10,8 @@
 //! - the plugin binary accepts every shipped network config: VERSION lists the config's versions,
 //!   and ADD into a fresh namespace with the sidecar socket pointed nowhere fails with 11 ("sidecar
 //!   unreachable") instead of 4/7, which proves env and config passed validation;
+//! - examples/podman5: the quadlet network's options pass the plugin's netavark `create` as
+//!   Podman sends them, and the container unit names that network;
 //! - documented flags exist (`softether-sidecar run/status/connect --help`), systemd units verify.
 //!
 //! Needs `cargo build -p softether-cni -p softether-sidecar` first, root (namespaces), `python3`
@@ -27,7 +29,7 @@ use std::process::Command;
 
 use serde_json::{json, Value};
 
-use exec::{add_reaches_the_sidecar, built, plugin, run, sidecar_help, text};
+use exec::{add_reaches_the_sidecar, built, plugin, plugin_with_args, run, sidecar_help, text};
 use files::*;
 
 #[test]
@@ -328,6 +330,59 @@ fn the_plugin_accepts_every_shipped_network_config() {
     bad.as_object_mut().unwrap().remove("policyRouteTable");
     assert_eq!(add_reaches_the_sidecar("bad", &bad, "")["code"], 7);
     assert!(checked >= 8, "only {checked} configurations checked");
+}
+
+/// Quadlet turns examples/podman5/vpn.network into `podman network create -d softether --opt
+/// KEY=VALUE … NAME`, and Podman hands our `create` the network with those options as strings
+/// (what tests/tests/netavark_e2e.rs sends against the lab). The plugin must accept every
+/// option the example ships and give the network back unchanged, without subnets of its own.
+#[test]
+fn the_quadlet_network_passes_the_plugins_create() {
+    let root = repo_root();
+    let unit = fs::read_to_string(root.join("examples/podman5/vpn.network")).unwrap();
+    let value = |key: &str| -> Vec<&str> {
+        let prefix = format!("{key}=");
+        unit.lines()
+            .filter_map(|l| l.strip_prefix(prefix.as_str()))
+            .collect()
+    };
+    assert_eq!(value("Driver"), ["softether"], "vpn.network Driver");
+    let name = value("NetworkName");
+    assert_eq!(
+        name.len(),
+        1,
+        "vpn.network names its network once: {name:?}"
+    );
+    let options: serde_json::Map<String, Value> = value("Options")
+        .into_iter()
+        .map(|o| o.split_once('=').expect("Options=KEY=VALUE"))
+        .map(|(k, v)| (k.to_owned(), json!(v)))
+        .collect();
+    assert!(options.len() >= 5, "vpn.network options: {options:?}");
+    let network = json!({
+        "name": name[0],
+        "id": "5e7c0ffee5e7c0ffee5e7c0ffee5e7c0ffee5e7c0ffee5e7c0ffee5e7c0ffee0",
+        "driver": "softether",
+        "created": "2026-01-02T03:04:05.000000000Z",
+        "ipv6_enabled": false, "internal": false, "dns_enabled": true,
+        "labels": {}, "options": options, "ipam_options": {}
+    });
+    let (ok, stored) = plugin_with_args(&["create"], &[], &network);
+    assert!(ok, "create refused the quadlet network: {stored}");
+    for key in ["name", "id", "driver"] {
+        assert_eq!(stored[key], network[key], "{key} changed: {stored}");
+    }
+    assert_eq!(stored["options"], network["options"], "{stored}");
+    assert!(
+        stored["subnets"].as_array().is_none_or(|s| s.is_empty()),
+        "{stored}"
+    );
+    // And the container unit joins that network (quadlet resolves vpn.network to it).
+    let container = fs::read_to_string(root.join("examples/podman5/vpn-web.container")).unwrap();
+    assert!(
+        container.lines().any(|l| l == "Network=vpn.network"),
+        "vpn-web.container does not use vpn.network"
+    );
 }
 
 #[test]

@@ -68,7 +68,14 @@ impl Drop for Netns {
 
 /// Runs the plugin as libcni does; returns (exit success, stdout JSON).
 pub fn plugin(env: &[(&str, &str)], stdin: &Value) -> (bool, Value) {
+    plugin_with_args(&[], env, stdin)
+}
+
+/// Runs the plugin with `args` (netavark's `create`, `setup NETNS`, …); returns (exit success,
+/// stdout JSON).
+pub fn plugin_with_args(args: &[&str], env: &[(&str, &str)], stdin: &Value) -> (bool, Value) {
     let mut child = Command::new(built("softether", "softether-cni"))
+        .args(args)
         .env_clear()
         .envs(env.iter().copied())
         .stdin(Stdio::piped())
