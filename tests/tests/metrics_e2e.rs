@@ -183,9 +183,9 @@ fn prometheus_scrapes_attachments_hooks_record_events_and_probes_follow_the_daem
     );
     let status = dirs.status_attachments(&lab);
     assert!(
-        status
-            .iter()
-            .all(|a| a["leaseExpires"].as_u64().is_some() && a.get("rateIn").is_some()),
+        status.iter().all(|a| a["leaseExpires"].as_u64().is_some()
+            && a["rateIn"].as_u64().is_some()
+            && a["rateOut"].as_u64().is_some()),
         "{status:?}"
     );
 
