@@ -155,10 +155,7 @@ pub fn check_server(s: &str) -> Result<(), String> {
 
 /// CNI network names: `[A-Za-z0-9][A-Za-z0-9_.-]*`.
 pub fn check_network_name(s: &str) -> Result<(), String> {
-    let mut chars = s.chars();
-    let ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    if ok {
+    if softether_control::state_dir::is_cni_identifier(s) {
         Ok(())
     } else {
         Err("a name matching [A-Za-z0-9][A-Za-z0-9_.-]*".into())

@@ -38,12 +38,17 @@ pub enum KeyError {
     },
 }
 
+/// Whether `s` matches the CNI spec's pattern for container ids and network names (1.0+):
+/// `[A-Za-z0-9][A-Za-z0-9_.-]*`.
+pub fn is_cni_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
 /// `[A-Za-z0-9][A-Za-z0-9_.-]*` (CNI spec 1.0+), at most [`MAX_CONTAINER_ID_LEN`] bytes.
 pub fn validate_container_id(id: &str) -> Result<(), KeyError> {
-    let mut chars = id.chars();
-    let pattern_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    if !pattern_ok {
+    if !is_cni_identifier(id) {
         // A long id is printed in full only up to the bound; the rest is elided.
         let shown: String = id.chars().take(MAX_CONTAINER_ID_LEN).collect();
         return Err(KeyError::ContainerIdPattern(shown));

@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{LinkSettings, LoginSettings};
 pub use hubs::{HubFacts, HubsRecord, HUBS_VERSION, MAX_HUBS, MAX_HUB_KEY_LEN};
-pub use key::{validate_container_id, validate_ifname, AttachmentKey, KeyError};
+pub use key::{is_cni_identifier, validate_container_id, validate_ifname, AttachmentKey, KeyError};
 pub use key::{MAX_CONTAINER_ID_LEN, MAX_IFNAME_LEN};
 
 /// The `version` of [`AttachmentRecord`]s written today.
