@@ -3,8 +3,7 @@
 
 use std::fmt;
 
-use crate::login::MAX_REQUEST_PACK;
-use crate::pack::PackError;
+use crate::pack::{PackError, MAX_REQUEST_PACK};
 use crate::rsa::SignError;
 
 /// A numeric SoftEther error code, as carried in the `error` INT of a server pack or used by

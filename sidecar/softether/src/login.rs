@@ -10,8 +10,7 @@ use crate::prng::SplitMix64;
 use crate::rsa::{CertSigner, SignError};
 use crate::sha0::Sha0;
 
-/// Largest pack body the server accepts in a POST (`HTTP_PACK_MAX_SIZE`).
-pub const MAX_REQUEST_PACK: usize = 65_536;
+pub use crate::pack::MAX_REQUEST_PACK;
 /// `pencore` padding is 0..=999 random bytes (`HTTP_PACK_RAND_SIZE_MAX`).
 const MAX_PENCORE: usize = 999;
 

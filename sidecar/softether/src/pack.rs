@@ -9,6 +9,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// Element count limit of the 64-bit C reader (`MAX_ELEMENT_NUM`).
 pub const MAX_ELEMENTS: u32 = 262_144;
+/// Largest pack body the server accepts in a POST (`HTTP_PACK_MAX_SIZE`).
+pub const MAX_REQUEST_PACK: usize = 65_536;
 /// Values per element limit (`MAX_VALUE_NUM`).
 pub const MAX_VALUES: u32 = 262_144;
 /// One DATA/STR/UNISTR value limit (`MAX_VALUE_SIZE`, 384 MiB).
