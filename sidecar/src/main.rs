@@ -111,13 +111,14 @@ fn init_logging(filter: &str, format: LogFormat) {
 }
 
 fn main() -> ExitCode {
-    softether_sidecar::memory::tune_allocator();
     let cli = Cli::parse();
     let default_log = match cli.command {
         Command::Connect(_) | Command::Run(_) => "info",
         _ => "warn",
     };
     init_logging(cli.log.as_deref().unwrap_or(default_log), cli.log_format);
+    // Before the runtime's threads start; after logging, so that a refusal is logged.
+    softether_sidecar::memory::tune_allocator();
     // One session (connect, probe) is I/O-bound and fits one thread: a current-thread runtime
     // saves the worker threads, their stacks and their malloc arenas (several MB of RSS under
     // load) at no measured throughput cost. The daemon serves many pods: two workers.

@@ -26,7 +26,7 @@
 /// Blocks of at least this size get their own mapping (see the module docs).
 const MMAP_THRESHOLD: i32 = 32 * 1024;
 
-/// Sets the allocator up for a long-running process; call first thing in `main`.
+/// Sets the allocator up for a long-running process; call in `main` before any thread starts.
 pub fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     if !crate::sys::set_mmap_threshold(MMAP_THRESHOLD) {

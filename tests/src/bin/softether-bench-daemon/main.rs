@@ -37,7 +37,8 @@ struct Options {
     attachments: usize,
     busy: usize,
     /// Where to copy the daemon's /proc/PID/smaps with all attachments up (to see what grew);
-    /// `FILE.deleted` gets it once they are all deleted (to see what stayed).
+    /// FILE with its extension replaced by `deleted` gets it once they are all deleted (to see
+    /// what stayed).
     smaps: Option<PathBuf>,
 }
 
