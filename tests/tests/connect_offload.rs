@@ -1,6 +1,7 @@
 //! The TAP offloads through the real server: a large TCP transfer each way between the client
 //! namespace (behind `connect`, offloads on) and a host bridged into the hub arrives intact,
-//! and `--no-offload` falls back to plain frames.
+//! also over four connections with flows spread over them and redundant ACKs thinned, and
+//! `--no-offload` falls back to plain frames.
 
 mod common;
 
@@ -9,6 +10,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use common::connect::connect;
+use common::observe::{http_get, sample};
 use softether_lab::{netns, Lab, LabOptions};
 
 /// Bytes sent each way.
@@ -158,6 +160,51 @@ fn a_large_transfer_each_way_arrives_intact_with_offloads_on() {
     );
     transfer(&lab, true);
     transfer(&lab, false);
+}
+
+#[test]
+fn four_connections_carry_large_transfers_intact_with_acks_thinned() {
+    const METRICS: &str = "127.0.0.1:9571";
+    let lab = Lab::start(LabOptions::default()).expect("lab");
+    // TCP only, so that every frame crosses the connections under test.
+    let mut client = connect(
+        &lab,
+        &[
+            "--max-connections",
+            "4",
+            "--udp-acceleration",
+            "off",
+            "--metrics-addr",
+            METRICS,
+        ],
+    );
+    client.wait_log("lease acquired", Duration::from_secs(60));
+    transfer(&lab, true);
+    transfer(&lab, false);
+    let (code, text) = http_get(&lab.facts.client_ns, &format!("http://{METRICS}/metrics"));
+    assert_eq!(code, 200, "{text}");
+    assert_eq!(
+        sample(&text, "softether_attachment_tcp_connections", &[]),
+        Some(4.0),
+        "{text}"
+    );
+    // The upload's ACKs come back from the lan host in batches: most of them are superseded.
+    let thinned = sample(
+        &text,
+        "softether_attachment_thinned_acks_total",
+        &[r#"direction="in""#],
+    );
+    assert!(thinned.is_some_and(|n| n > 0.0), "{text}");
+    let dropped = sample(
+        &text,
+        "softether_attachment_dropped_frames_total",
+        &[r#"direction="in""#],
+    );
+    assert_eq!(
+        dropped,
+        Some(0.0),
+        "TCP never drops for a slow reader: {text}"
+    );
 }
 
 #[test]

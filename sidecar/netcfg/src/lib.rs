@@ -36,12 +36,14 @@
 //!
 //! Modules: `sys` (private, the only `unsafe`: TUN ioctls, reactor registration), [`netns`],
 //! [`tap`], [`netlink`], [`firewall`], [`resolv`], [`sysctl`] (per-interface IPv6 switches),
-//! [`offload`] (TAP offloads in user space), [`error`], and [`pod_netns`]: what a CNI
+//! [`offload`] (TAP offloads in user space), [`ack_thinning`] (redundant ACKs of a batch),
+//! [`error`], and [`pod_netns`]: what a CNI
 //! attachment leaves in its pod's namespace (persistent TAP, policy rules, nft table), created
 //! and removed by the same code in the plugin and the sidecar.
 
 #![warn(missing_docs)]
 
+pub mod ack_thinning;
 pub mod error;
 pub mod firewall;
 pub mod netlink;

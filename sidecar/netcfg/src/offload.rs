@@ -43,7 +43,7 @@ const TCP_FIN: u8 = 0x01;
 const TCP_SYN: u8 = 0x02;
 const TCP_RST: u8 = 0x04;
 const TCP_PSH: u8 = 0x08;
-const TCP_ACK: u8 = 0x10;
+pub(crate) const TCP_ACK: u8 = 0x10;
 const TCP_URG: u8 = 0x20;
 const TCP_CWR: u8 = 0x80;
 
@@ -110,17 +110,17 @@ pub enum OffloadError {
 
 /// Where the headers of a TCP frame are.
 #[derive(Clone, Copy, Debug)]
-struct TcpLayout {
+pub(crate) struct TcpLayout {
     /// Offset of the IP header (after Ethernet and an optional VLAN tag).
-    ip: usize,
-    v6: bool,
+    pub(crate) ip: usize,
+    pub(crate) v6: bool,
     /// Offset of the TCP header.
-    tcp: usize,
+    pub(crate) tcp: usize,
     /// Offset of the payload.
-    payload: usize,
+    pub(crate) payload: usize,
 }
 
-fn be16(b: &[u8], i: usize) -> u16 {
+pub(crate) fn be16(b: &[u8], i: usize) -> u16 {
     u16::from_be_bytes([b[i], b[i + 1]])
 }
 
@@ -128,7 +128,7 @@ fn put16(b: &mut [u8], i: usize, v: u16) {
     b[i..i + 2].copy_from_slice(&v.to_be_bytes());
 }
 
-fn be32(b: &[u8], i: usize) -> u32 {
+pub(crate) fn be32(b: &[u8], i: usize) -> u32 {
     u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]])
 }
 
@@ -144,7 +144,7 @@ fn l3_of(frame: &[u8]) -> Option<(usize, u16)> {
 }
 
 /// Parses Ethernet / IPv4 or IPv6 (no extension headers) / TCP, checking every length.
-fn tcp_layout(frame: &[u8]) -> Option<TcpLayout> {
+pub(crate) fn tcp_layout(frame: &[u8]) -> Option<TcpLayout> {
     let (ip, et) = l3_of(frame)?;
     let (v6, tcp) = match et {
         ETHERTYPE_IPV4 => {

@@ -95,6 +95,11 @@ pub struct ConnectArgs {
     /// super-frames cut and coalesced in user space (for comparison, or a kernel that misbehaves).
     #[arg(long, env = "SOFTETHER_NO_OFFLOAD", value_parser = clap::builder::FalseyValueParser::new())]
     pub no_offload: bool,
+    /// Keep every TCP ACK: by default a pure ACK is left out when a later ACK of the same
+    /// connection in the same batch acknowledges more, which saves the local TCP stack and the
+    /// server a frame each (for comparison, or to rule it out).
+    #[arg(long, env = "SOFTETHER_NO_ACK_THINNING", value_parser = clap::builder::FalseyValueParser::new())]
+    pub no_ack_thinning: bool,
     /// No IPv6 on the TAP (disable_ipv6). By default router advertisements and DHCPv6 from
     /// the VPN configure addresses, on-link routes and (with the accept flags) the default
     /// route, DNS and policy routing, like the DHCPv4 lease.
@@ -176,6 +181,7 @@ fn engine_config(args: &ConnectArgs) -> anyhow::Result<EngineConfig> {
         pin_server_route: true,
         mtu: args.mtu,
         offload: !args.no_offload,
+        ack_thinning: !args.no_ack_thinning,
         reconnect_delay: args.reconnect_delay,
         seed: random_seed(),
         id: format!("connect_{}", std::process::id()),

@@ -302,6 +302,7 @@ pub async fn engine_config(record: &AttachmentRecord, mac: Mac) -> Result<Engine
         pin_server_route: false,
         mtu: record.link.mtu.map(u32::from),
         offload: crate::engine::run::offload_from_env(),
+        ack_thinning: crate::engine::run::ack_thinning_from_env(),
         reconnect_delay: RECONNECT_DELAY,
         seed: random_seed(),
         id: engine_id(&record.container_id, &record.ifname),

@@ -24,9 +24,10 @@ use super::lease_apply::NetConfigurator;
 use super::status::{
     self, stop_requested, EngineStatus, LeaseEvent, StopMode, StopSignal, Traffic, TrafficSnapshot,
 };
-use super::tap_offload::{frame_refused, DownlinkBatch, UplinkCutter};
+use super::tap_offload::{frame_refused, thin_acks, DownlinkBatch, UplinkCutter};
 use crate::transport::clock::now;
 use crate::transport::driver::TunnelHandle;
+use netcfg::ack_thinning::AckThinner;
 
 /// The pod side of the bridge: a TAP in production ([`AsyncTap`]), a channel-backed fake in
 /// the in-process tests.
@@ -89,9 +90,13 @@ pub fn spawn_uplink<T: FramePort>(
     outgoing: mpsc::Sender<Bytes>,
     max_frame: usize,
     traffic: Arc<Traffic>,
+    ack_thinning: bool,
 ) -> JoinHandle<io::Error> {
+    let mut thinner = ack_thinning.then(AckThinner::new);
     if tap.offload().has_header() {
-        return tokio::spawn(uplink_with_header(tap, outgoing, max_frame, traffic));
+        return tokio::spawn(uplink_with_header(
+            tap, outgoing, max_frame, traffic, thinner,
+        ));
     }
     tokio::spawn(async move {
         let mut buf = BytesMut::new();
@@ -114,7 +119,7 @@ pub fn spawn_uplink<T: FramePort>(
                     Err(e) => return e,
                 }
             }
-            if let Err(e) = send_batch(&mut batch, &outgoing, &traffic).await {
+            if let Err(e) = send_batch(&mut batch, &outgoing, &traffic, thinner.as_mut()).await {
                 return e;
             }
         }
@@ -136,12 +141,17 @@ async fn wait_readable<T: FramePort>(tap: &T, holding: bool) -> Result<(), Idle>
     }
 }
 
-/// Hands a batch of wire frames to the tunnel, waiting while its queue is full.
+/// Hands a batch of wire frames to the tunnel, waiting while its queue is full; redundant ACKs
+/// are left out first when `thinner` is set.
 async fn send_batch(
     batch: &mut Vec<Bytes>,
     outgoing: &mpsc::Sender<Bytes>,
     traffic: &Traffic,
+    thinner: Option<&mut AckThinner>,
 ) -> io::Result<()> {
+    if let Some(thinner) = thinner {
+        traffic.count_thinned(false, thin_acks(batch, thinner));
+    }
     for frame in batch.drain(..) {
         traffic.count_out(frame.len());
         if outgoing.send(frame).await.is_err() {
@@ -158,6 +168,7 @@ async fn uplink_with_header<T: FramePort>(
     outgoing: mpsc::Sender<Bytes>,
     max_frame: usize,
     traffic: Arc<Traffic>,
+    mut thinner: Option<AckThinner>,
 ) -> io::Error {
     let mut cutter = UplinkCutter::new(max_frame);
     let mut holding = false;
@@ -179,7 +190,7 @@ async fn uplink_with_header<T: FramePort>(
                 Err(e) => return e,
             }
         }
-        if let Err(e) = send_batch(&mut batch, &outgoing, &traffic).await {
+        if let Err(e) = send_batch(&mut batch, &outgoing, &traffic, thinner.as_mut()).await {
             return e;
         }
     }
@@ -218,6 +229,8 @@ pub struct SessionContext<'a, T: FramePort = AsyncTap> {
     pub started: Instant,
     /// Set once a lease was acquired in this session.
     pub got_lease: bool,
+    /// Thin redundant pure ACKs in both directions ([`netcfg::ack_thinning`]).
+    pub ack_thinning: bool,
 }
 
 /// Pumps frames and DHCP for one tunnel until shutdown, tunnel loss or a local failure.
@@ -231,6 +244,7 @@ pub async fn run_session<T: FramePort>(
         tunnel.outgoing.clone(),
         max_frame,
         ctx.traffic.clone(),
+        ctx.ack_thinning,
     );
     let end = session_loop(ctx, tunnel, &mut uplink).await;
     uplink.abort();
@@ -244,7 +258,7 @@ async fn session_loop<T: FramePort>(
     uplink: &mut JoinHandle<io::Error>,
 ) -> SessionEnd {
     let mut frames: Vec<Bytes> = Vec::new();
-    let mut to_tap = DownlinkBatch::new(ctx.tap.offload());
+    let mut to_tap = DownlinkBatch::new(ctx.tap.offload(), ctx.ack_thinning);
     let mut sampler = tokio::time::interval(SAMPLE_EVERY);
     sampler.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last = (now(), ctx.traffic.snapshot());
@@ -285,12 +299,16 @@ async fn session_loop<T: FramePort>(
                     }
                 }
                 to_tap.finish();
+                ctx.traffic.count_thinned(true, to_tap.thinned());
                 for i in 0..to_tap.len() {
+                    let Some(write) = to_tap.get(i) else {
+                        continue;
+                    };
                     // A pod that stops reading must not keep a stop request waiting.
                     let written = tokio::select! {
                         biased;
                         mode = stop_requested(ctx.stop) => return SessionEnd::Stop(mode),
-                        r = ctx.tap.send(to_tap.get(i)) => r,
+                        r = ctx.tap.send(write) => r,
                     };
                     match written {
                         Ok(()) => {}

@@ -40,6 +40,9 @@ pub struct EngineConfig {
     /// Use the TAP offloads (checksum, TSO4/6 super-frames, coalesced writes) when the TAP fd
     /// has `IFF_VNET_HDR`; `--no-offload` / `SOFTETHER_NO_OFFLOAD=1` turn them off.
     pub offload: bool,
+    /// Leave out pure TCP ACKs that a later ACK of the same batch supersedes
+    /// ([`netcfg::ack_thinning`]); `--no-ack-thinning` / `SOFTETHER_NO_ACK_THINNING=1` turn it off.
+    pub ack_thinning: bool,
     pub reconnect_delay: Duration,
     /// Seeds backoff jitter, DHCP xids and tunnel padding.
     pub seed: u64,
@@ -196,5 +199,16 @@ fn ipv6_client(config: &EngineConfig, dhcp: bool) -> Option<Ipv6Client> {
 /// `SOFTETHER_NO_OFFLOAD` set to anything but empty or `0` turns the TAP offloads off (the
 /// daemon's knob; `connect` also has `--no-offload`).
 pub fn offload_from_env() -> bool {
-    std::env::var_os("SOFTETHER_NO_OFFLOAD").is_none_or(|v| v.is_empty() || v == "0")
+    !env_flag("SOFTETHER_NO_OFFLOAD")
+}
+
+/// `SOFTETHER_NO_ACK_THINNING` set to anything but empty or `0` keeps every ACK (the daemon's
+/// knob; `connect` also has `--no-ack-thinning`).
+pub fn ack_thinning_from_env() -> bool {
+    !env_flag("SOFTETHER_NO_ACK_THINNING")
+}
+
+/// A boolean environment switch, as clap's `FalseyValueParser` reads `connect`'s.
+fn env_flag(name: &str) -> bool {
+    std::env::var_os(name).is_some_and(|v| !(v.is_empty() || v == "0"))
 }

@@ -96,6 +96,9 @@ pub struct Traffic {
     /// The live session's drops as last sampled: (tunnel → TAP, TAP → tunnel).
     session_dropped_in: AtomicU64,
     session_dropped_out: AtomicU64,
+    /// Pure ACKs left out as redundant ([`netcfg::ack_thinning`]): tunnel → TAP, TAP → tunnel.
+    acks_thinned_in: AtomicU64,
+    acks_thinned_out: AtomicU64,
     /// TCP connections carrying the live session (0 between sessions).
     tcp_connections: AtomicU64,
     /// Bytes per second over the last sampling interval (0 between sessions).
@@ -112,10 +115,13 @@ pub struct TrafficSnapshot {
     /// TAP → tunnel.
     pub frames_out: u64,
     pub bytes_out: u64,
-    /// Frames dropped on the way to the TAP (consumer behind, kernel refused) and into the
+    /// Frames dropped on the way to the TAP (kernel refused; consumer behind on UDP) and into the
     /// tunnel (send queue full).
     pub dropped_in: u64,
     pub dropped_out: u64,
+    /// Redundant pure ACKs left out: tunnel → TAP, TAP → tunnel.
+    pub acks_thinned_in: u64,
+    pub acks_thinned_out: u64,
     pub tcp_connections: u64,
     /// Bytes per second, last sampling interval.
     pub rate_in: u64,
@@ -131,6 +137,16 @@ impl Traffic {
     pub fn count_out(&self, bytes: usize) {
         self.frames_out.fetch_add(1, Ordering::Relaxed);
         self.bytes_out.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// Redundant ACKs left out of a batch: `inbound` tunnel → TAP, else TAP → tunnel.
+    pub fn count_thinned(&self, inbound: bool, acks: usize) {
+        let counter = if inbound {
+            &self.acks_thinned_in
+        } else {
+            &self.acks_thinned_out
+        };
+        counter.fetch_add(acks as u64, Ordering::Relaxed);
     }
 
     /// A frame the kernel refused on its way into the TAP.
@@ -166,6 +182,8 @@ impl Traffic {
             bytes_out: load(&self.bytes_out),
             dropped_in: load(&self.dropped_in_done) + load(&self.session_dropped_in),
             dropped_out: load(&self.dropped_out_done) + load(&self.session_dropped_out),
+            acks_thinned_in: load(&self.acks_thinned_in),
+            acks_thinned_out: load(&self.acks_thinned_out),
             tcp_connections: load(&self.tcp_connections),
             rate_in: load(&self.rate_in),
             rate_out: load(&self.rate_out),

@@ -322,6 +322,7 @@ impl<'a, D: Dialer, T: FramePort> Supervisor<'a, D, T> {
             traffic: self.status.borrow().traffic.clone(),
             started: self.started,
             got_lease: false,
+            ack_thinning: self.config.ack_thinning,
         };
         let end = run_session(&mut ctx, &mut tunnel, max_frame(self.config.mtu)).await;
         match end {

@@ -37,6 +37,7 @@ fn config(reconnect_delay: Duration) -> EngineConfig {
         pin_server_route: false,
         mtu: None,
         offload: true,
+        ack_thinning: true,
         reconnect_delay,
         seed: 5,
         id: "test".into(),

@@ -16,6 +16,7 @@
 use std::io;
 
 use bytes::{Bytes, BytesMut};
+use netcfg::ack_thinning::AckThinner;
 use netcfg::offload::{self, Coalescer, SegmentBuf, VnetHdr, MAX_SUPER_FRAME, VNET_HDR_LEN};
 use netcfg::TapOffload;
 
@@ -122,30 +123,56 @@ pub struct DownlinkBatch {
     arena: Vec<u8>,
     ends: Vec<usize>,
     coalescer: Coalescer,
+    /// `None` with `--no-ack-thinning`.
+    thinner: Option<AckThinner>,
+    /// Per write: a pure ACK made redundant by a later one of this batch.
+    skip: Vec<bool>,
 }
 
 /// Arena capacity kept between batches; a larger one (a burst) is released.
 const ARENA_KEEP: usize = 512 * 1024;
 
 impl DownlinkBatch {
-    pub fn new(mode: TapOffload) -> DownlinkBatch {
+    pub fn new(mode: TapOffload, ack_thinning: bool) -> DownlinkBatch {
         DownlinkBatch {
             mode,
             plain: Vec::new(),
             arena: Vec::new(),
             ends: Vec::new(),
             coalescer: Coalescer::new(),
+            thinner: ack_thinning.then(AckThinner::new),
+            skip: Vec::new(),
         }
     }
 
     /// Adds one Ethernet frame from the tunnel.
     pub fn push(&mut self, frame: &Bytes) {
+        self.push_write(frame);
+        self.skip.resize(self.len(), false);
+        // A pure ACK is never merged, so it is the batch's last write now.
+        let index = self.len().saturating_sub(1);
+        let redundant = match &mut self.thinner {
+            Some(thinner) => thinner.push(frame, index),
+            None => None,
+        };
+        if let Some(i) = redundant {
+            self.skip[i] = true;
+        }
+    }
+
+    /// How many of the batch's writes are left out as redundant ACKs.
+    pub fn thinned(&self) -> usize {
+        self.skip.iter().filter(|s| **s).count()
+    }
+
+    fn push_write(&mut self, frame: &Bytes) {
         let DownlinkBatch {
             mode,
             plain,
             arena,
             ends,
             coalescer,
+            ..
         } = self;
         match mode {
             TapOffload::Plain => plain.push(frame.clone()),
@@ -185,20 +212,23 @@ impl DownlinkBatch {
         self.len() == 0
     }
 
-    /// The `i`th write.
-    pub fn get(&self, i: usize) -> &[u8] {
+    /// The `i`th write; `None` for a pure ACK a later one of the batch made redundant.
+    pub fn get(&self, i: usize) -> Option<&[u8]> {
+        if self.skip.get(i) == Some(&true) {
+            return None;
+        }
         if let Some(frame) = self.plain.get(i) {
-            return frame;
+            return Some(frame);
         }
         let i = i - self.plain.len();
         let start = if i == 0 { 0 } else { self.ends[i - 1] };
-        &self.arena[start..self.ends[i]]
+        Some(&self.arena[start..self.ends[i]])
     }
 
     /// Gives every buffer back (the tunnel is idle): the next batch allocates what it needs.
     pub fn release(&mut self) {
         debug_assert!(self.is_empty(), "release between batches only");
-        *self = DownlinkBatch::new(self.mode);
+        *self = DownlinkBatch::new(self.mode, self.thinner.is_some());
     }
 
     /// Forgets the written batch, keeping the buffers unless a burst grew them.
@@ -206,10 +236,33 @@ impl DownlinkBatch {
         self.plain.clear();
         self.ends.clear();
         self.arena.clear();
+        self.skip.clear();
+        if let Some(thinner) = &mut self.thinner {
+            thinner.clear();
+        }
         if self.arena.capacity() > ARENA_KEEP {
             self.arena = Vec::new();
         }
     }
+}
+
+/// Removes the pure ACKs of `batch` that a later ACK of the batch supersedes
+/// ([`AckThinner`]); returns how many.
+pub fn thin_acks(batch: &mut Vec<Bytes>, thinner: &mut AckThinner) -> usize {
+    thinner.clear();
+    let mut redundant = vec![false; batch.len()];
+    let mut any = 0;
+    for (i, frame) in batch.iter().enumerate() {
+        if let Some(earlier) = thinner.push(frame, i) {
+            redundant[earlier] = true;
+            any += 1;
+        }
+    }
+    if any > 0 {
+        let mut flags = redundant.into_iter();
+        batch.retain(|_| !flags.next().unwrap_or(false));
+    }
+    any
 }
 
 /// Whether a failed TAP write only loses that frame (the kernel refused it, e.g. larger than
@@ -250,28 +303,28 @@ mod tests {
 
     #[test]
     fn a_plain_tap_gets_the_frames_unchanged() {
-        let mut batch = DownlinkBatch::new(TapOffload::Plain);
+        let mut batch = DownlinkBatch::new(TapOffload::Plain, true);
         let frames: Vec<Bytes> = (0..3).map(|i| tcp_segment(i * 100, 100).into()).collect();
         frames.iter().for_each(|f| batch.push(f));
         batch.finish();
         assert_eq!(batch.len(), 3);
-        assert_eq!(batch.get(2), &frames[2][..]);
+        assert_eq!(batch.get(2).unwrap(), &frames[2][..]);
     }
 
     #[test]
     fn a_header_tap_gets_each_frame_behind_an_empty_header() {
-        let mut batch = DownlinkBatch::new(TapOffload::Header);
+        let mut batch = DownlinkBatch::new(TapOffload::Header, true);
         let frames: Vec<Bytes> = (0..3).map(|i| tcp_segment(i * 100, 100).into()).collect();
         frames.iter().for_each(|f| batch.push(f));
         batch.finish();
         assert_eq!(batch.len(), 3);
-        assert_eq!(&batch.get(1)[..VNET_HDR_LEN], &[0; VNET_HDR_LEN]);
-        assert_eq!(&batch.get(1)[VNET_HDR_LEN..], &frames[1][..]);
+        assert_eq!(&batch.get(1).unwrap()[..VNET_HDR_LEN], &[0; VNET_HDR_LEN]);
+        assert_eq!(&batch.get(1).unwrap()[VNET_HDR_LEN..], &frames[1][..]);
     }
 
     #[test]
     fn an_offload_tap_gets_one_write_per_flow_run_and_the_cutter_restores_the_frames() {
-        let mut batch = DownlinkBatch::new(TapOffload::Offload);
+        let mut batch = DownlinkBatch::new(TapOffload::Offload, true);
         let frames: Vec<Bytes> = (0..20)
             .map(|i| tcp_segment(i * 1448, 1448).into())
             .collect();
@@ -280,7 +333,7 @@ mod tests {
         assert_eq!(batch.len(), 1, "20 in-order segments, one super-frame");
         // What the pod's kernel would read back from the uplink side of an offload TAP.
         let mut cutter = UplinkCutter::new(1518);
-        let super_frame = batch.get(0).to_vec();
+        let super_frame = batch.get(0).unwrap().to_vec();
         cutter.read_buf()[..super_frame.len()].copy_from_slice(&super_frame);
         let mut out = Vec::new();
         cutter.cut(super_frame.len(), &mut out);
@@ -351,7 +404,7 @@ mod tests {
 
     #[test]
     fn a_released_downlink_batch_starts_empty_and_works_again() {
-        let mut batch = DownlinkBatch::new(TapOffload::Offload);
+        let mut batch = DownlinkBatch::new(TapOffload::Offload, true);
         let frames: Vec<Bytes> = (0..4).map(|i| tcp_segment(i * 1448, 1448).into()).collect();
         frames.iter().for_each(|f| batch.push(f));
         batch.finish();
@@ -385,5 +438,67 @@ mod tests {
         cutter.cut(VNET_HDR_LEN + 60, &mut out);
         assert!(out.is_empty());
         assert_eq!(cutter.dropped, 3);
+    }
+
+    /// A pure ACK (no payload) of the test flow acknowledging `ack`.
+    fn pure_ack(ack: u32) -> Bytes {
+        let mut f = tcp_segment(0, 0);
+        f[14 + 20 + 8..14 + 20 + 12].copy_from_slice(&ack.to_be_bytes());
+        f.into()
+    }
+
+    #[test]
+    fn every_tap_mode_skips_the_acks_a_later_one_supersedes_and_keeps_the_order() {
+        for mode in [TapOffload::Plain, TapOffload::Header, TapOffload::Offload] {
+            let mut batch = DownlinkBatch::new(mode, true);
+            let data: Bytes = tcp_segment(0, 1000).into();
+            for frame in [
+                pure_ack(1),
+                pure_ack(2),
+                data.clone(),
+                pure_ack(3),
+                pure_ack(4),
+            ] {
+                batch.push(&frame);
+            }
+            batch.finish();
+            let header = if mode == TapOffload::Plain {
+                0
+            } else {
+                VNET_HDR_LEN
+            };
+            let written: Vec<&[u8]> = (0..batch.len())
+                .filter_map(|i| batch.get(i))
+                .map(|w| &w[header..])
+                .collect();
+            // The data segment ends the first run: ACK 2 stays, ACK 1 and 3 go.
+            let (ack2, ack4) = (pure_ack(2), pure_ack(4));
+            assert_eq!(written, vec![&ack2[..], &data[..], &ack4[..]], "{mode:?}");
+            assert_eq!(batch.thinned(), 2);
+            batch.clear();
+            assert_eq!(batch.thinned(), 0);
+        }
+    }
+
+    #[test]
+    fn without_thinning_every_ack_is_written() {
+        let mut batch = DownlinkBatch::new(TapOffload::Offload, false);
+        (1..=5).for_each(|n| batch.push(&pure_ack(n)));
+        batch.finish();
+        assert_eq!((0..batch.len()).filter_map(|i| batch.get(i)).count(), 5);
+        assert_eq!(batch.thinned(), 0);
+    }
+
+    #[test]
+    fn the_uplink_batch_loses_only_superseded_acks() {
+        let mut thinner = AckThinner::new();
+        let data: Bytes = tcp_segment(0, 1000).into();
+        let mut batch = vec![pure_ack(1), data.clone(), pure_ack(2), pure_ack(3)];
+        assert_eq!(thin_acks(&mut batch, &mut thinner), 1);
+        assert_eq!(batch, vec![pure_ack(1), data, pure_ack(3)]);
+        // The thinner starts afresh for each batch.
+        let mut next = vec![pure_ack(4)];
+        assert_eq!(thin_acks(&mut next, &mut thinner), 0);
+        assert_eq!(next.len(), 1);
     }
 }

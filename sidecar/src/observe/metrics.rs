@@ -350,20 +350,39 @@ impl Collector for AttachmentCollector {
                 .collect();
             family(&mut encoder, name, help, metric_type, &values)?;
         }
-        let mut dropped = Vec::with_capacity(samples.len() * 2);
-        for (labels, _, t) in &samples {
-            for (direction, n) in [("in", t.dropped_in), ("out", t.dropped_out)] {
-                let mut labels = labels.clone();
-                labels.push(("direction", direction.to_owned()));
-                dropped.push((labels, Value::Counter(n)));
-            }
-        }
-        family(
+        directional(
             &mut encoder,
+            &samples,
             "softether_attachment_dropped_frames",
             "Frames dropped: in = tunnel to interface (reader behind, kernel refused), out = interface to tunnel (send queue full).",
-            COUNTER,
-            &dropped,
+            |t| (t.dropped_in, t.dropped_out),
+        )?;
+        directional(
+            &mut encoder,
+            &samples,
+            "softether_attachment_thinned_acks",
+            "Pure TCP ACKs left out because a later ACK of the same connection in the same batch acknowledged more: in = tunnel to interface, out = interface to tunnel.",
+            |t| (t.acks_thinned_in, t.acks_thinned_out),
         )
     }
+}
+
+/// A counter family with a `direction` label: `in` (tunnel to interface) and `out`.
+fn directional(
+    encoder: &mut DescriptorEncoder,
+    samples: &[(Labels, EngineStatus, TrafficSnapshot)],
+    name: &str,
+    help: &str,
+    read: fn(&TrafficSnapshot) -> (u64, u64),
+) -> Result<(), std::fmt::Error> {
+    let mut values = Vec::with_capacity(samples.len() * 2);
+    for (labels, _, t) in samples {
+        let (inbound, outbound) = read(t);
+        for (direction, n) in [("in", inbound), ("out", outbound)] {
+            let mut labels = labels.clone();
+            labels.push(("direction", direction.to_owned()));
+            values.push((labels, Value::Counter(n)));
+        }
+    }
+    family(encoder, name, help, COUNTER, &values)
 }

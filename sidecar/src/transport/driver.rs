@@ -20,6 +20,7 @@ use tokio::task::JoinSet;
 
 use crate::transport::clock::now;
 use crate::transport::connection::{Established, SessionStream};
+use crate::transport::spread;
 use crate::transport::udp_accel::{self, UdpChannel, UdpIndicator, UdpMode, UdpRunning};
 
 /// How many frames may wait in each direction: ~3 ms at 1 Gbit/s, several times what one
@@ -34,6 +35,9 @@ const READ_ROOM_QUIET: usize = 4 * 1024;
 /// Room once reads fill the quiet room (bulk transfer). One TLS record carries at most 16 KiB
 /// of plaintext, which is about what one read returns from the TLS stream.
 const READ_ROOM_BULK: usize = 16 * 1024 + 1024;
+/// How long a full queue to the TAP may hold the connection's reads before frames are dropped
+/// instead: a reader that slow is stuck, and the session must keep reading its keep-alives.
+const MAX_STALL: Duration = Duration::from_secs(1);
 
 /// Why the tunnel ended.
 #[derive(Debug, thiserror::Error)]
@@ -161,9 +165,9 @@ impl TunnelHandle {
 }
 
 /// Starts the driver tasks for an established session: one per TCP connection. Outgoing frames
-/// go to whichever send-capable connection is free first (work sharing, like the C client's
-/// least-busy choice); frames received on any connection are delivered in arrival order. The
-/// session ends when any connection fails: the caller's reconnect logic then starts afresh.
+/// are spread over the send-capable connections by flow ([`spread`]), so one flow's frames stay
+/// in order; frames received on any connection are delivered in arrival order. The session
+/// ends when any connection fails: the caller's reconnect logic then starts afresh.
 pub fn spawn_tunnel<S: SessionStream>(mut est: Established<S>, seed: u64) -> TunnelHandle {
     let (out_tx, out_rx) = mpsc::channel(CHANNEL_DEPTH);
     let (in_tx, in_rx) = mpsc::channel(CHANNEL_DEPTH);
@@ -181,7 +185,6 @@ pub fn spawn_tunnel<S: SessionStream>(mut est: Established<S>, seed: u64) -> Tun
         abort_rx.clone(),
         CHANNEL_DEPTH,
     );
-    let out_rx = Arc::new(Mutex::new(out_rx));
     let addr = est.server_addr;
     let timeout = est.welcome.timeout;
     // The server compresses whatever it granted, on every connection of the session.
@@ -192,6 +195,17 @@ pub fn spawn_tunnel<S: SessionStream>(mut est: Established<S>, seed: u64) -> Tun
             .into_iter()
             .map(|c| (c.stream, c.direction, c.leftover)),
     );
+    let senders = connections.iter().filter(|c| c.1.can_send()).count();
+    let mut out_queues = if senders > 1 {
+        let (txs, rxs): (Vec<_>, Vec<_>) = (0..senders)
+            .map(|_| mpsc::channel::<Bytes>(CHANNEL_DEPTH))
+            .unzip();
+        tokio::spawn(spread::spread(out_rx, txs));
+        rxs
+    } else {
+        vec![out_rx]
+    }
+    .into_iter();
     let mut stats = Vec::with_capacity(connections.len());
     let mut drivers = JoinSet::new();
     for (i, (stream, direction, leftover)) in connections.into_iter().enumerate() {
@@ -206,7 +220,11 @@ pub fn spawn_tunnel<S: SessionStream>(mut est: Established<S>, seed: u64) -> Tun
                 t
             },
             addr,
-            out_rx: direction.can_send().then(|| out_rx.clone()),
+            out_rx: direction
+                .can_send()
+                .then(|| out_queues.next())
+                .flatten()
+                .map(|rx| Arc::new(Mutex::new(rx))),
             in_tx: in_tx.clone(),
             stats_tx,
             dropped_in: 0,
@@ -315,6 +333,14 @@ impl<S: SessionStream> Driver<S> {
         let mut outgoing = Vec::new();
         let mut outgoing_open = self.out_rx.is_some();
         let shared_out = self.out_rx.clone();
+        // A received frame the full queue to the TAP did not take. While there is one, the
+        // socket is not read: TCP flow control slows the server down instead of this side
+        // dropping frames it already paid to decrypt (measured: a download lost ~2 % of its
+        // frames here and the sender retransmitted ~10 % of its segments). Sending and timers
+        // go on, so the uplink never waits for the downlink. A stall over MAX_STALL switches to
+        // dropping what does not fit until the queue takes frames again.
+        let mut stalled: Option<(Bytes, tokio::time::Instant)> = None;
+        let mut dropping = false;
         loop {
             let at = now();
             let mut wrote = false;
@@ -325,11 +351,20 @@ impl<S: SessionStream> Driver<S> {
             if wrote {
                 self.stream.flush().await.map_err(io)?;
             }
-            while let Some(frame) = self.tunnel.poll_frame() {
-                if self.in_tx.try_send(frame).is_err() {
-                    self.dropped_in += 1;
+            if stalled.is_none() {
+                while let Some(frame) = self.tunnel.poll_frame() {
+                    match self.in_tx.try_send(frame) {
+                        Ok(()) => dropping = false,
+                        Err(mpsc::error::TrySendError::Full(frame)) if !dropping => {
+                            let until = tokio::time::Instant::now() + MAX_STALL;
+                            stalled = Some((frame, until));
+                            break;
+                        }
+                        Err(_) => self.dropped_in += 1,
+                    }
                 }
             }
+            let stall_deadline = stalled.as_ref().map(|s| s.1);
             // Publish without waking anyone: readers poll `stats()`; this is a lock and a copy.
             let live = self.live_stats();
             self.stats_tx.send_if_modified(|s| {
@@ -338,7 +373,18 @@ impl<S: SessionStream> Driver<S> {
             });
             let deadline = tokio::time::Instant::from_std(self.tunnel.poll_timeout());
             tokio::select! {
-                read = self.stream.read_buf(self.tunnel.recv_buffer(room)) => {
+                permit = self.in_tx.reserve(), if stalled.is_some() => {
+                    match (permit, stalled.take()) {
+                        (Ok(permit), Some((frame, _))) => permit.send(frame),
+                        _ => self.dropped_in += 1,
+                    }
+                }
+                () = sleep_until_some(stall_deadline), if stalled.is_some() => {
+                    stalled = None;
+                    self.dropped_in += 1;
+                    dropping = true;
+                }
+                read = self.stream.read_buf(self.tunnel.recv_buffer(room)), if stalled.is_none() => {
                     let n = read.map_err(io)?;
                     if n == 0 {
                         return Err(TunnelExit::ServerClosed { addr });
@@ -394,6 +440,14 @@ async fn next_batch(
         }
     }
     true
+}
+
+/// Sleeps until `at`; never resolves for `None`.
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Resolves once the caller asked to close (or dropped the handle) or the supervisor aborted.

@@ -16,7 +16,8 @@
 //! - [`join`]: additional connections and resuming a session with its key.
 //! - [`establish`]: the first login, following cluster redirects, then joining more connections.
 //! - [`driver`]: one task pumping the tunnel state machine over the session's connections;
-//!   frames in and out through channels.
+//!   frames in and out through channels; [`spread`] assigns outgoing frames to connections by
+//!   flow.
 //! - [`udp_accel`]: the UDP acceleration socket and the task in front of the driver that sends
 //!   frames over UDP while the link is up (§11).
 
@@ -28,6 +29,7 @@ pub mod establish;
 pub mod join;
 pub mod proxy;
 pub mod proxy_lookup;
+pub mod spread;
 #[cfg(test)]
 pub(crate) mod testkit;
 pub mod tls;

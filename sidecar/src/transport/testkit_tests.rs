@@ -150,6 +150,50 @@ async fn refusals_have_their_retry_classes() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_reader_behind_slows_the_server_down_instead_of_losing_frames() {
+    let net = FakeNet::new(TIMEOUT);
+    let est = establish_with(&net, &session_config(1)).await.unwrap();
+    let mut tunnel = spawn_tunnel(est, 3);
+    // Eight times what the queue to the TAP holds, while nobody reads it.
+    const FRAMES: u32 = 2048;
+    for i in 0..FRAMES {
+        let mut frame = vec![0u8; 200];
+        frame[..4].copy_from_slice(&i.to_be_bytes());
+        net.send_frame(&frame);
+    }
+    for i in 0..FRAMES {
+        let frame = tunnel.incoming.recv().await.unwrap();
+        assert_eq!(frame[..4], i.to_be_bytes(), "frames in order, none lost");
+    }
+    let (result, stats) = tunnel.close().await;
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!(stats.frames_dropped_in, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reader_stuck_for_longer_than_the_timeout_loses_frames_not_the_session() {
+    let net = FakeNet::new(TIMEOUT);
+    let est = establish_with(&net, &session_config(1)).await.unwrap();
+    let mut tunnel = spawn_tunnel(est, 4);
+    for _ in 0..1000 {
+        net.send_frame(&[1; 300]);
+    }
+    tokio::time::sleep(TIMEOUT * 2).await;
+    assert!(!tunnel.is_finished(), "keep-alives were still read");
+    while tunnel.incoming.try_recv().is_ok() {}
+    net.send_frame(&[2; 300]);
+    loop {
+        let frame = tunnel.incoming.recv().await.unwrap();
+        if frame[0] == 2 {
+            break;
+        }
+    }
+    let (result, stats) = tunnel.close().await;
+    assert!(result.is_ok(), "{result:?}");
+    assert!(stats.frames_dropped_in > 0);
+}
+
+#[tokio::test(start_paused = true)]
 async fn login_and_frames_survive_a_connection_carrying_seven_bytes_at_a_time() {
     let net = FakeNet::with_pipe(TIMEOUT, 7);
     let est = establish_with(&net, &session_config(2)).await.unwrap();

@@ -15,8 +15,10 @@
 //! `--securenat-nat` turns SecureNAT's NAT on in the hub (what `SecureNatEnable` gives an
 //! administrator; the default lab runs SecureNAT's DHCP with NAT off), the other hub setup.
 //!
-//! `--udp` adds a column: our client once the server reports UDP acceleration active (it needs
-//! 10 s of working UDP first; the default column is measured from the lease on, mostly over TCP).
+//! The default columns are TCP only: the hub's `DisableUdpAcceleration` extended option is set
+//! while they run, because the server would switch a session to UDP 10 s in, half-way through
+//! its runs. `--udp` adds two columns, ours and the official client once the server reports the
+//! session's UDP acceleration active, with their own ratio column.
 //!
 //! `--wan [--wan-runs N]` measures something else (`tests/bench-wan`): iperf3 through an emulated WAN
 //! on the underlay (30 ms RTT, a rate limit, 0 / 0.5 / 2 % loss), ours with UDP acceleration vs the
@@ -40,7 +42,7 @@ use softether_lab::{Lab, LabOptions};
 
 use crate::cni::measure_cni;
 use crate::measure::{measure, Numbers};
-use crate::output::{print_cni, print_table, Column};
+use crate::output::{print_cni, print_table, Column, Ratio};
 use crate::subjects::{sessions_before, wait_udp_active, Official, Ours};
 
 /// Static address for the official client's NIC: in the hub subnet, outside the DHCP pool (.10–.99).
@@ -67,6 +69,7 @@ enum Kind {
     NoOffload,
     Udp,
     Official,
+    OfficialUdp,
 }
 
 impl Kind {
@@ -76,7 +79,14 @@ impl Kind {
             Kind::NoOffload => "ours, `--no-offload`",
             Kind::Udp => "ours, UDP acceleration active",
             Kind::Official => "official `vpnclient`",
+            Kind::OfficialUdp => "official `vpnclient`, UDP acceleration active",
         }
+    }
+
+    /// Whether the hub lets this subject use UDP acceleration: the other columns are TCP only,
+    /// so a run never switches transport half-way (the server turns UDP on 10 s into a session).
+    fn udp(self) -> bool {
+        matches!(self, Kind::Udp | Kind::OfficialUdp)
     }
 
     fn measure(self, lab: &Lab, opts: &Options) -> Result<Numbers> {
@@ -92,8 +102,23 @@ impl Kind {
                 Ok(ours)
             }),
             Kind::Official => measure(lab, Official::start),
+            Kind::OfficialUdp => measure(lab, |lab| {
+                let before = sessions_before(lab)?;
+                let official = Official::start(lab)?;
+                wait_udp_active(lab, &before)?;
+                Ok(official)
+            }),
         }
     }
+}
+
+/// Sets the hub's `DisableUdpAcceleration` extended option: the server offers UDP acceleration
+/// to sessions that log in afterwards only when `allow`.
+fn allow_udp_acceleration(lab: &Lab, allow: bool) -> Result<()> {
+    let value = if allow { "/VALUE:0" } else { "/VALUE:1" };
+    lab.vpncmd(&["ExtOptionSet", "DisableUdpAcceleration", value])
+        .map(drop)
+        .context("setting the hub's DisableUdpAcceleration")
 }
 
 fn main() -> std::process::ExitCode {
@@ -187,12 +212,17 @@ fn run() -> Result<()> {
     }
     if opts.official {
         kinds.push(Kind::Official);
+        if opts.udp {
+            kinds.push(Kind::OfficialUdp);
+        }
     }
     let mut rounds: Vec<Vec<Result<Numbers>>> = kinds.iter().map(|_| Vec::new()).collect();
     for round in 0..opts.runs {
         for (k, kind) in kinds.iter().enumerate() {
             eprintln!("round {}/{}: {}", round + 1, opts.runs, kind.header());
-            rounds[k].push(kind.measure(&lab, &opts));
+            rounds[k].push(
+                allow_udp_acceleration(&lab, kind.udp()).and_then(|()| kind.measure(&lab, &opts)),
+            );
         }
     }
     let columns: Vec<Column> = kinds
@@ -203,8 +233,25 @@ fn run() -> Result<()> {
             rounds,
         })
         .collect();
-    let official = kinds.iter().position(|k| *k == Kind::Official);
-    print_table(&columns, official, opts.runs);
+    let index = |k: Kind| kinds.iter().position(|x| *x == k);
+    let ratios: Vec<Ratio> = [
+        ("ours / official, TCP (medians)", Kind::Ours, Kind::Official),
+        (
+            "ours / official, UDP (medians)",
+            Kind::Udp,
+            Kind::OfficialUdp,
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(header, ours, theirs)| {
+        Some(Ratio {
+            header,
+            ours: index(ours)?,
+            theirs: index(theirs)?,
+        })
+    })
+    .collect();
+    print_table(&columns, &ratios, opts.runs);
     if opts.cni {
         eprintln!("measuring the CNI path");
         print_cni(&measure_cni(&lab, &opts.bin_dir));

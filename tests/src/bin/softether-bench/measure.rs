@@ -8,7 +8,7 @@ use serde_json::Value;
 use softether_lab::netns;
 use softether_lab::{command, Lab};
 
-use crate::procfs::{pids_in_ns, sum_cpu, sum_kb};
+use crate::procfs::{pids_in_ns, sum_context_switches, sum_cpu, sum_kb};
 use crate::subjects::Subject;
 
 /// iperf3 stream counts measured (`-P`): one TCP connection, and several that can use more cores.
@@ -20,6 +20,9 @@ const IPERF_SECS: u64 = 5;
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct Transfer {
     pub(crate) mbit: f64,
+    /// Segments the iperf3 sender retransmitted, per GB received: loss somewhere on the path
+    /// (a queue that overflowed), which costs every hop the retransmitted bytes again.
+    pub(crate) retransmits_per_gb: Option<f64>,
     /// The client processes' user+sys seconds per GB received.
     pub(crate) client_cpu_per_gb: Option<f64>,
     /// The same for the lab's `vpnserver` process: tells whether the server is the bottleneck.
@@ -27,6 +30,10 @@ pub(crate) struct Transfer {
     /// The server's CPU seconds over the run's nominal length, in % of one core (up to 200 on
     /// two cores: vpnserver is multi-threaded).
     pub(crate) server_util_pct: Option<f64>,
+    /// Context switches of the client's and of the server's threads per MB received: wakeups
+    /// that batching saves.
+    pub(crate) client_switches_per_mb: Option<f64>,
+    pub(crate) server_switches_per_mb: Option<f64>,
 }
 
 /// What one round measured for one subject.
@@ -62,17 +69,34 @@ pub(crate) fn measure<S: Subject>(
     for (i, streams) in STREAMS.into_iter().enumerate() {
         for (j, reverse) in [false, true].into_iter().enumerate() {
             let (client_before, server_before) = (sum_cpu(&pids), sum_cpu(&server));
+            let switches_before = (sum_context_switches(&pids), sum_context_switches(&server));
             match iperf3_for(lab, reverse, IPERF_SECS, streams) {
-                Ok((mbit, bytes)) => {
+                Ok(Iperf {
+                    mbit,
+                    bytes,
+                    retransmits,
+                }) => {
                     let gb = bytes / 1e9;
+                    let mb = bytes / 1e6;
+                    let per_mb = |after: u64, before: u64| {
+                        (mb > 0.0).then(|| after.saturating_sub(before) as f64 / mb)
+                    };
                     let server_cpu = sum_cpu(&server) - server_before;
                     let known = !server.is_empty();
                     n.transfers[i][j] = Some(Transfer {
                         mbit,
+                        retransmits_per_gb: retransmits.filter(|_| gb > 0.0).map(|r| r as f64 / gb),
                         client_cpu_per_gb: (gb > 0.0)
                             .then(|| (sum_cpu(&pids) - client_before) / gb),
                         server_cpu_per_gb: (known && gb > 0.0).then(|| server_cpu / gb),
                         server_util_pct: known.then(|| server_cpu / IPERF_SECS as f64 * 100.0),
+                        client_switches_per_mb: per_mb(
+                            sum_context_switches(&pids),
+                            switches_before.0,
+                        ),
+                        server_switches_per_mb: known
+                            .then(|| per_mb(sum_context_switches(&server), switches_before.1))
+                            .flatten(),
                     });
                 }
                 Err(e) => eprintln!("iperf3 (streams {streams}, reverse {reverse}): {e:#}"),
@@ -117,9 +141,18 @@ pub(crate) fn ping_rtt_avg(
         .context("rtt avg number")
 }
 
+/// What one iperf3 run reported.
+pub(crate) struct Iperf {
+    pub(crate) mbit: f64,
+    /// Bytes received.
+    pub(crate) bytes: f64,
+    /// The sender's retransmitted segments (absent when iperf3 cannot read them).
+    pub(crate) retransmits: Option<u64>,
+}
+
 /// One iperf3 TCP run of `secs` seconds with `streams` parallel connections from the client ns
-/// to the lan host (reverse: download). (Mbit/s, bytes received).
-pub(crate) fn iperf3_for(lab: &Lab, reverse: bool, secs: u64, streams: u32) -> Result<(f64, f64)> {
+/// to the lan host (reverse: download).
+pub(crate) fn iperf3_for(lab: &Lab, reverse: bool, secs: u64, streams: u32) -> Result<Iperf> {
     let f = &lab.facts;
     let (secs_arg, limit) = (secs.to_string(), (secs + 20).to_string());
     let host = f.lan_host.to_string();
@@ -170,5 +203,9 @@ pub(crate) fn iperf3_for(lab: &Lab, reverse: bool, secs: u64, streams: u32) -> R
     let sum = &report["end"]["sum_received"];
     let bps = sum["bits_per_second"].as_f64().context("bits_per_second")?;
     let bytes = sum["bytes"].as_f64().context("bytes")?;
-    Ok((bps / 1e6, bytes))
+    Ok(Iperf {
+        mbit: bps / 1e6,
+        bytes,
+        retransmits: report["end"]["sum_sent"]["retransmits"].as_u64(),
+    })
 }

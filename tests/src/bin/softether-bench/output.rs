@@ -17,6 +17,13 @@ pub(crate) struct Column<'a> {
     pub(crate) rounds: &'a [Result<Numbers>],
 }
 
+/// A ratio column: our column's median divided by the official client's.
+pub(crate) struct Ratio {
+    pub(crate) header: &'static str,
+    pub(crate) ours: usize,
+    pub(crate) theirs: usize,
+}
+
 /// Reads one figure of a round.
 type Reader = Box<dyn Fn(&Numbers) -> Option<f64>>;
 
@@ -47,6 +54,11 @@ fn rows() -> Vec<Row> {
                 read: transfer(i, j, |t| Some(t.mbit)),
             });
             rows.push(Row {
+                label: format!("sender's TCP retransmits per GB, {what}"),
+                decimals: 0,
+                read: transfer(i, j, |t| t.retransmits_per_gb),
+            });
+            rows.push(Row {
                 label: format!("client CPU (user+sys) per GB, {what}, s"),
                 decimals: 2,
                 read: transfer(i, j, |t| t.client_cpu_per_gb),
@@ -55,6 +67,16 @@ fn rows() -> Vec<Row> {
                 label: format!("server CPU per GB, {what}, s"),
                 decimals: 2,
                 read: transfer(i, j, |t| t.server_cpu_per_gb),
+            });
+            rows.push(Row {
+                label: format!("client context switches per MB, {what}"),
+                decimals: 1,
+                read: transfer(i, j, |t| t.client_switches_per_mb),
+            });
+            rows.push(Row {
+                label: format!("server context switches per MB, {what}"),
+                decimals: 1,
+                read: transfer(i, j, |t| t.server_switches_per_mb),
             });
             rows.push(Row {
                 label: format!("server CPU utilisation, {what}, % of a core"),
@@ -125,14 +147,11 @@ fn cell(v: &[f64], decimals: usize) -> String {
     }
 }
 
-/// Prints the client table; `columns[0]` is our default client, `official` the official
-/// client's column index (for the ratio column), if it was measured.
-pub(crate) fn print_table(columns: &[Column], official: Option<usize>, runs: usize) {
+/// Prints the client table, then one ratio column per entry of `ratios`.
+pub(crate) fn print_table(columns: &[Column], ratios: &[Ratio], runs: usize) {
     let mut header: Vec<&str> = vec!["Metric"];
     header.extend(columns.iter().map(|c| c.header));
-    if official.is_some() {
-        header.push("ours / official (medians)");
-    }
+    header.extend(ratios.iter().map(|r| r.header));
     println!();
     println!("| {} |", header.join(" | "));
     println!("|---|{}", "---:|".repeat(header.len() - 1));
@@ -141,9 +160,9 @@ pub(crate) fn print_table(columns: &[Column], official: Option<usize>, runs: usi
             .iter()
             .map(|c| cell(&values(c, &row), row.decimals))
             .collect();
-        if let Some(o) = official {
-            let ours = median(values(&columns[0], &row));
-            let theirs = median(values(&columns[o], &row));
+        for ratio in ratios {
+            let ours = median(values(&columns[ratio.ours], &row));
+            let theirs = median(values(&columns[ratio.theirs], &row));
             cells.push(match (ours, theirs) {
                 (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
                 _ => "n/a".to_owned(),
@@ -154,7 +173,10 @@ pub(crate) fn print_table(columns: &[Column], official: Option<usize>, runs: usi
     println!();
     println!(
         "Cells: median (min–max) of {runs} round(s); the subjects alternate within each round. \
-         iperf3 5 s per run. Server figures are the lab's vpnserver process (user+sys) over the \
+         iperf3 5 s per run. Columns not marked UDP are TCP only: the hub's \
+         DisableUdpAcceleration extended option is set while they run (the server would otherwise \
+         switch a session to UDP 10 s in, half-way through the runs); UDP columns clear it and \
+         start measuring once the server reports the session's UDP acceleration active. Server figures are the lab's vpnserver process (user+sys) over the \
          same run: near 100 % per busy server thread means the server bounds the throughput."
     );
     for c in columns {

@@ -37,6 +37,27 @@ pub(crate) fn sum_cpu(pids: &[u32]) -> f64 {
     pids.iter().filter_map(|p| cpu_secs(*p)).sum()
 }
 
+/// Voluntary plus involuntary context switches of all threads of `pids`: how often they slept
+/// and woke (or were preempted), which batching is meant to cut.
+pub(crate) fn sum_context_switches(pids: &[u32]) -> u64 {
+    let thread_switches = |status: String| -> u64 {
+        status
+            .lines()
+            .filter(|l| {
+                l.starts_with("voluntary_ctxt_switches:")
+                    || l.starts_with("nonvoluntary_ctxt_switches:")
+            })
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum()
+    };
+    pids.iter()
+        .filter_map(|pid| fs::read_dir(format!("/proc/{pid}/task")).ok())
+        .flat_map(|tasks| tasks.flatten())
+        .filter_map(|task| fs::read_to_string(task.path().join("status")).ok())
+        .map(thread_switches)
+        .sum()
+}
+
 /// Pids whose command name starts with `comm` and whose network namespace is `ns`.
 pub(crate) fn pids_in_ns(ns: &str, comm: &str) -> Vec<u32> {
     let target = fs::metadata(format!("/run/netns/{ns}")).ok().map(|m| {

@@ -106,7 +106,7 @@ fn run_subject(
         wan.set_loss(loss)?;
         for reverse in [false, true] {
             match iperf3_for(lab, reverse, SECS, 1) {
-                Ok((mbit, _)) => samples.push((kind, loss, reverse, mbit)),
+                Ok(run) => samples.push((kind, loss, reverse, run.mbit)),
                 Err(e) => eprintln!(
                     "iperf3 {} loss {loss}‰ reverse {reverse}: {e:#}",
                     kind.label()
