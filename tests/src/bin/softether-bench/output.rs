@@ -34,6 +34,28 @@ struct Row {
     read: Reader,
 }
 
+/// The rows of each iperf3 run: label (`{what}` names the run), decimals, reader.
+type TransferRow = (&'static str, usize, fn(&Transfer) -> Option<f64>);
+const TRANSFER_ROWS: [TransferRow; 7] = [
+    ("iperf3 {what}, Mbit/s", 0, |t| Some(t.mbit)),
+    ("sender's TCP retransmits per GB, {what}", 0, |t| {
+        t.retransmits_per_gb
+    }),
+    ("client CPU (user+sys) per GB, {what}, s", 2, |t| {
+        t.client_cpu_per_gb
+    }),
+    ("server CPU per GB, {what}, s", 2, |t| t.server_cpu_per_gb),
+    ("client context switches per MB, {what}", 1, |t| {
+        t.client_switches_per_mb
+    }),
+    ("server context switches per MB, {what}", 1, |t| {
+        t.server_switches_per_mb
+    }),
+    ("server CPU utilisation, {what}, % of a core", 0, |t| {
+        t.server_util_pct
+    }),
+];
+
 fn rows() -> Vec<Row> {
     let mut rows = Vec::new();
     let transfer = |i: usize, j: usize, f: fn(&Transfer) -> Option<f64>| {
@@ -48,41 +70,13 @@ fn rows() -> Vec<Row> {
                 "TCP {dir}, {streams} stream{}",
                 if streams > 1 { "s" } else { "" }
             );
-            rows.push(Row {
-                label: format!("iperf3 {what}, Mbit/s"),
-                decimals: 0,
-                read: transfer(i, j, |t| Some(t.mbit)),
-            });
-            rows.push(Row {
-                label: format!("sender's TCP retransmits per GB, {what}"),
-                decimals: 0,
-                read: transfer(i, j, |t| t.retransmits_per_gb),
-            });
-            rows.push(Row {
-                label: format!("client CPU (user+sys) per GB, {what}, s"),
-                decimals: 2,
-                read: transfer(i, j, |t| t.client_cpu_per_gb),
-            });
-            rows.push(Row {
-                label: format!("server CPU per GB, {what}, s"),
-                decimals: 2,
-                read: transfer(i, j, |t| t.server_cpu_per_gb),
-            });
-            rows.push(Row {
-                label: format!("client context switches per MB, {what}"),
-                decimals: 1,
-                read: transfer(i, j, |t| t.client_switches_per_mb),
-            });
-            rows.push(Row {
-                label: format!("server context switches per MB, {what}"),
-                decimals: 1,
-                read: transfer(i, j, |t| t.server_switches_per_mb),
-            });
-            rows.push(Row {
-                label: format!("server CPU utilisation, {what}, % of a core"),
-                decimals: 0,
-                read: transfer(i, j, |t| t.server_util_pct),
-            });
+            for (label, decimals, read) in TRANSFER_ROWS {
+                rows.push(Row {
+                    label: label.replace("{what}", &what),
+                    decimals,
+                    read: transfer(i, j, read),
+                });
+            }
         }
     }
     rows.push(Row {
