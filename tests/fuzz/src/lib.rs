@@ -59,4 +59,8 @@ pub const TARGETS: &[Target] = &[
         name: "netavark_json",
         body: targets::netavark_json,
     },
+    Target {
+        name: "tap_frames",
+        body: targets::tap_frames,
+    },
 ];

@@ -41,6 +41,68 @@ fn write_seed_corpus() {
     netavark_seeds();
     control_seeds();
     state_seeds();
+    frame_seeds();
+}
+
+// ---- the data plane's frames (netcfg offload and ACK thinning, the spreader) ----
+
+/// A TCP frame (IPv4 or IPv6) of the flow 10.0.0.1:40000 → 10.0.0.2:5201, built by etherparse.
+fn tcp_frame(v6: bool, ack: u32, payload: &[u8]) -> Vec<u8> {
+    let eth = etherparse::PacketBuilder::ethernet2([2; 6], [4; 6]);
+    let mut out = Vec::new();
+    let ts = [1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2];
+    if v6 {
+        eth.ipv6([0xfd; 16], [0xfe; 16], 64)
+            .tcp(40000, 5201, 1000, 500)
+            .ack(ack)
+            .options_raw(&ts)
+            .unwrap()
+            .write(&mut out, payload)
+            .unwrap();
+    } else {
+        eth.ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+            .tcp(40000, 5201, 1000, 500)
+            .ack(ack)
+            .options_raw(&ts)
+            .unwrap()
+            .write(&mut out, payload)
+            .unwrap();
+    }
+    out
+}
+
+/// `len_hi, len_lo, frame` for each frame.
+fn frames_input(frames: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for f in frames {
+        out.extend_from_slice(&(f.len() as u16).to_be_bytes());
+        out.extend_from_slice(f);
+    }
+    out
+}
+
+fn frame_seeds() {
+    use netcfg::offload::{VnetHdr, F_NEEDS_CSUM, GSO_TCPV4};
+    let acks: Vec<Vec<u8>> = (1..6).map(|n| tcp_frame(false, n * 2896, b"")).collect();
+    write("tap_frames", "acks", &frames_input(&acks));
+    let v6: Vec<Vec<u8>> = (1..4).map(|n| tcp_frame(true, n * 100, b"")).collect();
+    write("tap_frames", "acks-v6", &frames_input(&v6));
+    // Data segments of one flow (same sequence number: the coalescer passes them through).
+    let segments: Vec<Vec<u8>> = (0..4).map(|_| tcp_frame(false, 1, &[0x5a; 1448])).collect();
+    write("tap_frames", "segments", &frames_input(&segments));
+    // A TAP read: a TSO header and a 4,000-byte segment cut at 1448.
+    let big = tcp_frame(false, 1, &[0x33; 4000]);
+    let hdr = VnetHdr {
+        flags: F_NEEDS_CSUM,
+        gso_type: GSO_TCPV4,
+        hdr_len: (14 + 20 + 32) as u16,
+        gso_size: 1448,
+        csum_start: 14 + 20,
+        csum_offset: 16,
+    };
+    let mut read = hdr.to_bytes().to_vec();
+    read.extend_from_slice(&big);
+    write("tap_frames", "tso-read", &frames_input(&[read]));
 }
 
 // ---- softether-proto ----

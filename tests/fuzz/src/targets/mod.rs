@@ -3,12 +3,14 @@
 mod cni;
 mod control;
 mod dhcp;
+mod frames;
 mod netavark;
 mod softether;
 
 pub use cni::cni_config;
 pub use control::{control_message, state_record};
 pub use dhcp::dhcp_client;
+pub use frames::tap_frames;
 pub use netavark::netavark_json;
 pub use softether::{handshake_reply, http_response, pack_decode, tunnel_stream};
 
