@@ -21,7 +21,10 @@ pub fn tap_frames(data: &[u8]) {
     let mut index = 0;
     let check_write = |out: &[u8]| {
         assert!(out.len() >= VNET_HDR_LEN, "a write without its header");
-        assert!(out.len() <= VNET_HDR_LEN + MAX_SUPER_FRAME, "a write over the TAP's limit");
+        assert!(
+            out.len() <= VNET_HDR_LEN + MAX_SUPER_FRAME,
+            "a write over the TAP's limit"
+        );
         VnetHdr::parse(out).expect("a header we wrote parses");
     };
     while rest.len() >= 2 {
@@ -30,10 +33,11 @@ pub fn tap_frames(data: &[u8]) {
         rest = tail;
         if let Ok(hdr) = VnetHdr::parse(frame) {
             let body = &frame[VNET_HDR_LEN..];
-            let mut emitted = 0usize;
             let _ = offload::segment(body, &hdr, &mut scratch, |seg| {
-                emitted += seg.len();
-                assert!(seg.len() <= body.len() + 120, "a segment longer than its source");
+                assert!(
+                    seg.len() <= body.len() + 120,
+                    "a segment longer than its source"
+                );
             });
         }
         coalescer.push(frame, check_write);
