@@ -50,33 +50,28 @@ fn ack(n: u32) -> Seg {
 
 fn build(s: &Seg) -> Vec<u8> {
     let eth = PacketBuilder::ethernet2(A, B);
-    let mut out = Vec::new();
-    let data = vec![0x5a; s.payload];
-    macro_rules! finish {
-        ($ip:expr) => {{
-            let mut b = $ip.tcp(s.port, 5201, 77, s.window).ack(s.ack);
-            if s.psh {
-                b = b.psh();
-            }
-            if s.fin {
-                b = b.fin();
-            }
-            if s.ece {
-                b = b.ece();
-            }
-            if !s.options.is_empty() {
-                b = b.options_raw(&s.options).unwrap();
-            }
-            b.write(&mut out, &data).unwrap();
-        }};
-    }
-    if s.v6 {
+    let ip = if s.v6 {
         let src = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
         let dst = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
-        finish!(eth.ipv6(src, dst, 64))
+        eth.ipv6(src, dst, 64)
     } else {
-        finish!(eth.ipv4([10, 99, 0, 200], [10, 99, 0, 10], 64))
+        eth.ipv4([10, 99, 0, 200], [10, 99, 0, 10], 64)
+    };
+    let mut b = ip.tcp(s.port, 5201, 77, s.window).ack(s.ack);
+    if s.psh {
+        b = b.psh();
     }
+    if s.fin {
+        b = b.fin();
+    }
+    if s.ece {
+        b = b.ece();
+    }
+    if !s.options.is_empty() {
+        b = b.options_raw(&s.options).unwrap();
+    }
+    let mut out = Vec::new();
+    b.write(&mut out, &vec![0x5a; s.payload]).unwrap();
     if out.len() < s.pad_to {
         out.resize(s.pad_to, 0);
     }

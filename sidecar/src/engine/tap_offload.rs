@@ -125,7 +125,8 @@ pub struct DownlinkBatch {
     coalescer: Coalescer,
     /// `None` with `--no-ack-thinning`.
     thinner: Option<AckThinner>,
-    /// Per write: a pure ACK made redundant by a later one of this batch.
+    /// Per write: a pure ACK made redundant by a later one of this batch (grown only up to the
+    /// last such write; the rest are written).
     skip: Vec<bool>,
 }
 
@@ -148,14 +149,13 @@ impl DownlinkBatch {
     /// Adds one Ethernet frame from the tunnel.
     pub fn push(&mut self, frame: &Bytes) {
         self.push_write(frame);
-        self.skip.resize(self.len(), false);
         // A pure ACK is never merged, so it is the batch's last write now.
-        let index = self.len().saturating_sub(1);
-        let redundant = match &mut self.thinner {
-            Some(thinner) => thinner.push(frame, index),
-            None => None,
+        let writes = self.len();
+        let Some(thinner) = &mut self.thinner else {
+            return;
         };
-        if let Some(i) = redundant {
+        if let Some(i) = thinner.push(frame, writes.saturating_sub(1)) {
+            self.skip.resize(writes, false);
             self.skip[i] = true;
         }
     }
@@ -250,19 +250,20 @@ impl DownlinkBatch {
 /// ([`AckThinner`]); returns how many.
 pub fn thin_acks(batch: &mut Vec<Bytes>, thinner: &mut AckThinner) -> usize {
     thinner.clear();
-    let mut redundant = vec![false; batch.len()];
-    let mut any = 0;
+    // Allocated only once an ACK is found redundant: most batches (data, or one ACK) have none.
+    let mut redundant: Vec<bool> = Vec::new();
     for (i, frame) in batch.iter().enumerate() {
         if let Some(earlier) = thinner.push(frame, i) {
+            redundant.resize(batch.len(), false);
             redundant[earlier] = true;
-            any += 1;
         }
     }
-    if any > 0 {
+    let thinned = redundant.iter().filter(|r| **r).count();
+    if thinned > 0 {
         let mut flags = redundant.into_iter();
         batch.retain(|_| !flags.next().unwrap_or(false));
     }
-    any
+    thinned
 }
 
 /// Whether a failed TAP write only loses that frame (the kernel refused it, e.g. larger than

@@ -49,25 +49,18 @@ fn write_seed_corpus() {
 /// A TCP frame (IPv4 or IPv6) of the flow 10.0.0.1:40000 → 10.0.0.2:5201, built by etherparse.
 fn tcp_frame(v6: bool, ack: u32, payload: &[u8]) -> Vec<u8> {
     let eth = etherparse::PacketBuilder::ethernet2([2; 6], [4; 6]);
-    let mut out = Vec::new();
-    let ts = [1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2];
-    if v6 {
+    let ip = if v6 {
         eth.ipv6([0xfd; 16], [0xfe; 16], 64)
-            .tcp(40000, 5201, 1000, 500)
-            .ack(ack)
-            .options_raw(&ts)
-            .unwrap()
-            .write(&mut out, payload)
-            .unwrap();
     } else {
         eth.ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
-            .tcp(40000, 5201, 1000, 500)
-            .ack(ack)
-            .options_raw(&ts)
-            .unwrap()
-            .write(&mut out, payload)
-            .unwrap();
-    }
+    };
+    let mut out = Vec::new();
+    ip.tcp(40000, 5201, 1000, 500)
+        .ack(ack)
+        .options_raw(&[1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2])
+        .unwrap()
+        .write(&mut out, payload)
+        .unwrap();
     out
 }
 
