@@ -69,6 +69,9 @@ enum Command {
     Connect(Box<ConnectArgs>),
     /// The daemon behind the CNI plugin: control socket, one session per pod attachment,
     /// re-adoption of attachments after a restart. Stops on SIGTERM/SIGINT (attachments stay).
+    ///
+    /// Re-executes itself once at start with GLIBC_TUNABLES=glibc.malloc.tcache_count=0 (glibc's
+    /// per-thread caches would keep freed pages resident), unless GLIBC_TUNABLES is already set.
     Run(RunArgs),
     /// One line per attachment of a running daemon (container, netns, ifname, address, server,
     /// state, since, bytes in/out, reconnects, lease time left, rates), plus why one that is not
@@ -117,6 +120,14 @@ fn main() -> ExitCode {
         _ => "warn",
     };
     init_logging(cli.log.as_deref().unwrap_or(default_log), cli.log_format);
+    if let Command::Run(_) = cli.command {
+        // Before any thread or resource exists; returns only if it did not restart.
+        if let Some(e) = softether_sidecar::memory::restart_daemon_with_tunables() {
+            tracing::warn!(
+                "running with glibc's default malloc caches: cannot re-execute /proc/self/exe: {e}"
+            );
+        }
+    }
     // Before the runtime's threads start; after logging, so that a refusal is logged.
     softether_sidecar::memory::tune_allocator();
     // One session (connect, probe) is I/O-bound and fits one thread: a current-thread runtime

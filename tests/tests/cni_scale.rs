@@ -1,7 +1,8 @@
 //! 50 pods attached to one `softether-sidecar run` at once (parallel ADDs through the
 //! libcni-like runtime, policy routing + CONNMARK on): every pod gets its own lease and reaches
 //! the lan host; then all DEL in parallel and nothing is left: no fds in the sidecar beyond its
-//! baseline, no TAPs, rules, routes or nft tables in the pods, no records in the state dir.
+//! baseline, no TAPs, rules, routes or nft tables in the pods, no records in the state dir,
+//! and the sidecar's anonymous memory back near where it was after one pod came and went.
 //! Prints ADD latency (p50/p99) and the sidecar's memory with 50 attachments.
 //!
 //! Needs `cargo build --workspace --bins` first, and root.
@@ -20,10 +21,15 @@ use common::cni_lab::{
 use common::connect::{extra_netns, must};
 use serde_json::{json, Value};
 use softether_lab::{Lab, LabOptions};
+use softether_sidecar::memory::DAEMON_TUNABLES;
 
 const PODS: usize = 50;
 /// Pings run this many pods at a time (2 cores, other tests running).
 const PING_PARALLEL: usize = 10;
+/// What the sidecar's anonymous memory may grow by from the warm-up to after all DELs, kB.
+/// Debug builds' deeper stacks and the arenas' top pads account for 1.2–1.7 MiB here; buffers
+/// left behind by 50 sessions would be several times more.
+const ANON_SLACK_KB: u64 = 3 * 1024;
 
 fn attachment(n: usize, pod: &str) -> Attachment {
     Attachment {
@@ -74,6 +80,7 @@ fn fifty_pods_on_one_sidecar() {
         .is_empty()));
     let fds_before = sidecar.fd_count();
     let rss_before = sidecar.status_kb("VmRSS");
+    let anon_before = sidecar.status_kb("RssAnon");
 
     let pods: Vec<_> = (0..PODS).map(|_| extra_netns()).collect();
     let atts: Vec<Attachment> = pods
@@ -185,6 +192,7 @@ fn fifty_pods_on_one_sidecar() {
         sessions_after = lab.user_sessions().expect("SessionList");
     }
     let state_after = dirs.leftover_state();
+    let anon_after = sidecar.status_kb("RssAnon");
 
     println!(
         "scale: {PODS} parallel ADDs in {:.1} s; ADD latency p50 {} ms, p99 {} ms, max {} ms, min {} ms",
@@ -202,8 +210,25 @@ fn fifty_pods_on_one_sidecar() {
         ping_wall.as_secs_f64(),
         del_wall.as_secs_f64()
     );
+    println!("scale: sidecar anonymous memory (RssAnon) after the warm-up {anon_before} kB, after all DELs {anon_after} kB");
 
     assert_eq!(fds_after, fds_before, "sidecar fds leaked");
+    // The daemon gives its memory back: freed buffers are trimmed, and no per-thread malloc
+    // cache pins the pages around them (`memory::DAEMON_TUNABLES`; with glibc's cache the
+    // runtime workers kept MiBs of free pages resident after every pod was gone). The daemon
+    // restarts itself with it unless its environment already sets tunables.
+    let tunables = std::env::var("GLIBC_TUNABLES").unwrap_or_else(|_| DAEMON_TUNABLES.into());
+    let environ = std::fs::read(format!("/proc/{}/environ", sidecar.pid())).expect("environ");
+    assert!(
+        environ
+            .split(|b| *b == 0)
+            .any(|v| v == format!("GLIBC_TUNABLES={tunables}").as_bytes()),
+        "the daemon does not run with GLIBC_TUNABLES={tunables}"
+    );
+    assert!(
+        anon_after <= anon_before + ANON_SLACK_KB,
+        "sidecar kept {anon_after} kB of anonymous memory after all DELs ({anon_before} kB after the warm-up)"
+    );
     assert_eq!(leftovers, Vec::<String>::new(), "left in the pods");
     assert_eq!(
         status_after,

@@ -29,6 +29,8 @@ pub struct Report {
     pub attachments: usize,
     pub busy: usize,
     pub baseline: Memory,
+    /// After one attachment with traffic came and went.
+    pub warm: Memory,
     /// After [`FIRST`] attachments.
     pub first: Option<Memory>,
     pub attached: Memory,
@@ -73,6 +75,11 @@ impl Report {
         );
         println!("|---|---:|---:|");
         self.row("no attachments (baseline)", &self.baseline, false);
+        self.row(
+            "one attachment with iperf3 came and went (warm)",
+            &self.warm,
+            false,
+        );
         if let Some(first) = &self.first {
             self.row(&format!("{FIRST} attachments"), first, false);
         }
@@ -81,11 +88,13 @@ impl Report {
         self.row("3 s later", &self.after_traffic, true);
         let vs = |now: u64, base: u64| (now as f64 / base as f64 - 1.0) * 100.0;
         println!(
-            "| all deleted | {} / {} | {:+.0} % / {:+.0} % vs baseline |",
+            "| all deleted | {} / {} | {:+.0} % / {:+.0} % vs baseline, {:+.0} % / {:+.0} % vs warm |",
             mib(self.deleted.rss),
             mib(self.deleted.anon),
             vs(self.deleted.rss, self.baseline.rss),
-            vs(self.deleted.anon, self.baseline.anon)
+            vs(self.deleted.anon, self.baseline.anon),
+            vs(self.deleted.rss, self.warm.rss),
+            vs(self.deleted.anon, self.warm.anon)
         );
         println!("| peak RSS (VmHWM), MiB | {} | — |", mib(self.deleted.peak));
     }
