@@ -14,9 +14,9 @@ use softether_proto::tunnel::{Tunnel, TunnelError, TunnelStats};
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use tokio::sync::{mpsc, watch, Mutex};
-use tokio::task::JoinHandle;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
+use tokio::task::{AbortHandle, JoinHandle};
 
 use crate::transport::clock::now;
 use crate::transport::connection::{Established, SessionStream};
@@ -196,16 +196,16 @@ pub fn spawn_tunnel<S: SessionStream>(mut est: Established<S>, seed: u64) -> Tun
             .map(|c| (c.stream, c.direction, c.leftover)),
     );
     let senders = connections.iter().filter(|c| c.1.can_send()).count();
-    let mut out_queues = if senders > 1 {
+    let (out_queues, spreader) = if senders > 1 {
         let (txs, rxs): (Vec<_>, Vec<_>) = (0..senders)
             .map(|_| mpsc::channel::<Bytes>(CHANNEL_DEPTH))
             .unzip();
-        tokio::spawn(spread::spread(out_rx, txs));
-        rxs
+        let spreader = tokio::spawn(spread::spread(out_rx, txs)).abort_handle();
+        (rxs, Some(spreader))
     } else {
-        vec![out_rx]
-    }
-    .into_iter();
+        (vec![out_rx], None)
+    };
+    let mut out_queues = out_queues.into_iter();
     let mut stats = Vec::with_capacity(connections.len());
     let mut drivers = JoinSet::new();
     for (i, (stream, direction, leftover)) in connections.into_iter().enumerate() {
@@ -220,11 +220,7 @@ pub fn spawn_tunnel<S: SessionStream>(mut est: Established<S>, seed: u64) -> Tun
                 t
             },
             addr,
-            out_rx: direction
-                .can_send()
-                .then(|| out_queues.next())
-                .flatten()
-                .map(|rx| Arc::new(Mutex::new(rx))),
+            out_rx: direction.can_send().then(|| out_queues.next()).flatten(),
             in_tx: in_tx.clone(),
             stats_tx,
             dropped_in: 0,
@@ -232,7 +228,7 @@ pub fn spawn_tunnel<S: SessionStream>(mut est: Established<S>, seed: u64) -> Tun
         drivers.spawn(driver.run(leftover, close_rx.clone(), abort_rx.clone()));
     }
     drop(in_tx);
-    let task = tokio::spawn(supervise(drivers, abort_tx));
+    let task = tokio::spawn(supervise(drivers, abort_tx, spreader));
     TunnelHandle {
         outgoing: out_tx,
         incoming: in_rx,
@@ -244,9 +240,11 @@ pub fn spawn_tunnel<S: SessionStream>(mut est: Established<S>, seed: u64) -> Tun
 }
 
 /// Waits for every connection; the first failure closes the others and is the session's result.
+/// The flow spreader, if any, ends with the connections it feeds.
 async fn supervise(
     mut drivers: JoinSet<(Result<(), TunnelExit>, LiveStats)>,
     close: watch::Sender<bool>,
+    spreader: Option<AbortHandle>,
 ) -> (Result<(), TunnelExit>, LiveStats) {
     let mut result = Ok(());
     let mut total = LiveStats::default();
@@ -268,6 +266,9 @@ async fn supervise(
             }
         }
     }
+    if let Some(spreader) = spreader {
+        spreader.abort();
+    }
     (result, total)
 }
 
@@ -275,8 +276,9 @@ struct Driver<S> {
     stream: S,
     tunnel: Tunnel,
     addr: SocketAddr,
-    /// Shared by every send-capable connection; `None` on a receive-only one.
-    out_rx: Option<Arc<Mutex<mpsc::Receiver<Bytes>>>>,
+    /// This connection's outgoing frames (the session's, or its share of flows when several
+    /// connections send); `None` on a receive-only one.
+    out_rx: Option<mpsc::Receiver<Bytes>>,
     in_tx: mpsc::Sender<Bytes>,
     stats_tx: watch::Sender<LiveStats>,
     dropped_in: u64,
@@ -331,8 +333,7 @@ impl<S: SessionStream> Driver<S> {
         // there, and frames are zero-copy slices of it up to the TAP write.
         let mut room = READ_ROOM_QUIET;
         let mut outgoing = Vec::new();
-        let mut outgoing_open = self.out_rx.is_some();
-        let shared_out = self.out_rx.clone();
+        let mut out_rx = self.out_rx.take();
         // A received frame the full queue to the TAP did not take. While there is one, the
         // socket is not read: TCP flow control slows the server down instead of this side
         // dropping frames it already paid to decrypt (measured: a download lost ~2 % of its
@@ -392,11 +393,14 @@ impl<S: SessionStream> Driver<S> {
                     room = if n >= READ_ROOM_QUIET { READ_ROOM_BULK } else { READ_ROOM_QUIET };
                     self.tunnel.handle_received(now(), n).map_err(protocol)?;
                 }
-                open = next_batch(shared_out.as_deref(), &mut outgoing), if outgoing_open => {
+                n = next_batch(out_rx.as_mut(), &mut outgoing) => {
                     for frame in outgoing.drain(..) {
                         self.tunnel.queue_frame(&frame);
                     }
-                    outgoing_open = open;
+                    if n == 0 {
+                        // The sender is gone: this connection only receives from now on.
+                        out_rx = None;
+                    }
                 }
                 _ = tokio::time::sleep_until(deadline) => {
                     self.tunnel.handle_timeout(now()).map_err(|e| match e {
@@ -418,28 +422,14 @@ impl<S: SessionStream> Driver<S> {
     }
 }
 
-/// Takes the next batch of outgoing frames from the shared queue into `frames` (empty, reused
-/// so a batch costs no allocation): waits for one, then drains what is already queued (up to
-/// [`MAX_BATCH_FRAMES`]). `false` once the sender is gone.
-async fn next_batch(
-    shared: Option<&Mutex<mpsc::Receiver<Bytes>>>,
-    frames: &mut Vec<Bytes>,
-) -> bool {
-    let Some(shared) = shared else {
-        return false;
-    };
-    let mut rx = shared.lock().await;
-    let Some(first) = rx.recv().await else {
-        return false;
-    };
-    frames.push(first);
-    while frames.len() < MAX_BATCH_FRAMES {
-        match rx.try_recv() {
-            Ok(frame) => frames.push(frame),
-            Err(_) => break,
-        }
+/// Takes the next batch of outgoing frames into `frames` (empty, reused so a batch costs no
+/// allocation): waits for one, then takes what is already queued (up to [`MAX_BATCH_FRAMES`]).
+/// Returns how many; 0 once the sender is gone. Never resolves without a queue.
+async fn next_batch(rx: Option<&mut mpsc::Receiver<Bytes>>, frames: &mut Vec<Bytes>) -> usize {
+    match rx {
+        Some(rx) => rx.recv_many(frames, MAX_BATCH_FRAMES).await,
+        None => std::future::pending().await,
     }
-    true
 }
 
 /// Sleeps until `at`; never resolves for `None`.
