@@ -45,33 +45,25 @@ fn payload(len: usize, salt: u8) -> Vec<u8> {
 fn frame(t: &Tcp, data: &[u8]) -> Vec<u8> {
     let eth = PacketBuilder::ethernet2(SRC, DST);
     let mut out = Vec::new();
-    macro_rules! finish {
-        ($ip:expr) => {{
-            let mut b = $ip.tcp(40000, 443, t.seq, 64000).ack(555);
-            if t.psh {
-                b = b.psh();
-            }
-            if t.fin {
-                b = b.fin();
-            }
-            if !t.options.is_empty() {
-                b = b.options_raw(&t.options).unwrap();
-            }
-            b.write(&mut out, data).unwrap();
-        }};
+    let vlan = etherparse::VlanId::try_new(5).unwrap();
+    // Every arm is the same builder step (IP headers), so one path finishes all four.
+    let ip = match (t.vlan, t.v6) {
+        (false, false) => eth.ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64),
+        (false, true) => eth.ipv6(v6(1), v6(2), 64),
+        (true, false) => eth.single_vlan(vlan).ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64),
+        (true, true) => eth.single_vlan(vlan).ipv6(v6(1), v6(2), 64),
+    };
+    let mut b = ip.tcp(40000, 443, t.seq, 64000).ack(555);
+    if t.psh {
+        b = b.psh();
     }
-    match (t.vlan, t.v6) {
-        (false, false) => finish!(eth.ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)),
-        (false, true) => finish!(eth.ipv6(v6(1), v6(2), 64)),
-        (true, false) => {
-            finish!(eth
-                .single_vlan(etherparse::VlanId::try_new(5).unwrap())
-                .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64))
-        }
-        (true, true) => finish!(eth
-            .single_vlan(etherparse::VlanId::try_new(5).unwrap())
-            .ipv6(v6(1), v6(2), 64)),
+    if t.fin {
+        b = b.fin();
     }
+    if !t.options.is_empty() {
+        b = b.options_raw(&t.options).unwrap();
+    }
+    b.write(&mut out, data).unwrap();
     if !t.v6 {
         // etherparse writes id 0 and DF set; set ours and fix the header checksum.
         let (l3, _) = l3_of(&out).unwrap();
