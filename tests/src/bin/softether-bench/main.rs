@@ -17,8 +17,9 @@
 //!
 //! The default columns are TCP only: the hub's `DisableUdpAcceleration` extended option is set
 //! while they run, because the server would switch a session to UDP 10 s in, half-way through
-//! its runs. `--udp` adds two columns, ours and the official client once the server reports the
-//! session's UDP acceleration active, with their own ratio column.
+//! its runs. `--udp` adds two columns, ours and the official client 11 s after the server reports
+//! the session's UDP acceleration active (when both sides send over UDP), with their own ratio
+//! column.
 //!
 //! `--wan [--wan-runs N]` measures something else (`tests/bench-wan`): iperf3 through an emulated WAN
 //! on the underlay (30 ms RTT, a rate limit, 0 / 0.5 / 2 % loss), ours with UDP acceleration vs the

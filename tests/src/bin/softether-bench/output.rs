@@ -170,7 +170,8 @@ pub(crate) fn print_table(columns: &[Column], ratios: &[Ratio], runs: usize) {
          iperf3 5 s per run. Columns not marked UDP are TCP only: the hub's \
          DisableUdpAcceleration extended option is set while they run (the server would otherwise \
          switch a session to UDP 10 s in, half-way through the runs); UDP columns clear it and \
-         start measuring once the server reports the session's UDP acceleration active. Server figures are the lab's vpnserver process (user+sys) over the \
+         start measuring 11 s after the server reports the session's UDP acceleration active (each \
+         side sends over UDP only after 10 s of working UDP). Server figures are the lab's vpnserver process (user+sys) over the \
          same run: near 100 % per busy server thread means the server bounds the throughput."
     );
     for c in columns {
