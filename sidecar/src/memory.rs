@@ -41,6 +41,8 @@ const MMAP_THRESHOLD: i32 = 32 * 1024;
 
 /// glibc's tunables for the daemon: no per-thread cache (see the module docs).
 pub const DAEMON_TUNABLES: &str = "glibc.malloc.tcache_count=0";
+/// Where glibc reads its tunables from, once, at process start.
+const TUNABLES_VAR: &str = "GLIBC_TUNABLES";
 
 /// The `GLIBC_TUNABLES` value the daemon must be restarted with, given the current one:
 /// `None` when it already runs with tunables, which includes an operator's own (theirs win).
@@ -69,8 +71,6 @@ pub fn restart_daemon_with_tunables() -> Option<std::io::Error> {
         .exec();
     Some(e)
 }
-
-const TUNABLES_VAR: &str = "GLIBC_TUNABLES";
 
 /// Sets the allocator up for a long-running process; call in `main` before any thread starts.
 pub fn tune_allocator() {

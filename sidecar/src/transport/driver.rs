@@ -15,8 +15,7 @@ use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinSet;
-use tokio::task::{AbortHandle, JoinHandle};
+use tokio::task::{AbortHandle, JoinHandle, JoinSet};
 
 use crate::transport::clock::now;
 use crate::transport::connection::{Established, SessionStream};

@@ -3,8 +3,9 @@
 //! they are all deleted). Prints a Markdown table; numbers are measured, never asserted.
 //!
 //! One lab, one `softether-sidecar run` in the client namespace; then, through the real plugin:
-//! one attachment with iperf3 both ways, deleted (the warm reading); N attachments (default 100) in their own pod namespaces, iperf3 TCP (5 s, both ways one
-//! after the other) from the first 10 to the lan host at once, all of them deleted. The
+//! one attachment with iperf3 both ways, deleted (the warm reading); N attachments (default
+//! 100) in their own pod namespaces, iperf3 TCP (5 s, both ways one after the other) from the
+//! first 10 to the lan host at once, all of them deleted. The
 //! daemon's VmRSS is read at each step, after it settled (sessions close asynchronously).
 //!
 //! Run as root after `cargo build --release --workspace --bins` (`tests/bench-daemon` does
