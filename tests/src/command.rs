@@ -2,7 +2,6 @@
 //! a ping that never returns) fails the test instead of hanging it.
 
 use std::io::Read;
-use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
 use std::thread;
@@ -30,7 +29,7 @@ pub fn run_with_input(
     timeout: Duration,
 ) -> Result<Output> {
     let desc = describe(cmd);
-    let mut child = cmd
+    let mut child = crate::sys::own_session(cmd)
         .stdin(if input.is_some() {
             Stdio::piped()
         } else {
@@ -38,7 +37,6 @@ pub fn run_with_input(
         })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .process_group(0)
         .spawn()
         .with_context(|| format!("cannot start `{desc}`"))?;
     if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
@@ -113,8 +111,8 @@ pub fn wait_deadline(child: &mut Child, timeout: Duration) -> Result<Option<Exit
     }
 }
 
-/// SIGKILLs the process group led by `child` (it must have been spawned with `process_group(0)`) and
-/// reaps the leader. Errors are ignored: this is used on teardown paths that must keep going.
+/// SIGKILLs the process group led by `child` (spawned as a group leader: `process_group(0)` or a
+/// new session) and reaps the leader. Errors are ignored: this is used on teardown paths that must keep going.
 ///
 /// Returns only once no member of the group exists any more (bounded, 5 s): a SIGKILLed daemon's worker
 /// processes keep their listening sockets until the kernel has finished tearing them down, and callers

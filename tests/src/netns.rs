@@ -133,7 +133,7 @@ pub struct KillOnDrop {
 }
 
 impl KillOnDrop {
-    /// Wraps a child spawned with `process_group(0)`.
+    /// Wraps a child spawned as a process group leader (`process_group(0)` or a new session).
     pub fn new(child: Child) -> Self {
         KillOnDrop { child }
     }
@@ -174,12 +174,11 @@ pub fn spawn_in(ns: &str, argv: &[&str]) -> Result<KillOnDrop> {
     spawn_command(cmd)
 }
 
-/// Spawns a prepared command (e.g. from [`command_in`]) in its own process group, killed on drop.
+/// Spawns a prepared command (e.g. from [`command_in`]) in its own session and process group
+/// (see [`crate::sys::own_session`] for why a session), killed on drop.
 pub fn spawn_command(mut cmd: Command) -> Result<KillOnDrop> {
-    use std::os::unix::process::CommandExt;
     let desc = command::describe(&cmd);
-    let child = cmd
-        .process_group(0)
+    let child = crate::sys::own_session(&mut cmd)
         .spawn()
         .with_context(|| format!("cannot start `{desc}`"))?;
     Ok(KillOnDrop::new(child))

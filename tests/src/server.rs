@@ -175,13 +175,14 @@ pub fn copy_binary(src_dir: &str, exe: &str, dir: &Path) -> Result<StateDirs> {
     StateDirs::create(&dir.join("state"))
 }
 
-/// Spawns `<dir>/<exe> execsvc` inside `ns` and a private mount namespace, as its own process group.
+/// Spawns `<dir>/<exe> execsvc` inside `ns` and a private mount namespace, in its own session
+/// and process group (see [`crate::sys::own_session`]).
 pub fn spawn_private(ns: &str, dir: &Path, exe: &str, state: &StateDirs) -> Result<Child> {
-    use std::os::unix::process::CommandExt;
     let out = fs::File::create(dir.join(format!("{exe}.out")))?;
     let err = out.try_clone()?;
     let script = state.wrap_exec(&dir.join(exe), "execsvc");
-    Command::new("ip")
+    let mut cmd = Command::new("ip");
+    crate::sys::own_session(&mut cmd)
         .args([
             "netns",
             "exec",
@@ -198,7 +199,6 @@ pub fn spawn_private(ns: &str, dir: &Path, exe: &str, state: &StateDirs) -> Resu
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
-        .process_group(0)
         .spawn()
         .with_context(|| format!("starting {exe} in namespace {ns}"))
 }
