@@ -175,7 +175,7 @@ pub fn spawn_in(ns: &str, argv: &[&str]) -> Result<KillOnDrop> {
 }
 
 /// Spawns a prepared command (e.g. from [`command_in`]) in its own session and process group
-/// (see [`crate::sys::own_session`] for why a session), killed on drop.
+/// (see `own_session` in `sys.rs` for why a session), killed on drop.
 pub fn spawn_command(mut cmd: Command) -> Result<KillOnDrop> {
     let desc = command::describe(&cmd);
     let child = crate::sys::own_session(&mut cmd)

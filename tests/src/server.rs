@@ -176,7 +176,7 @@ pub fn copy_binary(src_dir: &str, exe: &str, dir: &Path) -> Result<StateDirs> {
 }
 
 /// Spawns `<dir>/<exe> execsvc` inside `ns` and a private mount namespace, in its own session
-/// and process group (see [`crate::sys::own_session`]).
+/// and process group (see `own_session` in `sys.rs`).
 pub fn spawn_private(ns: &str, dir: &Path, exe: &str, state: &StateDirs) -> Result<Child> {
     let out = fs::File::create(dir.join(format!("{exe}.out")))?;
     let err = out.try_clone()?;

@@ -25,6 +25,11 @@
 //! on the underlay (30 ms RTT, a rate limit, 0 / 0.5 / 2 % loss), ours with UDP acceleration vs the
 //! official client with UDP acceleration vs ours TCP-only; see [`wan`].
 //!
+//! Every process the lab starts leads its own session, hence its own scheduler autogroup (see
+//! `own_session` in the lab crate's `sys`): sharing the bench's one session, the server, the
+//! client and iperf3 interleaved per packet, which put our client's UDP upload into a lock-step
+//! with the server that no deployment sees.
+//!
 //! Numbers are measured, never asserted: they depend on the machine and on whatever else runs on it.
 //! All traffic stays inside the lab's namespaces (iperf3 and ping between the client ns and the lan host).
 

@@ -171,8 +171,11 @@ pub(crate) fn print_table(columns: &[Column], ratios: &[Ratio], runs: usize) {
          DisableUdpAcceleration extended option is set while they run (the server would otherwise \
          switch a session to UDP 10 s in, half-way through the runs); UDP columns clear it and \
          start measuring 11 s after the server reports the session's UDP acceleration active (each \
-         side sends over UDP only after 10 s of working UDP). Server figures are the lab's vpnserver process (user+sys) over the \
-         same run: near 100 % per busy server thread means the server bounds the throughput."
+         side sends over UDP only after 10 s of working UDP). Server figures are the lab's \
+         vpnserver process (user+sys) over the same run: near 100 % per busy server thread means \
+         the server bounds the throughput. The server, each client and each iperf3 end lead their \
+         own session, so the scheduler's autogroups share the CPU between them as between \
+         separate machines."
     );
     for c in columns {
         for (round, r) in c.rounds.iter().enumerate() {
