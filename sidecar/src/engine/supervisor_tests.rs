@@ -312,10 +312,13 @@ async fn an_offload_tap_super_frame_reaches_the_server_as_wire_frames() {
     let segments: Vec<Vec<u8>> = (0..30).map(|i| tcp_segment(i * 1448, 1448)).collect();
     let mut super_frames = Vec::new();
     let mut coalescer = Coalescer::new();
+    let mut arena = Vec::new();
     for seg in &segments {
-        coalescer.push(seg, |f| super_frames.push(Bytes::copy_from_slice(f)));
+        coalescer.push(&mut arena, seg, |f| {
+            super_frames.push(Bytes::copy_from_slice(f))
+        });
     }
-    coalescer.flush(|f| super_frames.push(Bytes::copy_from_slice(f)));
+    coalescer.flush(&mut arena, |f| super_frames.push(Bytes::copy_from_slice(f)));
     assert_eq!(super_frames.len(), 1);
     assert!(super_frames[0].len() > 40_000 + VNET_HDR_LEN);
     engine

@@ -181,9 +181,10 @@ impl DownlinkBatch {
                 arena.extend_from_slice(frame);
                 ends.push(arena.len());
             }
-            TapOffload::Offload => coalescer.push(frame, |out| {
-                arena.extend_from_slice(out);
-                ends.push(arena.len());
+            // Written in place at the arena's end: each write ends where the previous one did
+            // plus its length.
+            TapOffload::Offload => coalescer.push(arena, frame, |write| {
+                ends.push(ends.last().copied().unwrap_or(0) + write.len());
             }),
         }
     }
@@ -196,9 +197,8 @@ impl DownlinkBatch {
             coalescer,
             ..
         } = self;
-        coalescer.flush(|out| {
-            arena.extend_from_slice(out);
-            ends.push(arena.len());
+        coalescer.flush(arena, |write| {
+            ends.push(ends.last().copied().unwrap_or(0) + write.len());
         });
     }
 

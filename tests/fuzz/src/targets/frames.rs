@@ -17,6 +17,7 @@ pub fn tap_frames(data: &[u8]) {
     let mut rest = data;
     let mut thinner = AckThinner::new();
     let mut coalescer = Coalescer::new();
+    let mut arena = Vec::new();
     let mut scratch = Vec::new();
     let mut index = 0;
     let check_write = |out: &[u8]| {
@@ -40,7 +41,7 @@ pub fn tap_frames(data: &[u8]) {
                 );
             });
         }
-        coalescer.push(frame, check_write);
+        coalescer.push(&mut arena, frame, check_write);
         if let Some(earlier) = thinner.push(frame, index) {
             assert!(earlier < index, "an ACK superseded by an earlier one");
         }
@@ -49,5 +50,5 @@ pub fn tap_frames(data: &[u8]) {
         }
         index += 1;
     }
-    coalescer.flush(check_write);
+    coalescer.flush(&mut arena, check_write);
 }
