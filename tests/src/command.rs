@@ -112,7 +112,8 @@ pub fn wait_deadline(child: &mut Child, timeout: Duration) -> Result<Option<Exit
 }
 
 /// SIGKILLs the process group led by `child` (spawned as a group leader: `process_group(0)` or a
-/// new session) and reaps the leader. Errors are ignored: this is used on teardown paths that must keep going.
+/// new session) and reaps the leader. Errors are ignored: this is used on teardown paths that
+/// must keep going.
 ///
 /// Returns only once no member of the group exists any more (bounded, 5 s): a SIGKILLed daemon's worker
 /// processes keep their listening sockets until the kernel has finished tearing them down, and callers

@@ -33,7 +33,8 @@ pub(crate) fn own_session(cmd: &mut std::process::Command) -> &mut std::process:
     use std::os::unix::process::CommandExt;
     // SAFETY: the closure runs in the forked child before exec and only calls setsid(2), which
     // is async-signal-safe, allocates nothing and touches no lock. It cannot fail in a freshly
-    // forked child (not a group leader); if it did, the child stays in our group, which is safe.
+    // forked child (not a group leader); if it did, the child would keep our group, and
+    // `kill_group` (which signals the group whose id is the child's pid) would find none.
     unsafe {
         cmd.pre_exec(|| {
             let _ = nix::unistd::setsid();
