@@ -130,6 +130,12 @@ pub struct DownlinkBatch {
     skip: Vec<bool>,
 }
 
+/// The coalescer's `emit` for the write arena: it builds the writes in place, back to back, so
+/// each ends where the previous one did plus its length.
+fn record_end(ends: &mut Vec<usize>) -> impl FnMut(&[u8]) + '_ {
+    move |write| ends.push(ends.last().copied().unwrap_or(0) + write.len())
+}
+
 /// Arena capacity kept between batches; a larger one (a burst) is released.
 const ARENA_KEEP: usize = 512 * 1024;
 
@@ -181,11 +187,7 @@ impl DownlinkBatch {
                 arena.extend_from_slice(frame);
                 ends.push(arena.len());
             }
-            // Written in place at the arena's end: each write ends where the previous one did
-            // plus its length.
-            TapOffload::Offload => coalescer.push(arena, frame, |write| {
-                ends.push(ends.last().copied().unwrap_or(0) + write.len());
-            }),
+            TapOffload::Offload => coalescer.push(arena, frame, record_end(ends)),
         }
     }
 
@@ -197,9 +199,7 @@ impl DownlinkBatch {
             coalescer,
             ..
         } = self;
-        coalescer.flush(arena, |write| {
-            ends.push(ends.last().copied().unwrap_or(0) + write.len());
-        });
+        coalescer.flush(arena, record_end(ends));
     }
 
     /// How many TAP writes the batch takes.
